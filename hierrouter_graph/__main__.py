@@ -1,0 +1,42 @@
+"""``python -m hierrouter_graph "question"``: route one query and print every hop."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import RouterConfig
+from .defaults import default_config
+from .display import format_result
+from .graph import HierRouterGraph
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hierrouter_graph", description=__doc__)
+    parser.add_argument("query", help="the question to route")
+    parser.add_argument("--config", help="RouterConfig YAML/JSON (default: the offline pool)")
+    parser.add_argument("--policy", help="folder of a saved RouterPolicy (default: the shipped one)")
+    parser.add_argument("--horizon", type=int, help="override L")
+    parser.add_argument("--sample", action="store_true", help="sample routes instead of argmax")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--json", action="store_true", help="print the full result as JSON")
+    args = parser.parse_args(argv)
+
+    config = RouterConfig.from_file(args.config) if args.config else default_config()
+    if args.horizon is not None:
+        config = RouterConfig.model_validate({**config.model_dump(), "horizon": args.horizon})
+    router = HierRouterGraph(config, policy=args.policy, sample=args.sample, seed=args.seed)
+    result = router.invoke(args.query)
+    if args.json:
+        json.dump({k: v for k, v in result.items() if k != "messages"}, sys.stdout, indent=2)
+        print()
+    else:
+        print(format_result(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

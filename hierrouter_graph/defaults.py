@@ -1,0 +1,71 @@
+"""The embedded offline default: a pool that needs no hub, and its policy.
+
+``default_config()`` is what ``HierRouterGraph()``, ``make demo``, ``python -m hierrouter_graph``
+and the Studio graph use when given nothing else. ``default_policy`` loads the trained policy
+shipped in ``hierrouter_graph/defaults/`` when it was trained for the config's pool, encoder and
+horizon, and otherwise builds an untrained (near-uniform, deterministic) policy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .config import ModelSpec, RouterConfig
+from .encoder import load_encoder
+from .policy import RouterPolicy
+
+__all__ = ["DEFAULT_POLICY_DIR", "default_config", "default_policy", "untrained_policy"]
+
+DEFAULT_POLICY_DIR = Path(__file__).parent / "defaults"
+
+
+def default_config(**overrides: object) -> RouterConfig:
+    """The offline pool: SmolLM2-135M-Instruct (cheap generalist) and Gemma-3-270M (base, pricier)."""
+    models = [
+        ModelSpec(
+            name="smollm2-135m",
+            source="offline:smollm2-135m-instruct",
+            max_new_tokens=128,
+            description="SmolLM2-135M-Instruct: small instruction-tuned generalist (ChatML).",
+        ),
+        ModelSpec(
+            name="gemma-3-270m",
+            source="offline:gemma-3-270m",
+            max_new_tokens=128,
+            description="Gemma-3-270M base: twice the size, not instruction-tuned.",
+        ),
+    ]
+    return RouterConfig.model_validate({"models": models, **overrides})
+
+
+def untrained_policy(config: RouterConfig, seed: int = 0) -> RouterPolicy:
+    """A fresh policy for ``config``; the init is seeded so untrained routing is reproducible."""
+    encoder = load_encoder(config.encoder, config.max_seq_len, cache_dir=config.resolved_cache_dir)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return RouterPolicy.for_encoder(config.model_names, encoder, horizon=config.horizon)
+
+
+def _shipped_policy_matches(config: RouterConfig) -> bool:
+    meta_path = DEFAULT_POLICY_DIR / "policy.json"
+    if not meta_path.is_file():
+        return False
+    meta = json.loads(meta_path.read_text())
+    return bool(
+        meta.get("pool") == config.model_names
+        and meta.get("encoder", {}).get("name") == config.encoder
+        and meta.get("horizon") == config.horizon
+    )
+
+
+def default_policy(config: RouterConfig) -> RouterPolicy:
+    """The shipped trained policy when it fits ``config``, else an untrained one."""
+    if _shipped_policy_matches(config):
+        encoder = load_encoder(config.encoder, config.max_seq_len, cache_dir=config.resolved_cache_dir)
+        return RouterPolicy.load(
+            DEFAULT_POLICY_DIR, pool=config.model_names, encoder=encoder, horizon=config.horizon
+        )
+    return untrained_policy(config)

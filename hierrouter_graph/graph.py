@@ -1,0 +1,274 @@
+"""The HierRouter graph: ingest → router ⇄ one node per pool model (exactly L hops) → finalize.
+
+``create_hierrouter_graph`` returns an uncompiled ``StateGraph`` (the LangGraph convention: the
+caller compiles it with its own checkpointer or nests it in a parent graph); ``HierRouterGraph``
+is the ready-to-use object that compiles it and loads the default policy.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command
+
+from .config import RouterConfig
+from .encoder import load_encoder
+from .hop import extend_context, run_hop
+from .models import build_pool_member
+from .policy import PolicyMismatchError, RouterPolicy, RoutingPolicy
+from .pool import PoolMember
+from .state import HopRecord, InputState, OutputState, RouterState
+
+__all__ = [
+    "HierRouterGraph",
+    "InvalidQueryError",
+    "build_pool",
+    "create_hierrouter_graph",
+    "resolve_policy",
+]
+
+
+class InvalidQueryError(ValueError):
+    """The graph input carries no usable query."""
+
+
+def build_pool(
+    config: RouterConfig, chat_models: Mapping[str, BaseChatModel | PoolMember] | None = None
+) -> dict[str, PoolMember]:
+    """Pool members in action order: the given chat models, the rest built from their specs."""
+    given = dict(chat_models or {})
+    unknown = sorted(set(given) - set(config.model_names))
+    if unknown:
+        raise KeyError(
+            f"chat_models names unknown models {unknown}; the config's pool is {config.model_names}"
+        )
+    pool: dict[str, PoolMember] = {}
+    for spec in config.models:
+        supplied = given.get(spec.name)
+        if isinstance(supplied, PoolMember):
+            pool[spec.name] = supplied
+        elif supplied is not None:
+            pool[spec.name] = PoolMember(
+                name=spec.name,
+                chat_model=supplied,
+                base_rate=spec.base_rate or 0.0,
+                system_prompt=spec.system_prompt,
+                max_input_tokens=spec.max_input_tokens,
+                fingerprint=spec.fingerprint(),
+            )
+        else:
+            pool[spec.name] = build_pool_member(spec, config.resolved_cache_dir)
+    return pool
+
+
+def resolve_policy(
+    config: RouterConfig, policy: RoutingPolicy | str | os.PathLike[str] | None
+) -> RoutingPolicy:
+    """A ready policy for ``config``: the given one (checked), a saved one, or the default."""
+    if policy is None:
+        from .defaults import default_policy
+
+        return default_policy(config)
+    if isinstance(policy, str | os.PathLike):
+        encoder = load_encoder(config.encoder, config.max_seq_len, cache_dir=config.resolved_cache_dir)
+        return RouterPolicy.load(
+            Path(policy), pool=config.model_names, encoder=encoder, horizon=config.horizon
+        )
+    if policy.pool != config.model_names:
+        raise PolicyMismatchError(
+            f"policy routes over {policy.pool} but the config's pool is {config.model_names} "
+            "(names and order must match)"
+        )
+    if isinstance(policy, RouterPolicy):
+        if policy.horizon != config.horizon:
+            raise PolicyMismatchError(
+                f"policy was built for L={policy.horizon}, config has L={config.horizon}"
+            )
+        if policy.encoder_name != config.encoder:
+            raise PolicyMismatchError(
+                f"policy uses encoder {policy.encoder_name!r}, config names {config.encoder!r}"
+            )
+    return policy
+
+
+def _query_from(state: RouterState) -> tuple[str, str]:
+    messages = state.get("messages") or []
+    if messages and isinstance(messages[-1], HumanMessage):
+        return messages[-1].text, "messages"
+    query = state.get("query")
+    if query is None:
+        raise InvalidQueryError(
+            "input needs 'query' (a non-empty string) or 'messages' ending with a human message"
+        )
+    if not isinstance(query, str):
+        raise InvalidQueryError(f"query: expected a non-empty string, got {type(query).__name__}")
+    return query, "query"
+
+
+def create_hierrouter_graph(
+    config: RouterConfig,
+    policy: RoutingPolicy | str | os.PathLike[str] | None = None,
+    chat_models: Mapping[str, BaseChatModel | PoolMember] | None = None,
+    *,
+    sample: bool = False,
+    seed: int | None = None,
+) -> StateGraph:
+    """Build (uncompiled) the L-hop routing graph for ``config``.
+
+    ``policy``: a RoutingPolicy, a folder saved by ``RouterPolicy.save``, or None for the default.
+    ``chat_models``: chat models or PoolMembers by name; members not given are built from their
+    ModelSpec. ``sample``/``seed``: draw routes from π instead of argmax (a run can override with
+    ``config={"configurable": {"sample": True}}``).
+    """
+    pool = build_pool(config, chat_models)
+    router_policy = resolve_policy(config, policy)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    horizon = config.horizon
+
+    def ingest(state: RouterState) -> dict[str, Any]:
+        query, source = _query_from(state)
+        if not query.strip():
+            raise InvalidQueryError("query: expected a non-empty string, got an empty one")
+        return {
+            "query": query,
+            "context": query,
+            "stage": 0,
+            "cost": 0.0,
+            "trace": [],
+            "answer": "",
+            "decision": None,
+            "input_source": source,
+        }
+
+    def router(state: RouterState, config: RunnableConfig) -> Command[str]:
+        stage = state["stage"]
+        if stage >= horizon:
+            return Command(goto="finalize")
+        draw = bool((config.get("configurable") or {}).get("sample", sample))
+        decision = router_policy.decide(
+            state["context"], stage, state["cost"], sample=draw, generator=generator
+        )
+        return Command(goto=decision.model, update={"decision": decision.as_dict()})
+
+    def model_node(member: PoolMember) -> Callable[[RouterState], dict[str, Any]]:
+        def hop(state: RouterState) -> dict[str, Any]:
+            stage, decision = state["stage"], state.get("decision") or {}
+            result = run_hop(member, state["context"], _instruction(stage))
+            total = state["cost"] + result.cost
+            record: HopRecord = {
+                "stage": stage,
+                "model": member.name,
+                "prob": float(decision.get("probs", {}).get(member.name, 1.0)),
+                "probs": dict(decision.get("probs", {})),
+                "value": decision.get("value"),
+                "prompt": result.prompt,
+                "reply": result.reply,
+                "tokens_in": result.tokens_in,
+                "tokens_out": result.tokens_out,
+                "cost": result.cost,
+                "cumulative_cost": total,
+            }
+            return {
+                "context": extend_context(state["context"], result.reply),
+                "stage": stage + 1,
+                "cost": total,
+                "trace": [*state["trace"], record],
+                "decision": None,
+            }
+
+        hop.__name__ = f"hop_{member.name}"
+        return hop
+
+    def _instruction(stage: int) -> str:
+        return config.stage_prompt(stage)
+
+    def finalize(state: RouterState) -> dict[str, Any]:
+        trace = state["trace"]
+        answer = trace[-1]["reply"] if trace else ""
+        update: dict[str, Any] = {"answer": answer}
+        if state.get("input_source") == "messages":
+            update["messages"] = [
+                AIMessage(
+                    content=answer,
+                    name="hierrouter",
+                    response_metadata={"route": [h["model"] for h in trace], "cost": state["cost"]},
+                )
+            ]
+        return update
+
+    builder = StateGraph(RouterState, input_schema=InputState, output_schema=OutputState)
+    builder.add_node("ingest", ingest)
+    builder.add_node("router", router, destinations=(*pool, "finalize"))
+    for name, member in pool.items():
+        builder.add_node(name, model_node(member))  # type: ignore[arg-type]
+        builder.add_edge(name, "router")
+    builder.add_node("finalize", finalize)
+    builder.add_edge(START, "ingest")
+    builder.add_edge("ingest", "router")
+    builder.add_edge("finalize", END)
+    return builder
+
+
+class HierRouterGraph:
+    """The router users embed: compiled graph + its policy and config.
+
+    >>> router = HierRouterGraph()                       # the offline default pool
+    >>> out = router.invoke("What is 7 * 6?")
+    >>> out["answer"], [h["model"] for h in out["trace"]], out["cost"]
+    """
+
+    def __init__(
+        self,
+        config: RouterConfig | str | os.PathLike[str] | None = None,
+        policy: RoutingPolicy | str | os.PathLike[str] | None = None,
+        chat_models: Mapping[str, BaseChatModel | PoolMember] | None = None,
+        *,
+        checkpointer: Any = None,
+        sample: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        if config is None:
+            from .defaults import default_config
+
+            config = default_config()
+        elif not isinstance(config, RouterConfig):
+            config = RouterConfig.from_file(config)
+        self.config: RouterConfig = config
+        self.policy: RoutingPolicy = resolve_policy(config, policy)
+        self.builder = create_hierrouter_graph(config, self.policy, chat_models, sample=sample, seed=seed)
+        self.graph = self.builder.compile(checkpointer=checkpointer, name="hierrouter")
+
+    @staticmethod
+    def _as_input(value: str | Mapping[str, Any]) -> dict[str, Any]:
+        return {"query": value} if isinstance(value, str) else dict(value)
+
+    def invoke(
+        self, input: str | Mapping[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        return dict(self.graph.invoke(self._as_input(input), config, **kwargs))
+
+    async def ainvoke(
+        self, input: str | Mapping[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        return dict(await self.graph.ainvoke(self._as_input(input), config, **kwargs))
+
+    def stream(
+        self, input: str | Mapping[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        return self.graph.stream(self._as_input(input), config, **kwargs)
+
+    def batch(
+        self, inputs: Sequence[str | Mapping[str, Any]], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        return [dict(out) for out in self.graph.batch([self._as_input(i) for i in inputs], config, **kwargs)]
+
+    def get_graph(self) -> Any:
+        return self.graph.get_graph()

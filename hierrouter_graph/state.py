@@ -1,0 +1,57 @@
+"""Graph state: plain JSON values (plus LangChain messages) so every checkpointer can store it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, NotRequired
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict
+
+__all__ = ["HopRecord", "InputState", "OutputState", "RouterState"]
+
+
+class HopRecord(TypedDict):
+    """One hop of the trace: who answered which stage, at what price, chosen how confidently."""
+
+    stage: int
+    model: str
+    prob: float
+    probs: dict[str, float]
+    value: float | None
+    prompt: str
+    reply: str
+    tokens_in: int
+    tokens_out: int
+    cost: float
+    cumulative_cost: float
+
+
+class InputState(TypedDict, total=False):
+    """Either ``{"query": str}`` or ``{"messages": [...]}`` (MessagesState-compatible)."""
+
+    query: str
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+class OutputState(TypedDict, total=False):
+    query: str
+    answer: str
+    context: str
+    cost: float
+    trace: list[HopRecord]
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+class RouterState(TypedDict):
+    """s_t = (context c_t, stage ℓ_t, cost C_t), plus the query, answer and trace around it."""
+
+    messages: NotRequired[Annotated[list[AnyMessage], add_messages]]
+    query: NotRequired[str]
+    context: NotRequired[str]
+    stage: NotRequired[int]
+    cost: NotRequired[float]
+    answer: NotRequired[str]
+    trace: NotRequired[list[HopRecord]]
+    decision: NotRequired[dict[str, Any] | None]
+    input_source: NotRequired[Literal["query", "messages"]]

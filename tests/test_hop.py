@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+
+from hierrouter_graph import PoolMember, run_hop
+from hierrouter_graph.hop import CachedReply, TokenCountUnavailableError, extend_context
+
+
+class _UsageModel(FakeListChatModel):
+    """A chat model that reports usage, like an inference endpoint does."""
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        text = self.responses[0]
+        message = AIMessage(text, usage_metadata={"input_tokens": 40, "output_tokens": 7, "total_tokens": 47})
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+class _DictCache:
+    def __init__(self) -> None:
+        self.store: dict[tuple[str, str], CachedReply] = {}
+
+    def get(self, fingerprint: str, prompt: str) -> CachedReply | None:
+        return self.store.get((fingerprint, prompt))
+
+    def put(self, fingerprint: str, prompt: str, reply: CachedReply) -> None:
+        self.store[(fingerprint, prompt)] = reply
+
+
+def test_usage_metadata_prices_the_hop() -> None:
+    member = PoolMember("remote", _UsageModel(responses=["forty-two"]), base_rate=0.01)
+    result = run_hop(member, "What is 6*7?", "Solve.")
+    assert (result.tokens_in, result.tokens_out) == (40, 7)
+    assert result.cost == pytest.approx(0.47)
+    assert result.prompt == "Solve.\n\nWhat is 6*7?"
+
+
+def test_without_usage_or_tokenizer_the_hop_refuses_to_guess() -> None:
+    member = PoolMember("opaque", FakeListChatModel(responses=["x"]), base_rate=0.01)
+    with pytest.raises(TokenCountUnavailableError, match="opaque"):
+        run_hop(member, "q", "Solve.")
+
+
+def test_cache_replays_without_calling_the_model() -> None:
+    model = _UsageModel(responses=["first"])
+    member = PoolMember("remote", model, base_rate=0.01, fingerprint="fp-1")
+    cache = _DictCache()
+    first = run_hop(member, "q", "Solve.", cache=cache)
+    model.responses = ["second"]
+    again = run_hop(member, "q", "Solve.", cache=cache)
+    assert (again.reply, again.cached, first.cached) == ("first", True, False)
+    assert again.cost == first.cost
+    other = run_hop(
+        PoolMember("remote", model, base_rate=0.01, fingerprint="fp-2"), "q", "Solve.", cache=cache
+    )
+    assert other.reply == "second" and not other.cached
+
+
+def test_context_grows_by_appending() -> None:
+    assert extend_context("q", "r1") == "q\n\nr1"
+    assert extend_context(extend_context("q", "r1"), "r2") == "q\n\nr1\n\nr2"
+
+
+def test_negative_base_rate_is_rejected() -> None:
+    with pytest.raises(ValueError, match="base_rate"):
+        PoolMember("m", FakeListChatModel(responses=["x"]), base_rate=-1)
