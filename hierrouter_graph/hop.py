@@ -7,6 +7,7 @@ routes at inference.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -25,6 +26,7 @@ __all__ = [
     "build_hop_messages",
     "extend_context",
     "run_hop",
+    "run_hops",
 ]
 
 CONTEXT_SEPARATOR = "\n\n"
@@ -151,6 +153,47 @@ def run_hop(
     return HopResult(
         member.name, prompt, reply, tokens_in, tokens_out, hop_cost(member.base_rate, tokens_in, tokens_out)
     )
+
+
+def run_hops(
+    member: PoolMember,
+    contexts: Sequence[str],
+    instruction: str,
+    cache: ReplyCache | None = None,
+) -> list[HopResult]:
+    """``run_hop`` for many contexts of one stage at once (recording the outcome tree).
+
+    Prompts, cache keys, token counts and prices are built exactly as in ``run_hop``; only the
+    generation is batched, through the member's ``batch_generate`` (one left-padded ``generate``
+    call). Members without it fall back to one ``run_hop`` per context.
+    """
+    if member.batch_generate is None or member.counter is None:
+        return [run_hop(member, context, instruction, cache) for context in contexts]
+    all_messages = [build_hop_messages(member, instruction, context) for context in contexts]
+    keys = [_cache_key(messages) for messages in all_messages]
+    hits = [cache.get(member.fingerprint, key) if cache is not None else None for key in keys]
+    todo = [i for i, hit in enumerate(hits) if hit is None]
+    fresh = member.batch_generate([all_messages[i] for i in todo]) if todo else []
+    for index, reply in zip(todo, fresh, strict=True):
+        counts = member.counter.count_prompt(all_messages[index]), member.counter.count_text(reply)
+        hits[index] = CachedReply(reply, *counts)
+        if cache is not None:
+            cache.put(member.fingerprint, keys[index], hits[index])  # type: ignore[arg-type]
+    results = []
+    for index, (messages, hit) in enumerate(zip(all_messages, hits, strict=True)):
+        assert hit is not None
+        results.append(
+            HopResult(
+                member.name,
+                str(messages[-1].content),
+                hit.reply,
+                hit.tokens_in,
+                hit.tokens_out,
+                hop_cost(member.base_rate, hit.tokens_in, hit.tokens_out),
+                cached=index not in todo,
+            )
+        )
+    return results
 
 
 def _cache_key(messages: list[BaseMessage]) -> str:

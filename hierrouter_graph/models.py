@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import ModelSpec
 from .cost import base_rate_from_param_count, param_count_from_name
@@ -23,7 +23,11 @@ from .offline import (
 )
 from .pool import PoolMember, TokenizerCounter
 
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
+
 __all__ = [
+    "BatchGenerator",
     "ModelSourceError",
     "build_pool_member",
     "load_causal_lm",
@@ -185,6 +189,44 @@ def _base_rate(spec: ModelSpec, model: Any) -> float:
     return base_rate_from_param_count(named or int(model.num_parameters()))
 
 
+class BatchGenerator:
+    """Greedy generation for many chat prompts in one left-padded ``generate`` call.
+
+    Mirrors the text-generation pipeline step for step (same rendered prompt, same tokenizer
+    call, same generate kwargs, new tokens decoded with special tokens skipped) so a batched reply
+    equals the pipeline's reply; in float32 they are token-identical, in bf16 padding can flip a
+    near-tie token.
+    """
+
+    def __init__(
+        self, model: Any, tokenizer: Any, generate_kwargs: dict[str, Any], max_batch: int = 16
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.generate_kwargs = generate_kwargs
+        self.max_batch = max_batch
+        self.counter = TokenizerCounter(tokenizer)
+        self._lock = threading.Lock()
+
+    def __call__(self, prompts: list[list[BaseMessage]]) -> list[str]:
+        import torch
+
+        rendered = [self.counter.render_prompt(messages) for messages in prompts]
+        order = sorted(range(len(rendered)), key=lambda i: len(rendered[i]))  # similar lengths together
+        replies: list[str] = [""] * len(rendered)
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(order), self.max_batch):
+                chunk = order[start : start + self.max_batch]
+                self.tokenizer.padding_side = "left"
+                batch = self.tokenizer([rendered[i] for i in chunk], return_tensors="pt", padding=True)
+                batch = {k: v.to(self.model.device) for k, v in batch.items()}
+                output = self.model.generate(**batch, **self.generate_kwargs)
+                new_tokens = output[:, batch["input_ids"].shape[1] :]
+                for row, index in enumerate(chunk):
+                    replies[index] = self.tokenizer.decode(new_tokens[row], skip_special_tokens=True)
+        return replies
+
+
 def build_pool_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
     """The default factory: ChatHuggingFace over a local text-generation pipeline.
 
@@ -222,4 +264,5 @@ def build_pool_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
         system_prompt=spec.system_prompt,
         max_input_tokens=max_input,
         fingerprint=spec.fingerprint(),
+        batch_generate=BatchGenerator(model, tokenizer, generate_kwargs),
     )

@@ -6,7 +6,7 @@ an API model, a fake in a test — without going through transformers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -98,6 +98,8 @@ class PoolMember:
     system_prompt: str | None = None
     max_input_tokens: int | None = None
     fingerprint: str = ""
+    batch_generate: Callable[[list[list[BaseMessage]]], list[str]] | None = None
+    """Optional: one batched forward for many prompts (local models); same replies as invoke."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

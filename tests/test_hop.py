@@ -70,3 +70,25 @@ def test_context_grows_by_appending() -> None:
 def test_negative_base_rate_is_rejected() -> None:
     with pytest.raises(ValueError, match="base_rate"):
         PoolMember("m", FakeListChatModel(responses=["x"]), base_rate=-1)
+
+
+def test_batched_hops_equal_single_hops(tiny_config) -> None:
+    from hierrouter_graph.graph import build_pool
+    from hierrouter_graph.hop import run_hops
+
+    member = build_pool(tiny_config)["tiny-a"]
+    contexts = [
+        "What is seven times six?",
+        "def add(a, b):",
+        "Which planet is largest? A. Mars B. Jupiter",
+        "q",
+    ]
+    single = [run_hop(member, c, "Solve.") for c in contexts]
+    cache = _DictCache()
+    batched = run_hops(member, contexts, "Solve.", cache=cache)
+    assert [b.reply for b in batched] == [s.reply for s in single]
+    assert [(b.tokens_in, b.tokens_out, b.cost) for b in batched] == [
+        (s.tokens_in, s.tokens_out, s.cost) for s in single
+    ]
+    assert len(cache.store) == 4 and not any(b.cached for b in batched)
+    assert all(b.cached for b in run_hops(member, contexts, "Solve.", cache=cache))
