@@ -60,6 +60,11 @@ class ModelSpec(BaseModel):
         "'-', '_' and '.', starting with a letter or digit.",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$",
     )
+    kind: Literal["generate", "cloze_mc"] = Field(
+        default="generate",
+        description="'generate': a chat model over a text-generation pipeline. 'cloze_mc': a "
+        "multiple-choice specialist that scores lettered options by log-likelihood (no generation).",
+    )
     source: str = Field(
         min_length=1,
         description="A built-in offline name ('offline:smollm2-135m-instruct', "
@@ -116,6 +121,7 @@ class ModelSpec(BaseModel):
         """
         relevant = self.model_dump(
             include={
+                "kind",
                 "source",
                 "max_new_tokens",
                 "generation_kwargs",

@@ -155,11 +155,6 @@ def load_causal_lm(spec: ModelSpec, cache_dir: Path) -> _LoadedLM:
         model.to(device).eval()
         if spec.chat_template is not None:
             tokenizer.chat_template = spec.chat_template
-        if not getattr(tokenizer, "chat_template", None):
-            raise ModelSourceError(
-                f"{spec.name}: tokenizer of {spec.source!r} has no chat template; set "
-                "ModelSpec.chat_template to a Jinja template for this base model"
-            )
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         loaded = _LoadedLM(model=model, tokenizer=tokenizer)
@@ -227,6 +222,22 @@ class BatchGenerator:
         return replies
 
 
+def _cloze_member(spec: ModelSpec, model: Any, tokenizer: Any) -> PoolMember:
+    """The cloze specialist on the (shared) loaded base; it reports its own token usage."""
+    from .cloze import ClozeMultipleChoiceChat
+
+    chat = ClozeMultipleChoiceChat(model=model, tokenizer=tokenizer, model_id=spec.name)
+    return PoolMember(
+        name=spec.name,
+        chat_model=chat,
+        base_rate=_base_rate(spec, model),
+        counter=TokenizerCounter(tokenizer) if getattr(tokenizer, "chat_template", None) else None,
+        system_prompt=spec.system_prompt,
+        max_input_tokens=None,
+        fingerprint=spec.fingerprint(),
+    )
+
+
 def build_pool_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
     """The default factory: ChatHuggingFace over a local text-generation pipeline.
 
@@ -238,6 +249,13 @@ def build_pool_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
 
     loaded = load_causal_lm(spec, cache_dir)
     model, tokenizer = loaded.model, loaded.tokenizer
+    if spec.kind == "cloze_mc":
+        return _cloze_member(spec, model, tokenizer)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelSourceError(
+            f"{spec.name}: tokenizer of {spec.source!r} has no chat template; set "
+            "ModelSpec.chat_template to a Jinja template for this base model"
+        )
     generate_kwargs: dict[str, Any] = {
         "max_new_tokens": spec.max_new_tokens,
         "do_sample": False,

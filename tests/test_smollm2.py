@@ -27,3 +27,13 @@ def test_smollm2_answers_through_the_graph() -> None:
     )
     assert hop["tokens_in"] == len(tokenizer(rendered)["input_ids"])
     assert out["cost"] == pytest.approx(0.000135 * (hop["tokens_in"] + hop["tokens_out"]))  # 135M → 0.001/B
+
+
+def test_cloze_specialist_on_smollm2_picks_the_obvious_option() -> None:
+    config = RouterConfig(
+        models=[ModelSpec(name="cloze-mc", kind="cloze_mc", source="offline:smollm2-135m-instruct")],
+        horizon=1,
+    )
+    router = HierRouterGraph(config, FixedRoutePolicy(config.model_names, ["cloze-mc"]))
+    out = router.invoke("What color is the sky on a clear day?\n\nA. Green\nB. Blue\nC. Purple\nD. Black")
+    assert out["answer"] == "B. Blue"

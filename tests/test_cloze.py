@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from langchain_core.messages import HumanMessage
+
+from hierrouter_graph import FixedRoutePolicy, HierRouterGraph, ModelSpec, RouterConfig
+from hierrouter_graph.cloze import REFUSAL, parse_multiple_choice
+from hierrouter_graph.graph import build_pool
+
+MC = "Which planet is largest?\n\nA. Mars\nB. Jupiter\nC. Venus\nD. Earth\n\nAnswer with the letter."
+
+
+def test_parse_takes_the_first_option_run_and_its_paragraph() -> None:
+    parsed = parse_multiple_choice("Describe the problem.\n\n" + MC + "\n\nA. Mars\nB. Jupiter (repeated)")
+    assert parsed is not None
+    assert parsed.question == "Which planet is largest?"
+    assert parsed.letters == ("A", "B", "C", "D")
+    assert parsed.options == ("Mars", "Jupiter", "Venus", "Earth")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["What is 2 + 2?", "Q?\n\nB. one\nC. two", "Q?\n\nA. only one option", "A. no question\nB. above"],
+)
+def test_parse_rejects_non_multiple_choice(text: str) -> None:
+    assert parse_multiple_choice(text) is None
+
+
+@pytest.fixture()
+def cloze_config(tiny_folders: dict[str, Path], tmp_path: Path) -> RouterConfig:
+    source = str(tiny_folders["tiny-a"])
+    return RouterConfig(
+        models=[
+            ModelSpec(name="gen", source=source, base_rate=0.001, max_new_tokens=4),
+            ModelSpec(name="cloze", kind="cloze_mc", source=source, base_rate=0.002),
+        ],
+        horizon=1,
+        cache_dir=tmp_path,
+    )
+
+
+def test_cloze_scores_each_option_like_an_unbatched_forward(cloze_config: RouterConfig) -> None:
+    pool = build_pool(cloze_config)
+    chat = pool["cloze"].chat_model
+    assert chat.model is pool["gen"].batch_generate.model  # type: ignore[attr-defined]  # one shared base
+    tok = chat.tokenizer
+    options = ["Mars", "Jupiter", "Venus", "Earth"]
+    batched, scored = chat.score_options("Which planet is largest?", options)
+    prefix = tok("Question: Which planet is largest?\nAnswer:")["input_ids"]
+    expected, total = [], 0
+    for option in options:
+        cont = tok(f" {option}", add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prefix + cont])
+        with torch.no_grad():
+            logprobs = torch.log_softmax(chat.model(input_ids=ids).logits[0, :-1].float(), -1)
+        expected.append(sum(float(logprobs[len(prefix) - 1 + i, t]) for i, t in enumerate(cont)))
+        total += len(prefix) + len(cont)
+    assert batched == pytest.approx(expected, abs=1e-4)
+    assert scored == total
+    reply = chat.invoke([HumanMessage(MC)])
+    best = max(range(4), key=expected.__getitem__)
+    assert reply.content == f"{'ABCD'[best]}. {options[best]}"
+    assert reply.usage_metadata["input_tokens"] == total and reply.usage_metadata["output_tokens"] == 0
+
+
+def test_cloze_member_in_the_graph_prices_scored_tokens_and_refuses_open_questions(
+    cloze_config: RouterConfig,
+) -> None:
+    router = HierRouterGraph(cloze_config, FixedRoutePolicy(cloze_config.model_names, ["cloze"]))
+    out = router.invoke(MC)
+    hop = out["trace"][0]
+    assert hop["reply"][0] in "ABCD" and hop["tokens_out"] == 0
+    assert hop["cost"] == pytest.approx(0.002 * hop["tokens_in"])
+    refused = router.invoke("What is seven times six?")
+    assert refused["answer"] == REFUSAL and refused["cost"] == 0.0

@@ -1,0 +1,101 @@
+"""Recording the outcome tree: its exact size, resumability, and surviving kill -9."""
+
+from __future__ import annotations
+
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hierrouter_graph import RouterConfig
+from hierrouter_graph.graph import build_pool
+from hierrouter_graph.hop import extend_context, run_hop
+from training.datasets import Item, write_jsonl_dataset
+from training.record import main, record_outcome_tree, tree_size
+from training.replay import ReplayStore
+
+REPO = Path(__file__).resolve().parents[2]
+PROMPTS = ["What is seven times six?", "def add(a, b):", "Which planet is largest? A. Mars B. Jupiter", "q"]
+
+
+def _items(n: int) -> list[Item]:
+    return [Item(f"qa/{i}", "qa", PROMPTS[i], ["42"], "token_f1", "routing") for i in range(n)]
+
+
+def test_full_tree_has_every_route_and_a_rerun_generates_nothing(tiny_config: RouterConfig, tmp_path) -> None:
+    pool = build_pool(tiny_config)
+    items = _items(3)
+    with ReplayStore(tmp_path / "tree.sqlite") as store:
+        first = record_outcome_tree(tiny_config, pool, items, store, batch_size=2, progress=False)
+        assert len(store) == tree_size(3, 2, 2) == 3 * (2 + 4)
+        assert (first.generated, first.reused, first.unique_hops) == (18, 0, 18)
+        assert first.tokens_out > 0 and first.tokens_per_s > 0
+        again = record_outcome_tree(tiny_config, pool, items, store, batch_size=2, progress=False)
+        assert (again.generated, again.reused) == (0, 18)
+        # Every route replays from the store through the hop the graph and the env use.
+        for item in items:
+            for first_model in tiny_config.model_names:
+                hop0 = run_hop(pool[first_model], item.prompt, tiny_config.stage_prompt(0), store)
+                context = extend_context(item.prompt, hop0.reply)
+                for second_model in tiny_config.model_names:
+                    hop1 = run_hop(pool[second_model], context, tiny_config.stage_prompt(1), store)
+                    assert hop0.cached and hop1.cached
+        assert len(store) == 18
+
+
+def _replies(db: Path) -> set[tuple[str, str, str]]:
+    with sqlite3.connect(db) as conn:
+        return set(conn.execute("SELECT fingerprint, prompt_sha, reply FROM replies"))
+
+
+def test_kill_9_then_rerun_completes_the_tree_and_loses_nothing(
+    tiny_config: RouterConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """record.py as a subprocess, killed after its first committed batch; the rerun (in-process,
+    to spare a second interpreter start) regenerates only what was not committed."""
+    tiny_config.to_file(tmp_path / "router.yaml")
+    write_jsonl_dataset(_items(3), tmp_path / "items.jsonl")
+    db = tmp_path / "replay.sqlite"
+    args = [
+        "--config", str(tmp_path / "router.yaml"), "--items", str(tmp_path / "items.jsonl"),
+        "--db", str(db), "--batch-size", "2", "--no-progress",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "training/record.py", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not (db.exists() and _count(db) >= 1):
+        assert process.poll() is None, process.communicate()[1].decode()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    survived = _replies(db)
+    total = tree_size(3, 2, 2)
+    if len(survived) >= total:
+        pytest.fail("record.py finished before it could be killed; make generation slower")
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    summary = re.search(r"(\d+) generated, (\d+) reused", out)
+    assert summary, out
+    assert (int(summary[1]), int(summary[2])) == (total - len(survived), len(survived))
+    final = _replies(db)
+    assert len(final) == total and survived <= final
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def _count(db: Path) -> int:
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM replies").fetchone()[0])
+    except sqlite3.OperationalError:  # the schema is being created
+        return 0

@@ -1,0 +1,151 @@
+"""The HierRouter graph replayed as a Gymnasium environment (paper Appendix A, step function).
+
+Why a separate object and not the graph itself: PPO needs reset/step with the reward, batched
+encodings and a replay cache, but it must train on exactly what the graph does at inference. So
+``step`` calls ``hierrouter_graph.hop.run_hop`` — the same function every model node of the graph
+calls — and grows the context with the same ``extend_context``; there is no other generation code.
+
+State s_t = (c_t, ℓ_t, C_t), observed as {"embedding": encoder(c_t), "stage": ℓ_t, "cost": C_t}.
+Action: the index of a pool model (``config.model_names`` order). Reward: 0 before the last hop,
+then R = Q(c_L) − α·C_L (``training.reward``); the episode terminates after exactly L hops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, cast
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from hierrouter_graph.config import RouterConfig
+from hierrouter_graph.hop import ReplyCache, extend_context, run_hop
+from hierrouter_graph.pool import PoolMember
+from training.datasets import Item
+from training.replay import StateEncoder
+from training.reward import episode_quality, terminal_reward
+
+__all__ = ["HierRouterEnv", "Observation"]
+
+Observation = dict[str, Any]
+"""{"embedding": float32 [D], "stage": int in [0, L], "cost": float32 [1]}."""
+
+
+class HierRouterEnv(gym.Env[Observation, np.int64]):
+    """One episode = one item answered in exactly L hops chosen by the agent.
+
+    ``cost_scale`` divides the *observed* cost only (the reward always uses the raw C_L, as the
+    graph reports it). Keep it at 1.0 when the agent is a ``RouterPolicy``: that policy divides by
+    its own ``cost_scale``, and the graph hands it the raw cost at inference.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (gymnasium declares it this way)
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        items: Sequence[Item],
+        pool: Mapping[str, PoolMember],
+        encoder: StateEncoder,
+        *,
+        reward_metric: str = "task",
+        cache: ReplyCache | None = None,
+        cost_scale: float = 1.0,
+    ) -> None:
+        if not items:
+            raise ValueError("HierRouterEnv needs at least one item")
+        missing = [name for name in config.model_names if name not in pool]
+        if missing:
+            raise KeyError(f"pool lacks models {missing} named by the config {config.model_names}")
+        if reward_metric not in ("task", "f1"):
+            raise ValueError(f"reward_metric must be 'task' or 'f1', got {reward_metric!r}")
+        if cost_scale <= 0:
+            raise ValueError(f"cost_scale must be > 0, got {cost_scale}")
+        self.config = config
+        self.items = list(items)
+        self.members = [pool[name] for name in config.model_names]
+        self.encoder = encoder
+        self.reward_metric = cast(Literal["task", "f1"], reward_metric)
+        self.cache = cache
+        self.cost_scale = cost_scale
+        self.horizon = config.horizon
+        self.action_space = spaces.Discrete(len(self.members))
+        self.observation_space = spaces.Dict(
+            {
+                "embedding": spaces.Box(-np.inf, np.inf, (encoder.dim,), np.float32),
+                "stage": spaces.Discrete(self.horizon + 1),
+                "cost": spaces.Box(0.0, np.inf, (1,), np.float32),
+            }
+        )
+        self._item: Item | None = None
+        self._context = ""
+        self._stage = 0
+        self._cost = 0.0
+        self._route: list[str] = []
+
+    # ------------------------------------------------------------------------------ observation
+
+    def encode_state(self, context: str, stage: int, cost: float) -> Observation:
+        """The observation of (c, ℓ, C); PPO may call it on many states to batch the encoder."""
+        embedding = self.encoder.encode([context])[0].numpy().astype(np.float32, copy=True)
+        return self._observation(embedding, stage, cost)
+
+    def _observation(self, embedding: np.ndarray, stage: int, cost: float) -> Observation:
+        return {
+            "embedding": embedding,
+            "stage": int(stage),
+            "cost": np.array([cost / self.cost_scale], dtype=np.float32),
+        }
+
+    # ------------------------------------------------------------------------------ episode
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Observation, dict[str, Any]]:
+        """c_0 = the item's prompt, ℓ = 0, C = 0; the item is drawn uniformly unless
+        ``options={"item_index": i}`` picks it."""
+        super().reset(seed=seed)
+        index = (options or {}).get("item_index")
+        if index is None:
+            index = int(self.np_random.integers(len(self.items)))
+        elif not 0 <= int(index) < len(self.items):
+            raise IndexError(f"item_index {index} out of range for {len(self.items)} items")
+        self._item = self.items[int(index)]
+        self._context, self._stage, self._cost, self._route = self._item.prompt, 0, 0.0, []
+        info = {"item_index": int(index), "item_id": self._item.id, "task": self._item.task}
+        return self.encode_state(self._context, 0, 0.0), info
+
+    def step(self, action: int | np.integer[Any]) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
+        """One hop with model ``action``; the reward is paid on the L-th hop only."""
+        if self._item is None or self._stage >= self.horizon:
+            raise RuntimeError("call reset() before step() (the episode is over or never started)")
+        if not self.action_space.contains(action):
+            raise ValueError(
+                f"invalid action {action!r}: expected an integer in [0, {len(self.members) - 1}] "
+                f"(pool of {len(self.members)}: {self.config.model_names})"
+            )
+        member = self.members[int(action)]
+        hop = run_hop(member, self._context, self.config.stage_prompt(self._stage), self.cache)
+        self._context = extend_context(self._context, hop.reply)
+        self._stage += 1
+        self._cost += hop.cost
+        self._route.append(member.name)
+        info: dict[str, Any] = {"hop": hop.as_dict(), "stage": self._stage}
+        terminated = self._stage == self.horizon
+        reward = 0.0
+        if terminated:
+            quality = episode_quality(self._item, self._item.prompt, self._context, self.reward_metric)
+            reward = terminal_reward(quality["quality"], self._cost, self.config.alpha)
+            info.update(
+                quality=quality["quality"],
+                task_metric=quality["task_metric"],
+                f1=quality["f1"],
+                total_cost=self._cost,
+                route=list(self._route),
+                item_id=self._item.id,
+                task=self._item.task,
+                context=self._context,
+            )
+        observation = self.encode_state(self._context, self._stage, self._cost)
+        return observation, float(reward), terminated, False, info

@@ -1,0 +1,882 @@
+"""PPO + GAE for the HierRouter policy, in one file (CleanRL's ``ppo.py``, reshaped for routing).
+
+Why a file of its own: the router is the only learned part of HierRouter, and the paper trains it
+with plain PPO on a sparse terminal reward (Algorithm 1, Appendix B). Keeping the whole algorithm
+in one place — rollouts, GAE, the clipped loss, the update, logging and checkpoints — makes it
+easy to check against the paper and against CleanRL line by line.
+
+One episode = one query answered in exactly L hops; the reward is 0 on every hop but the last,
+which pays R = Q(c_L) − α·C_L (``training.reward``). An iteration collects ``rollouts`` whole
+episodes (``rollouts·L`` transitions), computes GAE over them, then runs ``update_epochs`` passes
+of ``num_minibatches`` clipped-PPO minibatches.
+
+Runs are resumable: ``run_dir/checkpoint.pt`` is rewritten atomically after every iteration with
+everything that influences the next one (weights, Adam state, every RNG — the environment's
+included), so a run killed at any point and started again with the same ``run_dir`` finishes
+with bit-identical weights to an uninterrupted run.
+
+    python training/ppo.py --run-dir runs/ppo --replay runs/replay.sqlite --reward task
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical
+from tqdm import tqdm
+
+from hierrouter_graph.config import RouterConfig
+from hierrouter_graph.hop import CachedReply, ReplyCache
+from hierrouter_graph.policy import RouterPolicy
+from hierrouter_graph.pool import PoolMember
+from training.datasets import ALL_TASKS, Item
+
+if TYPE_CHECKING:
+    from hierrouter_graph.encoder import TextEncoder
+    from training.replay import StateEncoder
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "LOG_COLUMNS",
+    "LOG_NAME",
+    "POLICY_DIRNAME",
+    "RESUMABLE_CHANGES",
+    "EpisodeSummary",
+    "PPOArgs",
+    "ReplayMissError",
+    "ReplayOnlyCache",
+    "Rollout",
+    "TrainResult",
+    "build_env",
+    "collect_rollouts",
+    "compute_gae",
+    "load_items",
+    "main",
+    "make_policy",
+    "parse_args",
+    "ppo_args_from",
+    "ppo_update",
+    "run_from_cli",
+    "train",
+]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "log.csv"
+POLICY_DIRNAME = "policy"
+
+LOG_COLUMNS: tuple[str, ...] = (
+    "iteration",
+    "episodes",
+    "mean_return",
+    "mean_quality",
+    "mean_task_metric",
+    "mean_f1",
+    "mean_cost",
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "approx_kl",
+    "clipfrac",
+    "wall_seconds",
+)
+"""Columns of ``run_dir/log.csv``: one row per iteration; ``episodes`` is the running total."""
+
+
+# ------------------------------------------------------------------------------------ arguments
+
+
+@dataclass
+class PPOArgs:
+    """Hyperparameters; the defaults are the paper's (Appendix B) where it gives one."""
+
+    iterations: int = 8
+    """PPO iterations (rollout collection + update)."""
+    rollouts: int = 128
+    """Episodes per iteration; each is L transitions, so the batch is ``rollouts·L`` steps."""
+    num_minibatches: int = 16
+    update_epochs: int = 4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_coef: float = 0.2
+    clip_vloss: bool = False
+    """CleanRL clips the value loss by default; the paper does not say, and with a terminal reward
+    in [−αC, 1] and a critic starting at 0, clipping only slows the critic down."""
+    vf_coef: float = 0.5
+    ent_coef: float = 0.01
+    max_grad_norm: float = 0.3
+    learning_rate: float = 1e-4
+    adam_eps: float = 1e-4
+    norm_adv: bool = True
+    target_kl: float | None = None
+    """Stop an iteration's update epochs early once approx KL exceeds this (None: never)."""
+    seed: int = 42
+    hidden_size: int = 256
+    stage_dim: int = 16
+    cost_scale: float = 1.0
+    """The policy divides its cost input by this (the env always reports the raw cost)."""
+    reward: str = "task"
+    """Quality used in the reward: "task" (the item's own metric) or "f1" (the paper's token-F1)."""
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.reward not in ("task", "f1"):
+            raise ValueError(f"reward must be 'task' or 'f1', got {self.reward!r}")
+        for name in ("iterations", "rollouts", "num_minibatches", "update_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0 or self.cost_scale <= 0:
+            raise ValueError("learning_rate and cost_scale must be > 0")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+RESUMABLE_CHANGES: frozenset[str] = frozenset({"iterations", "device"})
+"""PPOArgs fields a resumed run may change without changing what the finished iterations computed."""
+
+
+# ------------------------------------------------------------------------------------ rollouts
+
+
+@dataclass
+class EpisodeSummary:
+    """What one finished episode reports: the numbers the log averages, and its route."""
+
+    item_id: str
+    task: str
+    route: list[str]
+    episode_return: float
+    quality: float
+    task_metric: float
+    f1: float
+    cost: float
+
+
+@dataclass
+class Rollout:
+    """``rollouts`` whole episodes, flattened to T transitions in the order they happened.
+
+    ``dones[t] = 1`` when transition t ended its episode, which is what cuts GAE between
+    episodes. Every episode is complete, so nothing needs bootstrapping past the buffer.
+    """
+
+    embeddings: torch.Tensor  # [T, D] float32
+    stages: torch.Tensor  # [T] long
+    costs: torch.Tensor  # [T] float32 (raw cumulative cost C_t; the policy scales it)
+    actions: torch.Tensor  # [T] long
+    logprobs: torch.Tensor  # [T] float32, under the policy that acted
+    values: torch.Tensor  # [T] float32, V(s_t) under the policy that acted
+    rewards: torch.Tensor  # [T] float32
+    dones: torch.Tensor  # [T] float32
+    episodes: list[EpisodeSummary]
+
+
+def _observation_tensors(obs: Mapping[str, Any]) -> tuple[torch.Tensor, int, float]:
+    embedding = torch.as_tensor(np.asarray(obs["embedding"], dtype=np.float32))
+    return embedding, int(obs["stage"]), float(np.asarray(obs["cost"]).reshape(-1)[0])
+
+
+def collect_rollouts(
+    env: gym.Env[Any, Any],
+    policy: RouterPolicy,
+    episodes: int,
+    generator: torch.Generator,
+    *,
+    seed: int | None = None,
+    device: str | torch.device = "cpu",
+    on_episode: Callable[[EpisodeSummary], None] | None = None,
+) -> Rollout:
+    """Play ``episodes`` whole episodes with actions sampled from π (seeded by ``generator``).
+
+    ``seed`` seeds the environment at the first reset only (a fresh run); later resets continue
+    the environment's own RNG, which the checkpoint saves, so item draws survive a resume.
+    """
+    emb: list[torch.Tensor] = []
+    stages: list[int] = []
+    costs: list[float] = []
+    actions: list[int] = []
+    logprobs: list[float] = []
+    values: list[float] = []
+    rewards: list[float] = []
+    dones: list[float] = []
+    summaries: list[EpisodeSummary] = []
+    for episode in range(episodes):
+        obs, info = env.reset(seed=seed if episode == 0 else None)
+        episode_return, done = 0.0, False
+        while not done:
+            embedding, stage, cost = _observation_tensors(obs)
+            with torch.no_grad():
+                logits, value = policy(
+                    embedding.unsqueeze(0).to(device),
+                    torch.tensor([stage], device=device),
+                    torch.tensor([cost], device=device),
+                )
+                dist = Categorical(logits=logits[0].float().cpu())
+                action = int(torch.multinomial(dist.probs, 1, generator=generator).item())
+                logprob = float(dist.log_prob(torch.tensor(action)))
+            obs, reward, terminated, truncated, info = env.step(action)
+            done = bool(terminated or truncated)  # truncation: treated as the end (no bootstrap)
+            emb.append(embedding)
+            stages.append(stage)
+            costs.append(cost)
+            actions.append(action)
+            logprobs.append(logprob)
+            values.append(float(value[0]))
+            rewards.append(float(reward))
+            dones.append(float(done))
+            episode_return += float(reward)
+        summary = EpisodeSummary(
+            item_id=str(info.get("item_id", "")),
+            task=str(info.get("task", "")),
+            route=list(info.get("route", [])),
+            episode_return=episode_return,
+            quality=float(info.get("quality", float("nan"))),
+            task_metric=float(info.get("task_metric", float("nan"))),
+            f1=float(info.get("f1", float("nan"))),
+            cost=float(info.get("total_cost", info.get("cost", float("nan")))),
+        )
+        summaries.append(summary)
+        if on_episode is not None:
+            on_episode(summary)
+    return Rollout(
+        embeddings=torch.stack(emb),
+        stages=torch.tensor(stages, dtype=torch.long),
+        costs=torch.tensor(costs, dtype=torch.float32),
+        actions=torch.tensor(actions, dtype=torch.long),
+        logprobs=torch.tensor(logprobs, dtype=torch.float32),
+        values=torch.tensor(values, dtype=torch.float32),
+        rewards=torch.tensor(rewards, dtype=torch.float32),
+        dones=torch.tensor(dones, dtype=torch.float32),
+        episodes=summaries,
+    )
+
+
+# ------------------------------------------------------------------------------------ GAE
+
+
+def compute_gae(
+    rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, gamma: float, gae_lambda: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(advantages, returns) by GAE over a flat buffer of complete episodes.
+
+    δ_t = r_t + γ·V(s_{t+1})·(1 − done_t) − V(s_t);  A_t = δ_t + γλ·(1 − done_t)·A_{t+1}.
+    A terminal transition has no successor value (the episode is over after hop L), so with the
+    reward paid only at the end, A at hop ℓ is (γλ)^{L-1-ℓ}-weighted credit for the final R.
+    """
+    if not bool(dones[-1]):
+        raise ValueError("the last transition must end an episode: rollouts hold whole episodes")
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros(())
+    for t in reversed(range(len(rewards))):
+        not_done = 1.0 - dones[t]
+        next_value = values[t + 1] if t + 1 < len(values) else torch.zeros(())
+        delta = rewards[t] + gamma * next_value * not_done - values[t]
+        last = delta + gamma * gae_lambda * not_done * last
+        advantages[t] = last
+    return advantages, advantages + values
+
+
+# ------------------------------------------------------------------------------------ update
+
+
+def ppo_update(
+    policy: RouterPolicy,
+    optimizer: torch.optim.Optimizer,
+    rollout: Rollout,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    args: PPOArgs,
+    generator: torch.Generator,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """``update_epochs`` passes of clipped PPO over shuffled minibatches; returns mean stats."""
+    batch = len(rollout.actions)
+    tensors = [
+        t.to(device)
+        for t in (
+            rollout.embeddings,
+            rollout.stages,
+            rollout.costs,
+            rollout.actions,
+            rollout.logprobs,
+            rollout.values,
+            advantages,
+            returns,
+        )
+    ]
+    b_emb, b_stage, b_cost, b_act, b_logp, b_val, b_adv, b_ret = tensors
+    sums = dict.fromkeys(("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"), 0.0)
+    steps = 0
+    for _epoch in range(args.update_epochs):
+        order = torch.randperm(batch, generator=generator)
+        kl_this_epoch = 0.0
+        for mb in order.tensor_split(min(args.num_minibatches, batch)):
+            mb = mb.to(device)
+            logits, new_value = policy(b_emb[mb], b_stage[mb], b_cost[mb])
+            dist = Categorical(logits=logits)
+            new_logp = dist.log_prob(b_act[mb])
+            entropy = dist.entropy().mean()
+            log_ratio = new_logp - b_logp[mb]
+            ratio = log_ratio.exp()
+            with torch.no_grad():  # k3 estimator of KL(old || new), as in CleanRL
+                approx_kl = ((ratio - 1) - log_ratio).mean()
+                clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
+
+            adv = b_adv[mb]
+            if args.norm_adv and len(mb) > 1:
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            pg_loss = torch.max(
+                -adv * ratio, -adv * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+            ).mean()
+
+            if args.clip_vloss:
+                v_clipped = b_val[mb] + torch.clamp(new_value - b_val[mb], -args.clip_coef, args.clip_coef)
+                v_loss = 0.5 * torch.max((new_value - b_ret[mb]) ** 2, (v_clipped - b_ret[mb]) ** 2).mean()
+            else:
+                v_loss = 0.5 * ((new_value - b_ret[mb]) ** 2).mean()
+
+            loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
+            optimizer.step()
+
+            for key, value in (
+                ("policy_loss", pg_loss),
+                ("value_loss", v_loss),
+                ("entropy", entropy),
+                ("approx_kl", approx_kl),
+                ("clipfrac", clipfrac),
+            ):
+                sums[key] += float(value.detach())
+            steps += 1
+            kl_this_epoch = float(approx_kl)
+        if args.target_kl is not None and kl_this_epoch > args.target_kl:
+            break
+    return {key: value / max(steps, 1) for key, value in sums.items()}
+
+
+# ------------------------------------------------------------------------------------ persistence
+
+
+def _atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary sibling then ``os.replace``: readers see old or new, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _env_rng_state(env: gym.Env[Any, Any]) -> dict[str, Any]:
+    return dict(env.unwrapped.np_random.bit_generator.state)
+
+
+def _set_env_rng_state(env: gym.Env[Any, Any], state: Mapping[str, Any]) -> None:
+    bit_generator = getattr(np.random, str(state["bit_generator"]))()
+    bit_generator.state = dict(state)
+    env.unwrapped.np_random = np.random.Generator(bit_generator)
+
+
+def _rng_states(generator: torch.Generator, env: gym.Env[Any, Any]) -> dict[str, Any]:
+    np_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+        "python": random.getstate(),
+        "action_generator": generator.get_state(),
+        "env": _env_rng_state(env),
+    }
+
+
+def _restore_rng_states(
+    states: Mapping[str, Any], generator: torch.Generator, env: gym.Env[Any, Any]
+) -> None:
+    torch.set_rng_state(states["torch"])
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, keys.numpy(), *rest))
+    random.setstate(states["python"])
+    generator.set_state(states["action_generator"])
+    _set_env_rng_state(env, states["env"])
+
+
+def _save_checkpoint(
+    path: Path,
+    policy: RouterPolicy,
+    optimizer: torch.optim.Optimizer,
+    iteration: int,
+    history: list[dict[str, float]],
+    args: PPOArgs,
+    generator: torch.Generator,
+    env: gym.Env[Any, Any],
+) -> None:
+    state = {
+        "format": 1,
+        "iteration": iteration,  # iterations completed
+        "policy": {k: v.detach().cpu() for k, v in policy.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "rng": _rng_states(generator, env),
+        "args": args.as_dict(),
+        "history": history,
+    }
+    _atomic_write_bytes(path, lambda tmp: torch.save(state, tmp))
+
+
+def _load_checkpoint(path: Path, args: PPOArgs) -> dict[str, Any]:
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    saved, current = dict(state["args"]), args.as_dict()
+    changed = sorted(
+        key
+        for key in set(saved) | set(current)
+        if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key)
+    )
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"{path} was written with different hyperparameters ({details}); resuming would not "
+            "reproduce the run — use another run_dir, or pass resume=False / --no-resume to start over"
+        )
+    return state
+
+
+def _write_log(path: Path, history: Sequence[Mapping[str, float]]) -> None:
+    """Rewrite the whole CSV from the checkpointed history, so a resumed run never duplicates rows."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(LOG_COLUMNS))
+            writer.writeheader()
+            for row in history:
+                writer.writerow({key: row[key] for key in LOG_COLUMNS})
+
+    _atomic_write_bytes(path, write)
+
+
+class _TensorBoard:
+    """SummaryWriter when ``tensorboard`` is installed; a no-op otherwise (it is optional)."""
+
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
+        self.writer: Any = None
+        if enabled and importlib.util.find_spec("tensorboard") is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def log(self, row: Mapping[str, float]) -> None:
+        if self.writer is None:
+            return
+        step = int(row["episodes"])
+        for key in LOG_COLUMNS:
+            if key not in ("iteration", "episodes"):
+                self.writer.add_scalar(f"ppo/{key}", row[key], step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` leaves behind; ``history`` holds every logged row, resumed ones included."""
+
+    policy: RouterPolicy
+    run_dir: Path
+    policy_dir: Path
+    checkpoint: Path
+    log: Path
+    history: list[dict[str, float]]
+    start_iteration: int
+    """Iterations already done when this call started (> 0: the run was resumed)."""
+
+    @property
+    def resumed(self) -> bool:
+        return self.start_iteration > 0
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+def _check_compatible(env: gym.Env[Any, Any], policy: RouterPolicy, args: PPOArgs) -> None:
+    """Fail before the first episode on a mismatch that would otherwise train a useless policy."""
+    base = env.unwrapped
+    n_actions = getattr(env.action_space, "n", None)
+    if n_actions is not None and int(n_actions) != len(policy.pool):
+        raise ValueError(f"the env has {n_actions} actions but the policy pool is {policy.pool}")
+    config = getattr(base, "config", None)
+    if isinstance(config, RouterConfig):
+        if config.model_names != policy.pool:
+            raise ValueError(f"env pool {config.model_names} != policy pool {policy.pool} (names and order)")
+        if config.horizon != policy.horizon:
+            raise ValueError(f"env horizon L={config.horizon} != policy horizon L={policy.horizon}")
+    metric = getattr(base, "reward_metric", args.reward)
+    if metric != args.reward:
+        raise ValueError(f"args.reward={args.reward!r} but the environment rewards {metric!r}")
+    if float(getattr(base, "cost_scale", 1.0)) != 1.0:
+        raise ValueError(
+            "the env scales the observed cost, but the graph gives the policy the raw cost at inference; "
+            "build the env with cost_scale=1.0 and set PPOArgs.cost_scale (the policy's) instead"
+        )
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def train(
+    env: gym.Env[Any, Any] | Callable[[], gym.Env[Any, Any]],
+    policy: RouterPolicy,
+    args: PPOArgs,
+    run_dir: str | os.PathLike[str],
+    progress: bool = True,
+    *,
+    resume: bool = True,
+    metadata: Mapping[str, Any] | None = None,
+    tensorboard: bool = True,
+) -> TrainResult:
+    """Train ``policy`` with PPO on ``env`` (an env or a factory); resumes from ``run_dir``.
+
+    A checkpoint in ``run_dir`` written with the same hyperparameters (``iterations`` and
+    ``device`` may differ) is continued from its next iteration; ``resume=False`` starts over.
+    The final policy is saved to ``run_dir/policy`` (loadable by ``HierRouterGraph(config,
+    policy=...)``), with the training arguments and ``metadata`` in its ``policy.json``.
+    """
+    env = env if isinstance(env, gym.Env) else env()
+    _check_compatible(env, policy, args)
+    folder = Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint, log_path = folder / CHECKPOINT_NAME, folder / LOG_NAME
+    device = torch.device(args.device)
+    policy.to(device)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate, eps=args.adam_eps)
+    generator = torch.Generator().manual_seed(args.seed)
+
+    history: list[dict[str, float]] = []
+    start = 0
+    if resume and checkpoint.is_file():
+        state = _load_checkpoint(checkpoint, args)
+        policy.load_state_dict(state["policy"])
+        optimizer.load_state_dict(state["optimizer"])
+        _restore_rng_states(state["rng"], generator, env)
+        start, history = int(state["iteration"]), list(state["history"])
+        _write_log(log_path, history)  # the CSV may lag the checkpoint if killed in between
+    else:
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+
+    board = _TensorBoard(folder, tensorboard)
+    total_episodes = args.iterations * args.rollouts
+    bar = tqdm(
+        total=total_episodes,
+        initial=min(start * args.rollouts, total_episodes),
+        unit="ep",
+        desc="ppo",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    try:
+        for iteration in range(start, args.iterations):
+            began = time.perf_counter()
+            policy.train()
+            rollout = collect_rollouts(
+                env,
+                policy,
+                args.rollouts,
+                generator,
+                seed=args.seed if iteration == 0 else None,
+                device=device,
+                on_episode=lambda _summary: bar.update(1),
+            )
+            advantages, returns = compute_gae(
+                rollout.rewards, rollout.values, rollout.dones, args.gamma, args.gae_lambda
+            )
+            stats = ppo_update(policy, optimizer, rollout, advantages, returns, args, generator, device)
+            eps = rollout.episodes
+            row: dict[str, float] = {
+                "iteration": iteration + 1,
+                "episodes": (iteration + 1) * args.rollouts,
+                "mean_return": _mean([e.episode_return for e in eps]),
+                "mean_quality": _mean([e.quality for e in eps]),
+                "mean_task_metric": _mean([e.task_metric for e in eps]),
+                "mean_f1": _mean([e.f1 for e in eps]),
+                "mean_cost": _mean([e.cost for e in eps]),
+                **stats,
+                "wall_seconds": time.perf_counter() - began,
+            }
+            history.append(row)
+            _save_checkpoint(checkpoint, policy, optimizer, iteration + 1, history, args, generator, env)
+            _write_log(log_path, history)
+            board.log(row)
+            bar.set_postfix(
+                it=iteration + 1,
+                ret=f"{row['mean_return']:.3f}",
+                q=f"{row['mean_quality']:.3f}",
+                refresh=False,
+            )
+    finally:
+        bar.close()
+        board.close()
+
+    policy.eval()
+    done = len(history)
+    extra = {
+        "training": {
+            "algorithm": "ppo",
+            "paper": "arXiv 2511.09873",
+            "reward_metric": args.reward,
+            "args": args.as_dict(),
+            "iterations_completed": done,
+            "episodes": done * args.rollouts,
+            "final": dict(history[-1]) if history else {},
+            **dict(metadata or {}),
+        }
+    }
+    policy_dir = policy.save(folder / POLICY_DIRNAME, extra=json.loads(json.dumps(extra, default=str)))
+    return TrainResult(policy, folder, policy_dir, checkpoint, log_path, history, start)
+
+
+# ------------------------------------------------------------------------------------ wiring
+
+
+class ReplayMissError(LookupError):
+    """A hop is not in the replay store and live generation was not allowed."""
+
+
+class ReplayOnlyCache:
+    """A ``ReplyCache`` that replays and never lets the hop generate.
+
+    Why: training from a recorded outcome tree should be pure replay; a miss means the store was
+    recorded for other items, prompts or generation settings, and silently generating would turn
+    a minutes-long run into hours. ``--live`` allows generation (and records it) instead.
+    """
+
+    def __init__(self, store: ReplyCache) -> None:
+        self.store = store
+
+    def get(self, fingerprint: str, prompt: str) -> CachedReply | None:
+        hit = self.store.get(fingerprint, prompt)
+        if hit is None:
+            raise ReplayMissError(
+                f"hop not in the replay store (model fingerprint {fingerprint[:80]!r}); record the "
+                "outcome tree first (python training/record.py --split train ...) with the same "
+                "config and items, or pass --live to generate missing hops"
+            )
+        return hit
+
+    def put(self, fingerprint: str, prompt: str, reply: CachedReply) -> None:  # pragma: no cover
+        raise ReplayMissError("ReplayOnlyCache never stores: the hop should not have generated")
+
+
+def make_policy(config: RouterConfig, encoder: TextEncoder | StateEncoder, args: PPOArgs) -> RouterPolicy:
+    """A fresh policy for ``config``; its initialisation is seeded by ``args.seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        return RouterPolicy(
+            config.model_names,
+            encoder_name=encoder.name,
+            embedding_dim=encoder.dim,
+            horizon=config.horizon,
+            hidden_size=args.hidden_size,
+            stage_dim=args.stage_dim,
+            cost_scale=args.cost_scale,
+            max_seq_len=config.max_seq_len,
+        )
+
+
+def build_env(
+    config: RouterConfig,
+    items: Sequence[Item],
+    pool: Mapping[str, PoolMember],
+    encoder: StateEncoder,
+    *,
+    reward: str = "task",
+    cache: ReplyCache | None = None,
+) -> gym.Env[Any, Any]:
+    """The training environment. Observed cost is left raw (cost_scale 1): the policy scales it,
+    exactly as it will when the graph hands it the raw cost at inference."""
+    from training.env import HierRouterEnv
+
+    return HierRouterEnv(config, items, pool, encoder, reward_metric=reward, cache=cache, cost_scale=1.0)
+
+
+def load_items(
+    *,
+    items_path: str | os.PathLike[str] | None = None,
+    tasks: Sequence[str] = ALL_TASKS,
+    per_task: int = 300,
+    data_seed: int = 42,
+) -> tuple[list[Item], dict[str, Any]]:
+    """The router's training items and a description of them for the policy's metadata.
+
+    Benchmarks: the *train* split of ``build_routing_dataset`` (the test split is for evaluation).
+    A JSONL dataset: all its items (the user decides what to train on).
+    """
+    if items_path is not None:
+        from training.datasets import load_jsonl_dataset
+
+        items = load_jsonl_dataset(Path(items_path))
+        info: dict[str, Any] = {"source": "jsonl", "path": str(items_path)}
+    else:
+        from training.datasets import build_routing_dataset
+
+        data = build_routing_dataset(tasks, per_task=per_task, seed=data_seed)
+        items = data.train
+        info = {
+            "source": "benchmarks",
+            "split": "train",
+            "tasks": list(tasks),
+            "per_task": per_task,
+            "data_seed": data_seed,
+            "counts": {task: list(pair) for task, pair in data.counts().items()},
+        }
+    info["items"] = len(items)
+    info["tasks_present"] = sorted({item.task for item in items})
+    return items, info
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The CLI's flags; defaults are ``PPOArgs``'s, so the CLI and the library cannot drift apart."""
+    defaults = PPOArgs()
+    parser = argparse.ArgumentParser(
+        description="Train the HierRouter policy with PPO (paper defaults) on the routing train split."
+    )
+    parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/ppo"), help="log, checkpoint, policy/")
+    parser.add_argument("--replay", type=Path, default=Path("runs/replay.sqlite"), help="replay store")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="generate hops missing from the replay store (and record them); default: replay only",
+    )
+    parser.add_argument("--reward", choices=("task", "f1"), default=defaults.reward)
+    parser.add_argument("--iterations", type=int, default=defaults.iterations)
+    parser.add_argument("--rollouts", type=int, default=defaults.rollouts, help="episodes per iteration")
+    parser.add_argument("--minibatches", type=int, default=defaults.num_minibatches)
+    parser.add_argument("--epochs", type=int, default=defaults.update_epochs, help="update epochs")
+    parser.add_argument("--lr", type=float, default=defaults.learning_rate)
+    parser.add_argument("--ent-coef", type=float, default=defaults.ent_coef)
+    parser.add_argument("--hidden-size", type=int, default=defaults.hidden_size)
+    parser.add_argument("--stage-dim", type=int, default=defaults.stage_dim)
+    parser.add_argument("--cost-scale", type=float, default=defaults.cost_scale)
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="PPO seed (init, actions, items)")
+    parser.add_argument("--device", default=defaults.device, help="torch device of the policy")
+    parser.add_argument("--tasks", nargs="+", default=list(ALL_TASKS), choices=ALL_TASKS)
+    parser.add_argument("--per-task", type=int, default=300, help="routing items per task (70%% train)")
+    parser.add_argument("--data-seed", type=int, default=42, help="seed of the train/test split")
+    parser.add_argument("--items", type=Path, default=None, help="a JSONL dataset instead of the benchmarks")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-resume", action="store_true", help="ignore a checkpoint in --run-dir")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def ppo_args_from(ns: argparse.Namespace) -> PPOArgs:
+    """Parsed flags → ``PPOArgs`` (hyperparameters the CLI does not expose keep the paper's values)."""
+    return PPOArgs(
+        iterations=ns.iterations,
+        rollouts=ns.rollouts,
+        num_minibatches=ns.minibatches,
+        update_epochs=ns.epochs,
+        learning_rate=ns.lr,
+        ent_coef=ns.ent_coef,
+        hidden_size=ns.hidden_size,
+        stage_dim=ns.stage_dim,
+        cost_scale=ns.cost_scale,
+        seed=ns.seed,
+        reward=ns.reward,
+        device=ns.device,
+    )
+
+
+def run_from_cli(
+    ns: argparse.Namespace,
+    *,
+    chat_models: Mapping[str, Any] | None = None,
+    encoder: StateEncoder | None = None,
+) -> TrainResult:
+    """The CLI's wiring, callable from tests: ``chat_models``/``encoder`` replace the real ones."""
+    from hierrouter_graph.defaults import default_config
+    from hierrouter_graph.encoder import load_encoder
+    from hierrouter_graph.graph import build_pool
+    from training.replay import CachedEncoder, ReplayStore
+
+    args = ppo_args_from(ns)
+    if ns.threads is not None:
+        torch.set_num_threads(ns.threads)
+    config = RouterConfig.from_file(ns.config) if ns.config is not None else default_config()
+    items, data_info = load_items(
+        items_path=ns.items, tasks=ns.tasks, per_task=ns.per_task, data_seed=ns.data_seed
+    )
+    base_encoder: StateEncoder = encoder or load_encoder(
+        config.encoder, config.max_seq_len, cache_dir=config.resolved_cache_dir
+    )
+    pool = build_pool(config, chat_models)
+    with ReplayStore(ns.replay) as store:
+        cache: ReplyCache = store if ns.live else ReplayOnlyCache(store)
+        env = build_env(
+            config, items, pool, CachedEncoder(base_encoder, store), reward=args.reward, cache=cache
+        )
+        policy = make_policy(config, base_encoder, args)
+        metadata = {
+            "dataset": data_info,
+            "config": str(ns.config) if ns.config is not None else "default_config()",
+            "alpha": config.alpha,
+            "replay": str(ns.replay),
+            "live": bool(ns.live),
+        }
+        return train(
+            env,
+            policy,
+            args,
+            ns.run_dir,
+            progress=not ns.no_progress,
+            resume=not ns.no_resume,
+            metadata=metadata,
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python training/ppo.py ...``: parse, wire, train, print a one-line summary."""
+    ns = parse_args(argv)
+    try:
+        result = run_from_cli(ns)
+    except ReplayMissError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    final = result.final
+    how = f"resumed after iteration {result.start_iteration}" if result.resumed else "fresh run"
+    nan = float("nan")
+    print(
+        f"trained {len(result.history)} iterations ({how}); last iteration: mean return "
+        f"{final.get('mean_return', nan):.4f}, quality {final.get('mean_quality', nan):.4f}, "
+        f"cost {final.get('mean_cost', nan):.2f}; policy saved to {result.policy_dir}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,242 @@
+"""Record the full outcome tree: every route of length 1..L for every item, into the replay store.
+
+Why: with the tree recorded, PPO episodes, oracle and single-model baselines and α sweeps are pure
+replay (no model runs), and the tree is the ground truth every router is compared against. For M
+models, L hops and N items that is N·(M + M² + … + M^L) hops.
+
+The tree is grown level by level and model by model, so each ``run_hops`` call is one stage
+instruction over many contexts (one batched ``generate``). Each batch is committed to the store
+in one transaction as soon as it is generated, and hops already stored are skipped — so a run
+killed with ``kill -9`` and started again loses at most the batch in flight and regenerates
+nothing.
+
+    python training/record.py --split test --per-task 30 --db runs/replay.sqlite
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tqdm import tqdm
+
+from hierrouter_graph.config import RouterConfig
+from hierrouter_graph.hop import CachedReply, HopResult, extend_context, run_hop, run_hops
+from hierrouter_graph.pool import PoolMember
+from training.datasets import ALL_TASKS, Item
+from training.replay import ReplayStore
+
+__all__ = ["RecordStats", "main", "record_outcome_tree", "tree_size"]
+
+
+@dataclass
+class RecordStats:
+    """What a recording run did; ``generated + reused == unique_hops``."""
+
+    items: int = 0
+    tree_hops: int = 0
+    unique_hops: int = 0
+    generated: int = 0
+    reused: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    generation_s: float = 0.0
+    wall_s: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Generated (in + out) tokens per second of generation."""
+        return (self.tokens_in + self.tokens_out) / self.generation_s if self.generation_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {**asdict(self), "tokens_per_s": self.tokens_per_s}
+
+
+def tree_size(n_items: int, n_models: int, horizon: int) -> int:
+    """N·(M + M² + … + M^L): hops in the full outcome tree."""
+    return n_items * sum(n_models**level for level in range(1, horizon + 1))
+
+
+class _Miss(Exception):
+    """Raised by ``_ProbeCache`` so ``run_hop`` stops before generating."""
+
+
+class _ProbeCache:
+    """Answers from the store and refuses to let the hop generate: a pure "is it recorded?" check
+    that builds the key with the hop's own code, so it can never disagree with ``run_hop``."""
+
+    def __init__(self, store: ReplayStore) -> None:
+        self.store = store
+
+    def get(self, fingerprint: str, prompt: str) -> CachedReply | None:
+        hit = self.store.get(fingerprint, prompt)
+        if hit is None:
+            raise _Miss
+        return hit
+
+    def put(self, fingerprint: str, prompt: str, reply: CachedReply) -> None:  # pragma: no cover
+        raise AssertionError("a probe never generates")
+
+
+class _BatchWriter:
+    """Collects the replies of one ``run_hops`` call and commits them in one transaction."""
+
+    def __init__(self, store: ReplayStore) -> None:
+        self.store = store
+        self.rows: list[tuple[str, str, CachedReply]] = []
+
+    def get(self, fingerprint: str, prompt: str) -> CachedReply | None:
+        return self.store.get(fingerprint, prompt)
+
+    def put(self, fingerprint: str, prompt: str, reply: CachedReply) -> None:
+        self.rows.append((fingerprint, prompt, reply))
+
+    def flush(self) -> None:
+        self.store.put_many(self.rows)
+        self.rows.clear()
+
+
+def _recorded(member: PoolMember, context: str, instruction: str, store: ReplayStore) -> HopResult | None:
+    try:
+        return run_hop(member, context, instruction, _ProbeCache(store))
+    except _Miss:
+        return None
+
+
+def _hop_level(
+    member: PoolMember,
+    contexts: Sequence[str],
+    instruction: str,
+    store: ReplayStore,
+    batch_size: int,
+    stats: RecordStats,
+    bar: tqdm,
+) -> dict[str, HopResult]:
+    """One model over the unique contexts of one level: replay what is stored, generate the rest."""
+    results: dict[str, HopResult] = {}
+    missing: list[str] = []
+    for context in contexts:
+        hit = _recorded(member, context, instruction, store)
+        if hit is None:
+            missing.append(context)
+        else:
+            results[context] = hit
+    stats.reused += len(results)
+    bar.update(len(results))
+    missing.sort(key=len)  # similar lengths per batch: less left padding
+    for start in range(0, len(missing), batch_size):
+        chunk = missing[start : start + batch_size]
+        writer = _BatchWriter(store)
+        began = time.perf_counter()
+        fresh = run_hops(member, chunk, instruction, cache=writer)
+        stats.generation_s += time.perf_counter() - began
+        writer.flush()
+        for context, hop in zip(chunk, fresh, strict=True):
+            results[context] = hop
+            stats.tokens_in += hop.tokens_in
+            stats.tokens_out += hop.tokens_out
+        stats.generated += len(chunk)
+        bar.set_postfix(generated=stats.generated, reused=stats.reused, refresh=False)
+        bar.update(len(chunk))
+    return results
+
+
+def record_outcome_tree(
+    config: RouterConfig,
+    pool: Mapping[str, PoolMember],
+    items: Sequence[Item],
+    store: ReplayStore,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> RecordStats:
+    """Fill ``store`` with every hop of every route of length 1..L for ``items``.
+
+    Identical contexts (duplicate prompts, or routes that happen to give the same replies) are
+    generated once. The progress bar counts unique hops, replayed ones included.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    members = [pool[name] for name in config.model_names]
+    stats = RecordStats(items=len(items), tree_hops=tree_size(len(items), len(members), config.horizon))
+    began = time.perf_counter()
+    level = list(dict.fromkeys(item.prompt for item in items))  # unique contexts c_ℓ of this level
+    with tqdm(total=None, unit="hop", disable=not progress, desc="recording") as bar:
+        for stage in range(config.horizon):
+            instruction = config.stage_prompt(stage)
+            bar.total = (bar.total or 0) + len(level) * len(members)
+            bar.refresh()
+            following: dict[str, None] = {}
+            for member in members:
+                bar.set_description(f"stage {stage} · {member.name}")
+                hops = _hop_level(member, level, instruction, store, batch_size, stats, bar)
+                stats.unique_hops += len(hops)
+                following.update((extend_context(c, hops[c].reply), None) for c in level)
+            level = list(following)
+    stats.wall_s = time.perf_counter() - began
+    return stats
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+
+def _load_items(args: argparse.Namespace) -> list[Item]:
+    if args.items is not None:
+        from training.datasets import load_jsonl_dataset
+
+        items = load_jsonl_dataset(args.items)
+        return items[: args.per_task] if args.per_task else items
+    from training.datasets import build_routing_dataset
+
+    data = build_routing_dataset(args.tasks, per_task=args.per_task or 300, seed=args.seed)
+    return {"test": data.test, "train": data.train, "all": data.train + data.test}[args.split]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
+    parser.add_argument("--split", choices=("test", "train", "all"), default="test")
+    parser.add_argument("--per-task", type=int, default=None, help="items per task (default 300)")
+    parser.add_argument("--tasks", nargs="+", default=list(ALL_TASKS), choices=ALL_TASKS)
+    parser.add_argument("--items", type=Path, default=None, help="a JSONL dataset instead of the benchmarks")
+    parser.add_argument("--db", type=Path, default=Path("runs/replay.sqlite"))
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from hierrouter_graph.graph import build_pool
+
+    if args.config is None:
+        from hierrouter_graph.defaults import default_config
+
+        config = default_config()
+    else:
+        config = RouterConfig.from_file(args.config)
+    items = _load_items(args)
+    pool = build_pool(config)
+    with ReplayStore(args.db) as store:
+        stats = record_outcome_tree(
+            config, pool, items, store, batch_size=args.batch_size, progress=not args.no_progress
+        )
+        total = len(store)
+    print(
+        f"recorded the outcome tree of {stats.items} items (L={config.horizon}, M={len(pool)}): "
+        f"{stats.unique_hops} unique hops of {stats.tree_hops} — {stats.generated} generated, "
+        f"{stats.reused} reused; {stats.tokens_in + stats.tokens_out} tokens generated at "
+        f"{stats.tokens_per_s:.1f} tokens/s; {stats.wall_s:.1f} s; store {args.db} holds {total} replies"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

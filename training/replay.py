@@ -1,0 +1,324 @@
+"""Replay store: every generation and every context embedding, kept once, on disk, in SQLite.
+
+Why: training replays the SAME hops over and over (PPO samples routes of the same items), and a
+small model's reply to an exact prompt never changes for a fixed generation setting. Keyed by
+(member fingerprint, exact prompt), a reply is generated once and replayed forever after — across
+epochs, runs and processes — and a whole recorded outcome tree can ship inside the repository as a
+small deterministic ``.jsonl.gz`` (``export_jsonl_gz`` / ``import_jsonl_gz``).
+
+Durability: SQLite in WAL mode with ``synchronous=NORMAL`` — a commit is atomic, a ``kill -9``
+loses at most the transaction in flight, readers never block the writer, and two processes can
+share one file (each write waits up to ``busy_timeout_s`` for the other). One connection per store
+guarded by a lock makes a store safe to share between threads.
+
+Schema (version 1)::
+
+    replies(fingerprint TEXT, prompt_sha TEXT, prompt TEXT, reply TEXT,
+            tokens_in INTEGER, tokens_out INTEGER, created REAL,
+            PRIMARY KEY (fingerprint, prompt_sha))
+    embeddings(encoder TEXT, text_sha TEXT, dim INTEGER, vector BLOB,   -- float32, little endian
+               PRIMARY KEY (encoder, text_sha))
+    meta(key TEXT PRIMARY KEY, value TEXT)                               -- schema_version
+
+``prompt_sha`` = sha256 of the prompt text (the hop's cache key) in hex; the full prompt is kept
+for inspection. The first write of a key wins (``INSERT OR IGNORE``), so a replayed reply never
+changes under a running experiment.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from hierrouter_graph.hop import CachedReply
+
+__all__ = ["SCHEMA_VERSION", "CachedEncoder", "ReplayStore", "StateEncoder", "text_sha"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS replies (
+    fingerprint TEXT NOT NULL,
+    prompt_sha TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    reply TEXT NOT NULL,
+    tokens_in INTEGER NOT NULL,
+    tokens_out INTEGER NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (fingerprint, prompt_sha)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS embeddings (
+    encoder TEXT NOT NULL,
+    text_sha TEXT NOT NULL,
+    dim INTEGER NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (encoder, text_sha)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_EXPORT_FIELDS = ("fingerprint", "prompt", "reply", "tokens_in", "tokens_out")
+
+
+def text_sha(text: str) -> str:
+    """Hex sha256 of a text: fixed-size keys however long the prompt or context grows."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class StateEncoder(Protocol):
+    """What the environment needs of an encoder; ``TextEncoder`` and ``CachedEncoder`` both fit."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor: ...
+
+
+class ReplayStore:
+    """SQLite replay store; implements ``hierrouter_graph.hop.ReplyCache`` (``get`` / ``put``)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 60.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        # Autocommit mode: every write below opens its own explicit BEGIN IMMEDIATE transaction.
+        self._conn = sqlite3.connect(
+            str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        with self._transaction() as conn:  # not executescript: it would COMMIT mid-transaction
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        version = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        if int(version) != SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path}: replay schema v{version}, this code reads v{SCHEMA_VERSION}")
+
+    # ------------------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write: BEGIN IMMEDIATE takes the write lock up front (waiting on another
+        process through busy_timeout) instead of failing when a read upgrades to a write."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> ReplayStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------ replies
+
+    def get(self, fingerprint: str, prompt: str) -> CachedReply | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT reply, tokens_in, tokens_out FROM replies WHERE fingerprint=? AND prompt_sha=?",
+                (fingerprint, text_sha(prompt)),
+            ).fetchone()
+        return None if row is None else CachedReply(row[0], int(row[1]), int(row[2]))
+
+    def put(self, fingerprint: str, prompt: str, reply: CachedReply) -> None:
+        self.put_many([(fingerprint, prompt, reply)])
+
+    def put_many(self, rows: Iterable[tuple[str, str, CachedReply]]) -> int:
+        """Store many replies in ONE transaction (all or nothing); returns how many were new."""
+        now = time.time()
+        values = [
+            (fp, text_sha(prompt), prompt, r.reply, int(r.tokens_in), int(r.tokens_out), now)
+            for fp, prompt, r in rows
+        ]
+        if not values:
+            return 0
+        with self._transaction() as conn:
+            before = conn.total_changes
+            conn.executemany("INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+            return conn.total_changes - before
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return self.get(*key) is not None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM replies").fetchone()[0])
+
+    # ------------------------------------------------------------------------------ embeddings
+
+    def get_embeddings(self, encoder_name: str, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The stored embeddings among ``texts`` (missing texts are simply absent)."""
+        by_sha = {text_sha(t): t for t in texts}
+        found: dict[str, torch.Tensor] = {}
+        shas = list(by_sha)
+        with self._lock:
+            for start in range(0, len(shas), 500):  # stay under SQLite's bound-parameter limit
+                chunk = shas[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT text_sha, dim, vector FROM embeddings WHERE encoder=? AND text_sha IN ({marks})",
+                    (encoder_name, *chunk),
+                ).fetchall()
+                for sha, dim, blob in rows:
+                    vector = np.frombuffer(blob, dtype="<f4", count=int(dim)).copy()
+                    found[by_sha[sha]] = torch.from_numpy(vector)
+        return found
+
+    def put_embeddings(self, encoder_name: str, texts: Sequence[str], vectors: torch.Tensor) -> None:
+        """Store ``vectors[i]`` (float32) as the embedding of ``texts[i]``, in one transaction."""
+        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+            raise ValueError(f"expected [{len(texts)}, dim] vectors, got {tuple(vectors.shape)}")
+        array = vectors.detach().to("cpu", torch.float32).numpy().astype("<f4", copy=False)
+        values = [
+            (encoder_name, text_sha(t), int(array.shape[1]), array[i].tobytes()) for i, t in enumerate(texts)
+        ]
+        with self._transaction() as conn:
+            conn.executemany("INSERT OR IGNORE INTO embeddings VALUES (?, ?, ?, ?)", values)
+
+    # ------------------------------------------------------------------------------ inspection
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for logs and summaries: replies (total and per fingerprint), embeddings, tokens."""
+        with self._lock:
+            per_fp = self._conn.execute(
+                "SELECT fingerprint, COUNT(*) FROM replies GROUP BY fingerprint ORDER BY fingerprint"
+            ).fetchall()
+            tokens = self._conn.execute(
+                "SELECT COALESCE(SUM(tokens_in), 0), COALESCE(SUM(tokens_out), 0) FROM replies"
+            ).fetchone()
+            per_encoder = self._conn.execute(
+                "SELECT encoder, COUNT(*) FROM embeddings GROUP BY encoder ORDER BY encoder"
+            ).fetchall()
+        return {
+            "path": str(self.path),
+            "replies": sum(n for _, n in per_fp),
+            "replies_per_fingerprint": {fp: n for fp, n in per_fp},
+            "tokens_in": int(tokens[0]),
+            "tokens_out": int(tokens[1]),
+            "embeddings": sum(n for _, n in per_encoder),
+            "embeddings_per_encoder": {name: n for name, n in per_encoder},
+        }
+
+    # ------------------------------------------------------------------------------ export/import
+
+    def export_jsonl_gz(self, path: str | os.PathLike[str], fingerprints: Iterable[str] | None = None) -> int:
+        """Write the replies (optionally only some fingerprints) as a reproducible gzip JSONL.
+
+        Rows are sorted by (fingerprint, prompt_sha), keys are sorted, the gzip header carries no
+        name and mtime 0, and ``created`` is left out — so the same replies always give the same
+        bytes and a committed file only changes when its content does. Embeddings are not
+        exported (they are recomputed from the encoder). The file is written to a temporary name
+        and renamed, so a reader never sees half a file. Returns the number of rows.
+        """
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        wanted = None if fingerprints is None else sorted(set(fingerprints))
+        query = f"SELECT {', '.join(_EXPORT_FIELDS)} FROM replies"
+        params: tuple[str, ...] = ()
+        if wanted is not None:
+            query += f" WHERE fingerprint IN ({','.join('?' * len(wanted))})" if wanted else " WHERE 0"
+            params = tuple(wanted)
+        query += " ORDER BY fingerprint, prompt_sha"
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        count = 0
+        with self._lock:
+            rows = self._conn.execute(query, params)
+            with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+                for row in rows:
+                    record = dict(zip(_EXPORT_FIELDS, row, strict=True))
+                    gz.write((json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
+                    count += 1
+        os.replace(tmp, target)
+        return count
+
+    def import_jsonl_gz(self, path: str | os.PathLike[str]) -> int:
+        """Load an exported file (one transaction); existing keys are kept. Returns rows added."""
+        rows: list[tuple[str, str, CachedReply]] = []
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    data = json.loads(line)
+                    reply = CachedReply(str(data["reply"]), int(data["tokens_in"]), int(data["tokens_out"]))
+                    rows.append((str(data["fingerprint"]), str(data["prompt"]), reply))
+                except (KeyError, TypeError, ValueError) as error:
+                    raise ValueError(f"{path}:{number}: not a replay record ({error})") from error
+        return self.put_many(rows)
+
+
+class CachedEncoder:
+    """A ``TextEncoder`` that looks in the replay store (and a small memory LRU) first.
+
+    Contexts are deterministic functions of the recorded replies, so each one is encoded once,
+    ever: later episodes, epochs and training runs read the vector back instead of running the
+    encoder. Vectors are stored exactly as the wrapped encoder returned them (float32).
+    """
+
+    def __init__(self, encoder: StateEncoder, store: ReplayStore, memory_size: int = 65536) -> None:
+        self.encoder = encoder
+        self.store = store
+        self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._memory_size = memory_size
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.encoder.name
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    def _remember(self, text: str, vector: torch.Tensor) -> None:
+        self._memory[text] = vector
+        self._memory.move_to_end(text)
+        while len(self._memory) > self._memory_size:
+            self._memory.popitem(last=False)
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        if not texts:
+            return torch.empty(0, self.dim)
+        with self._lock:
+            found = {t: self._memory[t] for t in dict.fromkeys(texts) if t in self._memory}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            found.update(self.store.get_embeddings(self.name, missing))
+            fresh = [t for t in missing if t not in found]
+            if fresh:
+                vectors = self.encoder.encode(fresh).detach().to("cpu", torch.float32)
+                self.store.put_embeddings(self.name, fresh, vectors)
+                found.update({t: vectors[i].clone() for i, t in enumerate(fresh)})
+        with self._lock:
+            for text, vector in found.items():
+                self._remember(text, vector)
+        return torch.stack([found[t] for t in texts])

@@ -1,0 +1,61 @@
+"""The reward R = Q(c_L) − α·C_L: the ONE place it is computed.
+
+The environment, PPO, evaluation and the outcome-tree tools all call these functions, so a router
+is trained, evaluated and compared on exactly the same number.
+
+Q is computed on the *replies* part of c_L, never on the query: the query of a multiple-choice item
+contains every option and a reading-comprehension query contains the passage, so scoring the whole
+context would match the gold text against the question itself and reward a route for nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+from hierrouter_graph.hop import CONTEXT_SEPARATOR
+from training.metrics import ScorableItem, evaluate_reply
+
+__all__ = ["EpisodeQuality", "episode_quality", "quality_text", "terminal_reward"]
+
+
+class EpisodeQuality(TypedDict):
+    """``quality`` is the metric the reward uses; both metrics are always reported."""
+
+    quality: float
+    task_metric: float
+    f1: float
+
+
+def quality_text(query: str, context: str) -> str:
+    """The replies of c_L: the context minus the leading query and its separator.
+
+    Raises ``ValueError`` when ``context`` does not start with ``query`` — that means the context was
+    not built by ``extend_context`` from this query, and scoring it would be meaningless.
+    """
+    if not context.startswith(query):
+        raise ValueError(
+            f"context does not start with the query (query starts {query[:60]!r}, "
+            f"context starts {context[:60]!r}); Q is only defined on contexts grown from the query"
+        )
+    rest = context[len(query) :]
+    return rest.removeprefix(CONTEXT_SEPARATOR)
+
+
+def terminal_reward(quality: float, total_cost: float, alpha: float) -> float:
+    """R = Q(c_L) − α·C_L (paper §3.1); the reward of every non-terminal step is 0."""
+    return quality - alpha * total_cost
+
+
+def episode_quality(
+    item: ScorableItem, query: str, context: str, reward_metric: Literal["task", "f1"] = "task"
+) -> EpisodeQuality:
+    """Both quality numbers of a finished episode, and the one the reward uses.
+
+    ``reward_metric="task"`` rewards the item's own metric (letter accuracy, exact number, tests
+    passing); ``"f1"`` reproduces the paper's token-F1 reward.
+    """
+    if reward_metric not in ("task", "f1"):
+        raise ValueError(f"reward_metric must be 'task' or 'f1', got {reward_metric!r}")
+    report = evaluate_reply(item, quality_text(query, context))
+    chosen = report["task_metric"] if reward_metric == "task" else report["f1"]
+    return EpisodeQuality(quality=float(chosen), task_metric=report["task_metric"], f1=report["f1"])
