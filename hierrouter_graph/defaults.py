@@ -23,13 +23,26 @@ DEFAULT_POLICY_DIR = Path(__file__).parent / "defaults"
 
 
 def default_config(**overrides: object) -> RouterConfig:
-    """The offline pool: SmolLM2-135M-Instruct (cheap generalist) and Gemma-3-270M (base, pricier)."""
+    """The offline pool, in action order.
+
+    - ``smollm2-135m``: SmolLM2-135M-Instruct, the cheap instruction-tuned generalist.
+    - ``cloze-mc``: a multiple-choice specialist on the SAME loaded SmolLM2 weights: it scores the
+      lettered options by log-likelihood instead of generating (see ``cloze.py``), and refuses
+      anything else.
+    - ``gemma-3-270m``: Gemma-3-270M base, twice the size and price, not instruction-tuned.
+    """
     models = [
         ModelSpec(
             name="smollm2-135m",
             source="offline:smollm2-135m-instruct",
             max_new_tokens=128,
             description="SmolLM2-135M-Instruct: small instruction-tuned generalist (ChatML).",
+        ),
+        ModelSpec(
+            name="cloze-mc",
+            kind="cloze_mc",
+            source="offline:smollm2-135m-instruct",
+            description="Multiple-choice specialist: option log-likelihood on the shared SmolLM2 base.",
         ),
         ModelSpec(
             name="gemma-3-270m",

@@ -36,6 +36,7 @@ import gzip
 import hashlib
 import importlib.util
 import json
+import math
 import random
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -458,6 +459,10 @@ def load_specialization_items(task: str) -> list[Item]:
     ]
 
 
+def _is_test_position(position: int, test_fraction: float) -> bool:
+    return math.floor((position + 1) * test_fraction) > math.floor(position * test_fraction)
+
+
 def build_routing_dataset(
     tasks: Iterable[str] = ALL_TASKS,
     per_task: int = 300,
@@ -467,9 +472,12 @@ def build_routing_dataset(
     """Sample ``per_task`` routing-half items per task and split them train/test.
 
     A task with fewer routing items than ``per_task`` (MBPP: ~250) contributes all of them.
-    The split is stratified per task (``round(n * test_fraction)`` test items each), and each
-    task draws from its own RNG seeded by ``f"{seed}:{task}"``, so adding or removing a task
-    never changes the sample of another one.
+    The split is stratified per task and interleaved by sample position (position i is a test
+    item when floor((i+1)·f) > floor(i·f), so 3 of every 10 at f = 0.3). ``random.sample`` draws
+    are prefix-stable, so a larger ``per_task`` only ADDS items: the train and test splits of
+    per_task=100 are subsets of those of per_task=300, and a recorded outcome tree grows without
+    a test item ever becoming a training item. Each task draws from its own RNG seeded by
+    ``f"{seed}:{task}"``, so adding or removing a task never changes another task's sample.
     """
     if per_task <= 0:
         raise ValueError(f"per_task must be positive, got {per_task}")
@@ -481,9 +489,8 @@ def build_routing_dataset(
         pool = sorted(load_routing_items(task), key=lambda it: it.id)
         rng = random.Random(f"{seed}:{task}")
         sample = rng.sample(pool, min(per_task, len(pool)))
-        n_test = round(len(sample) * test_fraction)
-        test += sample[:n_test]
-        train += sample[n_test:]
+        for position, item in enumerate(sample):
+            (test if _is_test_position(position, test_fraction) else train).append(item)
     random.Random(f"{seed}:train").shuffle(train)
     random.Random(f"{seed}:test").shuffle(test)
     return RoutingDataset(train=train, test=test)

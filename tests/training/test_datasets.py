@@ -267,3 +267,12 @@ def test_jsonl_empty_file_is_an_error(tmp_path: Path) -> None:
 
 def test_metric_names_are_the_documented_ones() -> None:
     assert {"mc_letter", "gsm8k_number", "math_boxed", "mbpp_pass"} <= set(METRICS)
+
+
+def test_growing_the_sample_never_moves_a_test_item_into_train() -> None:
+    small = build_routing_dataset(per_task=100)
+    large = build_routing_dataset(per_task=300)
+    small_test, large_test = {i.id for i in small.test}, {i.id for i in large.test}
+    small_train, large_train = {i.id for i in small.train}, {i.id for i in large.train}
+    assert small_test <= large_test and small_train <= large_train
+    assert not small_test & large_train and not small_train & large_test
