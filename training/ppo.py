@@ -48,6 +48,7 @@ from hierrouter_graph.hop import CachedReply, ReplyCache
 from hierrouter_graph.policy import RouterPolicy
 from hierrouter_graph.pool import PoolMember
 from training.datasets import ALL_TASKS, Item
+from training.shipped import DEFAULT_PER_TASK, import_shipped_replay
 
 if TYPE_CHECKING:
     from hierrouter_graph.encoder import TextEncoder
@@ -724,7 +725,7 @@ def load_items(
     *,
     items_path: str | os.PathLike[str] | None = None,
     tasks: Sequence[str] = ALL_TASKS,
-    per_task: int = 300,
+    per_task: int = DEFAULT_PER_TASK,
     data_seed: int = 42,
 ) -> tuple[list[Item], dict[str, Any]]:
     """The router's training items and a description of them for the policy's metadata.
@@ -785,12 +786,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=defaults.seed, help="PPO seed (init, actions, items)")
     parser.add_argument("--device", default=defaults.device, help="torch device of the policy")
     parser.add_argument("--tasks", nargs="+", default=list(ALL_TASKS), choices=ALL_TASKS)
-    parser.add_argument("--per-task", type=int, default=300, help="routing items per task (70%% train)")
+    parser.add_argument(
+        "--per-task",
+        type=int,
+        default=DEFAULT_PER_TASK,
+        help="routing items per task (70%% train; shipped: 100)",
+    )
     parser.add_argument("--data-seed", type=int, default=42, help="seed of the train/test split")
     parser.add_argument("--items", type=Path, default=None, help="a JSONL dataset instead of the benchmarks")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-resume", action="store_true", help="ignore a checkpoint in --run-dir")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation afterwards")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="also write the evaluation as markdown (+ PNG plot beside it)",
+    )
     return parser.parse_args(argv)
 
 
@@ -836,6 +849,8 @@ def run_from_cli(
     )
     pool = build_pool(config, chat_models)
     with ReplayStore(ns.replay) as store:
+        if ns.config is None and ns.items is None:
+            import_shipped_replay(store)  # the default pool's recorded outcome tree
         cache: ReplyCache = store if ns.live else ReplayOnlyCache(store)
         env = build_env(
             config, items, pool, CachedEncoder(base_encoder, store), reward=args.reward, cache=cache
@@ -873,8 +888,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"trained {len(result.history)} iterations ({how}); last iteration: mean return "
         f"{final.get('mean_return', nan):.4f}, quality {final.get('mean_quality', nan):.4f}, "
-        f"cost {final.get('mean_cost', nan):.2f}; policy saved to {result.policy_dir}"
+        f"cost {final.get('mean_cost', nan):.4f}; policy saved to {result.policy_dir}"
     )
+    if ns.no_eval or ns.items is not None:
+        return 0
+    return _evaluate_trained(ns, result.policy_dir)
+
+
+def _evaluate_trained(ns: argparse.Namespace, policy_dir: Path) -> int:
+    """Evaluate the policy just trained on the TEST split of the same data, and print the table."""
+    from training import evaluate
+
+    argv = [
+        "--policy",
+        str(policy_dir),
+        "--replay",
+        str(ns.replay),
+        "--reward",
+        ns.reward,
+        "--per-task",
+        str(ns.per_task),
+        "--data-seed",
+        str(ns.data_seed),
+        "--tasks",
+        *ns.tasks,
+    ]
+    argv += ["--config", str(ns.config)] if ns.config is not None else []
+    argv += ["--live"] if ns.live else []
+    argv += ["--no-progress"] if ns.no_progress else []
+    if ns.report is not None:
+        argv += ["--report", str(ns.report), "--plot", str(ns.report.with_name("cost_quality.png"))]
+    else:
+        argv += ["--no-report"]
+    command = "python training/ppo.py " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python training/ppo.py"
+    try:
+        results = evaluate.run_from_cli(evaluate.parse_args(argv), command=command)
+    except ReplayMissError as error:
+        print(f"evaluation skipped: {error}", file=sys.stderr)
+        return 2
+    evaluate.print_table(results)
     return 0
 
 

@@ -32,6 +32,7 @@ from hierrouter_graph.hop import CachedReply, HopResult, extend_context, run_hop
 from hierrouter_graph.pool import PoolMember
 from training.datasets import ALL_TASKS, Item
 from training.replay import ReplayStore
+from training.shipped import DEFAULT_PER_TASK, SHIPPED_REPLAY, export_shipped_replay, import_shipped_replay
 
 __all__ = ["RecordStats", "main", "record_outcome_tree", "tree_size"]
 
@@ -194,7 +195,7 @@ def _load_items(args: argparse.Namespace) -> list[Item]:
         return items[: args.per_task] if args.per_task else items
     from training.datasets import build_routing_dataset
 
-    data = build_routing_dataset(args.tasks, per_task=args.per_task or 300, seed=args.seed)
+    data = build_routing_dataset(args.tasks, per_task=args.per_task or DEFAULT_PER_TASK, seed=args.seed)
     return {"test": data.test, "train": data.train, "all": data.train + data.test}[args.split]
 
 
@@ -202,13 +203,20 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
     parser.add_argument("--split", choices=("test", "train", "all"), default="test")
-    parser.add_argument("--per-task", type=int, default=None, help="items per task (default 300)")
+    parser.add_argument(
+        "--per-task", type=int, default=None, help=f"items per task (default {DEFAULT_PER_TASK}, as shipped)"
+    )
     parser.add_argument("--tasks", nargs="+", default=list(ALL_TASKS), choices=ALL_TASKS)
     parser.add_argument("--items", type=Path, default=None, help="a JSONL dataset instead of the benchmarks")
     parser.add_argument("--db", type=Path, default=Path("runs/replay.sqlite"))
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--export-shipped",
+        action="store_true",
+        help="default pool only: after recording, rewrite training/data/offline_pool.replay.jsonl.gz",
+    )
     return parser
 
 
@@ -225,10 +233,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     items = _load_items(args)
     pool = build_pool(config)
     with ReplayStore(args.db) as store:
+        if args.config is None:
+            import_shipped_replay(store)  # resume from the committed pieces, regenerate nothing
         stats = record_outcome_tree(
             config, pool, items, store, batch_size=args.batch_size, progress=not args.no_progress
         )
         total = len(store)
+        if args.export_shipped and args.config is None:
+            rows = export_shipped_replay(store)
+            print(f"exported {rows} default-pool replies to {SHIPPED_REPLAY}")
     print(
         f"recorded the outcome tree of {stats.items} items (L={config.horizon}, M={len(pool)}): "
         f"{stats.unique_hops} unique hops of {stats.tree_hops} — {stats.generated} generated, "

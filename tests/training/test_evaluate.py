@@ -1,0 +1,440 @@
+"""Evaluation on a scripted pool whose outcome tree is known by construction.
+
+The pool (L = 2): ``planner`` writes a plan (no number); ``solver`` answers a sum correctly once a
+plan or an earlier answer is in its prompt, else says 0; ``guesser`` always says 13. Two tasks,
+both scored by ``gsm8k_number``:
+
+- ``sum`` ("What is a plus b?"): only routes ending in ``solver`` after a first hop score 1 — so
+  no single call does, ``solver ×2`` is the best single, and the cheapest scoring route
+  (``guesser → solver``) is the oracle.
+- ``lucky`` (the answer is 13): ``guesser`` in one call already scores 1 and is the cheapest route,
+  so the oracle equals the best single there and the gap share is undefined.
+
+The train split is mostly ``sum``, the test split is balanced: the best fixed route chosen on
+train (``guesser → solver``) differs from the one hindsight on test would pick (``guesser``).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+
+from hierrouter_graph import ModelSpec, RouterConfig
+from hierrouter_graph.encoder import TextEncoder
+from hierrouter_graph.graph import HierRouterGraph, build_pool
+from hierrouter_graph.policy import FixedRoutePolicy, RouterPolicy
+from hierrouter_graph.pool import PoolMember
+from training.datasets import Item, write_jsonl_dataset
+from training.evaluate import (
+    NO_SWEEP,
+    ORACLE,
+    RANDOM,
+    ROUTER,
+    TASK_ORACLE,
+    EvaluationResult,
+    OutcomeTree,
+    ScoreMemo,
+    aiq,
+    alpha_sweep_points,
+    best_route,
+    bootstrap_interval,
+    candidate_routes,
+    evaluate,
+    main,
+    outcome_tree,
+    parse_args,
+    plot_cost_quality,
+    print_table,
+    run_from_cli,
+    write_report,
+)
+from training.ppo import ReplayMissError
+from training.record import record_outcome_tree
+from training.replay import ReplayStore
+
+POOL = ("planner", "solver", "guesser")
+RATES = {"planner": 0.001, "solver": 0.002, "guesser": 0.001}
+PLAN = "Plan: restate the question, then add the two terms carefully."
+_SUM = re.compile(r"What is (\d+) plus (\d+)\?")
+
+
+def reply(role: str, prompt: str) -> str:
+    if role == "planner":
+        return PLAN
+    if role == "solver":
+        match = _SUM.search(prompt)
+        ready = "Plan:" in prompt or "The answer is" in prompt
+        return f"The answer is {int(match[1]) + int(match[2]) if match and ready else 0}."
+    return "The answer is 13."
+
+
+class ScriptedChat(FakeListChatModel):
+    """A reply that depends on the prompt, with endpoint-style token usage (words)."""
+
+    role: str
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        prompt = str(messages[-1].content)
+        text = reply(self.role, prompt)
+        usage = {"input_tokens": len(prompt.split()), "output_tokens": len(text.split()), "total_tokens": 0}
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(text, usage_metadata=usage))])
+
+
+def chat_models() -> dict[str, ScriptedChat]:
+    return {name: ScriptedChat(responses=["unused"], role=name) for name in POOL}
+
+
+def sum_items(n: int, offset: int = 0) -> list[Item]:
+    out = []
+    for i in range(offset, offset + n):
+        a, b = 3 + 2 * i, 20 + 3 * i  # never 0 or 13
+        out.append(
+            Item(
+                f"sum/{i}",
+                "sum",
+                f"Question {i}: What is {a} plus {b}?",
+                [str(a + b)],
+                "gsm8k_number",
+                "routing",
+            )
+        )
+    return out
+
+
+def lucky_items(n: int, offset: int = 0) -> list[Item]:
+    prompt = "Lucky question {}: which number am I thinking of?"
+    return [
+        Item(f"lucky/{i}", "lucky", prompt.format(i), ["13"], "gsm8k_number", "routing")
+        for i in range(offset, offset + n)
+    ]
+
+
+TRAIN = [*sum_items(6, offset=100), *lucky_items(2, offset=100)]
+TEST = [*sum_items(4), *lucky_items(4)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Any:
+    """The test machine's 2 cores are shared: one torch thread keeps encoder calls fast."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def config() -> RouterConfig:
+    return RouterConfig(
+        models=[ModelSpec(name=n, source=f"fake:{n}", base_rate=RATES[n]) for n in POOL], horizon=2
+    )
+
+
+@pytest.fixture(scope="module")
+def pool(config: RouterConfig) -> dict[str, PoolMember]:
+    return build_pool(config, chat_models())
+
+
+@pytest.fixture(scope="module")
+def store(config: RouterConfig, pool: dict[str, PoolMember], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Both outcome trees recorded once, exactly as ``training/record.py`` records them."""
+    with ReplayStore(tmp_path_factory.mktemp("replay") / "replay.sqlite") as replay:
+        record_outcome_tree(config, pool, [*TRAIN, *TEST], replay, progress=False)
+        yield replay
+
+
+@pytest.fixture(scope="module")
+def test_tree(config: RouterConfig, pool: dict[str, PoolMember], store: ReplayStore) -> OutcomeTree:
+    return outcome_tree(config, pool, TEST, store)
+
+
+@pytest.fixture(scope="module")
+def baseline(config: RouterConfig, pool: dict[str, PoolMember], store: ReplayStore) -> EvaluationResult:
+    router = FixedRoutePolicy(POOL, ["guesser", "solver"])
+    return evaluate(config, pool, router, TRAIN, TEST, store, "task", None, 0)
+
+
+def _mean_over_test(tree: OutcomeTree, route: tuple[str, ...], field: str, items: list[Item] = TEST) -> float:
+    return float(np.mean([getattr(tree[item.id][route], field) for item in items]))
+
+
+# ------------------------------------------------------------------------------------ outcome tree
+
+
+def test_tree_holds_every_route_of_length_1_to_L(test_tree: OutcomeTree, config: RouterConfig) -> None:
+    assert len(candidate_routes(config)) == 3 + 9
+    for item in TEST:
+        assert set(test_tree[item.id]) == set(candidate_routes(config))
+        node = test_tree[item.id][("guesser", "solver")]
+        assert node.context == f"{item.prompt}\n\nThe answer is 13.\n\n{reply('solver', node.context)}"
+        assert node.cost == pytest.approx(test_tree[item.id][("guesser",)].cost + RATES["solver"] * (
+            len(f"{config.stage_prompt(1)}\n\n{item.prompt}\n\nThe answer is 13.".split()) + 4))  # fmt: skip
+    sums = [i for i in TEST if i.task == "sum"]
+    assert {r for r in candidate_routes(config) if test_tree[sums[0].id][r].task_metric == 1.0} == {
+        ("planner", "solver"), ("solver", "solver"), ("guesser", "solver")
+    }  # fmt: skip
+
+
+def test_replay_only_miss_names_record_py_and_live_fills_the_store(
+    config: RouterConfig, pool: dict[str, PoolMember], tmp_path: Path
+) -> None:
+    with ReplayStore(tmp_path / "empty.sqlite") as empty:
+        with pytest.raises(ReplayMissError, match="training/record.py"):
+            outcome_tree(config, pool, TEST[:1], empty)
+        live = outcome_tree(config, pool, TEST[:1], empty, live=True)
+        assert len(empty) == 3 + 9
+        assert outcome_tree(config, pool, TEST[:1], empty) == live  # now pure replay
+    with pytest.raises(ValueError, match="cache"):
+        outcome_tree(config, pool, TEST[:1], None)
+
+
+def test_scores_are_memoised_per_item_and_replies(
+    config: RouterConfig, pool: dict[str, PoolMember], store: ReplayStore
+) -> None:
+    memo = ScoreMemo()
+    first = outcome_tree(config, pool, TEST, store, memo=memo)
+    scored = len(memo)
+    assert outcome_tree(config, pool, TEST, store, memo=memo) == first
+    assert len(memo) == scored and memo.hits == len(TEST) * 12
+
+
+# ------------------------------------------------------------------------------------ strategies
+
+
+def test_single_model_rows_are_exact(baseline: EvaluationResult, config: RouterConfig) -> None:
+    lucky = baseline.groups["lucky"]
+    one_call = lucky.row("guesser (1 call)")
+    costs = [
+        RATES["guesser"] * (len(f"{config.stage_prompt(0)}\n\n{item.prompt}".split()) + 4)
+        for item in TEST
+        if item.task == "lucky"
+    ]
+    assert one_call.task_metric.mean == 1.0 and one_call.f1.mean == 0.5  # "answer is 13" vs "13"
+    assert one_call.cost.mean == pytest.approx(np.mean(costs), rel=1e-12)
+    assert one_call.reward.mean == pytest.approx(1.0 - 0.005 * np.mean(costs), rel=1e-12)
+    assert lucky.best_single == "guesser (1 call)"
+    assert baseline.groups["sum"].best_single == "solver (×2)"
+    assert baseline.groups["sum"].row("solver (×2)").task_metric.mean == 1.0
+    assert baseline.groups["sum"].row("solver (1 call)").task_metric.mean == 0.0
+    assert [r.name for r in baseline.overall.rows if r.kind == "single"] == [
+        f"{m} ({k})" for m in POOL for k in ("1 call", "×2")
+    ]
+
+
+def test_random_is_the_exact_mean_over_all_length_L_routes(
+    baseline: EvaluationResult, test_tree: OutcomeTree
+) -> None:
+    routes = list(itertools.product(POOL, repeat=2))
+    for field in ("reward", "cost", "task_metric", "f1"):
+        expected = np.mean([np.mean([getattr(test_tree[i.id][r], field) for r in routes]) for i in TEST])
+        assert getattr(baseline.overall.row(RANDOM), field).mean == pytest.approx(expected, rel=1e-12)
+
+
+def test_oracle_dominates_every_strategy_on_every_query(baseline: EvaluationResult) -> None:
+    oracle = baseline.strategies[ORACLE].scores.reward
+    for name, strategy in baseline.strategies.items():
+        assert np.all(strategy.scores.reward <= oracle + 1e-12), name
+    sums = [i for i, item in enumerate(TEST) if item.task == "sum"]
+    assert {baseline.strategies[ORACLE].routes[i] for i in sums} == {("guesser", "solver")}
+    assert {baseline.strategies[ORACLE].routes[i] for i in range(len(TEST)) if i not in sums} == {
+        ("guesser",)
+    }
+
+
+def test_task_oracle_is_each_tasks_best_fixed_route(
+    baseline: EvaluationResult, test_tree: OutcomeTree, config: RouterConfig
+) -> None:
+    for task in ("sum", "lucky"):
+        items = [i for i in TEST if i.task == task]
+        row = baseline.groups[task].row(TASK_ORACLE)
+        best = max(_mean_over_test(test_tree, r, "reward", items) for r in candidate_routes(config))
+        assert row.reward.mean == pytest.approx(best, rel=1e-12)
+        assert row.description == " → ".join(best_route(test_tree, items, candidate_routes(config)))
+    assert baseline.groups["lucky"].row(TASK_ORACLE).description == "guesser"
+
+
+def test_best_fixed_route_is_chosen_on_train_else_hindsight(
+    baseline: EvaluationResult, config: RouterConfig, pool: dict[str, PoolMember], store: ReplayStore
+) -> None:
+    train_tree = outcome_tree(config, pool, TRAIN, store)
+    assert baseline.best_fixed_route == best_route(train_tree, TRAIN, candidate_routes(config))
+    assert baseline.best_fixed_route == ("guesser", "solver") and baseline.best_fixed_source == "train"
+    assert baseline.overall.row("best fixed route (train)").description == "guesser → solver"
+    hindsight = evaluate(config, pool, None, [], TEST, store)
+    assert hindsight.best_fixed_source == "hindsight" and hindsight.best_fixed_route == ("guesser",)
+    assert any("hindsight" in note for note in hindsight.notes)
+    assert ROUTER not in hindsight.strategies
+    with pytest.raises(ValueError, match="both train and test"):
+        evaluate(config, pool, None, TEST[:1], TEST, store)
+
+
+def test_fixed_route_router_equals_that_routes_row(baseline: EvaluationResult) -> None:
+    for group in baseline.groups.values():
+        router, fixed = group.row(ROUTER), group.row("best fixed route (train)")
+        assert (router.task_metric, router.f1, router.cost, router.reward, router.gap) == (
+            fixed.task_metric, fixed.f1, fixed.cost, fixed.reward, fixed.gap
+        )  # fmt: skip
+    assert baseline.overall.router_routes == {"guesser → solver": len(TEST)}
+
+
+def test_gap_share_is_1_at_the_oracle_0_at_best_single_and_undefined_without_a_gap(
+    config: RouterConfig, pool: dict[str, PoolMember], store: ReplayStore
+) -> None:
+    at_oracle = evaluate(config, pool, FixedRoutePolicy(POOL, ["guesser", "solver"]), TRAIN, TEST, store)
+    gap = at_oracle.groups["sum"].row(ROUTER).gap
+    assert (gap.mean, gap.low, gap.high) == (1.0, 1.0, 1.0)
+    assert not at_oracle.groups["sum"].row(ROUTER).inside_noise  # clearly better than solver ×2
+    assert not at_oracle.groups["lucky"].row(ROUTER).gap.defined  # oracle == best single there
+    assert at_oracle.groups["sum"].row(ORACLE).gap.mean == 1.0
+
+    at_best = evaluate(config, pool, FixedRoutePolicy(POOL, ["solver", "solver"]), TRAIN, TEST, store)
+    row = at_best.groups["sum"].row(ROUTER)
+    assert row.gap.mean == 0.0 and row.inside_noise
+    assert row.vs_best_single is not None and (row.vs_best_single.low, row.vs_best_single.high) == (0.0, 0.0)
+    assert at_best.groups["sum"].row("solver (×2)").vs_best_single is None
+
+
+def test_bootstrap_interval_contains_the_mean_and_is_seeded() -> None:
+    values = np.random.default_rng(5).random(40)
+    first = bootstrap_interval(values, resamples=1000, seed=3)
+    assert first == bootstrap_interval(values, resamples=1000, seed=3)
+    assert first != bootstrap_interval(values, resamples=1000, seed=4)
+    assert first.mean == pytest.approx(values.mean())
+    assert first.low < first.mean < first.high
+
+
+def test_rows_intervals_bracket_their_means_and_are_deterministic(
+    baseline: EvaluationResult, config: RouterConfig, pool: dict[str, PoolMember], store: ReplayStore
+) -> None:
+    again = evaluate(config, pool, FixedRoutePolicy(POOL, ["guesser", "solver"]), TRAIN, TEST, store)
+    assert again.groups == baseline.groups
+    for group in baseline.groups.values():
+        for row in group.rows:
+            for interval in (row.task_metric, row.f1, row.cost, row.reward):
+                assert interval.low <= interval.mean + 1e-12 and interval.mean <= interval.high + 1e-12
+    assert (baseline.overall.n, baseline.groups["sum"].n, baseline.groups["lucky"].n) == (8, 4, 4)
+    assert baseline.counts == {"sum": (6, 4), "lucky": (2, 4)}
+
+
+def test_router_walk_follows_the_graphs_context_and_cost(
+    config: RouterConfig, pool: dict[str, PoolMember], store: ReplayStore, encoder: TextEncoder
+) -> None:
+    torch.manual_seed(0)
+    policy = RouterPolicy.for_encoder(list(POOL), encoder, horizon=2)
+    torch.nn.init.normal_(policy.actor.weight, std=3.0)  # decisions that depend on the context
+    results = evaluate(config, pool, policy, TRAIN, TEST, store)
+    graph = HierRouterGraph(config, policy=policy, chat_models=chat_models())
+    router = results.strategies[ROUTER]
+    for index, item in enumerate(TEST):
+        out = graph.invoke(item.prompt)
+        assert tuple(hop["model"] for hop in out["trace"]) == router.routes[index]
+        assert out["cost"] == router.scores.cost[index]
+
+
+# ------------------------------------------------------------------------------------ AIQ
+
+
+def test_aiq_on_hand_computed_point_sets() -> None:
+    # hull (0, .2) → (1, .6) → (2, .7); (1.5, .3) is dominated; the input is unsorted
+    assert aiq([(2, 0.7), (1.5, 0.3), (0, 0.2), (1, 0.6)]) == pytest.approx((0.4 + 0.65) / 2)
+    # a dearer, worse point does not pull the curve down: flat at 0.7 from 2 to 3
+    assert aiq([(0, 0.2), (1, 0.6), (2, 0.7), (3, 0.5)]) == pytest.approx((0.4 + 0.65 + 0.7) / 3)
+    # a point under the chord is not on the convex hull
+    assert aiq([(0, 0.2), (1, 0.3), (2, 0.7)]) == pytest.approx(0.45)
+    # a shared cost range: nothing below the cheapest point, flat above the dearest
+    assert aiq([(1, 0.4), (2, 0.6)], cost_range=(0, 3)) == pytest.approx((0.5 + 0.6) / 3)
+    # degenerate: one point, or no cost range → the best quality there
+    assert aiq([(1.0, 0.3)]) == 0.3
+    assert aiq([(1.0, 0.3), (1.0, 0.5)]) == 0.5
+    with pytest.raises(ValueError):
+        aiq([])
+    with pytest.raises(ValueError):
+        aiq([(float("nan"), 0.1)])
+
+
+def test_alpha_sweep_points_and_aiq_in_the_evaluation(
+    config: RouterConfig, pool: dict[str, PoolMember], store: ReplayStore, test_tree: OutcomeTree
+) -> None:
+    sweep = {
+        0.5: FixedRoutePolicy(POOL, ["guesser", "guesser"]),
+        0.0: FixedRoutePolicy(POOL, ["guesser", "solver"]),
+    }
+    points = alpha_sweep_points(config, pool, sweep, TEST, store)
+    assert [p.alpha for p in points] == [0.0, 0.5]
+    assert points[0].cost == pytest.approx(_mean_over_test(test_tree, ("guesser", "solver"), "cost"))
+    assert points[0].quality == 0.5 and points[1].quality == 0.5
+    results = evaluate(config, pool, None, TRAIN, TEST, store, sweep=sweep)
+    assert results.sweep == points
+    assert isinstance(results.aiq[f"{ROUTER} (α sweep)"], float)
+    assert isinstance(results.aiq["fixed routes (zero router)"], float)
+    no_sweep = evaluate(config, pool, None, TRAIN, TEST, store)
+    assert no_sweep.aiq[ROUTER] is None and no_sweep.aiq["oracle"] is None
+
+
+# ------------------------------------------------------------------------------------ report + CLI
+
+
+def test_report_plot_and_console_table(baseline: EvaluationResult, tmp_path: Path) -> None:
+    command = "python training/evaluate.py --seed 0 --items test.jsonl"
+    report = write_report(baseline, tmp_path / "docs" / "results.md", command=command, seed=0)
+    text = report.read_text()
+    assert "| strategy | route | task metric | token-F1 | mean cost | reward Q − αC | gap recovered" in text
+    assert f"`{command}`" in text and "**Seed:** 0" in text
+    assert "## Overall (n = 8)" in text and "## Task `sum` (n = 4)" in text
+    assert "chosen on the train split (n = 8)" in text and NO_SWEEP in text
+    assert "α** = 0.005 · **L** = 2" in text and "inside the noise" in text
+    png = plot_cost_quality(baseline, tmp_path / "docs" / "cost_quality.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    out = io.StringIO()
+    print_table(baseline, out)
+    assert "overall (n=8" in out.getvalue() and ROUTER in out.getvalue()
+
+
+def test_cli_evaluates_a_saved_policy_and_a_sweep(
+    config: RouterConfig, store: ReplayStore, encoder: TextEncoder, tmp_path: Path
+) -> None:
+    config.to_file(tmp_path / "router.yaml")
+    write_jsonl_dataset(TEST, tmp_path / "test.jsonl")
+    write_jsonl_dataset(TRAIN, tmp_path / "train.jsonl")
+    for name, alpha in (("run-a", 0.0), ("run-b", 0.05)):
+        torch.manual_seed(len(name) + int(alpha * 100))
+        policy = RouterPolicy.for_encoder(list(POOL), encoder, horizon=2)
+        policy.save(tmp_path / name / "policy", extra={"training": {"alpha": alpha}})
+    argv = [
+        "--config", str(tmp_path / "router.yaml"), "--items", str(tmp_path / "test.jsonl"),
+        "--train-items", str(tmp_path / "train.jsonl"), "--replay", str(store.path),
+        "--policy", str(tmp_path / "run-a"),
+        "--sweep-run-dirs", str(tmp_path / "run-a"), str(tmp_path / "run-b"),
+        "--report", str(tmp_path / "results.md"), "--plot", str(tmp_path / "plot.png"), "--no-progress",
+        "--resamples", "200",
+    ]  # fmt: skip
+    results = run_from_cli(parse_args(argv), chat_models=chat_models(), encoder=encoder, command="CMD")
+    assert results.n_test == 8 and results.n_train == 8 and results.best_fixed_source == "train"
+    assert [p.alpha for p in results.sweep] == [0.0, 0.05]
+    assert "`CMD`" in (tmp_path / "results.md").read_text() and (tmp_path / "plot.png").stat().st_size > 0
+
+
+def test_cli_without_a_replay_store_exits_2_naming_record_py(
+    config: RouterConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config.to_file(tmp_path / "router.yaml")
+    write_jsonl_dataset(TEST, tmp_path / "test.jsonl")
+    argv = ["--config", str(tmp_path / "router.yaml"), "--items", str(tmp_path / "test.jsonl"),
+            "--replay", str(tmp_path / "missing.sqlite"), "--no-policy", "--no-report"]  # fmt: skip
+    assert main(argv) == 2
+    assert "training/record.py" in capsys.readouterr().err
