@@ -36,7 +36,7 @@ def main() -> None:
         started = time.perf_counter()
         result = router.invoke(query)
         print(format_result(result))
-        print(f"  ({time.perf_counter() - started:.1f}s)\n")
+        print(f"  ({time.perf_counter() - started:.1f}s)\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -161,7 +161,7 @@ def create_hierrouter_graph(
     def model_node(member: PoolMember) -> Callable[[RouterState], dict[str, Any]]:
         def hop(state: RouterState) -> dict[str, Any]:
             stage, decision = state["stage"], state.get("decision") or {}
-            result = run_hop(member, state["context"], _instruction(stage))
+            result = run_hop(member, state["context"], config.stage_prompt(stage))
             total = state["cost"] + result.cost
             record: HopRecord = {
                 "stage": stage,
@@ -186,9 +186,6 @@ def create_hierrouter_graph(
 
         hop.__name__ = f"hop_{member.name}"
         return hop
-
-    def _instruction(stage: int) -> str:
-        return config.stage_prompt(stage)
 
     def finalize(state: RouterState) -> dict[str, Any]:
         trace = state["trace"]

@@ -180,3 +180,12 @@ def test_unknown_model_names_are_rejected(tiny_config: RouterConfig) -> None:
         )  # type: ignore[dict-item]
     with pytest.raises(PolicyMismatchError, match="pool"):
         create_hierrouter_graph(tiny_config, FixedRoutePolicy(["tiny-b", "tiny-a"], ["tiny-a"]))
+
+
+def test_batch_equals_sequential_invokes(tiny_config: RouterConfig, encoder: TextEncoder) -> None:
+    router = _router(tiny_config, encoder)
+    queries = [QUERY, "def add(a, b):", "Which planet is largest?", "What is 8 * 9?"]
+    batched = router.batch(queries)
+    sequential = [router.invoke(q) for q in queries]
+    assert [b["trace"] for b in batched] == [s["trace"] for s in sequential]
+    assert all(len(b["trace"]) == tiny_config.horizon for b in batched)
