@@ -19,7 +19,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
 
-from .config import RouterConfig
+from .config import ModelSpec, RouterConfig
+from .cost import base_rate_from_param_count, param_count_from_name
 from .encoder import load_encoder
 from .hop import extend_context, run_hop
 from .models import build_pool_member
@@ -59,7 +60,7 @@ def build_pool(
             pool[spec.name] = PoolMember(
                 name=spec.name,
                 chat_model=supplied,
-                base_rate=spec.base_rate or 0.0,
+                base_rate=_supplied_base_rate(spec),
                 system_prompt=spec.system_prompt,
                 max_input_tokens=spec.max_input_tokens,
                 fingerprint=spec.fingerprint(),
@@ -67,6 +68,19 @@ def build_pool(
         else:
             pool[spec.name] = build_pool_member(spec, config.resolved_cache_dir)
     return pool
+
+
+def _supplied_base_rate(spec: ModelSpec) -> float:
+    """Price of a user-supplied chat model: its spec's base_rate, else the size in its name."""
+    if spec.base_rate is not None:
+        return spec.base_rate
+    params = param_count_from_name(spec.name) or param_count_from_name(spec.source)
+    if params is None:
+        raise ValueError(
+            f"models[{spec.name}].base_rate: a chat model passed in chat_models has no weights to "
+            "count; set base_rate, or name a size in its name/source (e.g. '3B')"
+        )
+    return base_rate_from_param_count(params)
 
 
 def resolve_policy(

@@ -189,3 +189,19 @@ def test_batch_equals_sequential_invokes(tiny_config: RouterConfig, encoder: Tex
     sequential = [router.invoke(q) for q in queries]
     assert [b["trace"] for b in batched] == [s["trace"] for s in sequential]
     assert all(len(b["trace"]) == tiny_config.horizon for b in batched)
+
+
+def test_supplied_chat_models_need_a_price(tiny_specs, tmp_path: Path) -> None:
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from hierrouter_graph.graph import build_pool
+
+    unpriced = tiny_specs[0].model_copy(update={"base_rate": None, "name": "api-model"})
+    config = RouterConfig(models=[unpriced, tiny_specs[1]], cache_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"models\[api-model\]\.base_rate"):
+        build_pool(config, {"api-model": FakeListChatModel(responses=["x"])})
+    sized = unpriced.model_copy(update={"name": "api-3B"})
+    config = RouterConfig(models=[sized, tiny_specs[1]], cache_dir=tmp_path)
+    assert build_pool(config, {"api-3B": FakeListChatModel(responses=["x"])})[
+        "api-3B"
+    ].base_rate == pytest.approx(0.003)
