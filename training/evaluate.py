@@ -58,11 +58,11 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from hierrouter_graph.config import RouterConfig
-from hierrouter_graph.hop import CachedReply, HopResult, ReplyCache, extend_context, run_hops
+from hierrouter_graph.hop import HopResult, ReplyCache, extend_context, run_hops
 from hierrouter_graph.policy import PolicyMismatchError, RouterPolicy, RoutingPolicy
 from hierrouter_graph.pool import PoolMember
 from training.datasets import ALL_TASKS, Item
-from training.ppo import POLICY_DIRNAME, ReplayMissError, load_items
+from training.ppo import POLICY_DIRNAME, ReplayMissError, ReplayOnlyCache, load_items
 from training.reward import EpisodeQuality, episode_quality, quality_text, terminal_reward
 from training.shipped import DEFAULT_PER_TASK, import_shipped_replay
 
@@ -171,27 +171,6 @@ class ScoreMemo:
         return self._scores[key]
 
 
-class _ReplayOnly:
-    """Replays and refuses to generate: evaluation of a recorded tree must not silently run models."""
-
-    def __init__(self, store: ReplyCache) -> None:
-        self.store = store
-
-    def get(self, fingerprint: str, prompt: str) -> CachedReply | None:
-        hit = self.store.get(fingerprint, prompt)
-        if hit is None:
-            raise ReplayMissError(
-                f"hop not in the replay store (model fingerprint {fingerprint[:80]!r}): record the outcome "
-                "tree of the evaluated items first with training/record.py (python training/record.py "
-                "--split all, same config, tasks, --per-task and seed), or pass --live (live=True) to "
-                "generate missing hops"
-            )
-        return hit
-
-    def put(self, fingerprint: str, prompt: str, reply: CachedReply) -> None:  # pragma: no cover
-        raise ReplayMissError("replay-only evaluation never stores: the hop should not have generated")
-
-
 def _check_items(items: Sequence[Item]) -> None:
     counts = Counter(item.id for item in items)
     repeated = sorted(i for i, n in counts.items() if n > 1)
@@ -234,7 +213,7 @@ def outcome_tree(
     if cache is None and not live:
         raise ValueError("replay-only evaluation needs the replay store as cache (or live=True)")
     _check_items(items)
-    hop_cache: ReplyCache | None = cache if live or cache is None else _ReplayOnly(cache)
+    hop_cache: ReplyCache | None = cache if live or cache is None else ReplayOnlyCache(cache)
     alpha = config.alpha if alpha is None else alpha
     memo = memo if memo is not None else ScoreMemo()
     tree: OutcomeTree = {item.id: {} for item in items}
