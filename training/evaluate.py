@@ -720,6 +720,16 @@ def _choose_fixed_route(
 ) -> tuple[Route, str]:
     """The best fixed route on the train tree; on test ("hindsight") when there is none."""
     candidates = candidate_routes(config)
+    if train_items and cache is not None and not tree_options.get("live"):
+        from training.record import complete_items
+
+        recorded = complete_items(config, pool, train_items, cache)
+        if len(recorded) < len(train_items):
+            notes.append(
+                f"best fixed route chosen on the {len(recorded)} of {len(train_items)} train items whose "
+                "outcome tree is recorded"
+            )
+        train_items = recorded
     if train_items:
         try:
             train_tree = outcome_tree(config, pool, train_items, cache, **tree_options)

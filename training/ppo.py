@@ -851,6 +851,8 @@ def run_from_cli(
     with ReplayStore(ns.replay) as store:
         if ns.config is None and ns.items is None:
             import_shipped_replay(store)  # the default pool's recorded outcome tree
+        if not ns.live:
+            items, data_info = _recorded_only(config, pool, items, data_info, store)
         cache: ReplyCache = store if ns.live else ReplayOnlyCache(store)
         env = build_env(
             config, items, pool, CachedEncoder(base_encoder, store), reward=args.reward, cache=cache
@@ -872,6 +874,40 @@ def run_from_cli(
             resume=not ns.no_resume,
             metadata=metadata,
         )
+
+
+def _recorded_only(
+    config: RouterConfig,
+    pool: Mapping[str, Any],
+    items: list[Item],
+    data_info: dict[str, Any],
+    store: Any,
+) -> tuple[list[Item], dict[str, Any]]:
+    """Keep the items whose whole outcome tree is recorded; say how many were left out.
+
+    Why: replay-only training must never miss, and a recording cut off part-way (they take hours
+    on a CPU) should still train on everything it finished instead of failing or generating.
+    """
+    from training.record import complete_items
+
+    complete = complete_items(config, pool, items, store)
+    if not complete:
+        raise ReplayMissError(
+            f"none of the {len(items)} training items has its outcome tree in the replay store; "
+            "record it first (python training/record.py --split train ...) or pass --live"
+        )
+    if len(complete) < len(items):
+        print(
+            f"training on the {len(complete)} of {len(items)} train items whose outcome tree is "
+            "recorded (record more with training/record.py --split train --chunk-items 48, or --live)",
+            file=sys.stderr,
+        )
+    info = {**data_info, "items": len(complete), "items_requested": len(items)}
+    info["tasks_present"] = sorted({item.task for item in complete})
+    info["recorded_per_task"] = {
+        task: sum(item.task == task for item in complete) for task in info["tasks_present"]
+    }
+    return complete, info
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,13 +28,21 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 from tqdm import tqdm
 
 from hierrouter_graph.config import RouterConfig
-from hierrouter_graph.hop import CachedReply, HopResult, extend_context, run_hop, run_hops
+from hierrouter_graph.hop import CachedReply, HopResult, ReplyCache, extend_context, run_hop, run_hops
 from hierrouter_graph.pool import PoolMember
 from training.datasets import ALL_TASKS, Item
 from training.replay import ReplayStore
 from training.shipped import DEFAULT_PER_TASK, SHIPPED_REPLAY, export_shipped_replay, import_shipped_replay
 
-__all__ = ["RecordStats", "main", "record_outcome_tree", "tree_size"]
+__all__ = [
+    "RecordStats",
+    "complete_items",
+    "interleave_tasks",
+    "main",
+    "record_in_chunks",
+    "record_outcome_tree",
+    "tree_size",
+]
 
 
 @dataclass
@@ -73,7 +81,7 @@ class _ProbeCache:
     """Answers from the store and refuses to let the hop generate: a pure "is it recorded?" check
     that builds the key with the hop's own code, so it can never disagree with ``run_hop``."""
 
-    def __init__(self, store: ReplayStore) -> None:
+    def __init__(self, store: ReplyCache) -> None:
         self.store = store
 
     def get(self, fingerprint: str, prompt: str) -> CachedReply | None:
@@ -104,7 +112,7 @@ class _BatchWriter:
         self.rows.clear()
 
 
-def _recorded(member: PoolMember, context: str, instruction: str, store: ReplayStore) -> HopResult | None:
+def _recorded(member: PoolMember, context: str, instruction: str, store: ReplyCache) -> HopResult | None:
     try:
         return run_hop(member, context, instruction, _ProbeCache(store))
     except _Miss:
@@ -184,6 +192,86 @@ def record_outcome_tree(
     return stats
 
 
+def interleave_tasks(items: Sequence[Item]) -> list[Item]:
+    """Round-robin over tasks, keeping each task's own order.
+
+    Why: recording in chunks of this order makes every finished prefix a task-balanced dataset,
+    so a recording stopped at any point has already produced something worth training on.
+    """
+    by_task: dict[str, list[Item]] = {}
+    for item in items:
+        by_task.setdefault(item.task, []).append(item)
+    queues = list(by_task.values())
+    ordered: list[Item] = []
+    for position in range(max((len(q) for q in queues), default=0)):
+        ordered.extend(queue[position] for queue in queues if position < len(queue))
+    return ordered
+
+
+def record_in_chunks(
+    config: RouterConfig,
+    pool: Mapping[str, PoolMember],
+    items: Sequence[Item],
+    store: ReplayStore,
+    chunk_items: int,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> RecordStats:
+    """Complete the whole tree of ``chunk_items`` task-interleaved items before starting the next.
+
+    Why: a level-by-level pass over thousands of items finishes no item until the last level, so
+    hours of recording that get cut off leave nothing trainable. Chunks trade a little batching
+    for trees that complete continuously (``complete_items`` finds them).
+    """
+    if chunk_items < 1:
+        raise ValueError(f"chunk_items must be >= 1, got {chunk_items}")
+    ordered = interleave_tasks(items)
+    total = RecordStats(items=len(ordered))
+    for start in range(0, len(ordered), chunk_items):
+        chunk = ordered[start : start + chunk_items]
+        if progress:
+            print(f"chunk items {start}-{start + len(chunk) - 1} of {len(ordered)}", file=sys.stderr)
+        part = record_outcome_tree(config, pool, chunk, store, batch_size=batch_size, progress=progress)
+        for name in ("tree_hops", "unique_hops", "generated", "reused", "tokens_in", "tokens_out"):
+            setattr(total, name, getattr(total, name) + getattr(part, name))
+        total.generation_s += part.generation_s
+        total.wall_s += part.wall_s
+    return total
+
+
+def complete_items(
+    config: RouterConfig, pool: Mapping[str, PoolMember], items: Sequence[Item], store: ReplyCache
+) -> list[Item]:
+    """The items whose full outcome tree (every route of length 1..L) is in ``store``.
+
+    Probes with the hop's own code (``_ProbeCache``), so "complete" means exactly "replay will
+    never miss on any route of this item".
+    """
+    members = [pool[name] for name in config.model_names]
+    complete: list[Item] = []
+    for item in items:
+        level = [item.prompt]
+        ok = True
+        for stage in range(config.horizon):
+            instruction = config.stage_prompt(stage)
+            following: list[str] = []
+            for member in members:
+                for context in level:
+                    hop = _recorded(member, context, instruction, store)
+                    if hop is None:
+                        ok = False
+                        break
+                    following.append(extend_context(context, hop.reply))
+                if not ok:
+                    break
+            if not ok:
+                break
+            level = list(dict.fromkeys(following))
+        if ok:
+            complete.append(item)
+    return complete
+
+
 # ---------------------------------------------------------------------------------------- CLI
 
 
@@ -210,6 +298,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--items", type=Path, default=None, help="a JSONL dataset instead of the benchmarks")
     parser.add_argument("--db", type=Path, default=Path("runs/replay.sqlite"))
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--chunk-items",
+        type=int,
+        default=None,
+        help="finish the whole tree of this many task-interleaved items before the next "
+        "(default: one pass over all items, level by level)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
@@ -235,9 +330,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     with ReplayStore(args.db) as store:
         if args.config is None:
             import_shipped_replay(store)  # resume from the committed pieces, regenerate nothing
-        stats = record_outcome_tree(
-            config, pool, items, store, batch_size=args.batch_size, progress=not args.no_progress
-        )
+        if args.chunk_items is None:
+            stats = record_outcome_tree(
+                config, pool, items, store, batch_size=args.batch_size, progress=not args.no_progress
+            )
+        else:
+            stats = record_in_chunks(
+                config,
+                pool,
+                items,
+                store,
+                args.chunk_items,
+                batch_size=args.batch_size,
+                progress=not args.no_progress,
+            )
         total = len(store)
         if args.export_shipped and args.config is None:
             rows = export_shipped_replay(store)

@@ -16,7 +16,14 @@ from hierrouter_graph import RouterConfig
 from hierrouter_graph.graph import build_pool
 from hierrouter_graph.hop import extend_context, run_hop
 from training.datasets import Item, write_jsonl_dataset
-from training.record import main, record_outcome_tree, tree_size
+from training.record import (
+    complete_items,
+    interleave_tasks,
+    main,
+    record_in_chunks,
+    record_outcome_tree,
+    tree_size,
+)
 from training.replay import ReplayStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,3 +106,27 @@ def _count(db: Path) -> int:
             return int(conn.execute("SELECT COUNT(*) FROM replies").fetchone()[0])
     except sqlite3.OperationalError:  # the schema is being created
         return 0
+
+
+def test_interleave_tasks_round_robins_and_keeps_each_tasks_order() -> None:
+    items = [Item(f"{t}/{i}", t, f"{t} {i}", ["x"], "token_f1", "routing") for t in "ab" for i in range(3)]
+    items.append(Item("c/0", "c", "c 0", ["x"], "token_f1", "routing"))
+    assert [item.id for item in interleave_tasks(items)] == ["a/0", "b/0", "c/0", "a/1", "b/1", "a/2", "b/2"]
+
+
+def test_chunks_complete_whole_trees_and_complete_items_finds_exactly_them(
+    tiny_config: RouterConfig, tmp_path
+) -> None:
+    pool = build_pool(tiny_config)
+    items = [Item(f"t{i % 2}/{i}", f"t{i % 2}", PROMPTS[i], ["42"], "token_f1", "routing") for i in range(4)]
+    with ReplayStore(tmp_path / "tree.sqlite") as store:
+        assert complete_items(tiny_config, pool, items, store) == []
+        # Only the first chunk: its two items (one per task) are complete, the others untouched.
+        record_in_chunks(tiny_config, pool, interleave_tasks(items)[:2], store, chunk_items=2, progress=False)
+        assert len(store) == tree_size(2, 2, 2)
+        assert complete_items(tiny_config, pool, items, store) == [items[0], items[1]]
+        stats = record_in_chunks(tiny_config, pool, items, store, chunk_items=2, progress=False)
+        assert (stats.reused, stats.generated) == (12, 12)
+        assert complete_items(tiny_config, pool, items, store) == items
+    with pytest.raises(ValueError, match="chunk_items"):
+        record_in_chunks(tiny_config, pool, items, store, chunk_items=0, progress=False)
