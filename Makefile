@@ -1,5 +1,6 @@
 # Set-up commands that work on a fresh CPU machine with only PyPI reachable.
-#   make demo   create .venv, install everything, route sample queries through the offline pool
+#   make demo   create .venv, install everything, train the router on the shipped record (PPO,
+#               paper defaults), print its test-split table, then route sample queries with it
 #   make test   same install, then lint, type-check and the whole test suite
 VENV ?= .venv
 PYTHON ?= python3
@@ -32,7 +33,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) examples/demo.py
+	$(PY) training/ppo.py --run-dir runs/demo-ppo --replay runs/demo-replay.sqlite --no-resume
+	$(PY) examples/demo.py --policy runs/demo-ppo/policy
 
 lint: install
 	$(VENV)/bin/ruff check .

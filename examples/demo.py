@@ -1,12 +1,16 @@
 """Route a handful of sample queries (math, code, science multiple choice) through the offline pool.
 
-Run with ``make demo`` (or ``python examples/demo.py``). Prints, per hop, the chosen model with its
+Run with ``make demo`` (which first trains a router on the shipped record with ``training/ppo.py``
+and then routes with it: ``python examples/demo.py --policy runs/demo-ppo/policy``) or plainly
+``python examples/demo.py`` (the shipped default policy). Prints, per hop, the chosen model with its
 probability, the tokens and δ_t, then the answer and total cost.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
+from pathlib import Path
 
 from hierrouter_graph import HierRouterGraph
 from hierrouter_graph.defaults import DEFAULT_POLICY_DIR
@@ -24,12 +28,20 @@ SAMPLE_QUERIES = [
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--policy", type=Path, default=None, help="a saved RouterPolicy folder")
+    args = parser.parse_args()
     started = time.perf_counter()
-    router = HierRouterGraph()
-    trained = isinstance(router.policy, RouterPolicy) and (DEFAULT_POLICY_DIR / "policy.json").is_file()
+    router = HierRouterGraph(policy=args.policy)
+    if args.policy is not None:
+        which = f"trained policy from {args.policy}"
+    elif isinstance(router.policy, RouterPolicy) and (DEFAULT_POLICY_DIR / "policy.json").is_file():
+        which = "shipped trained policy"
+    else:
+        which = "untrained (near-uniform)"
     print(
         f"pool: {router.config.model_names}  L={router.config.horizon}  alpha={router.config.alpha}  "
-        f"policy: {'shipped trained policy' if trained else 'untrained (near-uniform)'}  "
+        f"policy: {which}  "
         f"(loaded in {time.perf_counter() - started:.1f}s)\n"
     )
     for query in SAMPLE_QUERIES:
