@@ -4,35 +4,54 @@ A PPO-trained router answers each query in L hops over a pool of small chat mode
 next model from the context so far, the stage and the cost spent.
 """
 
-from .config import PAPER_STAGE_PROMPTS, ModelSpec, RouterConfig
+from .adapters import AdapterError
+from .config import PAPER_STAGE_PROMPTS, EndpointSpec, ModelSpec, RouterConfig
 from .cost import hop_cost
 from .defaults import default_config, default_policy
+from .dynamic_policy import DescriptorPolicy
 from .encoder import TextEncoder, load_encoder
 from .graph import HierRouterGraph, InvalidQueryError, create_hierrouter_graph
 from .hop import HopResult, run_hop
+from .microbatch import MicroBatchedChatModel, MicroBatcher
 from .models import ModelSourceError, build_pool_member
-from .policy import Decision, FixedRoutePolicy, PolicyMismatchError, RouterPolicy, RoutingPolicy
+from .policy import (
+    STOP_ACTION,
+    Decision,
+    FixedRoutePolicy,
+    PolicyMismatchError,
+    RouterPolicy,
+    RoutingPolicy,
+)
 from .pool import PoolMember, TokenizerCounter
+from .remote import RemoteModelError, build_endpoint_member
 from .state import HopRecord, RouterState
 
 __all__ = [
     "PAPER_STAGE_PROMPTS",
+    "STOP_ACTION",
+    "AdapterError",
     "Decision",
+    "DescriptorPolicy",
+    "EndpointSpec",
     "FixedRoutePolicy",
     "HierRouterGraph",
     "HopRecord",
     "HopResult",
     "InvalidQueryError",
+    "MicroBatchedChatModel",
+    "MicroBatcher",
     "ModelSourceError",
     "ModelSpec",
     "PolicyMismatchError",
     "PoolMember",
+    "RemoteModelError",
     "RouterConfig",
     "RouterPolicy",
     "RouterState",
     "RoutingPolicy",
     "TextEncoder",
     "TokenizerCounter",
+    "build_endpoint_member",
     "build_pool_member",
     "create_hierrouter_graph",
     "default_config",

@@ -16,9 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 __all__ = [
     "DEFAULT_ENCODER",
+    "ENDPOINT_UNSUPPORTED_FIELDS",
     "PAPER_ENCODER",
     "PAPER_STAGE_PROMPTS",
     "RESERVED_NODE_NAMES",
+    "EndpointSpec",
     "ModelSpec",
     "RouterConfig",
     "default_cache_dir",
@@ -48,6 +50,105 @@ def default_cache_dir() -> Path:
     """Where converted models live: ``$HIERROUTER_CACHE`` or ``~/.cache/hierrouter_graph``."""
     env = os.environ.get("HIERROUTER_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "hierrouter_graph"
+
+
+def _adapter_identity(adapter: str) -> str:
+    """An adapter's identity for fingerprints: the hash of its weights when the folder exists.
+
+    Why: a retrained adapter saved to the same folder must not replay the old adapter's replies.
+    """
+    import hashlib
+
+    weights = Path(adapter).expanduser() / "adapter_model.safetensors"
+    if not weights.is_file():
+        return adapter
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    return f"{Path(adapter).name}@{digest}"
+
+
+ENDPOINT_UNSUPPORTED_FIELDS: dict[str, str] = {
+    "adapter": "LoRA adapters are applied to local weights; serve the adapted model instead",
+    "chat_template": "the inference server applies its own chat template",
+    "max_input_tokens": "there is no local tokenizer to cut the context with; the server enforces its limit",
+}
+"""ModelSpec fields that only mean something for local weights, with why, for endpoint members."""
+
+_ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_TOKEN_PREFIXES = ("hf_", "sk_", "gsk_", "ghp_")
+
+
+class EndpointSpec(BaseModel):
+    """Where a remote pool member is served and what to do when that server misbehaves.
+
+    Kept as a nested block so a local member's config (and fingerprint) is untouched, and so the
+    failure policy sits next to the URL it is about.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(
+        description="Base URL of an OpenAI-compatible server (transformers serve, vLLM, TGI), e.g. "
+        "'http://127.0.0.1:8000'; '/v1/chat/completions' is appended unless already there.",
+    )
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Served model name sent as the request's 'model' field; None omits it (the "
+        "server's only model: transformers serve with a pinned folder, TGI).",
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        pattern=_ENV_VAR_NAME,
+        description="NAME of the environment variable holding the API key (sent as a Bearer "
+        "token). Never the key itself: configs are shared and checked in.",
+    )
+    timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, description="Longest wait for one complete reply, per attempt."
+    )
+    max_retries: int = Field(
+        default=2, ge=0, le=10, description="Extra attempts after a timeout, connection error, 5xx/429."
+    )
+    backoff_s: float = Field(
+        default=0.5, ge=0, le=60, description="Sleep before retry k is backoff_s * 2**(k-1) (capped at 30 s)."
+    )
+    on_error: Literal["fail", "fallback"] = Field(
+        default="fail",
+        description="'fail': the query fails with an error naming the model and URL. 'fallback': "
+        "the hop is answered (and priced) by `fallback_model`; the trace records it.",
+    )
+    fallback_model: str | None = Field(
+        default=None, description="Pool member that answers when on_error is 'fallback'."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value.strip())
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(f"expected an http(s) URL such as 'http://127.0.0.1:8000', got {value!r}")
+        if parts.query or parts.fragment:
+            raise ValueError(f"expected a base URL without '?query' or '#fragment', got {value!r}")
+        return value.strip().rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_name_not_a_key(cls, value: str | None) -> str | None:
+        if value is not None and value.lower().startswith(_TOKEN_PREFIXES) and len(value) > 20:
+            raise ValueError(
+                "this looks like an API key; give the NAME of the environment variable that holds "
+                "it (e.g. 'MY_SERVER_KEY'), never the key itself"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _policy_complete(self) -> EndpointSpec:
+        if self.on_error == "fallback" and self.fallback_model is None:
+            raise ValueError("fallback_model: required when on_error is 'fallback'")
+        if self.on_error == "fail" and self.fallback_model is not None:
+            raise ValueError("fallback_model: only used with on_error: 'fallback' (on_error is 'fail')")
+        return self
 
 
 class ModelSpec(BaseModel):
@@ -91,9 +192,34 @@ class ModelSpec(BaseModel):
         description="Longest prompt the model is given; a longer context is cut in the middle "
         "(the query and the newest text are kept). None: the model's own limit.",
     )
+    adapter: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A PEFT LoRA adapter folder applied on top of `source`. Members that share a "
+        "`source` share ONE loaded base model, each adapter selected per call.",
+    )
+    endpoint: EndpointSpec | None = Field(
+        default=None,
+        description="Serve this member from an inference server instead of local weights; then "
+        "`source` is only a label of the served model (size heuristic, fingerprint).",
+    )
     device: Device = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
     dtype: DType = Field(default="auto", description="'auto': bfloat16 on CUDA, float32 on CPU.")
     description: str = Field(default="", description="One-line model card, shown in traces/docs.")
+    max_batch_size: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="Micro-batching of a local 'generate' model: concurrent hops (graph.batch, a "
+        "server) share one left-padded generate of up to this many prompts. 1 disables it (plain "
+        "pipeline, one prompt per call). Not in the fingerprint: float32 replies are identical.",
+    )
+    batch_wait_ms: float = Field(
+        default=5.0,
+        ge=0,
+        le=10_000,
+        description="Longest a hop waits for others to join its micro-batch (from its arrival).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -113,6 +239,30 @@ class ModelSpec(BaseModel):
             raise ValueError(f"expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _endpoint_consistent(self) -> ModelSpec:
+        """An endpoint member has no local weights: refuse settings that would silently do nothing."""
+        if self.endpoint is None:
+            return self
+        if self.kind != "generate":
+            raise ValueError("kind: an endpoint member must be 'generate' (cloze_mc needs local weights)")
+        for field_name, why in ENDPOINT_UNSUPPORTED_FIELDS.items():
+            if getattr(self, field_name) is not None:
+                raise ValueError(f"{field_name}: not supported with `endpoint` ({why})")
+        if self.device != "auto" or self.dtype != "auto":
+            raise ValueError("device/dtype: the inference server chooses them; leave 'auto' with `endpoint`")
+        if self.endpoint.fallback_model == self.name:
+            raise ValueError("endpoint.fallback_model: a member cannot fall back to itself")
+        if self.base_rate is None:
+            from .cost import param_count_from_name
+
+            if param_count_from_name(self.name) is None and param_count_from_name(self.source) is None:
+                raise ValueError(
+                    "base_rate: an endpoint member has no local weights to count; set base_rate or "
+                    "name a size in its name/source (e.g. 'SmolLM2-135M')"
+                )
+        return self
+
     def fingerprint(self) -> str:
         """Stable identity of what this member generates: the fields that change its replies.
 
@@ -131,6 +281,10 @@ class ModelSpec(BaseModel):
                 "dtype",
             }
         )
+        if self.adapter is not None:  # only when set: fingerprints of plain members stay unchanged
+            relevant["adapter"] = _adapter_identity(self.adapter)
+        if self.endpoint is not None:  # likewise: served name, not the URL (moving a server keeps replays)
+            relevant["endpoint"] = {"model": self.endpoint.model}
         return json.dumps(relevant, sort_keys=True, default=str)
 
 
@@ -142,6 +296,13 @@ class RouterConfig(BaseModel):
     models: list[ModelSpec] = Field(min_length=1, description="The pool, in action order.")
     horizon: int = Field(default=2, ge=1, le=32, description="L: hops per query.")
     alpha: float = Field(default=0.005, ge=0, description="Cost weight in R = Q − α·C.")
+    allow_stop: bool = Field(
+        default=False,
+        description="Give the router a STOP action (the paper's Appendix A done flag): from the "
+        "second decision on (never before the first hop: an empty answer is useless) it may end "
+        "the episode early; the answer is then the last reply and R = Q(c_t) − α·C_t. Off by "
+        "default: the paper's router always takes exactly L hops. No effect when horizon is 1.",
+    )
     stage_prompts: list[str] = Field(
         default_factory=lambda: list(PAPER_STAGE_PROMPTS),
         description="Instruction for hop ℓ (one per stage).",
@@ -178,6 +339,17 @@ class RouterConfig(BaseModel):
                 f"stage_prompts: horizon={self.horizon} needs {self.horizon} stage prompts but "
                 f"{len(self.stage_prompts)} are given; add prompts or set stage_prompt_fallback"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _fallbacks_in_pool(self) -> RouterConfig:
+        names = self.model_names
+        for index, spec in enumerate(self.models):
+            target = spec.endpoint.fallback_model if spec.endpoint is not None else None
+            if target is not None and target not in names:
+                raise ValueError(
+                    f"models[{index}].endpoint.fallback_model: {target!r} is not in the pool {names}"
+                )
         return self
 
     @property

@@ -59,7 +59,9 @@ def untrained_policy(config: RouterConfig, seed: int = 0) -> RouterPolicy:
     encoder = load_encoder(config.encoder, config.max_seq_len, cache_dir=config.resolved_cache_dir)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return RouterPolicy.for_encoder(config.model_names, encoder, horizon=config.horizon)
+        return RouterPolicy.for_encoder(
+            config.model_names, encoder, horizon=config.horizon, allow_stop=config.allow_stop
+        )
 
 
 def _shipped_policy_matches(config: RouterConfig) -> bool:
@@ -71,6 +73,7 @@ def _shipped_policy_matches(config: RouterConfig) -> bool:
         meta.get("pool") == config.model_names
         and meta.get("encoder", {}).get("name") == config.encoder
         and meta.get("horizon") == config.horizon
+        and bool(meta.get("allow_stop", False)) == config.allow_stop
     )
 
 
@@ -79,6 +82,10 @@ def default_policy(config: RouterConfig) -> RouterPolicy:
     if _shipped_policy_matches(config):
         encoder = load_encoder(config.encoder, config.max_seq_len, cache_dir=config.resolved_cache_dir)
         return RouterPolicy.load(
-            DEFAULT_POLICY_DIR, pool=config.model_names, encoder=encoder, horizon=config.horizon
+            DEFAULT_POLICY_DIR,
+            pool=config.model_names,
+            encoder=encoder,
+            horizon=config.horizon,
+            allow_stop=config.allow_stop,
         )
     return untrained_policy(config)

@@ -1,4 +1,7 @@
-"""The HierRouter graph: ingest → router ⇄ one node per pool model (exactly L hops) → finalize.
+"""The HierRouter graph: ingest → router ⇄ one node per pool model (L hops) → finalize.
+
+L hops exactly, or fewer when ``RouterConfig.allow_stop`` lets the policy choose STOP (from the
+second decision on): the router then goes straight to finalize.
 
 ``create_hierrouter_graph`` returns an uncompiled ``StateGraph`` (the LangGraph convention: the
 caller compiles it with its own checkpointer or nests it in a parent graph); ``HierRouterGraph``
@@ -21,11 +24,13 @@ from langgraph.types import Command
 
 from .config import ModelSpec, RouterConfig
 from .cost import base_rate_from_param_count, param_count_from_name
+from .dynamic_policy import DescriptorPolicy, load_saved_policy
 from .encoder import load_encoder
-from .hop import extend_context, run_hop
+from .hop import extend_context
 from .models import build_pool_member
-from .policy import PolicyMismatchError, RouterPolicy, RoutingPolicy
+from .policy import STOP_ACTION, PolicyMismatchError, RouterPolicy, RoutingPolicy, check_stop_allowed
 from .pool import PoolMember
+from .remote import fallback_members, run_hop_with_fallback
 from .state import HopRecord, InputState, OutputState, RouterState
 
 __all__ = [
@@ -93,9 +98,9 @@ def resolve_policy(
         return default_policy(config)
     if isinstance(policy, str | os.PathLike):
         encoder = load_encoder(config.encoder, config.max_seq_len, cache_dir=config.resolved_cache_dir)
-        return RouterPolicy.load(
-            Path(policy), pool=config.model_names, encoder=encoder, horizon=config.horizon
-        )
+        return load_saved_policy(Path(policy), config, encoder)  # dispatches on the saved "kind"
+    if isinstance(policy, DescriptorPolicy):  # its pool follows the config's: members may be added
+        return policy.for_config(config)
     if policy.pool != config.model_names:
         raise PolicyMismatchError(
             f"policy routes over {policy.pool} but the config's pool is {config.model_names} "
@@ -110,6 +115,16 @@ def resolve_policy(
             raise PolicyMismatchError(
                 f"policy uses encoder {policy.encoder_name!r}, config names {config.encoder!r}"
             )
+        if policy.allow_stop != config.allow_stop:
+            raise PolicyMismatchError(
+                f"policy was built with allow_stop={policy.allow_stop}, config has "
+                f"allow_stop={config.allow_stop} (the STOP action is part of the policy's outputs)"
+            )
+    elif getattr(policy, "allow_stop", False) and not config.allow_stop:
+        raise PolicyMismatchError(
+            "policy may STOP (allow_stop=True) but the config has allow_stop=False; set "
+            "allow_stop: true in the config or use a policy that never stops"
+        )
     return policy
 
 
@@ -137,7 +152,8 @@ def create_hierrouter_graph(
 ) -> StateGraph:
     """Build (uncompiled) the L-hop routing graph for ``config``.
 
-    ``policy``: a RoutingPolicy, a folder saved by ``RouterPolicy.save``, or None for the default.
+    ``policy``: a RoutingPolicy, a folder saved by ``RouterPolicy.save`` or ``DescriptorPolicy.save``
+    (told apart by its ``kind``), or None for the default.
     ``chat_models``: chat models or PoolMembers by name; members not given are built from their
     ModelSpec. ``sample``/``seed``: draw routes from π instead of argmax (a run can override with
     ``config={"configurable": {"sample": True}}``).
@@ -145,7 +161,7 @@ def create_hierrouter_graph(
     pool = build_pool(config, chat_models)
     router_policy = resolve_policy(config, policy)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    horizon = config.horizon
+    horizon, allow_stop = config.horizon, config.allow_stop
 
     def ingest(state: RouterState) -> dict[str, Any]:
         query, source = _query_from(state)
@@ -159,6 +175,7 @@ def create_hierrouter_graph(
             "trace": [],
             "answer": "",
             "decision": None,
+            "stopped": False,
             "input_source": source,
         }
 
@@ -170,16 +187,23 @@ def create_hierrouter_graph(
         decision = router_policy.decide(
             state["context"], stage, state["cost"], sample=draw, generator=generator
         )
+        if decision.model == STOP_ACTION:  # early exit: no more model calls, nothing more charged
+            check_stop_allowed(stage, allow_stop)
+            return Command(goto="finalize", update={"decision": decision.as_dict(), "stopped": True})
         return Command(goto=decision.model, update={"decision": decision.as_dict()})
+
+    fallbacks = fallback_members(config, pool)
 
     def model_node(member: PoolMember) -> Callable[[RouterState], dict[str, Any]]:
         def hop(state: RouterState) -> dict[str, Any]:
             stage, decision = state["stage"], state.get("decision") or {}
-            result = run_hop(member, state["context"], config.stage_prompt(stage))
+            result, failure = run_hop_with_fallback(
+                member, state["context"], config.stage_prompt(stage), fallbacks.get(member.name)
+            )
             total = state["cost"] + result.cost
             record: HopRecord = {
                 "stage": stage,
-                "model": member.name,
+                "model": result.model,  # who answered: the fallback when the routed server failed
                 "prob": float(decision.get("probs", {}).get(member.name, 1.0)),
                 "probs": dict(decision.get("probs", {})),
                 "value": decision.get("value"),
@@ -190,6 +214,8 @@ def create_hierrouter_graph(
                 "cost": result.cost,
                 "cumulative_cost": total,
             }
+            if failure is not None:
+                record["fallback_from"], record["error"] = member.name, str(failure)
             return {
                 "context": extend_context(state["context"], result.reply),
                 "stage": stage + 1,
@@ -279,6 +305,17 @@ class HierRouterGraph:
     def batch(
         self, inputs: Sequence[str | Mapping[str, Any]], config: RunnableConfig | None = None, **kwargs: Any
     ) -> list[dict[str, Any]]:
+        """Run many queries concurrently; hops to the same local model share one ``generate``.
+
+        Without an explicit ``max_concurrency`` LangChain runs ``min(32, cores + 4)`` threads (6 on
+        2 cores), which would cap every micro-batch at 6; the default here lets as many queries
+        run as the micro-batched members can take in one batch together.
+        """
+        if config is None or "max_concurrency" not in config:
+            batched = [s for s in self.config.models if s.kind == "generate" and s.max_batch_size > 1]
+            width = sum(spec.max_batch_size for spec in batched)
+            if width:
+                config = {**(config or {}), "max_concurrency": max(1, min(len(inputs), width))}
         return [dict(out) for out in self.graph.batch([self._as_input(i) for i in inputs], config, **kwargs)]
 
     def get_graph(self) -> Any:

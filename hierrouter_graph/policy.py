@@ -4,6 +4,11 @@ State s_t = (c_t, ℓ_t, C_t) → [frozen encoder(c_t) ⊕ stage embedding(ℓ_t
 two-layer MLP → (logits over the pool, value). Weights are saved as safetensors next to a JSON
 file naming the pool (in action order), the encoder and L: a policy loaded against another pool or
 encoder raises instead of silently sending queries to the wrong model.
+
+With ``allow_stop`` the action space gains one last action, ``STOP_ACTION`` (the paper's Appendix A
+done flag): the router may end before L hops. STOP is masked at stage 0 inside ``forward`` — the
+one place logits are made — so sampling, greedy decisions and PPO's log-probs all see the same
+distribution and an answer-less episode is impossible.
 """
 
 from __future__ import annotations
@@ -24,20 +29,43 @@ from .encoder import TextEncoder, load_encoder
 
 __all__ = [
     "POLICY_FORMAT_VERSION",
+    "STOP_ACTION",
     "Decision",
     "FixedRoutePolicy",
     "PolicyMismatchError",
     "RouterPolicy",
     "RoutingPolicy",
+    "check_stop_allowed",
 ]
 
 POLICY_FORMAT_VERSION = 1
 _WEIGHTS = "policy.safetensors"
 _META = "policy.json"
 
+STOP_ACTION = "<stop>"
+"""The label of the STOP decision. Not a valid model name (they start with a letter or digit), so it
+can never collide with a pool member."""
+
+_MASKED_LOGIT = -1e9
+"""Logit of a forbidden action: exp() underflows to exactly 0 probability, yet (unlike -inf) the
+entropy and log-softmax stay finite, so PPO's loss never sees NaN."""
+
 
 class PolicyMismatchError(ValueError):
     """A saved policy does not match the pool or encoder it is being used with."""
+
+
+def check_stop_allowed(stage: int, allow_stop: bool) -> None:
+    """Refuse a STOP decision the config does not allow or that comes before the first hop.
+
+    Why a check outside the policy too: ``RouterPolicy`` masks STOP at stage 0, but the graph and
+    the evaluation accept any ``RoutingPolicy``; an empty answer, or a STOP the config never asked
+    for, must fail loudly wherever a decision is consumed.
+    """
+    if not allow_stop:
+        raise PolicyMismatchError("the policy chose STOP but the config has allow_stop=False")
+    if stage == 0:
+        raise PolicyMismatchError("the policy chose STOP before the first hop (the answer would be empty)")
 
 
 @dataclass(frozen=True)
@@ -53,13 +81,23 @@ class Decision:
     def prob(self) -> float:
         return self.probs.get(self.model, 1.0)
 
+    @property
+    def stop(self) -> bool:
+        """The router chose to end the episode here (no more hops)."""
+        return self.model == STOP_ACTION
+
     def as_dict(self) -> dict[str, Any]:
         return {"index": self.index, "model": self.model, "probs": dict(self.probs), "value": self.value}
 
 
 @runtime_checkable
 class RoutingPolicy(Protocol):
-    """What the graph's router node needs: a pool and a decision per state."""
+    """What the graph's router node needs: a pool and a decision per state.
+
+    A policy that may return ``STOP_ACTION`` declares it with an ``allow_stop = True`` attribute
+    (optional, read with ``getattr``: policies without it never stop); the graph refuses it unless
+    the config has ``allow_stop`` too.
+    """
 
     @property
     def pool(self) -> list[str]: ...
@@ -76,16 +114,24 @@ class RoutingPolicy(Protocol):
 
 
 class FixedRoutePolicy:
-    """Always the same route (e.g. ``["smollm2", "gemma"]``): the fixed-route baselines."""
+    """Always the same route (e.g. ``["smollm2", "gemma"]``): the fixed-route baselines.
 
-    def __init__(self, pool: Sequence[str], route: Sequence[str]) -> None:
+    A route shorter than L repeats its last model by default; with ``stop=True`` it STOPs after
+    its last model instead (needs a config with ``allow_stop``), so it expresses routes of any
+    length 1..L — the shorter routes a STOP router can take.
+    """
+
+    def __init__(self, pool: Sequence[str], route: Sequence[str], *, stop: bool = False) -> None:
         unknown = [name for name in route if name not in pool]
         if unknown:
             raise ValueError(f"route names unknown models {unknown}; the pool is {list(pool)}")
         if not route:
-            raise ValueError("route must name at least one model")
+            raise ValueError(
+                "route must name at least one model (STOP is never allowed before the first hop)"
+            )
         self._pool = list(pool)
         self.route = list(route)
+        self.allow_stop = stop
 
     @property
     def pool(self) -> list[str]:
@@ -100,8 +146,14 @@ class FixedRoutePolicy:
         sample: bool = False,
         generator: torch.Generator | None = None,
     ) -> Decision:
+        if stage >= len(self.route) and self.allow_stop:
+            probs = {**dict.fromkeys(self._pool, 0.0), STOP_ACTION: 1.0}
+            return Decision(len(self._pool), STOP_ACTION, probs)
         name = self.route[min(stage, len(self.route) - 1)]
-        return Decision(self._pool.index(name), name, {n: float(n == name) for n in self._pool})
+        probs = {n: float(n == name) for n in self._pool}
+        if self.allow_stop:
+            probs[STOP_ACTION] = 0.0
+        return Decision(self._pool.index(name), name, probs)
 
 
 def _layer(inputs: int, outputs: int, std: float) -> nn.Linear:
@@ -132,6 +184,7 @@ class RouterPolicy(nn.Module):
         cost_scale: float = 1.0,
         encoder: TextEncoder | None = None,
         max_seq_len: int = 512,
+        allow_stop: bool = False,
     ) -> None:
         super().__init__()
         if len(pool) < 1 or len(set(pool)) != len(pool):
@@ -152,6 +205,7 @@ class RouterPolicy(nn.Module):
         self.stage_dim = stage_dim
         self.cost_scale = cost_scale
         self.max_seq_len = max_seq_len
+        self.allow_stop = bool(allow_stop)
         self._encoder = encoder
         self.stage_embedding = nn.Embedding(horizon, stage_dim)
         inputs = embedding_dim + stage_dim + 1
@@ -161,7 +215,7 @@ class RouterPolicy(nn.Module):
             _layer(hidden_size, hidden_size, math.sqrt(2)),
             nn.Tanh(),
         )
-        self.actor = _layer(hidden_size, len(self._pool), 0.01)
+        self.actor = _layer(hidden_size, len(self.actions), 0.01)
         self.critic = _layer(hidden_size, 1, 1.0)
 
     @classmethod
@@ -179,6 +233,18 @@ class RouterPolicy(nn.Module):
     @property
     def pool(self) -> list[str]:
         return list(self._pool)
+
+    @property
+    def actions(self) -> list[str]:
+        """Action labels in logit order: the pool, then ``STOP_ACTION`` when ``allow_stop``."""
+        return [*self._pool, STOP_ACTION] if self.allow_stop else list(self._pool)
+
+    def action_mask(self, stages: torch.Tensor) -> torch.Tensor:
+        """[B, A] bool, True where the action is allowed: everything except STOP at stage 0."""
+        mask = torch.ones(len(stages), len(self.actions), dtype=torch.bool, device=stages.device)
+        if self.allow_stop:
+            mask[:, -1] = stages != 0
+        return mask
 
     @property
     def encoder(self) -> TextEncoder:
@@ -200,9 +266,17 @@ class RouterPolicy(nn.Module):
     def forward(
         self, embeddings: torch.Tensor, stages: torch.Tensor, costs: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits [B, M], value [B]) for a batch of encoded states."""
+        """(logits [B, A], value [B]) for a batch of encoded states; A = M (+1 for STOP).
+
+        Forbidden actions (STOP at stage 0) get ``_MASKED_LOGIT`` here, so every consumer —
+        ``decide``, PPO's rollouts and its update — computes probabilities over the same
+        allowed set and the log-probs of rollout and update agree.
+        """
         hidden = self.trunk(self.features(embeddings, stages, costs))
-        return self.actor(hidden), self.critic(hidden).squeeze(-1)
+        logits = self.actor(hidden)
+        if self.allow_stop:
+            logits = logits.masked_fill(~self.action_mask(stages.to(logits.device)), _MASKED_LOGIT)
+        return logits, self.critic(hidden).squeeze(-1)
 
     def decide(
         self,
@@ -222,10 +296,11 @@ class RouterPolicy(nn.Module):
                 index = int(torch.multinomial(probs, 1, generator=generator).item())
             else:
                 index = int(torch.argmax(probs).item())
+        actions = self.actions
         return Decision(
             index,
-            self._pool[index],
-            {name: float(p) for name, p in zip(self._pool, probs.tolist(), strict=True)},
+            actions[index],
+            {name: float(p) for name, p in zip(actions, probs.tolist(), strict=True)},
             float(value.item()),
         )
 
@@ -241,6 +316,7 @@ class RouterPolicy(nn.Module):
                 "max_seq_len": self.max_seq_len,
             },
             "horizon": self.horizon,
+            "allow_stop": self.allow_stop,
             "hidden_size": self.hidden_size,
             "stage_dim": self.stage_dim,
             "cost_scale": self.cost_scale,
@@ -266,8 +342,12 @@ class RouterPolicy(nn.Module):
         pool: Sequence[str] | None = None,
         encoder: TextEncoder | str | None = None,
         horizon: int | None = None,
+        allow_stop: bool | None = None,
     ) -> RouterPolicy:
-        """Load a saved policy, checking it against the pool/encoder/horizon it will serve."""
+        """Load a saved policy, checking it against the pool/encoder/horizon/allow_stop it will serve.
+
+        A file without ``allow_stop`` (written before STOP existed) is a policy without STOP.
+        """
         folder = Path(directory)
         meta_path = folder / _META
         if not meta_path.is_file() or not (folder / _WEIGHTS).is_file():
@@ -293,6 +373,12 @@ class RouterPolicy(nn.Module):
             raise PolicyMismatchError(
                 f"{meta_path}: policy was trained for horizon L={meta['horizon']}, not {horizon}"
             )
+        saved_stop = bool(meta.get("allow_stop", False))
+        if allow_stop is not None and bool(allow_stop) != saved_stop:
+            raise PolicyMismatchError(
+                f"{meta_path}: policy was trained with allow_stop={saved_stop} but the config has "
+                f"allow_stop={bool(allow_stop)}; set the config's allow_stop to {saved_stop} or retrain"
+            )
         policy = cls(
             meta["pool"],
             encoder_name=enc_meta["name"],
@@ -303,6 +389,7 @@ class RouterPolicy(nn.Module):
             cost_scale=meta["cost_scale"],
             encoder=encoder if isinstance(encoder, TextEncoder) else None,
             max_seq_len=enc_meta.get("max_seq_len", 512),
+            allow_stop=saved_stop,
         )
         policy.load_state_dict(load_file(str(folder / _WEIGHTS)))
         policy.eval()

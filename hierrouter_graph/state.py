@@ -25,6 +25,10 @@ class HopRecord(TypedDict):
     tokens_out: int
     cost: float
     cumulative_cost: float
+    fallback_from: NotRequired[str]
+    """Only on a fallback hop: the routed endpoint member whose server failed (``model`` answered)."""
+    error: NotRequired[str]
+    """Only on a fallback hop: the RemoteModelError message (member, URL, attempts, reason)."""
 
 
 class InputState(TypedDict, total=False):
@@ -40,6 +44,8 @@ class OutputState(TypedDict, total=False):
     context: str
     cost: float
     trace: list[HopRecord]
+    stopped: bool
+    """True when the router chose STOP before L hops (``RouterConfig.allow_stop``)."""
     messages: Annotated[list[AnyMessage], add_messages]
 
 
@@ -54,4 +60,5 @@ class RouterState(TypedDict):
     answer: NotRequired[str]
     trace: NotRequired[list[HopRecord]]
     decision: NotRequired[dict[str, Any] | None]
+    stopped: NotRequired[bool]
     input_source: NotRequired[Literal["query", "messages"]]

@@ -8,6 +8,11 @@ calls — and grows the context with the same ``extend_context``; there is no ot
 State s_t = (c_t, ℓ_t, C_t), observed as {"embedding": encoder(c_t), "stage": ℓ_t, "cost": C_t}.
 Action: the index of a pool model (``config.model_names`` order). Reward: 0 before the last hop,
 then R = Q(c_L) − α·C_L (``training.reward``); the episode terminates after exactly L hops.
+
+With ``config.allow_stop`` there is one more action, index M = STOP (Appendix A's done flag): it
+runs no model, charges nothing, and terminates with R = Q(c_t) − α·C_t on the context so far. It is
+invalid at stage 0 (no reply yet: the answer would be empty); ``action_masks()`` says which actions
+are allowed now, and ``step`` refuses a forbidden one rather than guessing what was meant.
 """
 
 from __future__ import annotations
@@ -26,14 +31,18 @@ from training.datasets import Item
 from training.replay import StateEncoder
 from training.reward import episode_quality, terminal_reward
 
-__all__ = ["HierRouterEnv", "Observation"]
+__all__ = ["HierRouterEnv", "Observation", "StopNotAllowedError"]
 
 Observation = dict[str, Any]
 """{"embedding": float32 [D], "stage": int in [0, L], "cost": float32 [1]}."""
 
 
+class StopNotAllowedError(ValueError):
+    """STOP was chosen before the first hop (an empty answer), which no layer allows."""
+
+
 class HierRouterEnv(gym.Env[Observation, np.int64]):
-    """One episode = one item answered in exactly L hops chosen by the agent.
+    """One episode = one item answered in L hops chosen by the agent (fewer if it may STOP).
 
     ``cost_scale`` divides the *observed* cost only (the reward always uses the raw C_L, as the
     graph reports it). Keep it at 1.0 when the agent is a ``RouterPolicy``: that policy divides by
@@ -70,7 +79,10 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
         self.cache = cache
         self.cost_scale = cost_scale
         self.horizon = config.horizon
-        self.action_space = spaces.Discrete(len(self.members))
+        self.stop_action: int | None = len(self.members) if config.allow_stop else None
+        """Index of STOP in the action space (the last one), or None without ``allow_stop``."""
+        self.n_actions = len(self.members) + int(config.allow_stop)
+        self.action_space = spaces.Discrete(self.n_actions)
         self.observation_space = spaces.Dict(
             {
                 "embedding": spaces.Box(-np.inf, np.inf, (encoder.dim,), np.float32),
@@ -83,6 +95,7 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
         self._stage = 0
         self._cost = 0.0
         self._route: list[str] = []
+        self._stopped = False
 
     # ------------------------------------------------------------------------------ observation
 
@@ -97,6 +110,16 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
             "stage": int(stage),
             "cost": np.array([cost / self.cost_scale], dtype=np.float32),
         }
+
+    def action_masks(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """Bool [A]: which actions are allowed in the current state (STOP only after a hop).
+
+        Named as sb3-contrib's MaskablePPO expects; ``info["action_mask"]`` carries the same.
+        """
+        mask = np.ones(self.n_actions, dtype=np.bool_)
+        if self.stop_action is not None:
+            mask[self.stop_action] = self._stage > 0
+        return mask
 
     # ------------------------------------------------------------------------------ episode
 
@@ -113,26 +136,43 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
             raise IndexError(f"item_index {index} out of range for {len(self.items)} items")
         self._item = self.items[int(index)]
         self._context, self._stage, self._cost, self._route = self._item.prompt, 0, 0.0, []
-        info = {"item_index": int(index), "item_id": self._item.id, "task": self._item.task}
+        self._stopped = False
+        info = {
+            "item_index": int(index),
+            "item_id": self._item.id,
+            "task": self._item.task,
+            "action_mask": self.action_masks(),
+        }
         return self.encode_state(self._context, 0, 0.0), info
 
     def step(self, action: int | np.integer[Any]) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
-        """One hop with model ``action``; the reward is paid on the L-th hop only."""
-        if self._item is None or self._stage >= self.horizon:
+        """One hop with model ``action`` (or STOP); the reward is paid on the last step only."""
+        if self._item is None or self._episode_over:
             raise RuntimeError("call reset() before step() (the episode is over or never started)")
         if not self.action_space.contains(action):
+            labels = [*self.config.model_names, *(["STOP"] if self.stop_action is not None else [])]
             raise ValueError(
-                f"invalid action {action!r}: expected an integer in [0, {len(self.members) - 1}] "
-                f"(pool of {len(self.members)}: {self.config.model_names})"
+                f"invalid action {action!r}: expected an integer in [0, {self.n_actions - 1}] "
+                f"(pool of {len(self.members)}: {labels})"
             )
-        member = self.members[int(action)]
-        hop = run_hop(member, self._context, self.config.stage_prompt(self._stage), self.cache)
-        self._context = extend_context(self._context, hop.reply)
-        self._stage += 1
-        self._cost += hop.cost
-        self._route.append(member.name)
-        info: dict[str, Any] = {"hop": hop.as_dict(), "stage": self._stage}
-        terminated = self._stage == self.horizon
+        info: dict[str, Any] = {"stage": self._stage}
+        if int(action) == self.stop_action:
+            if self._stage == 0:
+                raise StopNotAllowedError(
+                    "invalid action STOP at stage 0: STOP is only allowed after the first hop "
+                    "(the answer would be empty); see action_masks()"
+                )
+            self._stopped = True
+            info["stopped"] = True
+        else:
+            member = self.members[int(action)]
+            hop = run_hop(member, self._context, self.config.stage_prompt(self._stage), self.cache)
+            self._context = extend_context(self._context, hop.reply)
+            self._stage += 1
+            self._cost += hop.cost
+            self._route.append(member.name)
+            info.update(hop=hop.as_dict(), stage=self._stage)
+        terminated = self._episode_over
         reward = 0.0
         if terminated:
             quality = episode_quality(self._item, self._item.prompt, self._context, self.reward_metric)
@@ -143,9 +183,17 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
                 f1=quality["f1"],
                 total_cost=self._cost,
                 route=list(self._route),
+                stopped=self._stopped,
                 item_id=self._item.id,
                 task=self._item.task,
                 context=self._context,
             )
+        else:
+            info["action_mask"] = self.action_masks()
         observation = self.encode_state(self._context, self._stage, self._cost)
         return observation, float(reward), terminated, False, info
+
+    @property
+    def _episode_over(self) -> bool:
+        """The episode is over: L hops taken, or STOP chosen."""
+        return self._stopped or self._stage >= self.horizon

@@ -12,7 +12,9 @@ Definitions (exact; "reward" is R = Q − α·C of ``training.reward.terminal_re
 - **candidate routes**: every route of length 1..L (the tree's nodes). A length-1 route is one
   call of one model with the stage-0 instruction; its reward uses its own (one-call) cost.
 - **HierRouter**: greedy ``policy.decide(context, stage, cost)`` at each of the L stages, fed the
-  context text and cumulative cost the graph would feed it (``c_{t+1} = c_t ‖ r_t``).
+  context text and cumulative cost the graph would feed it (``c_{t+1} = c_t ‖ r_t``); a router
+  with ``allow_stop`` that chooses STOP after ℓ hops takes the length-ℓ route (the tree holds every
+  prefix, so early exit is pure replay too) and is scored on it: R = Q(c_ℓ) − α·C_ℓ.
 - **single model**: ``m (1 call)`` = route ``(m,)``; ``m (×L)`` = route ``(m, …, m)``.
 - **best single** (per table): the single-model strategy with the highest mean reward on that
   table's queries (ties: the first in pool order, one call before ×L).
@@ -42,6 +44,7 @@ import argparse
 import itertools
 import json
 import math
+import re
 import shlex
 import sys
 from collections import Counter
@@ -58,8 +61,15 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from hierrouter_graph.config import RouterConfig
+from hierrouter_graph.dynamic_policy import DescriptorPolicy, load_saved_policy
 from hierrouter_graph.hop import HopResult, ReplyCache, extend_context, run_hops
-from hierrouter_graph.policy import PolicyMismatchError, RouterPolicy, RoutingPolicy
+from hierrouter_graph.policy import (
+    STOP_ACTION,
+    PolicyMismatchError,
+    RouterPolicy,
+    RoutingPolicy,
+    check_stop_allowed,
+)
 from hierrouter_graph.pool import PoolMember
 from training.datasets import ALL_TASKS, Item
 from training.ppo import POLICY_DIRNAME, ReplayMissError, ReplayOnlyCache, load_items
@@ -102,6 +112,7 @@ __all__ = [
     "router_routes",
     "run_from_cli",
     "single_model_strategies",
+    "write_marked_section",
     "write_report",
 ]
 
@@ -359,8 +370,10 @@ def router_routes(
 ) -> list[Route]:
     """Greedy routes of ``policy``, walking the tree with the graph's state (c_t, ℓ_t, C_t).
 
-    A ``RouterPolicy``'s encoder caches by text, so each chunk's reachable contexts are encoded in
-    one batch first; the decisions themselves are the graph's ``policy.decide`` calls.
+    A ``RouterPolicy``'s (or ``DescriptorPolicy``'s) encoder caches by text, so each chunk's
+    reachable contexts are encoded in one batch first; the decisions themselves are the graph's
+    ``policy.decide`` calls. A STOP decision ends the walk there (routes may be shorter than L);
+    STOP at stage 0 or from a config without ``allow_stop`` raises, as the graph would.
     """
     if list(policy.pool) != config.model_names:
         raise PolicyMismatchError(
@@ -369,7 +382,7 @@ def router_routes(
     routes: list[Route] = []
     for start in range(0, len(items), chunk):
         part = items[start : start + chunk]
-        if isinstance(policy, RouterPolicy):
+        if isinstance(policy, RouterPolicy | DescriptorPolicy):
             reachable: list[str] = []
             for item in part:
                 reachable.append(item.prompt)
@@ -381,6 +394,9 @@ def router_routes(
                 node = tree[item.id][route] if route else None
                 context, cost = (node.context, node.cost) if node else (item.prompt, 0.0)
                 decision = policy.decide(context, stage, cost)
+                if decision.model == STOP_ACTION:
+                    check_stop_allowed(stage, config.allow_stop)  # the graph's own check
+                    break
                 if decision.model not in config.model_names:
                     raise PolicyMismatchError(f"policy chose {decision.model!r}, not in {config.model_names}")
                 route = (*route, decision.model)
@@ -498,6 +514,8 @@ class GroupResult:
     best_single: str
     router_routes: dict[str, int] = field(default_factory=dict)
     """How often the router took each route on this table's queries (empty without a router)."""
+    router_lengths: dict[int, int] = field(default_factory=dict)
+    """How often the router's route had each length (hops); < L only when it chose STOP."""
 
     def row(self, name: str) -> StrategyRow:
         for row in self.rows:
@@ -542,7 +560,8 @@ def _group(
         )
     router = next((s for s in strategies if s.kind == "router"), None)
     taken = Counter(route_label(cast(Route, router.routes[i])) for i in index) if router else Counter()
-    return GroupResult(name, len(index), rows, best, dict(taken.most_common()))
+    lengths = Counter(len(cast(Route, router.routes[i])) for i in index) if router else Counter()
+    return GroupResult(name, len(index), rows, best, dict(taken.most_common()), dict(sorted(lengths.items())))
 
 
 # ---------------------------------------------------------------------------------- AIQ
@@ -613,6 +632,8 @@ class SweepPoint:
     cost: float
     quality: float
     task_metric: float
+    mean_hops: float = math.nan
+    """Mean route length of the policy's greedy routes (< L only with STOP)."""
 
 
 def alpha_sweep_points(
@@ -643,6 +664,7 @@ def alpha_sweep_points(
                 float(scores.cost.mean()),
                 float(scores.quality.mean()),
                 float(scores.task_metric.mean()),
+                float(np.mean([len(route) for route in routes])),
             )
         )
     return points
@@ -757,11 +779,13 @@ def evaluate(
     sweep: Mapping[float, RoutingPolicy] | None = None,
     data_info: Mapping[str, Any] | None = None,
     progress: bool = False,
+    memo: ScoreMemo | None = None,
 ) -> EvaluationResult:
     """Replay the test (and train) outcome trees and score every strategy (module docstring).
 
     ``policy=None`` leaves the router row out (baselines only). ``sweep`` maps α → a policy
-    trained at that α, for AIQ. Replay-only unless ``live``.
+    trained at that α, for AIQ. Replay-only unless ``live``. ``memo``: scores already computed
+    (they do not depend on α or L), shared by the many evaluations of a sweep.
     """
     if not test_items:
         raise ValueError("evaluate needs at least one test item")
@@ -774,7 +798,7 @@ def evaluate(
         "reward_metric": reward_metric,
         "alpha": alpha,
         "live": live,
-        "memo": ScoreMemo(),
+        "memo": memo if memo is not None else ScoreMemo(),
         "progress": progress,
     }
     tree = outcome_tree(config, pool, test_items, cache, **options)
@@ -889,7 +913,11 @@ def _router_sentence(group: GroupResult) -> list[str]:
             )
         )
     )
-    return [f"{ROUTER} {verdict}. Routes taken: {shares}."]
+    lengths = ", ".join(
+        f"{hops} hop{'s' if hops != 1 else ''} {count / group.n:.0%}"
+        for hops, count in group.router_lengths.items()
+    )
+    return [f"{ROUTER} {verdict}. Routes taken: {shares}. Route lengths: {lengths}."]
 
 
 def _markdown_table(group: GroupResult) -> list[str]:
@@ -963,15 +991,52 @@ def _header_lines(results: EvaluationResult, command: str, seed: int) -> list[st
     ]
 
 
+_MARKED = re.compile(r"<!-- (?P<name>[a-z0-9_-]+):begin -->\n.*?<!-- (?P=name):end -->\n?", re.DOTALL)
+
+
+def _marked_sections(text: str) -> list[str]:
+    """Every ``<!-- name:begin --> … <!-- name:end -->`` block of a report, in order."""
+    return [match.group(0).rstrip("\n") + "\n" for match in _MARKED.finditer(text)]
+
+
+def write_marked_section(path: str | Path, name: str, body: str) -> Path:
+    """Put ``body`` between ``<!-- name:begin -->`` and ``<!-- name:end -->`` in ``path``.
+
+    Why markers: docs/results.md is written by several tools (this evaluation, the sweep); each
+    owns one marked block and replaces only that one, so rerunning one never clobbers the other.
+    An existing block is replaced in place; otherwise the block is appended.
+    """
+    if not re.fullmatch(r"[a-z0-9_-]+", name):
+        raise ValueError(f"section name must be lowercase letters, digits, '-' or '_', got {name!r}")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    block = f"<!-- {name}:begin -->\n{body.strip()}\n<!-- {name}:end -->\n"
+    text = target.read_text(encoding="utf-8") if target.is_file() else ""
+    pattern = re.compile(
+        rf"<!-- {re.escape(name)}:begin -->\n.*?<!-- {re.escape(name)}:end -->\n?", re.DOTALL
+    )
+    if pattern.search(text):
+        text = pattern.sub(lambda _match: block, text, count=1)
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
 def write_report(
     results: EvaluationResult,
     path: str | Path = "docs/results.md",
     command: str | None = None,
     seed: int | None = None,
 ) -> Path:
-    """Markdown: the reproduction line, the setup, then one table per task and overall."""
+    """Markdown: the reproduction line, the setup, then one table per task and overall.
+
+    Marked sections other tools keep in the same file (``write_marked_section``, e.g. the sweep's)
+    are carried over after the tables.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    kept = _marked_sections(target.read_text(encoding="utf-8")) if target.is_file() else []
     lines = _header_lines(
         results,
         command or "(library call: training.evaluate.evaluate)",
@@ -979,7 +1044,8 @@ def write_report(
     )
     for group in _ordered_groups(results):
         lines += _markdown_table(group)
-    target.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    text = "\n".join(lines).rstrip() + "\n"
+    target.write_text(text + "".join(f"\n{section}" for section in kept), encoding="utf-8")
     return target
 
 
@@ -997,6 +1063,9 @@ def print_table(results: EvaluationResult, file: TextIO | None = None) -> None:
                 f"{row.cost.compact(4):>17}{row.reward.compact(4):>17}{row.gap.compact(2):>16}{mark}",
                 file=out,
             )
+        if group.router_lengths:
+            lengths = ", ".join(f"{hops}: {count}" for hops, count in group.router_lengths.items())
+            print(f"  {ROUTER} route lengths (hops: queries): {lengths}", file=out)
     aiq_text = ", ".join(f"{k}: {NO_SWEEP if v is None else f'{v:.4f}'}" for k, v in results.aiq.items())
     print(f"\nAIQ: {aiq_text}", file=out)
 
@@ -1045,11 +1114,16 @@ def plot_cost_quality(results: EvaluationResult, path: str | Path = "docs/cost_q
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Evaluate HierRouter against RouterBench-style baselines.")
     parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
-    parser.add_argument("--policy", type=Path, default=Path("runs/ppo/policy"), help="saved RouterPolicy")
+    parser.add_argument("--policy", type=Path, default=Path("runs/ppo/policy"), help="saved policy")
     parser.add_argument("--no-policy", action="store_true", help="baselines only (no router row)")
     parser.add_argument("--replay", type=Path, default=Path("runs/replay.sqlite"), help="replay store")
     parser.add_argument("--live", action="store_true", help="generate hops missing from the replay store")
     parser.add_argument("--reward", choices=("task", "f1"), default="task")
+    parser.add_argument(
+        "--allow-stop",
+        action="store_true",
+        help="the router has a STOP action (RouterConfig.allow_stop) on top of the config",
+    )
     parser.add_argument("--tasks", nargs="+", default=list(ALL_TASKS), choices=ALL_TASKS)
     parser.add_argument(
         "--per-task",
@@ -1138,15 +1212,15 @@ def run_from_cli(
 
         torch.set_num_threads(ns.threads)
     config = RouterConfig.from_file(ns.config) if ns.config is not None else default_config()
+    if ns.allow_stop:
+        config = config.model_copy(update={"allow_stop": True})
     train, test, info = _load_splits(ns)
 
-    def load(folder: Path) -> RouterPolicy:
+    def load(folder: Path) -> RoutingPolicy:
         text_encoder = encoder or load_encoder(
             config.encoder, config.max_seq_len, cache_dir=config.resolved_cache_dir
         )
-        return RouterPolicy.load(
-            folder, pool=config.model_names, encoder=text_encoder, horizon=config.horizon
-        )
+        return load_saved_policy(folder, config, text_encoder)  # RouterPolicy or DescriptorPolicy
 
     policy = None if ns.no_policy else load(_policy_folder(ns.policy))
     sweep = _load_sweep(ns.sweep_run_dirs, load) if ns.sweep_run_dirs else None

@@ -10,6 +10,11 @@ which pays R = Q(c_L) − α·C_L (``training.reward``). An iteration collects `
 episodes (``rollouts·L`` transitions), computes GAE over them, then runs ``update_epochs`` passes
 of ``num_minibatches`` clipped-PPO minibatches.
 
+With ``RouterConfig.allow_stop`` episodes have variable length: STOP (from stage 1 on) is one more
+transition that pays R = Q(c_t) − α·C_t and ends the episode. Nothing else changes: GAE is cut by
+``dones`` wherever an episode ends, and STOP is masked at stage 0 inside ``RouterPolicy.forward``,
+which both the rollout and the update call, so their log-probs agree.
+
 Runs are resumable: ``run_dir/checkpoint.pt`` is rewritten atomically after every iteration with
 everything that influences the next one (weights, Adam state, every RNG — the environment's
 included), so a run killed at any point and started again with the same ``run_dir`` finishes
@@ -44,6 +49,7 @@ from torch.distributions import Categorical
 from tqdm import tqdm
 
 from hierrouter_graph.config import RouterConfig
+from hierrouter_graph.dynamic_policy import DescriptorPolicy
 from hierrouter_graph.hop import CachedReply, ReplyCache
 from hierrouter_graph.policy import RouterPolicy
 from hierrouter_graph.pool import PoolMember
@@ -59,6 +65,7 @@ __all__ = [
     "LOG_COLUMNS",
     "LOG_NAME",
     "POLICY_DIRNAME",
+    "POLICY_KINDS",
     "RESUMABLE_CHANGES",
     "EpisodeSummary",
     "PPOArgs",
@@ -66,6 +73,7 @@ __all__ = [
     "ReplayOnlyCache",
     "Rollout",
     "TrainResult",
+    "TrainablePolicy",
     "build_env",
     "collect_rollouts",
     "compute_gae",
@@ -82,6 +90,12 @@ __all__ = [
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.csv"
 POLICY_DIRNAME = "policy"
+POLICY_KINDS: tuple[str, ...] = ("mlp", "descriptor")
+"""``PPOArgs.policy_kind``: "mlp" = ``RouterPolicy`` (one logit per pool index, the paper's), "descriptor"
+= ``DescriptorPolicy`` (one shared scorer of (state, model descriptor): the pool may change later)."""
+
+TrainablePolicy = RouterPolicy | DescriptorPolicy
+"""What ``train`` accepts: both have the same forward (embeddings, stages, costs) → (logits, value)."""
 
 LOG_COLUMNS: tuple[str, ...] = (
     "iteration",
@@ -91,6 +105,7 @@ LOG_COLUMNS: tuple[str, ...] = (
     "mean_task_metric",
     "mean_f1",
     "mean_cost",
+    "mean_hops",
     "policy_loss",
     "value_loss",
     "entropy",
@@ -98,7 +113,8 @@ LOG_COLUMNS: tuple[str, ...] = (
     "clipfrac",
     "wall_seconds",
 )
-"""Columns of ``run_dir/log.csv``: one row per iteration; ``episodes`` is the running total."""
+"""Columns of ``run_dir/log.csv``: one row per iteration; ``episodes`` is the running total;
+``mean_hops`` is the mean number of model calls per episode (below L only when the router STOPs)."""
 
 
 # ------------------------------------------------------------------------------------ arguments
@@ -136,8 +152,12 @@ class PPOArgs:
     reward: str = "task"
     """Quality used in the reward: "task" (the item's own metric) or "f1" (the paper's token-F1)."""
     device: str = "cpu"
+    policy_kind: str = "mlp"
+    """Which policy ``make_policy`` builds (``POLICY_KINDS``)."""
 
     def __post_init__(self) -> None:
+        if self.policy_kind not in POLICY_KINDS:
+            raise ValueError(f"policy_kind must be one of {POLICY_KINDS}, got {self.policy_kind!r}")
         if self.reward not in ("task", "f1"):
             raise ValueError(f"reward must be 'task' or 'f1', got {self.reward!r}")
         for name in ("iterations", "rollouts", "num_minibatches", "update_epochs"):
@@ -170,10 +190,17 @@ class EpisodeSummary:
     f1: float
     cost: float
 
+    @property
+    def hops(self) -> int:
+        """Model calls in the episode (the route's length; < L when the router chose STOP)."""
+        return len(self.route)
+
 
 @dataclass
 class Rollout:
     """``rollouts`` whole episodes, flattened to T transitions in the order they happened.
+
+    T ≤ ``rollouts``·L + ``rollouts``: L hops per episode, or fewer hops plus one STOP transition.
 
     ``dones[t] = 1`` when transition t ended its episode, which is what cuts GAE between
     episodes. Every episode is complete, so nothing needs bootstrapping past the buffer.
@@ -197,7 +224,7 @@ def _observation_tensors(obs: Mapping[str, Any]) -> tuple[torch.Tensor, int, flo
 
 def collect_rollouts(
     env: gym.Env[Any, Any],
-    policy: RouterPolicy,
+    policy: TrainablePolicy,
     episodes: int,
     generator: torch.Generator,
     *,
@@ -299,7 +326,7 @@ def compute_gae(
 
 
 def ppo_update(
-    policy: RouterPolicy,
+    policy: TrainablePolicy,
     optimizer: torch.optim.Optimizer,
     rollout: Rollout,
     advantages: torch.Tensor,
@@ -419,7 +446,7 @@ def _restore_rng_states(
 
 def _save_checkpoint(
     path: Path,
-    policy: RouterPolicy,
+    policy: TrainablePolicy,
     optimizer: torch.optim.Optimizer,
     iteration: int,
     history: list[dict[str, float]],
@@ -442,6 +469,7 @@ def _save_checkpoint(
 def _load_checkpoint(path: Path, args: PPOArgs) -> dict[str, Any]:
     state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
     saved, current = dict(state["args"]), args.as_dict()
+    saved.setdefault("policy_kind", "mlp")  # checkpoints written before the field existed
     changed = sorted(
         key
         for key in set(saved) | set(current)
@@ -464,7 +492,7 @@ def _write_log(path: Path, history: Sequence[Mapping[str, float]]) -> None:
             writer = csv.DictWriter(fh, fieldnames=list(LOG_COLUMNS))
             writer.writeheader()
             for row in history:
-                writer.writerow({key: row[key] for key in LOG_COLUMNS})
+                writer.writerow({key: row.get(key, float("nan")) for key in LOG_COLUMNS})
 
     _atomic_write_bytes(path, write)
 
@@ -500,7 +528,7 @@ class _TensorBoard:
 class TrainResult:
     """What ``train`` leaves behind; ``history`` holds every logged row, resumed ones included."""
 
-    policy: RouterPolicy
+    policy: TrainablePolicy
     run_dir: Path
     policy_dir: Path
     checkpoint: Path
@@ -518,18 +546,23 @@ class TrainResult:
         return self.history[-1] if self.history else {}
 
 
-def _check_compatible(env: gym.Env[Any, Any], policy: RouterPolicy, args: PPOArgs) -> None:
+def _check_compatible(env: gym.Env[Any, Any], policy: TrainablePolicy, args: PPOArgs) -> None:
     """Fail before the first episode on a mismatch that would otherwise train a useless policy."""
     base = env.unwrapped
     n_actions = getattr(env.action_space, "n", None)
-    if n_actions is not None and int(n_actions) != len(policy.pool):
-        raise ValueError(f"the env has {n_actions} actions but the policy pool is {policy.pool}")
+    if n_actions is not None and int(n_actions) != len(policy.actions):
+        raise ValueError(
+            f"the env has {n_actions} actions but the policy has {len(policy.actions)} "
+            f"(pool {policy.pool}{' + STOP' if policy.allow_stop else ''})"
+        )
     config = getattr(base, "config", None)
     if isinstance(config, RouterConfig):
         if config.model_names != policy.pool:
             raise ValueError(f"env pool {config.model_names} != policy pool {policy.pool} (names and order)")
         if config.horizon != policy.horizon:
             raise ValueError(f"env horizon L={config.horizon} != policy horizon L={policy.horizon}")
+        if config.allow_stop != policy.allow_stop:
+            raise ValueError(f"env allow_stop={config.allow_stop} != policy allow_stop={policy.allow_stop}")
     metric = getattr(base, "reward_metric", args.reward)
     if metric != args.reward:
         raise ValueError(f"args.reward={args.reward!r} but the environment rewards {metric!r}")
@@ -546,7 +579,7 @@ def _mean(values: Sequence[float]) -> float:
 
 def train(
     env: gym.Env[Any, Any] | Callable[[], gym.Env[Any, Any]],
-    policy: RouterPolicy,
+    policy: TrainablePolicy,
     args: PPOArgs,
     run_dir: str | os.PathLike[str],
     progress: bool = True,
@@ -622,6 +655,7 @@ def train(
                 "mean_task_metric": _mean([e.task_metric for e in eps]),
                 "mean_f1": _mean([e.f1 for e in eps]),
                 "mean_cost": _mean([e.cost for e in eps]),
+                "mean_hops": _mean([float(e.hops) for e in eps]),
                 **stats,
                 "wall_seconds": time.perf_counter() - began,
             }
@@ -689,10 +723,27 @@ class ReplayOnlyCache:
         raise ReplayMissError("ReplayOnlyCache never stores: the hop should not have generated")
 
 
-def make_policy(config: RouterConfig, encoder: TextEncoder | StateEncoder, args: PPOArgs) -> RouterPolicy:
-    """A fresh policy for ``config``; its initialisation is seeded by ``args.seed``."""
+def make_policy(config: RouterConfig, encoder: TextEncoder | StateEncoder, args: PPOArgs) -> TrainablePolicy:
+    """A fresh ``args.policy_kind`` policy for ``config``; its initialisation is seeded by ``args.seed``.
+
+    The descriptor policy embeds its members' model cards with ``encoder`` right away (the same
+    encoder as the states, as it will at inference).
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
+        if args.policy_kind == "descriptor":
+            return DescriptorPolicy(
+                config.models,
+                encoder_name=encoder.name,
+                embedding_dim=encoder.dim,
+                horizon=config.horizon,
+                hidden_size=args.hidden_size,
+                stage_dim=args.stage_dim,
+                cost_scale=args.cost_scale,
+                encoder=encoder,
+                max_seq_len=config.max_seq_len,
+                allow_stop=config.allow_stop,
+            )
         return RouterPolicy(
             config.model_names,
             encoder_name=encoder.name,
@@ -702,6 +753,7 @@ def make_policy(config: RouterConfig, encoder: TextEncoder | StateEncoder, args:
             stage_dim=args.stage_dim,
             cost_scale=args.cost_scale,
             max_seq_len=config.max_seq_len,
+            allow_stop=config.allow_stop,
         )
 
 
@@ -774,6 +826,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="generate hops missing from the replay store (and record them); default: replay only",
     )
     parser.add_argument("--reward", choices=("task", "f1"), default=defaults.reward)
+    parser.add_argument(
+        "--allow-stop",
+        action="store_true",
+        help="give the router a STOP action (RouterConfig.allow_stop) on top of the config",
+    )
     parser.add_argument("--iterations", type=int, default=defaults.iterations)
     parser.add_argument("--rollouts", type=int, default=defaults.rollouts, help="episodes per iteration")
     parser.add_argument("--minibatches", type=int, default=defaults.num_minibatches)
@@ -785,6 +842,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cost-scale", type=float, default=defaults.cost_scale)
     parser.add_argument("--seed", type=int, default=defaults.seed, help="PPO seed (init, actions, items)")
     parser.add_argument("--device", default=defaults.device, help="torch device of the policy")
+    parser.add_argument(
+        "--policy-kind",
+        choices=POLICY_KINDS,
+        default=defaults.policy_kind,
+        help="mlp: RouterPolicy (fixed pool); descriptor: DescriptorPolicy (pool may change after training)",
+    )
     parser.add_argument("--tasks", nargs="+", default=list(ALL_TASKS), choices=ALL_TASKS)
     parser.add_argument(
         "--per-task",
@@ -822,6 +885,7 @@ def ppo_args_from(ns: argparse.Namespace) -> PPOArgs:
         seed=ns.seed,
         reward=ns.reward,
         device=ns.device,
+        policy_kind=ns.policy_kind,
     )
 
 
@@ -841,6 +905,8 @@ def run_from_cli(
     if ns.threads is not None:
         torch.set_num_threads(ns.threads)
     config = RouterConfig.from_file(ns.config) if ns.config is not None else default_config()
+    if ns.allow_stop:
+        config = config.model_copy(update={"allow_stop": True})
     items, data_info = load_items(
         items_path=ns.items, tasks=ns.tasks, per_task=ns.per_task, data_seed=ns.data_seed
     )
@@ -862,6 +928,8 @@ def run_from_cli(
             "dataset": data_info,
             "config": str(ns.config) if ns.config is not None else "default_config()",
             "alpha": config.alpha,
+            "horizon": config.horizon,
+            "allow_stop": config.allow_stop,
             "replay": str(ns.replay),
             "live": bool(ns.live),
         }
@@ -951,6 +1019,7 @@ def _evaluate_trained(ns: argparse.Namespace, policy_dir: Path) -> int:
     ]
     argv += ["--config", str(ns.config)] if ns.config is not None else []
     argv += ["--live"] if ns.live else []
+    argv += ["--allow-stop"] if ns.allow_stop else []
     argv += ["--no-progress"] if ns.no_progress else []
     if ns.report is not None:
         argv += ["--report", str(ns.report), "--plot", str(ns.report.with_name("cost_quality.png"))]

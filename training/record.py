@@ -11,6 +11,7 @@ killed with ``kill -9`` and started again loses at most the batch in flight and 
 nothing.
 
     python training/record.py --split test --per-task 30 --db runs/replay.sqlite
+    python training/record.py --split all --horizon 3     # a deeper tree (extends the L=2 one)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "record_in_chunks",
     "record_outcome_tree",
     "tree_size",
+    "with_horizon",
 ]
 
 
@@ -66,6 +68,21 @@ class RecordStats:
 
     def as_dict(self) -> dict[str, float | int]:
         return {**asdict(self), "tokens_per_s": self.tokens_per_s}
+
+
+def with_horizon(config: RouterConfig, horizon: int) -> RouterConfig:
+    """``config`` answering in ``horizon`` hops (validated like any config).
+
+    Stages beyond the config's stage prompts reuse its last one (for the paper's prompts: "verify
+    … and solve") unless it sets ``stage_prompt_fallback``. Why: the deeper tree then shares every
+    prompt of the shallower one, so recording L=3 extends the recorded L=2 tree hop for hop and
+    the L=2 prefixes replay unchanged.
+    """
+    data = config.model_dump()
+    data["horizon"] = horizon
+    if horizon > len(config.stage_prompts) and config.stage_prompt_fallback is None:
+        data["stage_prompt_fallback"] = config.stage_prompts[-1]
+    return RouterConfig.model_validate(data)
 
 
 def tree_size(n_items: int, n_models: int, horizon: int) -> int:
@@ -297,6 +314,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tasks", nargs="+", default=list(ALL_TASKS), choices=ALL_TASKS)
     parser.add_argument("--items", type=Path, default=None, help="a JSONL dataset instead of the benchmarks")
     parser.add_argument("--db", type=Path, default=Path("runs/replay.sqlite"))
+    parser.add_argument(
+        "--horizon",
+        type=int,
+        default=None,
+        help="record routes up to this many hops instead of the config's L (stages beyond the "
+        "stage prompts reuse the last prompt unless the config sets stage_prompt_fallback)",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
         "--chunk-items",
@@ -325,6 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = default_config()
     else:
         config = RouterConfig.from_file(args.config)
+    if args.horizon is not None:
+        config = with_horizon(config, args.horizon)
     items = _load_items(args)
     pool = build_pool(config)
     with ReplayStore(args.db) as store:

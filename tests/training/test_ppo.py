@@ -31,6 +31,7 @@ from training.ppo import (
     LOG_COLUMNS,
     PPOArgs,
     ReplayMissError,
+    TrainablePolicy,
     TrainResult,
     compute_gae,
     make_policy,
@@ -136,7 +137,7 @@ def make_env(config: RouterConfig, encoder: TextEncoder, n_items: int = 12) -> H
     return HierRouterEnv(config, make_items(n_items), build_pool(config, chat_models()), encoder)
 
 
-def fresh_policy(config: RouterConfig, encoder: TextEncoder, args: PPOArgs) -> RouterPolicy:
+def fresh_policy(config: RouterConfig, encoder: TextEncoder, args: PPOArgs) -> TrainablePolicy:
     return make_policy(config, encoder, args)
 
 
@@ -225,7 +226,7 @@ def test_csv_log_has_one_row_per_iteration(trained: TrainResult) -> None:
 # ------------------------------------------------------------------------------------ resume
 
 
-def _weights(policy: RouterPolicy) -> dict[str, torch.Tensor]:
+def _weights(policy: TrainablePolicy) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in policy.state_dict().items()}
 
 

@@ -1,0 +1,506 @@
+"""A router whose pool can change after training: it scores (state, model descriptor) pairs.
+
+Why a second policy: ``RouterPolicy`` ends in a linear head with one output per pool member, so its
+weights ARE the pool — adding, removing or reordering a model means retraining. ``DescriptorPolicy``
+never sees a pool index. Each member m is described by a vector d_m built from its ``ModelSpec``
+(a model-card text embedded by the same frozen sentence encoder as the context, its log price and
+log size); a shared scorer maps (state, d_m) to one logit, so the number of logits is simply the
+number of members passed in — now or at load time — and the weights do not change.
+
+What d_m is made of (``ModelDescriptor``, ``describe``):
+
+- **card**: ``"<kind phrase>. <description>"`` when ``ModelSpec.description`` is set, else
+  ``"<kind phrase>. <name> (<source>)"``. The kind phrase says what the member can do at all
+  (``KIND_PHRASES``: a generator, or a multiple-choice scorer that only answers with a letter). The
+  name is used only as a fallback: it is a graph node label, so renaming a described member must
+  not change its routing, and two members with the same card, price and size get the same logit.
+- **log price**: ln(base_rate / 0.001), i.e. the price in "billions of parameters" of the paper's
+  0.001-per-B heuristic (``hierrouter_graph.cost``).
+- **log size**: ln(parameters / 1e9), from the size written in the name or source ("135M", "3B");
+  when neither says, derived from base_rate with the same heuristic. A member with neither a
+  base_rate nor a size in its name/source cannot be described and raises.
+
+The logit of m is ``scorer([h, e_m, h ⊙ e_m, cos(embedding(c_t), card_m)])`` with h the state
+features (the RouterPolicy trunk: encoder ⊕ stage ⊕ cost) and e_m = descriptor_net(d_m); the value
+is ``critic(h)``; with ``allow_stop`` a state-only head adds the STOP logit last (masked at stage 0,
+as in RouterPolicy). The cosine term is a zero-shot hook: it lets "this query looks like what this
+card describes" matter for a member never seen in training. Whether a new member is scored well is
+an empirical question — see docs/results.md, "Dynamic pool".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import ModelSpec, RouterConfig
+from .cost import RATE_PER_BILLION_PARAMS, base_rate_from_param_count, param_count_from_name
+from .encoder import TextEncoder, load_encoder
+from .policy import STOP_ACTION, Decision, PolicyMismatchError, RouterPolicy
+
+__all__ = [
+    "DESCRIPTOR_FORMAT_VERSION",
+    "DESCRIPTOR_KIND",
+    "KIND_PHRASES",
+    "DescriptorPolicy",
+    "ModelDescriptor",
+    "PoolEntry",
+    "SentenceEncoder",
+    "describe",
+    "load_saved_policy",
+    "saved_policy_kind",
+]
+
+DESCRIPTOR_FORMAT_VERSION = 1
+DESCRIPTOR_KIND = "descriptor"
+"""``policy.json``'s ``kind`` for this policy; a file without ``kind`` is a ``RouterPolicy`` ("mlp")."""
+
+_WEIGHTS = "policy.safetensors"
+_META = "policy.json"
+_MASKED_LOGIT = -1e9  # as in policy.py: probability exactly 0, entropy and log-softmax finite
+_LOG_FLOOR = 1e-4
+"""Smallest price/size (in B-params) the log features see: a free member (base_rate 0) stays finite."""
+
+KIND_PHRASES: dict[str, str] = {
+    "generate": "Chat model that writes a free-text reply",
+    "cloze_mc": "Multiple-choice scorer that answers a question with lettered options by picking one "
+    "option letter; it cannot write free text",
+}
+"""What each ``ModelSpec.kind`` can do, in words, at the head of every model card."""
+
+
+class SentenceEncoder(Protocol):
+    """What the policy needs of an encoder: ``TextEncoder`` and training's ``CachedEncoder`` fit."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class ModelDescriptor:
+    """The policy's whole view of one pool member (``describe`` builds it from a ``ModelSpec``)."""
+
+    name: str
+    card: str
+    base_rate: float
+    n_params: int
+
+    @property
+    def numeric(self) -> tuple[float, float]:
+        """(ln price in B-params, ln size in B-params): the two non-text descriptor features."""
+        price = max(self.base_rate / RATE_PER_BILLION_PARAMS, _LOG_FLOOR)
+        return math.log(price), math.log(max(self.n_params / 1e9, _LOG_FLOOR))
+
+
+def describe(spec: ModelSpec | ModelDescriptor) -> ModelDescriptor:
+    """The descriptor of ``spec`` (module docstring); a descriptor is returned as is."""
+    if isinstance(spec, ModelDescriptor):
+        return spec
+    phrase = KIND_PHRASES.get(spec.kind, spec.kind)
+    body = spec.description.strip() or f"{spec.name} ({spec.source})"
+    params = param_count_from_name(spec.name) or param_count_from_name(spec.source)
+    if spec.base_rate is None and params is None:
+        raise ValueError(
+            f"models[{spec.name}]: a DescriptorPolicy describes members by price and size; set "
+            "base_rate, or name a size in its name/source (e.g. 'SmolLM2-135M')"
+        )
+    rate = spec.base_rate if spec.base_rate is not None else base_rate_from_param_count(int(params or 0))
+    if params is None:
+        params = max(int(rate / RATE_PER_BILLION_PARAMS * 1e9), 1)
+    return ModelDescriptor(spec.name, f"{phrase}. {body}", float(rate), int(params))
+
+
+def _layer(inputs: int, outputs: int, std: float) -> nn.Linear:
+    """CleanRL's orthogonal init (as RouterPolicy): small output heads → near-uniform at first."""
+    layer = nn.Linear(inputs, outputs)
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, 0.0)
+    return layer
+
+
+PoolEntry = ModelSpec | ModelDescriptor | str
+"""A member for ``with_pool``/``load``: a spec, a ready descriptor, or the name of a member the
+policy already describes (e.g. one of its training pool when loading)."""
+
+
+class DescriptorPolicy(nn.Module):
+    """Actor-critic over a pool given at call time: logits_m = f(state, d_m), value = g(state).
+
+    Same ``forward(embeddings, stages, costs) -> (logits [B, A], value [B])`` as ``RouterPolicy``
+    (A = current pool size, +1 with ``allow_stop``), so ``training/ppo.py`` trains it unchanged, and
+    the same ``pool`` / ``decide`` as ``RoutingPolicy``, so the graph routes with it unchanged.
+    ``with_pool`` gives a copy with the same weights over another pool.
+    """
+
+    def __init__(
+        self,
+        pool: Sequence[ModelSpec | ModelDescriptor],
+        *,
+        encoder_name: str,
+        embedding_dim: int,
+        horizon: int = 2,
+        hidden_size: int = 256,
+        stage_dim: int = 16,
+        cost_scale: float = 1.0,
+        encoder: SentenceEncoder | None = None,
+        max_seq_len: int = 512,
+        allow_stop: bool = False,
+    ) -> None:
+        super().__init__()
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        if cost_scale <= 0:
+            raise ValueError(f"cost_scale must be > 0, got {cost_scale}")
+        if encoder is not None and encoder.dim != embedding_dim:
+            raise PolicyMismatchError(
+                f"encoder {encoder.name!r} gives {encoder.dim}-d embeddings, policy expects {embedding_dim}"
+            )
+        self.encoder_name = encoder_name
+        self.embedding_dim = embedding_dim
+        self.horizon = horizon
+        self.hidden_size = hidden_size
+        self.stage_dim = stage_dim
+        self.cost_scale = cost_scale
+        self.max_seq_len = max_seq_len
+        self.allow_stop = bool(allow_stop)
+        self._encoder = encoder
+        self.stage_embedding = nn.Embedding(horizon, stage_dim)
+        self.trunk = nn.Sequential(
+            _layer(embedding_dim + stage_dim + 1, hidden_size, math.sqrt(2)),
+            nn.Tanh(),
+            _layer(hidden_size, hidden_size, math.sqrt(2)),
+            nn.Tanh(),
+        )
+        self.descriptor_net = nn.Sequential(
+            _layer(embedding_dim + 2, hidden_size, math.sqrt(2)),
+            nn.Tanh(),
+            _layer(hidden_size, hidden_size, math.sqrt(2)),
+            nn.Tanh(),
+        )
+        self.scorer = nn.Sequential(
+            _layer(3 * hidden_size + 1, hidden_size, math.sqrt(2)),
+            nn.Tanh(),
+            _layer(hidden_size, 1, 0.01),
+        )
+        self.stop_head = _layer(hidden_size, 1, 0.01) if self.allow_stop else None
+        self.critic = _layer(hidden_size, 1, 1.0)
+        self._descriptors: list[ModelDescriptor] = []
+        self._cards: torch.Tensor | None = None  # [M, D] card embeddings, computed on first use
+        self._set_pool(pool)
+
+    @classmethod
+    def for_encoder(
+        cls, pool: Sequence[ModelSpec | ModelDescriptor], encoder: TextEncoder, **kwargs: Any
+    ) -> DescriptorPolicy:
+        """An untrained policy sized for ``encoder``."""
+        return cls(
+            pool,
+            encoder_name=encoder.name,
+            embedding_dim=encoder.dim,
+            encoder=encoder,
+            max_seq_len=encoder.max_seq_len,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------------------ the pool
+
+    def _set_pool(self, pool: Sequence[ModelSpec | ModelDescriptor]) -> None:
+        descriptors = [describe(member) for member in pool]
+        names = [d.name for d in descriptors]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"pool must hold unique model names, got {names}")
+        self._descriptors = descriptors
+        self._cards = None
+
+    @property
+    def pool(self) -> list[str]:
+        return [d.name for d in self._descriptors]
+
+    @property
+    def descriptors(self) -> list[ModelDescriptor]:
+        return list(self._descriptors)
+
+    @property
+    def actions(self) -> list[str]:
+        """Action labels in logit order: the pool, then ``STOP_ACTION`` when ``allow_stop``."""
+        return [*self.pool, STOP_ACTION] if self.allow_stop else self.pool
+
+    def _resolve(self, pool: Sequence[PoolEntry]) -> list[ModelDescriptor]:
+        known = {d.name: d for d in self._descriptors}
+        out = []
+        for member in pool:
+            if isinstance(member, str):
+                if member not in known:
+                    raise PolicyMismatchError(
+                        f"no descriptor for {member!r}: pass its ModelSpec (the policy describes "
+                        f"{list(known)})"
+                    )
+                out.append(known[member])
+            else:
+                out.append(describe(member))
+        return out
+
+    def with_pool(self, pool: Sequence[PoolEntry]) -> DescriptorPolicy:
+        """A copy routing over ``pool`` with the same weights (copied, so training one leaves the
+        other alone); members may be added, removed or reordered freely."""
+        twin = DescriptorPolicy(
+            self._resolve(pool),
+            encoder_name=self.encoder_name,
+            embedding_dim=self.embedding_dim,
+            horizon=self.horizon,
+            hidden_size=self.hidden_size,
+            stage_dim=self.stage_dim,
+            cost_scale=self.cost_scale,
+            encoder=self._encoder,
+            max_seq_len=self.max_seq_len,
+            allow_stop=self.allow_stop,
+        )
+        twin.load_state_dict(self.state_dict())
+        twin.to(next(self.parameters()).device)
+        twin.train(self.training)
+        return twin
+
+    def for_config(self, config: RouterConfig) -> DescriptorPolicy:
+        """This policy over ``config``'s pool (itself when already so), after checking what cannot
+        change without retraining: encoder, horizon and allow_stop."""
+        if self.encoder_name != config.encoder:
+            raise PolicyMismatchError(
+                f"policy uses encoder {self.encoder_name!r}, config names {config.encoder!r}"
+            )
+        if self.horizon != config.horizon:
+            raise PolicyMismatchError(f"policy was built for L={self.horizon}, config has L={config.horizon}")
+        if self.allow_stop != config.allow_stop:
+            raise PolicyMismatchError(
+                f"policy was built with allow_stop={self.allow_stop}, config has "
+                f"allow_stop={config.allow_stop}"
+            )
+        wanted = [describe(spec) for spec in config.models]
+        return self if wanted == self._descriptors else self.with_pool(wanted)
+
+    # ------------------------------------------------------------------------------ encoding
+
+    @property
+    def encoder(self) -> SentenceEncoder:
+        if self._encoder is None:
+            self._encoder = load_encoder(self.encoder_name, self.max_seq_len)
+        if self._encoder.dim != self.embedding_dim:
+            raise PolicyMismatchError(
+                f"encoder {self.encoder_name!r} gives {self._encoder.dim}-d embeddings, "
+                f"the policy was trained on {self.embedding_dim}-d"
+            )
+        return self._encoder
+
+    def descriptor_features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(card embeddings [M, D], descriptor inputs [M, D + 2]) of the current pool (CPU)."""
+        if self._cards is None:
+            cards = self.encoder.encode([d.card for d in self._descriptors])
+            self._cards = cards.detach().clone().to(torch.float32)  # a normal tensor, never an inference one
+        numeric = torch.tensor([d.numeric for d in self._descriptors], dtype=torch.float32)
+        return self._cards, torch.cat([self._cards, numeric], dim=-1)
+
+    def features(self, embeddings: torch.Tensor, stages: torch.Tensor, costs: torch.Tensor) -> torch.Tensor:
+        if int(stages.max()) >= self.horizon or int(stages.min()) < 0:
+            raise ValueError(f"stage out of range [0, {self.horizon - 1}]: {stages.tolist()}")
+        cost_feature = (costs.to(embeddings.dtype) / self.cost_scale).unsqueeze(-1)
+        return torch.cat([embeddings, self.stage_embedding(stages.long()), cost_feature], dim=-1)
+
+    def forward(
+        self, embeddings: torch.Tensor, stages: torch.Tensor, costs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [B, A], value [B]); A = len(pool) (+1 for STOP, masked at stage 0)."""
+        hidden = self.trunk(self.features(embeddings, stages, costs))  # [B, H]
+        cards, inputs = (t.to(device=hidden.device, dtype=hidden.dtype) for t in self.descriptor_features())
+        members = self.descriptor_net(inputs)  # [M, H]
+        batch, size = hidden.shape[0], members.shape[0]
+        h = hidden.unsqueeze(1).expand(batch, size, -1)
+        e = members.unsqueeze(0).expand(batch, size, -1)
+        similarity = (embeddings.to(hidden.dtype) @ cards.T).unsqueeze(-1)  # [B, M, 1]
+        logits = self.scorer(torch.cat([h, e, h * e, similarity], dim=-1)).squeeze(-1)  # [B, M]
+        if self.stop_head is not None:
+            logits = torch.cat([logits, self.stop_head(hidden)], dim=-1)
+            allowed = torch.ones_like(logits, dtype=torch.bool)
+            allowed[:, -1] = stages.to(hidden.device) != 0
+            logits = logits.masked_fill(~allowed, _MASKED_LOGIT)
+        return logits, self.critic(hidden).squeeze(-1)
+
+    def decide(
+        self,
+        context: str,
+        stage: int,
+        cost: float,
+        *,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Decision:
+        """Greedy (argmax) by default; ``sample=True`` draws from π, seeded by ``generator``."""
+        embedding = self.encoder.encode([context])
+        device = next(self.parameters()).device
+        with torch.inference_mode():
+            logits, value = self(
+                embedding.to(device),
+                torch.tensor([stage], device=device),
+                torch.tensor([cost], device=device),
+            )
+            probs = torch.softmax(logits[0].float().cpu(), dim=-1)
+            if sample:
+                index = int(torch.multinomial(probs, 1, generator=generator).item())
+            else:
+                index = int(torch.argmax(probs).item())
+        actions = self.actions
+        return Decision(
+            index,
+            actions[index],
+            {name: float(p) for name, p in zip(actions, probs.tolist(), strict=True)},
+            float(value.item()),
+        )
+
+    # ------------------------------------------------------------------------------ persistence
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "kind": DESCRIPTOR_KIND,
+            "format_version": DESCRIPTOR_FORMAT_VERSION,
+            "pool": self.pool,
+            "descriptors": [asdict(d) for d in self._descriptors],
+            "encoder": {
+                "name": self.encoder_name,
+                "dim": self.embedding_dim,
+                "max_seq_len": self.max_seq_len,
+            },
+            "horizon": self.horizon,
+            "allow_stop": self.allow_stop,
+            "hidden_size": self.hidden_size,
+            "stage_dim": self.stage_dim,
+            "cost_scale": self.cost_scale,
+        }
+
+    def save(self, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
+        """``policy.safetensors`` + ``policy.json`` (kind "descriptor"), atomically. The pool saved is
+        the one it routes now; loading may give it another."""
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        weights_tmp, meta_tmp = folder / f".{_WEIGHTS}.tmp", folder / f".{_META}.tmp"
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(weights_tmp))
+        meta_tmp.write_text(json.dumps({**self.metadata(), **(extra or {})}, indent=2) + "\n")
+        os.replace(weights_tmp, folder / _WEIGHTS)
+        os.replace(meta_tmp, folder / _META)
+        return folder
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        pool: Sequence[PoolEntry] | None = None,
+        encoder: SentenceEncoder | str | None = None,
+        horizon: int | None = None,
+        allow_stop: bool | None = None,
+    ) -> DescriptorPolicy:
+        """Load a saved policy to route over ``pool`` (default: the pool it was saved with).
+
+        Unlike ``RouterPolicy.load``, a pool that differs from the training pool is allowed — that is
+        the point; the encoder, horizon and allow_stop are still checked (they shape the weights).
+        """
+        folder = Path(directory)
+        meta = _read_meta(folder)
+        if meta.get("kind") != DESCRIPTOR_KIND:
+            raise PolicyMismatchError(
+                f"{folder / _META}: a {meta.get('kind', 'mlp')!r} policy, not a descriptor policy; "
+                "load it with RouterPolicy.load (or hierrouter_graph.dynamic_policy.load_saved_policy)"
+            )
+        if meta.get("format_version") != DESCRIPTOR_FORMAT_VERSION:
+            raise PolicyMismatchError(
+                f"{folder / _META}: format_version {meta.get('format_version')!r}, this library reads "
+                f"{DESCRIPTOR_FORMAT_VERSION}"
+            )
+        enc_meta = meta["encoder"]
+        encoder_name = encoder if isinstance(encoder, str) else encoder.name if encoder else None
+        if encoder_name is not None and encoder_name != enc_meta["name"]:
+            raise PolicyMismatchError(
+                f"{folder / _META}: policy was trained with encoder {enc_meta['name']!r}, "
+                f"not {encoder_name!r}"
+            )
+        if horizon is not None and horizon != meta["horizon"]:
+            raise PolicyMismatchError(
+                f"{folder / _META}: policy was trained for horizon L={meta['horizon']}, not {horizon}"
+            )
+        saved_stop = bool(meta.get("allow_stop", False))
+        if allow_stop is not None and bool(allow_stop) != saved_stop:
+            raise PolicyMismatchError(
+                f"{folder / _META}: policy was trained with allow_stop={saved_stop} but the config has "
+                f"allow_stop={bool(allow_stop)}; set the config's allow_stop to {saved_stop} or retrain"
+            )
+        policy = cls(
+            [ModelDescriptor(**d) for d in meta["descriptors"]],
+            encoder_name=enc_meta["name"],
+            embedding_dim=enc_meta["dim"],
+            horizon=meta["horizon"],
+            hidden_size=meta["hidden_size"],
+            stage_dim=meta["stage_dim"],
+            cost_scale=meta["cost_scale"],
+            encoder=None if encoder is None or isinstance(encoder, str) else encoder,
+            max_seq_len=enc_meta.get("max_seq_len", 512),
+            allow_stop=saved_stop,
+        )
+        policy.load_state_dict(load_file(str(folder / _WEIGHTS)))
+        policy.eval()
+        if pool is not None:
+            policy._set_pool(policy._resolve(pool))
+        return policy
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    meta_path = folder / _META
+    if not meta_path.is_file() or not (folder / _WEIGHTS).is_file():
+        raise FileNotFoundError(f"no policy at {folder}: expected {_META} and {_WEIGHTS}")
+    meta: dict[str, Any] = json.loads(meta_path.read_text())
+    return meta
+
+
+def saved_policy_kind(directory: str | os.PathLike[str]) -> str:
+    """``"descriptor"`` or ``"mlp"`` (a ``RouterPolicy``: its files carry no ``kind``)."""
+    return str(_read_meta(Path(directory)).get("kind", "mlp"))
+
+
+def load_saved_policy(
+    directory: str | os.PathLike[str],
+    config: RouterConfig,
+    encoder: SentenceEncoder | None = None,
+) -> RouterPolicy | DescriptorPolicy:
+    """A saved policy of either kind, ready for ``config``.
+
+    A ``RouterPolicy`` must match the config's pool exactly; a ``DescriptorPolicy`` is given the
+    config's pool (descriptors from its ModelSpecs), whatever pool it was trained on.
+    """
+    kind = saved_policy_kind(directory)
+    if kind == DESCRIPTOR_KIND:
+        return DescriptorPolicy.load(
+            directory,
+            pool=config.models,
+            encoder=encoder,
+            horizon=config.horizon,
+            allow_stop=config.allow_stop,
+        )
+    if kind != "mlp":
+        raise PolicyMismatchError(f"{Path(directory) / _META}: unknown policy kind {kind!r}")
+    return RouterPolicy.load(
+        directory,
+        pool=config.model_names,
+        encoder=encoder if isinstance(encoder, TextEncoder) else encoder.name if encoder else None,
+        horizon=config.horizon,
+        allow_stop=config.allow_stop,
+    )

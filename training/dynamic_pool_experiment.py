@@ -1,0 +1,446 @@
+"""Dynamic pool: train a DescriptorPolicy without one member, add the member back, compare.
+
+Why this experiment: the point of ``DescriptorPolicy`` is that a member can join the pool after
+training. Whether that *helps* is an empirical question the library cannot answer by design, so
+this script measures it on the default offline pool's recorded outcome tree:
+
+1. **before** — the descriptor policy trained (PPO, paper defaults) on the pool minus ``--hold-out``
+   (default ``cloze-mc``, the multiple-choice specialist), routed over that smaller pool;
+2. **after** — the very same weights given the full pool (``with_pool``), no retraining;
+3. **retrained** — the descriptor policy and the standard ``RouterPolicy`` (MLP) trained from
+   scratch on the full pool, the ceiling "adding without retraining" is measured against;
+4. for reference, the MLP trained on the smaller pool, and single models and the per-query oracle.
+
+Everything is replay: the recorded store is COPIED with sqlite3's backup API into a temporary
+folder (``runs/replay.sqlite`` is never written; it may be in use by a recording), and the shipped
+``training/data/offline_pool.replay.jsonl.gz`` is imported into that copy; a hop missing from both
+raises instead of generating. Training uses the train items whose whole full-pool tree is recorded
+(``ppo._recorded_only``), the same items for every variant; the test split must be fully recorded.
+Each variant is trained with each ``--seeds`` seed; test numbers are per seed, and seed-averaged per
+query with 95% paired bootstrap intervals over the test queries (``evaluate.bootstrap_interval``).
+
+    python training/dynamic_pool_experiment.py --report docs/results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+
+from hierrouter_graph.config import RouterConfig
+from hierrouter_graph.defaults import default_config
+from hierrouter_graph.dynamic_policy import KIND_PHRASES, DescriptorPolicy, ModelDescriptor, describe
+from hierrouter_graph.pool import PoolMember
+from training.datasets import Item
+from training.evaluate import (
+    Interval,
+    OutcomeTree,
+    Route,
+    ScoreMemo,
+    Scores,
+    bootstrap_interval,
+    candidate_routes,
+    oracle_routes,
+    outcome_tree,
+    route_label,
+    router_routes,
+    write_marked_section,
+)
+from training.ppo import PPOArgs, ReplayOnlyCache, TrainablePolicy, build_env, load_items, make_policy, train
+from training.shipped import DEFAULT_PER_TASK, import_shipped_replay
+
+__all__ = [
+    "CONTROL_CARD",
+    "FALLBACK_CARDS",
+    "MC_TASKS",
+    "SECTION",
+    "Outcome",
+    "copy_store",
+    "experiment_configs",
+    "main",
+    "parse_args",
+    "stage0_probabilities",
+]
+
+SECTION = "dynamic-pool"
+"""Marked section of docs/results.md this script owns (``evaluate.write_marked_section``)."""
+
+MC_TASKS = ("arc_easy", "arc_challenge", "mmlu")
+"""Multiple-choice tasks: the only ones where ``cloze-mc`` can score."""
+
+FALLBACK_CARDS = {
+    "cloze-mc": "Multiple-choice specialist: for a question with lettered options (A, B, C, D) it "
+    "scores every option by log-likelihood and answers with the best letter; it refuses anything "
+    "that is not multiple choice (math, code).",
+}
+"""Descriptions given to a held-out member whose default spec has none (the policy's only view of it)."""
+
+CONTROL_CARD = f"{KIND_PHRASES['generate']}. Small general-purpose instruction-tuned chat model."
+"""The control: the held-out member added with this generic generalist card instead of its own (same
+price and size). If routing to it does not change, the card text is not what drives it."""
+
+
+# ---------------------------------------------------------------------------------- set-up
+
+
+def copy_store(source: Path, target: Path) -> None:
+    """Copy a replay store with sqlite3's online backup API, opening the source read-only.
+
+    Why not ``cp``: the source may be written by a recording right now (WAL); the backup API gives a
+    consistent snapshot, and a read-only connection can never write to it.
+    """
+    src = sqlite3.connect(f"file:{source.resolve()}?mode=ro", uri=True)
+    dst = sqlite3.connect(str(target))
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+
+
+def experiment_configs(hold_out: str) -> tuple[RouterConfig, RouterConfig]:
+    """(full pool, pool without ``hold_out``), both from ``default_config()``.
+
+    The held-out member gets ``FALLBACK_CARDS``'s description only when its own is empty; the
+    description is not part of ``ModelSpec.fingerprint()``, so replay keys are unchanged.
+    """
+    full = default_config()
+    if hold_out not in full.model_names:
+        raise ValueError(f"--hold-out {hold_out!r} is not in the default pool {full.model_names}")
+    models = []
+    for spec in full.models:
+        if spec.name == hold_out and not spec.description.strip() and hold_out in FALLBACK_CARDS:
+            spec = spec.model_copy(update={"description": FALLBACK_CARDS[hold_out]})
+        models.append(spec)
+    full = full.model_copy(update={"models": models})
+    held = full.model_copy(update={"models": [s for s in models if s.name != hold_out]})
+    if len(held.models) < 1 or len(held.models) == len(models):
+        raise ValueError(f"holding out {hold_out!r} leaves no pool to train on")
+    return full, held
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One strategy on the test split: per-query scores and routes, seed by seed."""
+
+    name: str
+    scores: list[Scores]
+    routes: list[list[Route]]
+
+    def mean(self, column: str) -> np.ndarray:
+        """Per-query value of ``column`` averaged over seeds."""
+        return np.mean([getattr(s, column) for s in self.scores], axis=0)
+
+
+def _routes_scores(tree: OutcomeTree, items: Sequence[Item], routes: Sequence[Route]) -> Scores:
+    return Scores.of([tree[item.id][route] for item, route in zip(items, routes, strict=True)])
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def _train(
+    kind: str,
+    config: RouterConfig,
+    items: Sequence[Item],
+    pool: Mapping[str, PoolMember],
+    state_encoder: Any,
+    cache: Any,
+    seed: int,
+    run_dir: Path,
+    base: PPOArgs,
+) -> TrainablePolicy:
+    """One PPO run (resumable: a finished run dir is loaded back, not retrained)."""
+    args = PPOArgs(**{**base.as_dict(), "seed": seed, "policy_kind": kind})
+    env = build_env(config, items, {n: pool[n] for n in config.model_names}, state_encoder, cache=cache)
+    policy = make_policy(config, state_encoder, args)
+    began = time.perf_counter()
+    result = train(env, policy, args, run_dir, progress=False, metadata={"experiment": "dynamic_pool"})
+    final = result.final
+    print(
+        f"  trained {kind:10s} on {config.model_names} seed {seed}: last-iteration quality "
+        f"{final.get('mean_quality', float('nan')):.3f} ({time.perf_counter() - began:.0f} s)",
+        file=sys.stderr,
+    )
+    result.policy.eval()
+    return result.policy
+
+
+def stage0_probabilities(policy: DescriptorPolicy, items: Sequence[Item]) -> np.ndarray:
+    """[2, M]: mean stage-0 probability of each member on multiple-choice (row 0) and other prompts.
+
+    Why: a member added without retraining is only useful if the policy sends it the queries it is
+    good at; equal rows mean the card shifted a global preference, not a query-dependent one.
+    """
+    probs = np.array([[policy.decide(i.prompt, 0, 0.0).probs[m] for m in policy.pool] for i in items])
+    mc = np.array([item.task in MC_TASKS for item in items])
+    return np.stack([probs[mc].mean(axis=0), probs[~mc].mean(axis=0)])
+
+
+# ---------------------------------------------------------------------------------- report
+
+
+def _cell(interval: Interval, digits: int = 3) -> str:
+    return interval.format(digits)
+
+
+def _subset(values: np.ndarray, mask: np.ndarray) -> str:
+    return f"{float(values[mask].mean()):.3f}" if mask.any() else "n/a"
+
+
+def _report(
+    outcomes: Sequence[Outcome],
+    context_rows: Sequence[tuple[str, Scores, list[Route]]],
+    items: Sequence[Item],
+    hold_out: str,
+    comparisons: Sequence[tuple[str, str, str]],
+    seeds: Sequence[int],
+    notes: Sequence[str],
+    command: str,
+    resamples: int,
+) -> str:
+    mc = np.array([item.task in MC_TASKS for item in items])
+    header = (
+        "| strategy | task metric | mean cost | reward Q − αC | routes using "
+        f"`{hold_out}` | task metric, MC tasks | task metric, other tasks |"
+    )
+    rule = "|---|---:|---:|---:|---:|---:|---:|"
+    lines = [
+        "## Dynamic pool",
+        "",
+        f"- **Command:** `{command}`",
+        f"- **What:** `DescriptorPolicy` (hierrouter_graph/dynamic_policy.py) trained without `{hold_out}`, "
+        "then given the full pool with the same weights; compared with retraining from scratch. Test split "
+        f"of the default pool (n = {len(items)}), replayed from a copy of the recorded store.",
+        f"- **Seeds:** {', '.join(map(str, seeds))} (PPO, paper defaults). Cells: the per-query mean over "
+        f"seeds, averaged over queries, with a 95% paired bootstrap interval over queries ({resamples} "
+        "resamples, seed 0); the interval covers query sampling, not seed-to-seed variation — see the "
+        "per-seed table.",
+        *(f"- {note}" for note in notes),
+        "",
+        header,
+        rule,
+    ]
+
+    def row(name: str, reward: np.ndarray, metric: np.ndarray, cost: np.ndarray, using: float) -> str:
+        cells = [
+            name,
+            _cell(bootstrap_interval(metric, resamples=resamples)),
+            _cell(bootstrap_interval(cost, resamples=resamples), 4),
+            _cell(bootstrap_interval(reward, resamples=resamples), 4),
+            f"{using:.0%}",
+            _subset(metric, mc),
+            _subset(metric, ~mc),
+        ]
+        return "| " + " | ".join(cells) + " |"
+
+    for outcome in outcomes:
+        using = float(np.mean([[hold_out in r for r in routes] for routes in outcome.routes]))
+        lines.append(
+            row(
+                f"**{outcome.name}**",
+                outcome.mean("reward"),
+                outcome.mean("task_metric"),
+                outcome.mean("cost"),
+                using,
+            )
+        )
+    for name, scores, routes in context_rows:
+        using = float(np.mean([hold_out in r for r in routes]))
+        lines.append(row(name, scores.reward, scores.task_metric, scores.cost, using))
+
+    by_name = {o.name: o for o in outcomes}
+    lines += ["", "Paired differences (seed-averaged per query; 95% bootstrap interval over queries):", ""]
+    lines += ["| comparison | Δ reward | Δ task metric |", "|---|---:|---:|"]
+    for label, a, b in comparisons:
+        reward = by_name[a].mean("reward") - by_name[b].mean("reward")
+        metric = by_name[a].mean("task_metric") - by_name[b].mean("task_metric")
+        verdict = lambda i: _cell(i, 4) + (" ≈ 0" if i.contains(0.0) else "")  # noqa: E731
+        lines.append(
+            f"| {label} | {verdict(bootstrap_interval(reward, resamples=resamples))} | "
+            f"{verdict(bootstrap_interval(metric, resamples=resamples))} |"
+        )
+
+    lines += ["", "Per seed (mean reward on test · share of routes using the held-out member):", ""]
+    lines += ["| strategy | " + " | ".join(f"seed {s}" for s in seeds) + " |"]
+    lines += ["|---|" + "---:|" * len(seeds)]
+    for outcome in outcomes:
+        cells = [
+            f"{float(s.reward.mean()):.4f} · {np.mean([hold_out in r for r in routes]):.0%}"
+            for s, routes in zip(outcome.scores, outcome.routes, strict=True)
+        ]
+        lines.append(f"| {outcome.name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for outcome in outcomes:
+        counts: dict[str, int] = {}
+        for routes in outcome.routes:
+            for route in routes:
+                counts[route_label(route)] = counts.get(route_label(route), 0) + 1
+        total = sum(counts.values())
+        top = sorted(counts.items(), key=lambda kv: -kv[1])[:4]
+        shares = ", ".join(f"`{label}` {count / total:.0%}" for label, count in top)
+        lines.append(f"- Routes of *{outcome.name}* (all seeds): {shares}.")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Hold a member out of a DescriptorPolicy, add it back.")
+    parser.add_argument("--hold-out", default="cloze-mc", help="member trained without, then added")
+    parser.add_argument(
+        "--replay",
+        type=Path,
+        default=Path("runs/replay.sqlite"),
+        help="recorded store to COPY (never written); missing: the shipped tree only",
+    )
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/dynamic_pool"), help="PPO run dirs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--iterations", type=int, default=PPOArgs().iterations)
+    parser.add_argument("--per-task", type=int, default=DEFAULT_PER_TASK)
+    parser.add_argument("--data-seed", type=int, default=42)
+    parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--report", type=Path, default=None, help="write the section into this markdown")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    ns = parse_args(args_list)
+    command = shlex.join(["python", "training/dynamic_pool_experiment.py", *args_list])
+    torch.set_num_threads(ns.threads)
+    from hierrouter_graph.encoder import load_encoder
+    from hierrouter_graph.graph import build_pool
+    from training.datasets import build_routing_dataset
+    from training.ppo import _recorded_only
+    from training.replay import CachedEncoder, ReplayStore
+
+    full, held = experiment_configs(ns.hold_out)
+    base = PPOArgs(iterations=ns.iterations)
+    train_items, info = load_items(per_task=ns.per_task, data_seed=ns.data_seed)
+    test_items = build_routing_dataset(per_task=ns.per_task, seed=ns.data_seed).test
+    encoder = load_encoder(full.encoder, full.max_seq_len, cache_dir=full.resolved_cache_dir)
+    pool = build_pool(full)
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="dynamic-pool-") as tmp:
+        copy_path = Path(tmp) / "replay.sqlite"
+        if ns.replay.is_file():
+            copy_store(ns.replay, copy_path)
+            notes.append(f"Replay: a backup-API copy of `{ns.replay}` plus the shipped tree.")
+        else:
+            notes.append("Replay: the shipped tree (`training/data/offline_pool.replay.jsonl.gz`) only.")
+        with ReplayStore(copy_path) as store:
+            import_shipped_replay(store)
+            train_items, info = _recorded_only(full, pool, train_items, info, store)
+            per_task = ", ".join(f"{t} {n}" for t, n in info["recorded_per_task"].items())
+            notes.append(
+                f"Train: the {len(train_items)} of {info['items_requested']} train items whose full-pool "
+                f"tree is recorded ({per_task}); the same items for every variant."
+            )
+            cache = ReplayOnlyCache(store)
+            state_encoder = CachedEncoder(encoder, store)
+            memo = ScoreMemo()
+            tree = outcome_tree(full, pool, test_items, store, memo=memo)
+            notes.append(
+                "Cards: "
+                + "; ".join(f"`{spec.name}`: “{describe(spec).card}”" for spec in full.models)
+                + " (plus ln price and ln size; see docs/architecture.md)."
+            )
+
+            variants = [
+                ("descriptor", held, f"descriptor, trained without {ns.hold_out} — before adding"),
+                ("descriptor", full, "descriptor, retrained on the full pool"),
+                ("mlp", full, "MLP RouterPolicy, retrained on the full pool"),
+                ("mlp", held, f"MLP RouterPolicy, trained without {ns.hold_out}"),
+            ]
+            after_name = f"descriptor, same weights, {ns.hold_out} added (no retraining)"
+            scores: dict[str, list[Scores]] = {name: [] for _, _, name in variants}
+            routes: dict[str, list[list[Route]]] = {name: [] for _, _, name in variants}
+            control_name = f"control: same weights, {ns.hold_out} added with a generic card"
+            control_pool: list[ModelDescriptor] = [
+                dataclasses.replace(describe(spec), card=CONTROL_CARD)
+                if spec.name == ns.hold_out
+                else describe(spec)
+                for spec in full.models
+            ]
+            for extra in (after_name, control_name):
+                scores[extra], routes[extra] = [], []
+            probability: list[np.ndarray] = []
+            probability_control: list[np.ndarray] = []
+            for seed in ns.seeds:
+                for kind, config, name in variants:
+                    tag = "held" if config is held else "full"
+                    # keyed by the number of train items: a store recorded further trains anew
+                    run_dir = ns.run_dir / f"n{len(train_items)}" / f"seed{seed}" / f"{kind}-{tag}"
+                    policy = _train(
+                        kind, config, train_items, pool, state_encoder, cache, seed, run_dir, base
+                    )
+                    policy_routes = router_routes(policy, config, tree, test_items)
+                    scores[name].append(_routes_scores(tree, test_items, policy_routes))
+                    routes[name].append(policy_routes)
+                    if kind == "descriptor" and config is held:
+                        assert isinstance(policy, DescriptorPolicy)
+                        added = policy.with_pool(full.models)  # the point: no retraining
+                        added_routes = router_routes(added, full, tree, test_items)
+                        scores[after_name].append(_routes_scores(tree, test_items, added_routes))
+                        routes[after_name].append(added_routes)
+                        probability.append(stage0_probabilities(added, test_items))
+                        control = policy.with_pool(control_pool)
+                        control_routes = router_routes(control, full, tree, test_items)
+                        probability_control.append(stage0_probabilities(control, test_items))
+                        scores[control_name].append(_routes_scores(tree, test_items, control_routes))
+                        routes[control_name].append(control_routes)
+
+    order = [variants[0][2], after_name, control_name, variants[1][2], variants[2][2], variants[3][2]]
+    outcomes = [Outcome(name, scores[name], routes[name]) for name in order]
+    for label, probs in (("its own card", probability), ("the generic control card", probability_control)):
+        mean = np.mean(probs, axis=0)
+        cells = ", ".join(
+            f"`{name}` {mean[0, i]:.3f} / {mean[1, i]:.3f}" for i, name in enumerate(full.model_names)
+        )
+        notes.append(
+            f"After adding with {label}, mean stage-0 probability on multiple-choice / other test prompts "
+            f"(mean over seeds): {cells}."
+        )
+    context_rows: list[tuple[str, Scores, list[Route]]] = []
+    for name in full.model_names:
+        single: list[Route] = [(name,)] * len(test_items)
+        context_rows.append((f"{name} (1 call)", _routes_scores(tree, test_items, single), single))
+    oracle = oracle_routes(tree, test_items, candidate_routes(full))
+    context_rows.append(("oracle (per query, full pool)", _routes_scores(tree, test_items, oracle), oracle))
+    comparisons = [
+        ("after adding − before adding", after_name, order[0]),
+        ("after adding − control (generic card)", after_name, control_name),
+        ("after adding − descriptor retrained on full pool", after_name, order[3]),
+        ("after adding − MLP retrained on full pool", after_name, order[4]),
+        ("descriptor retrained − MLP retrained (full pool)", order[3], order[4]),
+    ]
+    text = _report(
+        outcomes, context_rows, test_items, ns.hold_out, comparisons, ns.seeds, notes, command, ns.resamples
+    )
+    print(text)
+    if ns.report is not None:
+        write_marked_section(ns.report, SECTION, text)
+        print(f"section '{SECTION}' written to {ns.report}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,846 @@
+"""LoRA specialists of the pool's generalist, trained on the specialization half only.
+
+Why: HierRouter only helps when the pool holds models that are better than the generalist at
+*something*. The cheapest way to get one offline is a LoRA adapter on the generalist's own weights
+(a few MB, one shared base in memory). The adapter must be trained in exactly the format the pool
+will use it in, on data the router never sees:
+
+- **Data**: only ``training.datasets.load_specialization_items`` (the hash-assigned half that the
+  routing dataset never draws from). ``code`` = MBPP + HumanEval, ``math`` = GSM8K + MATH.
+- **Prompt**: the stage-0 hop exactly as the pool renders it — ``hop.build_hop_messages`` of the
+  pool member (its system prompt, the stage-0 instruction of ``RouterConfig.stage_prompts`` + two
+  newlines + the query), rendered by the member's own ``TokenizerCounter`` (the tokenizer's chat
+  template with the generation prompt) and tokenized with the tokenizer's defaults, as the
+  pipeline and ``BatchGenerator`` do. The adapter therefore answers the stage-0 hop; in stage 1 it
+  sees a longer context it was not trained on.
+- **Target**: a direct answer in the format the task metric reads (``training.metrics``), followed
+  by the chat template's turn terminator so the specialist learns to STOP (replies are priced per
+  token). Code: one ```python fence holding the reference solution normalised by ``ast.unparse``
+  with docstrings removed (HumanEval: prompt + canonical body, i.e. the complete function). Math:
+  the worked solution ending in ``\\boxed{answer}`` (GSM8K: calculator annotations ``<<…>>``
+  removed, ``#### N`` → ``The final answer is \\boxed{N}.``). Examples whose target exceeds the
+  pool's ``max_new_tokens`` (128) are dropped: at inference such a reply would be cut off.
+- **Loss**: cross-entropy on the answer tokens only (prompt labels are -100; the LM head runs on
+  answer positions only, see ``answer_loss``).
+- **Batches**: length-bucketed (sorted by length, cut at ``batch_tokens`` = rows × longest row,
+  batch order shuffled per epoch with ``Random(f"{seed}:epoch:{e}")``): padding otherwise wastes
+  most of the compute on a CPU.
+- **Precision**: fp32 master weights; bf16 autocast when the hardware has native bf16
+  (``--precision auto``), fp32 otherwise (bf16 emulated on a CPU without avx512_bf16 is slower).
+- **Resumable**: ``checkpoint.pt`` (adapter, AdamW and scheduler state, step, every RNG, the loss
+  history) is written into a temporary folder and moved in place with ``os.replace`` every
+  ``checkpoint_every`` steps, so a ``kill -9`` loses at most those steps and a rerun with the same
+  arguments finishes with bit-identical weights.
+- **Output**: ``OUT/adapter_config.json`` + ``OUT/adapter_model.safetensors`` (bf16, a few MB;
+  ``PeftModel.from_pretrained(base, OUT)`` and ``ModelSpec(adapter=OUT)`` read it) and
+  ``OUT/card.json`` (method, data counts, steps, time, seed, tokens/s).
+
+    python training/specialize.py --domain code --out runs/specialists/code --steps 60
+    python training/specialist_eval.py --adapter runs/specialists/code     # pass@1 vs generalist
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import json
+import math
+import os
+import random
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hierrouter_graph.config import ModelSpec, RouterConfig
+from hierrouter_graph.defaults import default_config
+from hierrouter_graph.hop import build_hop_messages
+from hierrouter_graph.models import build_pool_member, load_causal_lm, resolve_model_folder
+from hierrouter_graph.pool import PoolMember, TokenizerCounter, messages_to_chat_dicts
+from training.datasets import SPECIALIZATION, Item, load_specialization_items
+
+__all__ = [
+    "CARD_NAME",
+    "CHECKPOINT_NAME",
+    "DOMAINS",
+    "GENERALIST",
+    "Example",
+    "PromptFormat",
+    "SpecializeArgs",
+    "SpecializeResult",
+    "answer_loss",
+    "bf16_supported",
+    "build_examples",
+    "code_target",
+    "collate",
+    "domain_items",
+    "encode_example",
+    "length_bucketed_batches",
+    "main",
+    "math_target",
+    "resolve_precision",
+    "target_for",
+    "train_schedule",
+    "train_specialist",
+]
+
+DOMAINS: dict[str, tuple[str, ...]] = {"code": ("mbpp", "humaneval"), "math": ("gsm8k", "math")}
+GENERALIST = "smollm2-135m"
+"""The pool member (of ``default_config()``) whose weights the specialists adapt."""
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CARD_NAME = "card.json"
+LOG_NAME = "train_log.csv"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+_TMP_PREFIXES = (".ckpt-", ".final-")
+# Hyperparameters that may differ between a checkpoint and the run resuming it (no effect on weights).
+RESUMABLE_CHANGES = frozenset({"checkpoint_every"})
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            continue
+        body = node.body
+        first = body[0] if body else None
+        is_docstring = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+        if is_docstring and isinstance(first.value.value, str):  # type: ignore[union-attr]
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def _compact_python(source: str) -> str:
+    """Reference code in one consistent style, without docstrings.
+
+    Why: MBPP references mix CRLF, tabs and odd spacing, and HumanEval's docstrings would double
+    the reply length (the prompt already shows them); both cost tokens under a 128-token budget.
+    Code that does not parse is kept as written.
+    """
+    text = source.replace("\r\n", "\n").replace("\r", "\n")
+    try:
+        return ast.unparse(_strip_docstrings(ast.parse(text)))
+    except (SyntaxError, ValueError):
+        return text.strip()
+
+
+def code_target(item: Item) -> str:
+    """The reply a code specialist should give: one fenced python block, nothing else."""
+    if item.task == "humaneval":
+        source = str(item.meta["code_prompt"]) + item.references[0]
+    else:
+        source = item.references[0]
+    return f"```python\n{_compact_python(source)}\n```"
+
+
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
+
+
+def math_target(item: Item) -> str:
+    """A worked solution ending in ``\\boxed{answer}`` (what ``math_boxed``/``gsm8k_number`` read)."""
+    solution = str(item.meta["solution"]).strip()
+    if item.task == "gsm8k":
+        steps = _CALCULATOR.sub("", solution.rpartition("####")[0]).strip()
+        return f"{steps}\nThe final answer is \\boxed{{{item.references[0]}}}."
+    return solution
+
+
+def target_for(item: Item) -> str:
+    if item.task in DOMAINS["code"]:
+        return code_target(item)
+    if item.task in DOMAINS["math"]:
+        return math_target(item)
+    raise ValueError(f"{item.id}: no specialist target for task {item.task!r}")
+
+
+def domain_items(domain: str) -> list[Item]:
+    """Every specialization-half item of the domain's tasks (never a routing item)."""
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; known: {sorted(DOMAINS)}")
+    items = [it for task in DOMAINS[domain] for it in load_specialization_items(task)]
+    leaked = [it.id for it in items if it.half != SPECIALIZATION]
+    if leaked:  # defence in depth: load_specialization_items already filters on the half
+        raise AssertionError(f"routing items in the specialization data: {leaked[:5]}")
+    return items
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """The stage-0 hop prompt of one pool member, rendered exactly as ``hop.run_hop`` renders it."""
+
+    member: PoolMember
+    instruction: str
+
+    @classmethod
+    def for_pool(cls, member: PoolMember, config: RouterConfig, stage: int = 0) -> PromptFormat:
+        return cls(member=member, instruction=config.stage_prompt(stage))
+
+    def chat(self, query: str) -> list[dict[str, str]]:
+        """The hop's messages as role/content dicts (what the chat template receives)."""
+        return messages_to_chat_dicts(build_hop_messages(self.member, self.instruction, query))
+
+    def render(self, query: str) -> str:
+        counter = self.member.counter
+        if not isinstance(counter, TokenizerCounter):
+            raise TypeError(f"{self.member.name}: a specialist needs a member with a tokenizer counter")
+        return counter.render_prompt(build_hop_messages(self.member, self.instruction, query))
+
+
+@dataclass(frozen=True)
+class Example:
+    """One tokenized training example: the prompt's tokens, then the answer's."""
+
+    id: str
+    task: str
+    input_ids: tuple[int, ...]
+    n_prompt: int
+
+    @property
+    def labels(self) -> list[int]:
+        """-100 on the prompt (no loss there), the token itself on the answer."""
+        return [-100] * self.n_prompt + list(self.input_ids[self.n_prompt :])
+
+    @property
+    def n_answer(self) -> int:
+        return len(self.input_ids) - self.n_prompt
+
+
+def _completion_text(tokenizer: Any, chat: list[dict[str, str]], prompt: str, answer: str) -> str:
+    """``answer`` plus the template's turn terminator (``<|im_end|>`` for ChatML).
+
+    Taken from the template itself (the full conversation minus the rendered prompt) so any chat
+    format works; trailing whitespace after the terminator is not trained on.
+    """
+    full = str(
+        tokenizer.apply_chat_template(
+            [*chat, {"role": "assistant", "content": answer}], tokenize=False, add_generation_prompt=False
+        )
+    )
+    if full.startswith(prompt) and answer in full[len(prompt) :]:
+        return full[len(prompt) :].rstrip()
+    return answer + str(tokenizer.eos_token or "")
+
+
+def encode_example(
+    tokenizer: Any, fmt: PromptFormat, item_id: str, task: str, query: str, answer: str
+) -> Example:
+    """Prompt and answer tokenized SEPARATELY: the prompt exactly as the model sees it at inference."""
+    prompt = fmt.render(query)
+    completion = _completion_text(tokenizer, fmt.chat(query), prompt, answer)
+    prompt_ids = [int(i) for i in tokenizer(prompt)["input_ids"]]
+    answer_ids = [int(i) for i in tokenizer(completion, add_special_tokens=False)["input_ids"]]
+    if not answer_ids:
+        raise ValueError(f"{item_id}: empty answer")
+    return Example(item_id, task, tuple(prompt_ids + answer_ids), len(prompt_ids))
+
+
+def build_examples(
+    tokenizer: Any,
+    fmt: PromptFormat,
+    items: Sequence[Item],
+    max_answer_tokens: int,
+    target: Callable[[Item], str] = target_for,
+) -> tuple[list[Example], dict[str, dict[str, int]]]:
+    """Examples in item order, and per task counts: available, used, dropped (answer too long)."""
+    examples: list[Example] = []
+    counts: dict[str, dict[str, int]] = {}
+    for item in items:
+        row = counts.setdefault(item.task, {"available": 0, "used": 0, "dropped_too_long": 0})
+        row["available"] += 1
+        example = encode_example(tokenizer, fmt, item.id, item.task, item.prompt, target(item))
+        if example.n_answer > max_answer_tokens:
+            row["dropped_too_long"] += 1
+            continue
+        row["used"] += 1
+        examples.append(example)
+    return examples, counts
+
+
+# ---------------------------------------------------------------------------------------- batches
+
+
+def length_bucketed_batches(lengths: Sequence[int], batch_tokens: int, rng: random.Random) -> list[list[int]]:
+    """Indices grouped so each batch holds similar lengths and ``rows × longest ≤ batch_tokens``.
+
+    Ties are broken at random (shuffle, then a stable sort), and the batch order is shuffled, so
+    epochs differ while padding stays minimal. A single example longer than the budget gets a
+    batch of its own. The number of batches depends only on the lengths, not on ``rng``.
+    """
+    if batch_tokens < 1:
+        raise ValueError(f"batch_tokens must be >= 1, got {batch_tokens}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    order.sort(key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for index in order:
+        grown = max(longest, lengths[index])
+        if current and grown * (len(current) + 1) > batch_tokens:
+            batches.append(current)
+            current, grown = [], lengths[index]
+        current.append(index)
+        longest = grown
+    if current:
+        batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
+def _epoch_batches(lengths: Sequence[int], batch_tokens: int, seed: int, epoch: int) -> list[list[int]]:
+    return length_bucketed_batches(lengths, batch_tokens, random.Random(f"{seed}:epoch:{epoch}"))
+
+
+def train_schedule(lengths: Sequence[int], batch_tokens: int, seed: int, steps: int) -> list[list[int]]:
+    """The first ``steps`` batches of the epoch sequence: a pure function of its arguments, so a
+    resumed run sees exactly the batches the killed run would have seen."""
+    out: list[list[int]] = []
+    epoch = 0
+    while len(out) < steps:
+        out.extend(_epoch_batches(lengths, batch_tokens, seed, epoch))
+        epoch += 1
+    return out[:steps]
+
+
+def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded tensors; padding is masked out of attention and labels.
+
+    The pad id may equal the turn terminator (SmolLM2: ``<|im_end|>``), so labels are built from
+    the example lengths, never by comparing ids with ``pad_id``.
+    """
+    width = max(len(ex.input_ids) for ex in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, ex in enumerate(examples):
+        n = len(ex.input_ids)
+        ids[row, :n] = torch.tensor(ex.input_ids)
+        labels[row, :n] = torch.tensor(ex.labels)
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def answer_loss(model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over the answer tokens, projecting only answer positions onto the vocabulary.
+
+    Why: about 70% of the tokens are prompt; running the LM head (49k outputs for SmolLM2) on them
+    costs ~15% of the compute and most of the activation memory for labels that are -100 anyway.
+    Same value as the model's own ``loss`` (shifted labels, mean over labelled tokens, fp32). Falls
+    back to that ``loss`` for models that do more than ``lm_head(hidden)`` (Gemma's soft-capping)
+    or do not expose ``.model`` / ``.lm_head``.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body, head = getattr(base, "model", None), getattr(base, "lm_head", None)
+    if body is None or head is None or getattr(base.config, "final_logit_softcapping", None) is not None:
+        return model(**batch).loss
+    hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    keep = targets != -100
+    logits = head(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+
+
+# --------------------------------------------------------------------------------------- precision
+
+
+def bf16_supported(device: str = "cpu") -> bool:
+    """Native bf16 matmuls: avx512_bf16 or AMX on a CPU, compute capability on CUDA.
+
+    Without them bf16 autocast still runs on a CPU, but emulated, and is slower than fp32.
+    """
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_precision(precision: str, device: str = "cpu") -> str:
+    """'auto' → 'bf16' when ``bf16_supported(device)``, else 'fp32'."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
+    if precision != "auto":
+        return precision
+    return "bf16" if bf16_supported(device) else "fp32"
+
+
+# ----------------------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class SpecializeArgs:
+    """Everything that determines the trained weights (plus ``checkpoint_every``)."""
+
+    domain: str = "code"
+    steps: int | None = None
+    epochs: float = 1.0
+    lr: float = 2e-4
+    rank: int = 16
+    alpha: int | None = None  # None: 2 × rank
+    dropout: float = 0.05
+    target_modules: str | tuple[str, ...] = "all-linear"
+    batch_tokens: int = 4096
+    max_answer_tokens: int = 128
+    warmup_fraction: float = 0.05
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    precision: str = "auto"
+    checkpoint_every: int = 10
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if isinstance(data["target_modules"], tuple):
+            data["target_modules"] = list(data["target_modules"])
+        return data
+
+    @property
+    def lora_alpha(self) -> int:
+        return self.alpha if self.alpha is not None else 2 * self.rank
+
+
+@dataclass
+class SpecializeResult:
+    """What a (possibly interrupted) run produced."""
+
+    out: Path
+    finished: bool
+    steps_done: int
+    total_steps: int
+    resumed_from: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    card: dict[str, Any] = field(default_factory=dict)
+    model: Any = None
+
+
+def _lr_lambda(total: int, warmup_fraction: float) -> Callable[[int], float]:
+    warmup = max(1, round(total * warmup_fraction)) if warmup_fraction > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def _rng_states() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def _restore_rng_states(states: Mapping[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+
+
+def _trainable_state(model: Any) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _clean_temporaries(out: Path) -> None:
+    """Temporary folders of a run killed mid-write: never read, safe to delete."""
+    for path in out.iterdir():
+        if path.is_dir() and path.name.startswith(_TMP_PREFIXES):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _save_checkpoint(out: Path, state: Mapping[str, Any]) -> None:
+    """``torch.save`` into a fresh temporary folder, then ``os.replace`` onto ``checkpoint.pt``.
+
+    A kill at any moment leaves either the previous checkpoint or the new one, never half a file.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIXES[0], dir=out))
+    try:
+        torch.save(dict(state), tmp / CHECKPOINT_NAME)
+        os.replace(tmp / CHECKPOINT_NAME, out / CHECKPOINT_NAME)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_checkpoint(path: Path, args: SpecializeArgs, total_steps: int) -> dict[str, Any]:
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    saved, current = dict(state["args"]), args.as_dict()
+    changed = sorted(
+        k for k in set(saved) | set(current) if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)
+    )
+    if changed or int(state["total_steps"]) != total_steps:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"{path} was written by a run with other settings ({details or 'total steps differ'}); "
+            "resuming would not reproduce it — use another --out or pass --no-resume to start over"
+        )
+    return state
+
+
+def _write_log(out: Path, history: Sequence[Mapping[str, float]]) -> None:
+    tmp = out / f".{LOG_NAME}.{os.getpid()}.tmp"
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["step", "loss", "lr", "tokens", "answer_tokens", "seconds"])
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, out / LOG_NAME)
+
+
+def _save_final(model: Any, out: Path, card: Mapping[str, Any], base_source: str) -> None:
+    """Adapter in bf16 safetensors + card, each file moved into ``out`` with ``os.replace``.
+
+    The card goes last: its presence means the adapter beside it is complete.
+    """
+    from safetensors.torch import load_file, save_file
+
+    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIXES[1], dir=out))
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        weights = tmp / "adapter_model.safetensors"
+        tensors = load_file(str(weights))
+        bf16 = {k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()}
+        save_file(bf16, str(weights), {"format": "pt"})
+        # The member's source, not this machine's cache path: adapters.py checks it against the spec.
+        config_file = tmp / "adapter_config.json"
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        config["base_model_name_or_path"] = base_source
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (tmp / CARD_NAME).write_text(json.dumps(card, indent=2, default=str) + "\n", encoding="utf-8")
+        for name in (*ADAPTER_FILES, CARD_NAME):
+            (tmp / name).chmod(0o644)
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _trainable_model(spec: ModelSpec, cache_dir: Path, args: SpecializeArgs) -> tuple[Any, Any]:
+    """A private fp32 copy of the member's base weights, wrapped with fresh LoRA layers.
+
+    The weights come from the folder ``models.resolve_model_folder`` resolves for the member (the
+    one ``load_causal_lm`` loads) and the tokenizer is the pool's own. The model is NOT the pool's
+    shared instance: ``adapters.py`` injects the pool's adapters into that one, and training must
+    neither see them nor change what other members generate with.
+    """
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_causal_lm(spec, cache_dir).tokenizer
+    folder = resolve_model_folder(spec.source, cache_dir)
+    base = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    base.config.use_cache = False
+    modules = args.target_modules
+    lora = LoraConfig(
+        r=args.rank,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.dropout,
+        target_modules=modules if isinstance(modules, str) else list(modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    torch.manual_seed(args.seed)  # the LoRA init depends on the seed only, not on what loading consumed
+    model = get_peft_model(base, lora)
+    return model, tokenizer
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train_specialist(
+    spec: ModelSpec,
+    config: RouterConfig,
+    items: Sequence[Item],
+    out: str | os.PathLike[str],
+    args: SpecializeArgs,
+    *,
+    cache_dir: Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+    command: str | None = None,
+) -> SpecializeResult:
+    """LoRA-tune ``spec``'s weights on ``items`` in the stage-0 hop format of ``config``.
+
+    ``stop_after`` ends the run after that many steps WITHOUT a final save (what a kill leaves;
+    tests use it). A checkpoint in ``out`` written with the same arguments is continued.
+    """
+    if spec.kind != "generate":
+        raise ValueError(f"{spec.name}: only a generating member can be specialised, not kind={spec.kind!r}")
+    started_wall = time.perf_counter()
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    _clean_temporaries(folder)
+    cache = cache_dir if cache_dir is not None else config.resolved_cache_dir
+    precision = resolve_precision(args.precision)
+
+    _seed_everything(args.seed)
+    member = build_pool_member(spec, cache)
+    fmt = PromptFormat.for_pool(member, config, stage=0)
+    model, tokenizer = _trainable_model(spec, cache, args)
+    examples, counts = build_examples(tokenizer, fmt, items, args.max_answer_tokens)
+    if not examples:
+        raise ValueError("no training examples left (every answer longer than max_answer_tokens?)")
+    lengths = [len(ex.input_ids) for ex in examples]
+    per_epoch = len(_epoch_batches(lengths, args.batch_tokens, args.seed, 0))
+    total = args.steps if args.steps is not None else max(1, math.ceil(args.epochs * per_epoch))
+    schedule = train_schedule(lengths, args.batch_tokens, args.seed, total)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, args.warmup_fraction))
+
+    history: list[dict[str, float]] = []
+    start, elapsed, resumes = 0, 0.0, []
+    checkpoint = folder / CHECKPOINT_NAME
+    if resume and checkpoint.is_file():
+        state = _load_checkpoint(checkpoint, args, total)
+        model.load_state_dict(state["adapter"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _restore_rng_states(state["rng"])
+        start, elapsed = int(state["step"]), float(state["elapsed_s"])
+        history, resumes = list(state["history"]), [*state.get("resumes", []), int(state["step"])]
+
+    pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+    device = next(model.parameters()).device
+    model.train()
+    bar = tqdm(total=total, initial=start, unit="step", desc=f"lora-{args.domain}", disable=not progress)
+    step = start
+    try:
+        for step in range(start, total):
+            if stop_after is not None and step >= stop_after:
+                break
+            began = time.perf_counter()
+            batch = collate([examples[i] for i in schedule[step]], pad_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = answer_loss(model, batch)
+            loss.backward()
+            if args.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+            lr = float(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            seconds = time.perf_counter() - began
+            elapsed += seconds
+            row = {
+                "step": step + 1,
+                "loss": float(loss.detach()),
+                "lr": lr,
+                "tokens": int(batch["attention_mask"].sum()),
+                "answer_tokens": int((batch["labels"] != -100).sum()),
+                "seconds": seconds,
+            }
+            history.append(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens'] / seconds:.0f}", refresh=False)
+            done = step + 1
+            if done % args.checkpoint_every == 0 or done == total:
+                _save_checkpoint(
+                    folder,
+                    {
+                        "format": 1,
+                        "step": done,
+                        "total_steps": total,
+                        "adapter": _trainable_state(model),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rng": _rng_states(),
+                        "args": args.as_dict(),
+                        "history": history,
+                        "elapsed_s": elapsed,
+                        "resumes": resumes,
+                    },
+                )
+                _write_log(folder, history)
+        else:
+            step = total
+    finally:
+        bar.close()
+
+    finished = step >= total and len(history) == total
+    result = SpecializeResult(folder, finished, len(history), total, start, history, model=model)
+    if not finished:
+        return result
+    model.eval()
+    result.card = _card(
+        spec, config, args, precision, counts, examples, per_epoch, total, history, elapsed, resumes, command
+    )
+    result.card["wall_s_this_process"] = round(time.perf_counter() - started_wall, 1)
+    _save_final(model, folder, result.card, spec.source)
+    return result
+
+
+def _card(
+    spec: ModelSpec,
+    config: RouterConfig,
+    args: SpecializeArgs,
+    precision: str,
+    counts: Mapping[str, Mapping[str, int]],
+    examples: Sequence[Example],
+    per_epoch: int,
+    total: int,
+    history: Sequence[Mapping[str, float]],
+    elapsed: float,
+    resumes: Sequence[int],
+    command: str | None,
+) -> dict[str, Any]:
+    import peft
+
+    tokens = int(sum(r["tokens"] for r in history))
+    answer_tokens = int(sum(r["answer_tokens"] for r in history))
+    window = max(1, min(10, len(history) // 4))
+    spec_dump = spec.model_dump(mode="json", exclude_none=True)
+    spec_dump.update(name=f"{spec.name}-{args.domain}", adapter="<this folder>")
+    return {
+        "format": "hierrouter-specialist/1",
+        "name": f"{spec.name}-{args.domain}",
+        "domain": args.domain,
+        "base": {"member": spec.name, "source": spec.source},
+        "method": {
+            "type": "LoRA",
+            "library": f"peft {peft.__version__}, torch {torch.__version__}",
+            "rank": args.rank,
+            "alpha": args.lora_alpha,
+            "dropout": args.dropout,
+            "target_modules": args.as_dict()["target_modules"],
+            "optimizer": f"AdamW lr={args.lr} weight_decay={args.weight_decay} "
+            f"grad_clip={args.max_grad_norm}",
+            "schedule": f"linear warm-up over {args.warmup_fraction:.0%} of the steps, "
+            "then linear decay to 0",
+            "loss": "cross-entropy on answer tokens only (prompt labels -100)",
+            "batches": f"length-bucketed, rows x longest <= {args.batch_tokens} tokens",
+            "precision": f"fp32 weights, {'bf16 autocast' if precision == 'bf16' else 'fp32 compute'}",
+            "saved_dtype": "bfloat16",
+        },
+        "prompt_format": {
+            "stage": 0,
+            "instruction": config.stage_prompt(0),
+            "system_prompt": spec.system_prompt,
+            "rendering": "hop.build_hop_messages + the tokenizer's chat template (generation prompt on)",
+            "target": "direct answer + turn terminator; code: one ```python block (ast-normalised, "
+            "no docstrings); math: worked solution ending in \\boxed{answer}",
+        },
+        "data": {
+            "half": SPECIALIZATION,
+            "tasks": {k: dict(v) for k, v in counts.items()},
+            "examples": len(examples),
+            "max_answer_tokens": args.max_answer_tokens,
+            "example_tokens": int(sum(len(e.input_ids) for e in examples)),
+            "example_answer_tokens": int(sum(e.n_answer for e in examples)),
+        },
+        "training": {
+            "steps": total,
+            "batches_per_epoch": per_epoch,
+            "epochs": round(total / per_epoch, 3),
+            "tokens": tokens,
+            "answer_tokens": answer_tokens,
+            "seconds": round(elapsed, 1),
+            "tokens_per_s": round(tokens / elapsed, 1) if elapsed > 0 else None,
+            "first_loss": round(float(np.mean([r["loss"] for r in history[:window]])), 4),
+            "final_loss": round(float(np.mean([r["loss"] for r in history[-window:]])), 4),
+            "resumed_at_steps": list(resumes),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "seed": args.seed,
+        "args": args.as_dict(),
+        "use_in_pool": spec_dump,
+        "command": command,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    defaults = SpecializeArgs()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--domain", choices=sorted(DOMAINS), required=True)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="adapter folder (default runs/specialists/DOMAIN)"
+    )
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
+    parser.add_argument("--epochs", type=float, default=defaults.epochs)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--rank", type=int, default=defaults.rank)
+    parser.add_argument("--alpha", type=int, default=None, help="LoRA alpha (default 2 x rank)")
+    parser.add_argument("--dropout", type=float, default=defaults.dropout)
+    parser.add_argument("--batch-tokens", type=int, default=defaults.batch_tokens)
+    parser.add_argument("--max-answer-tokens", type=int, default=defaults.max_answer_tokens)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=defaults.precision)
+    parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
+    parser.add_argument("--base", default=GENERALIST, help="pool member whose weights are adapted")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def args_from(ns: argparse.Namespace) -> SpecializeArgs:
+    return SpecializeArgs(
+        domain=ns.domain,
+        steps=ns.steps,
+        epochs=ns.epochs,
+        lr=ns.lr,
+        rank=ns.rank,
+        alpha=ns.alpha,
+        dropout=ns.dropout,
+        batch_tokens=ns.batch_tokens,
+        max_answer_tokens=ns.max_answer_tokens,
+        seed=ns.seed,
+        precision=ns.precision,
+        checkpoint_every=ns.checkpoint_every,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = parse_args(argv)
+    if ns.threads:
+        torch.set_num_threads(ns.threads)
+    config = RouterConfig.from_file(ns.config) if ns.config else default_config()
+    spec = config.spec(ns.base)
+    args = args_from(ns)
+    out = ns.out or Path("runs/specialists") / ns.domain
+    command = "python training/specialize.py " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    result = train_specialist(
+        spec,
+        config,
+        domain_items(ns.domain),
+        out,
+        args,
+        resume=ns.resume,
+        progress=not ns.no_progress,
+        command=command,
+    )
+    training = result.card["training"]
+    print(
+        f"{result.card['name']}: {training['steps']} steps ({training['epochs']} epochs), "
+        f"{training['tokens']} tokens in {training['seconds']} s = {training['tokens_per_s']} tok/s, "
+        f"loss {training['first_loss']} -> {training['final_loss']}; adapter + card in {result.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
