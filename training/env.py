@@ -77,6 +77,9 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
         self.encoder = encoder
         self.reward_metric = cast(Literal["task", "f1"], reward_metric)
         self.cache = cache
+        # Q of a final context never changes, and replayed episodes revisit the same few leaves of
+        # each item's tree: scoring once (MBPP runs a sandboxed subprocess) keeps replay fast.
+        self._quality_memo: dict[tuple[str, str], dict[str, float]] = {}
         self.cost_scale = cost_scale
         self.horizon = config.horizon
         self.stop_action: int | None = len(self.members) if config.allow_stop else None
@@ -175,7 +178,11 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
         terminated = self._episode_over
         reward = 0.0
         if terminated:
-            quality = episode_quality(self._item, self._item.prompt, self._context, self.reward_metric)
+            key = (self._item.id, self._context)
+            quality = self._quality_memo.get(key)
+            if quality is None:
+                quality = episode_quality(self._item, self._item.prompt, self._context, self.reward_metric)
+                self._quality_memo[key] = quality
             reward = terminal_reward(quality["quality"], self._cost, self.config.alpha)
             info.update(
                 quality=quality["quality"],
