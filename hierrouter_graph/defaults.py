@@ -2,7 +2,7 @@
 
 ``default_config()`` is what ``HierRouterGraph()``, ``make demo``, ``python -m hierrouter_graph``
 and the Studio graph use when given nothing else. ``default_policy`` loads the trained policy
-shipped in ``hierrouter_graph/defaults/`` when it was trained for the config's pool, encoder and
+shipped in ``hierrouter_graph/default_policy/`` when it was trained for the config's pool, encoder and
 horizon, and otherwise builds an untrained (near-uniform, deterministic) policy.
 """
 
@@ -19,7 +19,7 @@ from .policy import RouterPolicy
 
 __all__ = ["DEFAULT_POLICY_DIR", "default_config", "default_policy", "untrained_policy"]
 
-DEFAULT_POLICY_DIR = Path(__file__).parent / "defaults"
+DEFAULT_POLICY_DIR = Path(__file__).parent / "default_policy"
 
 
 def default_config(**overrides: object) -> RouterConfig:

@@ -122,8 +122,9 @@ def test_identical_descriptor_gets_identical_logit(encoder: TextEncoder) -> None
             parameter.normal_(0, 0.5)
     embeddings = encoder.encode(["What is 3 plus 20?", "Plan: then add"])
     logits, _ = policy(embeddings, torch.tensor([0, 1]), torch.tensor([0.0, 0.05]))
-    assert torch.equal(logits[:, 1], logits[:, 2])
-    assert not torch.allclose(logits[:, 0], logits[:, 1])
+    # the same function of the same inputs; only BLAS's row blocking may differ in the last bit
+    torch.testing.assert_close(logits[:, 1], logits[:, 2], rtol=0.0, atol=1e-5)
+    assert (logits[:, 0] - logits[:, 1]).abs().min() > 1e-2  # a different card: a clearly different logit
     # the scorer is per member: reordering the pool reorders the logits, nothing else
     reordered = policy.with_pool(["solver-copy", "planner", "solver"])
     again, _ = reordered(embeddings, torch.tensor([0, 1]), torch.tensor([0.0, 0.05]))

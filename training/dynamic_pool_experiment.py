@@ -66,6 +66,7 @@ from training.shipped import DEFAULT_PER_TASK, import_shipped_replay
 
 __all__ = [
     "CONTROL_CARD",
+    "DEFAULT_HOLD_OUT",
     "FALLBACK_CARDS",
     "MC_TASKS",
     "SECTION",
@@ -78,7 +79,10 @@ __all__ = [
 ]
 
 SECTION = "dynamic-pool"
-"""Marked section of docs/results.md this script owns (``evaluate.write_marked_section``)."""
+"""Marked section of docs/results.md this script owns (``evaluate.write_marked_section``); another
+``--hold-out`` writes ``dynamic-pool-<member>`` so the runs do not overwrite each other."""
+
+DEFAULT_HOLD_OUT = "cloze-mc"
 
 MC_TASKS = ("arc_easy", "arc_challenge", "mmlu")
 """Multiple-choice tasks: the only ones where ``cloze-mc`` can score."""
@@ -221,7 +225,7 @@ def _report(
     )
     rule = "|---|---:|---:|---:|---:|---:|---:|"
     lines = [
-        "## Dynamic pool",
+        "## Dynamic pool" if hold_out == DEFAULT_HOLD_OUT else f"### Dynamic pool, holding out `{hold_out}`",
         "",
         f"- **Command:** `{command}`",
         f"- **What:** `DescriptorPolicy` (hierrouter_graph/dynamic_policy.py) trained without `{hold_out}`, "
@@ -303,7 +307,7 @@ def _report(
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Hold a member out of a DescriptorPolicy, add it back.")
-    parser.add_argument("--hold-out", default="cloze-mc", help="member trained without, then added")
+    parser.add_argument("--hold-out", default=DEFAULT_HOLD_OUT, help="member trained without, then added")
     parser.add_argument(
         "--replay",
         type=Path,
@@ -386,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             probability_control: list[np.ndarray] = []
             for seed in ns.seeds:
                 for kind, config, name in variants:
-                    tag = "held" if config is held else "full"
+                    tag = f"without-{ns.hold_out}" if config is held else "full"
                     # keyed by the number of train items: a store recorded further trains anew
                     run_dir = ns.run_dir / f"n{len(train_items)}" / f"seed{seed}" / f"{kind}-{tag}"
                     policy = _train(
@@ -437,8 +441,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(text)
     if ns.report is not None:
-        write_marked_section(ns.report, SECTION, text)
-        print(f"section '{SECTION}' written to {ns.report}", file=sys.stderr)
+        section = SECTION if ns.hold_out == DEFAULT_HOLD_OUT else f"{SECTION}-{ns.hold_out}"
+        write_marked_section(ns.report, section, text)
+        print(f"section '{section}' written to {ns.report}", file=sys.stderr)
     return 0
 
 
