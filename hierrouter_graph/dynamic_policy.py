@@ -45,7 +45,14 @@ from torch import nn
 from .config import ModelSpec, RouterConfig
 from .cost import RATE_PER_BILLION_PARAMS, base_rate_from_param_count, param_count_from_name
 from .encoder import TextEncoder, load_encoder
-from .policy import STOP_ACTION, Decision, PolicyMismatchError, RouterPolicy
+from .policy import (
+    STOP_ACTION,
+    Decision,
+    PolicyMismatchError,
+    RouterPolicy,
+    check_policy_shape,
+    read_policy_meta,
+)
 
 __all__ = [
     "DESCRIPTOR_FORMAT_VERSION",
@@ -427,23 +434,9 @@ class DescriptorPolicy(nn.Module):
                 f"{folder / _META}: format_version {meta.get('format_version')!r}, this library reads "
                 f"{DESCRIPTOR_FORMAT_VERSION}"
             )
+        check_policy_shape(folder / _META, meta, encoder, horizon, allow_stop)
         enc_meta = meta["encoder"]
-        encoder_name = encoder if isinstance(encoder, str) else encoder.name if encoder else None
-        if encoder_name is not None and encoder_name != enc_meta["name"]:
-            raise PolicyMismatchError(
-                f"{folder / _META}: policy was trained with encoder {enc_meta['name']!r}, "
-                f"not {encoder_name!r}"
-            )
-        if horizon is not None and horizon != meta["horizon"]:
-            raise PolicyMismatchError(
-                f"{folder / _META}: policy was trained for horizon L={meta['horizon']}, not {horizon}"
-            )
         saved_stop = bool(meta.get("allow_stop", False))
-        if allow_stop is not None and bool(allow_stop) != saved_stop:
-            raise PolicyMismatchError(
-                f"{folder / _META}: policy was trained with allow_stop={saved_stop} but the config has "
-                f"allow_stop={bool(allow_stop)}; set the config's allow_stop to {saved_stop} or retrain"
-            )
         policy = cls(
             [ModelDescriptor(**d) for d in meta["descriptors"]],
             encoder_name=enc_meta["name"],
@@ -463,12 +456,7 @@ class DescriptorPolicy(nn.Module):
         return policy
 
 
-def _read_meta(folder: Path) -> dict[str, Any]:
-    meta_path = folder / _META
-    if not meta_path.is_file() or not (folder / _WEIGHTS).is_file():
-        raise FileNotFoundError(f"no policy at {folder}: expected {_META} and {_WEIGHTS}")
-    meta: dict[str, Any] = json.loads(meta_path.read_text())
-    return meta
+_read_meta = read_policy_meta
 
 
 def saved_policy_kind(directory: str | os.PathLike[str]) -> str:

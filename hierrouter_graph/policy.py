@@ -350,9 +350,7 @@ class RouterPolicy(nn.Module):
         """
         folder = Path(directory)
         meta_path = folder / _META
-        if not meta_path.is_file() or not (folder / _WEIGHTS).is_file():
-            raise FileNotFoundError(f"no policy at {folder}: expected {_META} and {_WEIGHTS}")
-        meta = json.loads(meta_path.read_text())
+        meta = read_policy_meta(folder)
         version = meta.get("format_version")
         if version != POLICY_FORMAT_VERSION:
             raise PolicyMismatchError(
@@ -363,22 +361,9 @@ class RouterPolicy(nn.Module):
                 f"{meta_path}: policy was trained for pool {meta['pool']} (in this order) but the "
                 f"graph's pool is {list(pool)}; retrain or fix the config's model names/order"
             )
+        check_policy_shape(meta_path, meta, encoder, horizon, allow_stop)
         enc_meta = meta["encoder"]
-        encoder_name = encoder if isinstance(encoder, str) else encoder.name if encoder else None
-        if encoder_name is not None and encoder_name != enc_meta["name"]:
-            raise PolicyMismatchError(
-                f"{meta_path}: policy was trained with encoder {enc_meta['name']!r}, not {encoder_name!r}"
-            )
-        if horizon is not None and horizon != meta["horizon"]:
-            raise PolicyMismatchError(
-                f"{meta_path}: policy was trained for horizon L={meta['horizon']}, not {horizon}"
-            )
         saved_stop = bool(meta.get("allow_stop", False))
-        if allow_stop is not None and bool(allow_stop) != saved_stop:
-            raise PolicyMismatchError(
-                f"{meta_path}: policy was trained with allow_stop={saved_stop} but the config has "
-                f"allow_stop={bool(allow_stop)}; set the config's allow_stop to {saved_stop} or retrain"
-            )
         policy = cls(
             meta["pool"],
             encoder_name=enc_meta["name"],
@@ -394,3 +379,42 @@ class RouterPolicy(nn.Module):
         policy.load_state_dict(load_file(str(folder / _WEIGHTS)))
         policy.eval()
         return policy
+
+
+def read_policy_meta(folder: Path) -> dict[str, Any]:
+    """The ``policy.json`` of a saved policy folder (both files must be there)."""
+    meta_path = folder / _META
+    if not meta_path.is_file() or not (folder / _WEIGHTS).is_file():
+        raise FileNotFoundError(f"no policy at {folder}: expected {_META} and {_WEIGHTS}")
+    meta: dict[str, Any] = json.loads(meta_path.read_text())
+    return meta
+
+
+def check_policy_shape(
+    meta_path: Path,
+    meta: dict[str, Any],
+    encoder: Any,
+    horizon: int | None,
+    allow_stop: bool | None,
+) -> None:
+    """Refuse a saved policy whose encoder, horizon or STOP action differ from what it will serve.
+
+    Why one function: these three shape the weights of every policy kind, so every loader must
+    refuse the same mismatches with the same words. ``encoder``: a name, an encoder or None.
+    """
+    enc_meta = meta["encoder"]
+    encoder_name = encoder if isinstance(encoder, str) else encoder.name if encoder else None
+    if encoder_name is not None and encoder_name != enc_meta["name"]:
+        raise PolicyMismatchError(
+            f"{meta_path}: policy was trained with encoder {enc_meta['name']!r}, not {encoder_name!r}"
+        )
+    if horizon is not None and horizon != meta["horizon"]:
+        raise PolicyMismatchError(
+            f"{meta_path}: policy was trained for horizon L={meta['horizon']}, not {horizon}"
+        )
+    saved_stop = bool(meta.get("allow_stop", False))
+    if allow_stop is not None and bool(allow_stop) != saved_stop:
+        raise PolicyMismatchError(
+            f"{meta_path}: policy was trained with allow_stop={saved_stop} but the config has "
+            f"allow_stop={bool(allow_stop)}; set the config's allow_stop to {saved_stop} or retrain"
+        )
