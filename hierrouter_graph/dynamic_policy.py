@@ -423,7 +423,7 @@ class DescriptorPolicy(nn.Module):
         the point; the encoder, horizon and allow_stop are still checked (they shape the weights).
         """
         folder = Path(directory)
-        meta = _read_meta(folder)
+        meta = read_policy_meta(folder)
         if meta.get("kind") != DESCRIPTOR_KIND:
             raise PolicyMismatchError(
                 f"{folder / _META}: a {meta.get('kind', 'mlp')!r} policy, not a descriptor policy; "
@@ -456,12 +456,9 @@ class DescriptorPolicy(nn.Module):
         return policy
 
 
-_read_meta = read_policy_meta
-
-
 def saved_policy_kind(directory: str | os.PathLike[str]) -> str:
     """``"descriptor"`` or ``"mlp"`` (a ``RouterPolicy``: its files carry no ``kind``)."""
-    return str(_read_meta(Path(directory)).get("kind", "mlp"))
+    return str(read_policy_meta(Path(directory)).get("kind", "mlp"))
 
 
 def load_saved_policy(
