@@ -26,7 +26,7 @@ from .config import ModelSpec, RouterConfig
 from .cost import base_rate_from_param_count, param_count_from_name
 from .dynamic_policy import DescriptorPolicy, load_saved_policy
 from .encoder import load_encoder
-from .hop import extend_context
+from .hop import answer_text, extend_context
 from .models import build_pool_member
 from .policy import STOP_ACTION, PolicyMismatchError, RouterPolicy, RoutingPolicy, check_stop_allowed
 from .pool import PoolMember
@@ -229,7 +229,7 @@ def create_hierrouter_graph(
 
     def finalize(state: RouterState) -> dict[str, Any]:
         trace = state["trace"]
-        answer = trace[-1]["reply"] if trace else ""
+        answer = answer_text(state["query"], state["context"])
         update: dict[str, Any] = {"answer": answer}
         if state.get("input_source") == "messages":
             update["messages"] = [

@@ -13,16 +13,19 @@ from typing import Protocol
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
+from .cloze import REFUSAL
 from .cost import hop_cost
 from .pool import PoolMember
 
 __all__ = [
     "CONTEXT_SEPARATOR",
+    "DECLINED_REPLIES",
     "TRUNCATION_MARKER",
     "CachedReply",
     "HopResult",
     "ReplyCache",
     "TokenCountUnavailableError",
+    "answer_text",
     "build_hop_messages",
     "extend_context",
     "run_hop",
@@ -75,6 +78,39 @@ class HopResult:
 def extend_context(context: str, reply: str) -> str:
     """c_t ‖ r_t."""
     return f"{context}{CONTEXT_SEPARATOR}{reply}"
+
+
+DECLINED_REPLIES: tuple[str, ...] = (REFUSAL,)
+"""Replies that say "not mine" rather than answer (the cloze specialist's refusal)."""
+
+
+def answer_text(query: str, context: str) -> str:
+    """The answer of a finished route: the replies of c_L, minus replies that only declined.
+
+    Why one function: the graph returns this text and the reward's Q scores this text, so the
+    router is trained on exactly what users get. The query is dropped (it holds every option of a
+    multiple-choice item, which would match any gold answer), and so is a specialist's refusal: a
+    route ``generalist → cloze-mc`` on a math query answers with the generalist's reply, not with
+    "I can only answer multiple-choice questions". When every reply declined, the answer is the last
+    refusal, so the user sees why nothing was answered.
+
+    Raises ``ValueError`` when ``context`` does not start with ``query``: it was not grown from it.
+    """
+    if not context.startswith(query):
+        raise ValueError(
+            f"context does not start with the query (query starts {query[:60]!r}, "
+            f"context starts {context[:60]!r}); an answer is only defined on contexts grown from it"
+        )
+    everything = context[len(query) :].removeprefix(CONTEXT_SEPARATOR)
+    replies = f"{CONTEXT_SEPARATOR}{everything}{CONTEXT_SEPARATOR}"
+    last_declined = ""
+    for declined in DECLINED_REPLIES:
+        marker = f"{CONTEXT_SEPARATOR}{declined}{CONTEXT_SEPARATOR}"
+        while marker in replies:
+            replies = replies.replace(marker, CONTEXT_SEPARATOR)
+            last_declined = declined
+    kept = replies.removeprefix(CONTEXT_SEPARATOR).removesuffix(CONTEXT_SEPARATOR)
+    return kept if kept or not everything else last_declined
 
 
 def _user_prompt(instruction: str, context: str) -> str:

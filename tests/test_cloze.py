@@ -76,3 +76,16 @@ def test_cloze_member_in_the_graph_prices_scored_tokens_and_refuses_open_questio
     assert hop["cost"] == pytest.approx(0.002 * hop["tokens_in"])
     refused = router.invoke("What is seven times six?")
     assert refused["answer"] == REFUSAL and refused["cost"] == 0.0
+
+
+def test_a_route_ending_on_the_cloze_specialist_answers_with_the_earlier_reply(
+    cloze_config: RouterConfig,
+) -> None:
+    """The refusal of a specialist asked outside its domain is not the answer the user gets."""
+    config = cloze_config.model_copy(update={"horizon": 2})
+    router = HierRouterGraph(config, FixedRoutePolicy(config.model_names, ["gen", "cloze"]))
+    out = router.invoke("What is seven times six?")
+    first, second = out["trace"]
+    assert second["reply"] == REFUSAL and first["reply"] != REFUSAL
+    assert out["answer"] == first["reply"]
+    assert out["context"].endswith(REFUSAL)  # the context (what the router saw) is unchanged

@@ -92,3 +92,41 @@ def test_batched_hops_equal_single_hops(tiny_config) -> None:
     ]
     assert len(cache.store) == 4 and not any(b.cached for b in batched)
     assert all(b.cached for b in run_hops(member, contexts, "Solve.", cache=cache))
+
+
+# ------------------------------------------------------------------------------ answer_text
+
+
+def test_answer_text_is_the_replies_without_the_query() -> None:
+    from hierrouter_graph.hop import answer_text, extend_context
+
+    context = extend_context(extend_context("q?", "plan"), "solution")
+    assert answer_text("q?", context) == "plan\n\nsolution"
+    assert answer_text("q?", "q?") == ""
+
+
+def test_answer_text_drops_a_specialists_refusal_wherever_it_is() -> None:
+    from hierrouter_graph.cloze import REFUSAL
+    from hierrouter_graph.hop import answer_text, extend_context
+
+    assert answer_text("q", extend_context(extend_context("q", "42"), REFUSAL)) == "42"
+    assert answer_text("q", extend_context(extend_context("q", REFUSAL), "42")) == "42"
+    three = extend_context(extend_context(extend_context("q", "a"), REFUSAL), "b")
+    assert answer_text("q", three) == "a\n\nb"
+    # a reply that merely quotes the refusal inside a longer text is an answer, kept whole
+    quoting = f"He said: {REFUSAL} Then 7."
+    assert answer_text("q", extend_context("q", quoting)) == quoting
+
+
+def test_answer_text_keeps_the_refusal_when_nothing_else_answered() -> None:
+    from hierrouter_graph.cloze import REFUSAL
+    from hierrouter_graph.hop import answer_text, extend_context
+
+    assert answer_text("q", extend_context(extend_context("q", REFUSAL), REFUSAL)) == REFUSAL
+
+
+def test_answer_text_rejects_a_context_not_grown_from_the_query() -> None:
+    from hierrouter_graph.hop import answer_text
+
+    with pytest.raises(ValueError, match="does not start with the query"):
+        answer_text("the query", "another context\n\nreply")

@@ -3,16 +3,18 @@
 The environment, PPO, evaluation and the outcome-tree tools all call these functions, so a router
 is trained, evaluated and compared on exactly the same number.
 
-Q is computed on the *replies* part of c_L, never on the query: the query of a multiple-choice item
-contains every option and a reading-comprehension query contains the passage, so scoring the whole
-context would match the gold text against the question itself and reward a route for nothing.
+Q is computed on the *replies* part of c_L (minus replies that only declined, such as the cloze
+specialist's refusal: ``hop.answer_text``, the same text the graph returns), never on the query:
+the query of a multiple-choice item contains every option and a reading-comprehension query
+contains the passage, so scoring the whole context would match the gold text against the question
+itself and reward a route for nothing.
 """
 
 from __future__ import annotations
 
 from typing import Literal, TypedDict
 
-from hierrouter_graph.hop import CONTEXT_SEPARATOR
+from hierrouter_graph.hop import answer_text
 from training.metrics import ScorableItem, evaluate_reply
 
 __all__ = ["EpisodeQuality", "episode_quality", "quality_text", "terminal_reward"]
@@ -27,18 +29,12 @@ class EpisodeQuality(TypedDict):
 
 
 def quality_text(query: str, context: str) -> str:
-    """The replies of c_L: the context minus the leading query and its separator.
+    """The text Q scores: the graph's answer (``hop.answer_text``), so training scores what users get.
 
     Raises ``ValueError`` when ``context`` does not start with ``query`` — that means the context was
     not built by ``extend_context`` from this query, and scoring it would be meaningless.
     """
-    if not context.startswith(query):
-        raise ValueError(
-            f"context does not start with the query (query starts {query[:60]!r}, "
-            f"context starts {context[:60]!r}); Q is only defined on contexts grown from the query"
-        )
-    rest = context[len(query) :]
-    return rest.removeprefix(CONTEXT_SEPARATOR)
+    return answer_text(query, context)
 
 
 def terminal_reward(quality: float, total_cost: float, alpha: float) -> float:
