@@ -17,9 +17,17 @@ from .config import ModelSpec, RouterConfig
 from .encoder import load_encoder
 from .policy import RouterPolicy
 
-__all__ = ["DEFAULT_POLICY_DIR", "default_config", "default_policy", "untrained_policy"]
+__all__ = [
+    "CODE_SPECIALIST_DIR",
+    "DEFAULT_POLICY_DIR",
+    "default_config",
+    "default_policy",
+    "untrained_policy",
+]
 
 DEFAULT_POLICY_DIR = Path(__file__).parent / "default_policy"
+CODE_SPECIALIST_DIR = Path(__file__).parent / "specialists" / "smollm2-135m-code"
+"""The shipped LoRA code specialist (docs/specialists.md), rebuilt by ``training/specialize.py``."""
 
 
 def default_config(**overrides: object) -> RouterConfig:

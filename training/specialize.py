@@ -35,8 +35,7 @@ will use it in, on data the router never sees:
   ``PeftModel.from_pretrained(base, OUT)`` and ``ModelSpec(adapter=OUT)`` read it) and
   ``OUT/card.json`` (method, data counts, steps, time, seed, tokens/s).
 
-    python training/specialize.py --domain code --out runs/specialists/code --steps 64 \
-        --batch-tokens 1024 --lr 3e-4 --threads 1            # docs/specialists.md: the recorded run
+    python training/specialize.py --domain code   # the shipped adapter's recipe (DOMAIN_RECIPES)
     python training/specialist_eval.py --adapter runs/specialists/code     # pass@1 vs generalist
 
 On a CPU shared with other jobs pass ``--threads 1``: two OpenMP threads on two busy cores wait on
@@ -103,6 +102,18 @@ __all__ = [
 ]
 
 DOMAINS: dict[str, tuple[str, ...]] = {"code": ("mbpp", "humaneval"), "math": ("gsm8k", "math")}
+
+DOMAIN_RECIPES: dict[str, dict[str, Any]] = {
+    "code": {"steps": 64, "batch_tokens": 1024, "lr": 3e-4, "threads": 1, "checkpoint_every": 8},
+    "math": {"steps": 48, "batch_tokens": 1024, "lr": 3e-4, "threads": 1, "checkpoint_every": 8},
+}
+"""The recorded runs of docs/specialists.md, the CLI defaults for each ``--domain``.
+
+Why per domain: ``python training/specialize.py --domain code`` alone must rebuild the shipped
+adapter (hierrouter_graph/specialists/smollm2-135m-code). One CPU thread is part of the recipe:
+the float sums of a GEMM split over more threads can differ in the last bit, so other thread
+counts give a close, not bit-identical, adapter (and a new fingerprint, so no stale replay).
+"""
 GENERALIST = "smollm2-135m"
 """The pool member (of ``default_config()``) whose weights the specialists adapt."""
 
@@ -782,23 +793,36 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--out", type=Path, default=None, help="adapter folder (default runs/specialists/DOMAIN)"
     )
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="optimizer steps, overrides --epochs (default: the recipe)"
+    )
     parser.add_argument("--epochs", type=float, default=defaults.epochs)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--lr", type=float, default=None, help=f"default: the recipe, else {defaults.lr}")
     parser.add_argument("--rank", type=int, default=defaults.rank)
     parser.add_argument("--alpha", type=int, default=None, help="LoRA alpha (default 2 x rank)")
     parser.add_argument("--dropout", type=float, default=defaults.dropout)
-    parser.add_argument("--batch-tokens", type=int, default=defaults.batch_tokens)
+    parser.add_argument(
+        "--batch-tokens", type=int, default=None, help=f"default: the recipe, else {defaults.batch_tokens}"
+    )
     parser.add_argument("--max-answer-tokens", type=int, default=defaults.max_answer_tokens)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=defaults.precision)
-    parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    parser.add_argument("--checkpoint-every", type=int, default=None, help="default: the recipe")
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
     parser.add_argument("--base", default=GENERALIST, help="pool member whose weights are adapted")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: the recipe's, on CPU)"
+    )
     parser.add_argument("--no-progress", action="store_true")
-    return parser.parse_args(argv)
+    ns = parser.parse_args(argv)
+    recipe = DOMAIN_RECIPES.get(ns.domain, {})
+    fallback = {"lr": defaults.lr, "batch_tokens": defaults.batch_tokens}
+    fallback["checkpoint_every"] = defaults.checkpoint_every
+    for field_name in ("steps", "lr", "batch_tokens", "checkpoint_every", "threads"):
+        if getattr(ns, field_name) is None:
+            setattr(ns, field_name, recipe.get(field_name, fallback.get(field_name)))
+    return ns
 
 
 def args_from(ns: argparse.Namespace) -> SpecializeArgs:
@@ -820,7 +844,7 @@ def args_from(ns: argparse.Namespace) -> SpecializeArgs:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ns = parse_args(argv)
-    if ns.threads:
+    if ns.threads and not torch.cuda.is_available():  # the recipe's CPU threads; GPUs ignore it
         torch.set_num_threads(ns.threads)
     config = RouterConfig.from_file(ns.config) if ns.config else default_config()
     spec = config.spec(ns.base)

@@ -433,3 +433,18 @@ def test_evaluation_runs_both_members_through_the_pool_and_resumes(
     again = evaluate_specialist(adapter, items, out, config=tiny_pool, spec=tiny_spec, progress=False)
     assert set(again["generation_seconds_this_run"].values()) == {0.0}  # nothing regenerated
     assert (out / "tiny-a-code.jsonl").read_text().splitlines() == lines
+
+
+def test_the_bare_code_command_is_the_shipped_adapters_recipe() -> None:
+    """``python training/specialize.py --domain code`` must rebuild the adapter the pool ships."""
+    import json
+
+    from hierrouter_graph.defaults import CODE_SPECIALIST_DIR
+    from training.specialize import args_from, parse_args
+
+    card = json.loads((CODE_SPECIALIST_DIR / "card.json").read_text())
+    ns = parse_args(["--domain", "code"])
+    assert args_from(ns).as_dict() == card["args"]
+    assert ns.threads == card["training"]["torch_threads"] == 1
+    overridden = parse_args(["--domain", "code", "--steps", "3", "--lr", "0.01", "--threads", "2"])
+    assert (overridden.steps, overridden.lr, overridden.threads) == (3, 0.01, 2)
