@@ -22,6 +22,8 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict
 
+from .confidence import option_confidence
+
 __all__ = ["REFUSAL", "ClozeMultipleChoiceChat", "MultipleChoice", "parse_multiple_choice"]
 
 REFUSAL = "I can only answer multiple-choice questions with lettered options (A., B., ...)."
@@ -106,7 +108,10 @@ class ClozeMultipleChoiceChat(BaseChatModel):
         message = AIMessage(
             reply,
             usage_metadata={"input_tokens": scored_tokens, "output_tokens": 0, "total_tokens": scored_tokens},
-            response_metadata={"option_logprobs": dict(zip(parsed.letters, scores, strict=True))},
+            response_metadata={
+                "option_logprobs": dict(zip(parsed.letters, scores, strict=True)),
+                "confidence": option_confidence(scores).as_dict(),
+            },
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 

@@ -303,6 +303,14 @@ class RouterConfig(BaseModel):
         "the episode early; the answer is then the last reply and R = Q(c_t) − α·C_t. Off by "
         "default: the paper's router always takes exactly L hops. No effect when horizon is 1.",
     )
+    uncertainty_state: bool = Field(
+        default=False,
+        description="Add the last reply's confidence to the router's state: its mean token "
+        "log-probability and mean entropy, read off the generation itself (no extra model call), "
+        "plus a known flag. Models that expose no log-probs (endpoints, sampling, user chat "
+        "models) and the state before the first hop give the neutral (0, 0, 0). Off by default: "
+        "the paper's state is (context, stage, cost). See hierrouter_graph/confidence.py.",
+    )
     stage_prompts: list[str] = Field(
         default_factory=lambda: list(PAPER_STAGE_PROMPTS),
         description="Instruction for hop ℓ (one per stage).",

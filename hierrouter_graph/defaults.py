@@ -68,7 +68,11 @@ def untrained_policy(config: RouterConfig, seed: int = 0) -> RouterPolicy:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return RouterPolicy.for_encoder(
-            config.model_names, encoder, horizon=config.horizon, allow_stop=config.allow_stop
+            config.model_names,
+            encoder,
+            horizon=config.horizon,
+            allow_stop=config.allow_stop,
+            uncertainty=config.uncertainty_state,
         )
 
 
@@ -82,6 +86,7 @@ def _shipped_policy_matches(config: RouterConfig) -> bool:
         and meta.get("encoder", {}).get("name") == config.encoder
         and meta.get("horizon") == config.horizon
         and bool(meta.get("allow_stop", False)) == config.allow_stop
+        and bool(meta.get("uncertainty", False)) == config.uncertainty_state
     )
 
 
@@ -95,5 +100,6 @@ def default_policy(config: RouterConfig) -> RouterPolicy:
             encoder=encoder,
             horizon=config.horizon,
             allow_stop=config.allow_stop,
+            uncertainty=config.uncertainty_state,
         )
     return untrained_policy(config)

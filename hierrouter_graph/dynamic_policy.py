@@ -48,10 +48,14 @@ from .encoder import TextEncoder, load_encoder
 from .policy import (
     STOP_ACTION,
     Decision,
+    LastConfidence,
     PolicyMismatchError,
     RouterPolicy,
     check_policy_shape,
+    confidence_tensor,
     read_policy_meta,
+    state_features,
+    state_input_size,
 )
 
 __all__ = [
@@ -166,6 +170,7 @@ class DescriptorPolicy(nn.Module):
         encoder: SentenceEncoder | None = None,
         max_seq_len: int = 512,
         allow_stop: bool = False,
+        uncertainty: bool = False,
     ) -> None:
         super().__init__()
         if horizon < 1:
@@ -184,10 +189,11 @@ class DescriptorPolicy(nn.Module):
         self.cost_scale = cost_scale
         self.max_seq_len = max_seq_len
         self.allow_stop = bool(allow_stop)
+        self.uncertainty = bool(uncertainty)
         self._encoder = encoder
         self.stage_embedding = nn.Embedding(horizon, stage_dim)
         self.trunk = nn.Sequential(
-            _layer(embedding_dim + stage_dim + 1, hidden_size, math.sqrt(2)),
+            _layer(state_input_size(embedding_dim, stage_dim, self.uncertainty), hidden_size, math.sqrt(2)),
             nn.Tanh(),
             _layer(hidden_size, hidden_size, math.sqrt(2)),
             nn.Tanh(),
@@ -275,6 +281,7 @@ class DescriptorPolicy(nn.Module):
             encoder=self._encoder,
             max_seq_len=self.max_seq_len,
             allow_stop=self.allow_stop,
+            uncertainty=self.uncertainty,
         )
         twin.load_state_dict(self.state_dict())
         twin.to(next(self.parameters()).device)
@@ -294,6 +301,11 @@ class DescriptorPolicy(nn.Module):
             raise PolicyMismatchError(
                 f"policy was built with allow_stop={self.allow_stop}, config has "
                 f"allow_stop={config.allow_stop}"
+            )
+        if self.uncertainty != config.uncertainty_state:
+            raise PolicyMismatchError(
+                f"policy was built with uncertainty={self.uncertainty}, config has "
+                f"uncertainty_state={config.uncertainty_state}"
             )
         wanted = [describe(spec) for spec in config.models]
         return self if wanted == self._descriptors else self.with_pool(wanted)
@@ -319,17 +331,15 @@ class DescriptorPolicy(nn.Module):
         numeric = torch.tensor([d.numeric for d in self._descriptors], dtype=torch.float32)
         return self._cards, torch.cat([self._cards, numeric], dim=-1)
 
-    def features(self, embeddings: torch.Tensor, stages: torch.Tensor, costs: torch.Tensor) -> torch.Tensor:
-        if int(stages.max()) >= self.horizon or int(stages.min()) < 0:
-            raise ValueError(f"stage out of range [0, {self.horizon - 1}]: {stages.tolist()}")
-        cost_feature = (costs.to(embeddings.dtype) / self.cost_scale).unsqueeze(-1)
-        return torch.cat([embeddings, self.stage_embedding(stages.long()), cost_feature], dim=-1)
-
     def forward(
-        self, embeddings: torch.Tensor, stages: torch.Tensor, costs: torch.Tensor
+        self,
+        embeddings: torch.Tensor,
+        stages: torch.Tensor,
+        costs: torch.Tensor,
+        confidences: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits [B, A], value [B]); A = len(pool) (+1 for STOP, masked at stage 0)."""
-        hidden = self.trunk(self.features(embeddings, stages, costs))  # [B, H]
+        hidden = self.trunk(state_features(self, embeddings, stages, costs, confidences))  # [B, H]
         cards, inputs = (t.to(device=hidden.device, dtype=hidden.dtype) for t in self.descriptor_features())
         members = self.descriptor_net(inputs)  # [M, H]
         batch, size = hidden.shape[0], members.shape[0]
@@ -352,8 +362,12 @@ class DescriptorPolicy(nn.Module):
         *,
         sample: bool = False,
         generator: torch.Generator | None = None,
+        confidence: LastConfidence = None,
     ) -> Decision:
-        """Greedy (argmax) by default; ``sample=True`` draws from π, seeded by ``generator``."""
+        """Greedy (argmax) by default; ``sample=True`` draws from π, seeded by ``generator``.
+
+        ``confidence``: the last reply's (an ``uncertainty`` policy's input; ignored otherwise).
+        """
         embedding = self.encoder.encode([context])
         device = next(self.parameters()).device
         with torch.inference_mode():
@@ -361,6 +375,7 @@ class DescriptorPolicy(nn.Module):
                 embedding.to(device),
                 torch.tensor([stage], device=device),
                 torch.tensor([cost], device=device),
+                confidence_tensor(confidence, device) if self.uncertainty else None,
             )
             probs = torch.softmax(logits[0].float().cpu(), dim=-1)
             if sample:
@@ -390,6 +405,7 @@ class DescriptorPolicy(nn.Module):
             },
             "horizon": self.horizon,
             "allow_stop": self.allow_stop,
+            "uncertainty": self.uncertainty,
             "hidden_size": self.hidden_size,
             "stage_dim": self.stage_dim,
             "cost_scale": self.cost_scale,
@@ -416,6 +432,7 @@ class DescriptorPolicy(nn.Module):
         encoder: SentenceEncoder | str | None = None,
         horizon: int | None = None,
         allow_stop: bool | None = None,
+        uncertainty: bool | None = None,
     ) -> DescriptorPolicy:
         """Load a saved policy to route over ``pool`` (default: the pool it was saved with).
 
@@ -434,7 +451,7 @@ class DescriptorPolicy(nn.Module):
                 f"{folder / _META}: format_version {meta.get('format_version')!r}, this library reads "
                 f"{DESCRIPTOR_FORMAT_VERSION}"
             )
-        check_policy_shape(folder / _META, meta, encoder, horizon, allow_stop)
+        check_policy_shape(folder / _META, meta, encoder, horizon, allow_stop, uncertainty)
         enc_meta = meta["encoder"]
         saved_stop = bool(meta.get("allow_stop", False))
         policy = cls(
@@ -448,6 +465,7 @@ class DescriptorPolicy(nn.Module):
             encoder=None if encoder is None or isinstance(encoder, str) else encoder,
             max_seq_len=enc_meta.get("max_seq_len", 512),
             allow_stop=saved_stop,
+            uncertainty=bool(meta.get("uncertainty", False)),
         )
         policy.load_state_dict(load_file(str(folder / _WEIGHTS)))
         policy.eval()
@@ -479,6 +497,7 @@ def load_saved_policy(
             encoder=encoder,
             horizon=config.horizon,
             allow_stop=config.allow_stop,
+            uncertainty=config.uncertainty_state,
         )
     if kind != "mlp":
         raise PolicyMismatchError(f"{Path(directory) / _META}: unknown policy kind {kind!r}")
@@ -488,4 +507,5 @@ def load_saved_policy(
         encoder=encoder if isinstance(encoder, TextEncoder) else encoder.name if encoder else None,
         horizon=config.horizon,
         allow_stop=config.allow_stop,
+        uncertainty=config.uncertainty_state,
     )

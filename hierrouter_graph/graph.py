@@ -120,6 +120,11 @@ def resolve_policy(
                 f"policy was built with allow_stop={policy.allow_stop}, config has "
                 f"allow_stop={config.allow_stop} (the STOP action is part of the policy's outputs)"
             )
+        if policy.uncertainty != config.uncertainty_state:
+            raise PolicyMismatchError(
+                f"policy was built with uncertainty={policy.uncertainty}, config has "
+                f"uncertainty_state={config.uncertainty_state} (the confidence is part of its inputs)"
+            )
     elif getattr(policy, "allow_stop", False) and not config.allow_stop:
         raise PolicyMismatchError(
             "policy may STOP (allow_stop=True) but the config has allow_stop=False; set "
@@ -184,8 +189,12 @@ def create_hierrouter_graph(
         if stage >= horizon:
             return Command(goto="finalize")
         draw = bool((config.get("configurable") or {}).get("sample", sample))
+        extra: dict[str, Any] = {}
+        if getattr(router_policy, "uncertainty", False):  # the last reply's confidence is in its state
+            trace = state["trace"]
+            extra["confidence"] = trace[-1].get("confidence") if trace else None
         decision = router_policy.decide(
-            state["context"], stage, state["cost"], sample=draw, generator=generator
+            state["context"], stage, state["cost"], sample=draw, generator=generator, **extra
         )
         if decision.model == STOP_ACTION:  # early exit: no more model calls, nothing more charged
             check_stop_allowed(stage, allow_stop)
@@ -213,6 +222,7 @@ def create_hierrouter_graph(
                 "tokens_out": result.tokens_out,
                 "cost": result.cost,
                 "cumulative_cost": total,
+                "confidence": result.confidence.as_dict() if result.confidence is not None else None,
             }
             if failure is not None:
                 record["fallback_from"], record["error"] = member.name, str(failure)

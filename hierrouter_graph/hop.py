@@ -14,6 +14,7 @@ from typing import Protocol
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from .cloze import REFUSAL
+from .confidence import Confidence
 from .cost import hop_cost
 from .pool import PoolMember
 
@@ -49,6 +50,8 @@ class CachedReply:
     reply: str
     tokens_in: int
     tokens_out: int
+    confidence: Confidence | None = None
+    """How sure the model was of ``reply`` (``confidence.py``); None when it exposed no log-probs."""
 
 
 class ReplyCache(Protocol):
@@ -70,6 +73,7 @@ class HopResult:
     tokens_out: int
     cost: float
     cached: bool = False
+    confidence: Confidence | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -171,6 +175,7 @@ def run_hop(
             hit.tokens_out,
             hop_cost(member.base_rate, hit.tokens_in, hit.tokens_out),
             cached=True,
+            confidence=hit.confidence,
         )
 
     message = member.chat_model.invoke(messages)
@@ -184,10 +189,17 @@ def run_hop(
             )
         counts = (member.counter.count_prompt(messages), member.counter.count_text(reply))
     tokens_in, tokens_out = counts
+    confidence = Confidence.from_any(message.response_metadata.get("confidence"))
     if cache is not None:
-        cache.put(member.fingerprint, cache_key, CachedReply(reply, tokens_in, tokens_out))
+        cache.put(member.fingerprint, cache_key, CachedReply(reply, tokens_in, tokens_out, confidence))
     return HopResult(
-        member.name, prompt, reply, tokens_in, tokens_out, hop_cost(member.base_rate, tokens_in, tokens_out)
+        member.name,
+        prompt,
+        reply,
+        tokens_in,
+        tokens_out,
+        hop_cost(member.base_rate, tokens_in, tokens_out),
+        confidence=confidence,
     )
 
 
@@ -201,7 +213,8 @@ def run_hops(
 
     Prompts, cache keys, token counts and prices are built exactly as in ``run_hop``; only the
     generation is batched, through the member's ``batch_generate`` (one left-padded ``generate``
-    call). Members without it fall back to one ``run_hop`` per context.
+    call; its ``generate_scored`` when it has one, which also returns each reply's confidence).
+    Members without it fall back to one ``run_hop`` per context.
     """
     if member.batch_generate is None or member.counter is None:
         return [run_hop(member, context, instruction, cache) for context in contexts]
@@ -209,10 +222,12 @@ def run_hops(
     keys = [_cache_key(messages) for messages in all_messages]
     hits = [cache.get(member.fingerprint, key) if cache is not None else None for key in keys]
     todo = [i for i, hit in enumerate(hits) if hit is None]
-    fresh = member.batch_generate([all_messages[i] for i in todo]) if todo else []
-    for index, reply in zip(todo, fresh, strict=True):
+    generate = getattr(member.batch_generate, "generate_scored", member.batch_generate)
+    fresh = generate([all_messages[i] for i in todo]) if todo else []
+    for index, generated in zip(todo, fresh, strict=True):
+        reply, confidence = (generated, None) if isinstance(generated, str) else generated
         counts = member.counter.count_prompt(all_messages[index]), member.counter.count_text(reply)
-        hits[index] = CachedReply(reply, *counts)
+        hits[index] = CachedReply(reply, *counts, confidence=confidence)
         if cache is not None:
             cache.put(member.fingerprint, keys[index], hits[index])  # type: ignore[arg-type]
     results = []
@@ -227,6 +242,7 @@ def run_hops(
                 hit.tokens_out,
                 hop_cost(member.base_rate, hit.tokens_in, hit.tokens_out),
                 cached=index not in todo,
+                confidence=hit.confidence,
             )
         )
     return results

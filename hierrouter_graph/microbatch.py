@@ -223,15 +223,18 @@ class MicroBatcher(Generic[Item, Result]):
 class MicroBatchedChatModel(BaseChatModel):
     """A chat model whose generations go through a ``MicroBatcher`` of prompts → reply texts.
 
-    The batch function is the member's ``BatchGenerator``, so a lone request is exactly the
-    pipeline's reply and concurrent requests share one left-padded ``generate``. No usage is
-    reported: the hop counts tokens with the member's tokenizer, exactly as for the pipeline.
+    The batch function is the member's ``BatchGenerator`` (``generate_scored``), so a lone request
+    is exactly the pipeline's reply and concurrent requests share one left-padded ``generate``. No
+    usage is reported: the hop counts tokens with the member's tokenizer, exactly as for the
+    pipeline. A batch function returning (text, confidence) pairs puts the confidence in
+    ``response_metadata["confidence"]`` (see ``confidence.py``); plain texts are accepted too.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     batcher: Any
-    """A ``MicroBatcher[list[BaseMessage], str]`` (Any: pydantic cannot validate the generic)."""
+    """A ``MicroBatcher[list[BaseMessage], str | tuple[str, Confidence | None]]`` (Any: pydantic
+    cannot validate the generic)."""
     model_id: str = "local"
 
     @property
@@ -255,5 +258,8 @@ class MicroBatchedChatModel(BaseChatModel):
                 "micro-batched model (one generate serves many callers); set "
                 "ModelSpec.generation_kwargs, or max_batch_size: 1 to use the plain pipeline"
             )
-        text = self.batcher(list(messages))
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+        result = self.batcher(list(messages))
+        text, confidence = (result, None) if isinstance(result, str) else result
+        metadata = {"confidence": confidence.as_dict()} if confidence is not None else {}
+        message = AIMessage(content=text, response_metadata=metadata)
+        return ChatResult(generations=[ChatGeneration(message=message)])

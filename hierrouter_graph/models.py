@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .adapters import adapter_view, base_parameter_count
+from .confidence import Confidence, ConfidenceRecorder, reply_lengths
 from .config import ModelSpec
 from .cost import base_rate_from_param_count, param_count_from_name
 from .offline import (
@@ -206,19 +207,36 @@ class BatchGenerator:
         self._lock = threading.Lock()
 
     def __call__(self, prompts: list[list[BaseMessage]]) -> list[str]:
+        return [text for text, _ in self.generate_scored(prompts)]
+
+    def generate_scored(self, prompts: list[list[BaseMessage]]) -> list[tuple[str, Confidence | None]]:
+        """Replies and, when decoding greedily, each reply's confidence from the same ``generate``.
+
+        The confidence costs no extra forward: a logits processor reads the scores ``generate``
+        already computes (see ``confidence.py``). Sampling gives None: the chosen token is no longer
+        the argmax the processor sees.
+        """
         import torch
+        from transformers import LogitsProcessorList
 
         rendered = [self.counter.render_prompt(messages) for messages in prompts]
         ids = [list(self.tokenizer(text)["input_ids"]) for text in rendered]
-        replies: list[str] = [""] * len(rendered)
+        out: list[tuple[str, Confidence | None]] = [("", None)] * len(rendered)
+        greedy = not self.generate_kwargs.get("do_sample")
+        stop_ids = self.generate_kwargs.get("eos_token_id") or []
+        stop_ids = [stop_ids] if isinstance(stop_ids, int) else list(stop_ids)
         with self._lock, torch.inference_mode():
             for chunk in self._chunks([len(row) for row in ids]):
                 batch = self._left_padded([ids[i] for i in chunk])
-                output = self.model.generate(**batch, **self.generate_kwargs)
+                recorder = ConfidenceRecorder()
+                extra = {"logits_processor": LogitsProcessorList([recorder])} if greedy else {}
+                output = self.model.generate(**batch, **self.generate_kwargs, **extra)
                 new_tokens = output[:, batch["input_ids"].shape[1] :]
+                confidences = recorder.summarize(reply_lengths(new_tokens, stop_ids)) if greedy else None
                 for row, index in enumerate(chunk):
-                    replies[index] = self.tokenizer.decode(new_tokens[row], skip_special_tokens=True)
-        return replies
+                    text = self.tokenizer.decode(new_tokens[row], skip_special_tokens=True)
+                    out[index] = (text, confidences[row] if confidences is not None else None)
+        return out
 
     def _chunks(self, lengths: list[int]) -> list[list[int]]:
         """Prompt indices, shortest first, cut into ``generate`` calls of similar lengths.
@@ -283,8 +301,11 @@ def _micro_batched(spec: ModelSpec, batch_generate: BatchGenerator) -> BaseChatM
     """The member's chat model when micro-batching is on: requests queue for one shared generate."""
     from .microbatch import MicroBatchedChatModel, MicroBatcher
 
-    batcher: MicroBatcher[list[BaseMessage], str] = MicroBatcher(
-        batch_generate, max_batch_size=spec.max_batch_size, max_wait_ms=spec.batch_wait_ms, name=spec.name
+    batcher: MicroBatcher[list[BaseMessage], tuple[str, Confidence | None]] = MicroBatcher(
+        batch_generate.generate_scored,
+        max_batch_size=spec.max_batch_size,
+        max_wait_ms=spec.batch_wait_ms,
+        name=spec.name,
     )
     return MicroBatchedChatModel(batcher=batcher, model_id=spec.name)
 

@@ -1,7 +1,9 @@
 """Router policies: the PPO actor-critic ``RouterPolicy`` and the ``FixedRoutePolicy`` baseline.
 
 State s_t = (c_t, ℓ_t, C_t) → [frozen encoder(c_t) ⊕ stage embedding(ℓ_t) ⊕ C_t / cost_scale] →
-two-layer MLP → (logits over the pool, value). Weights are saved as safetensors next to a JSON
+two-layer MLP → (logits over the pool, value). With ``uncertainty`` (``RouterConfig.uncertainty_state``)
+the input also holds the last reply's confidence features (``confidence.py``: mean token log-prob,
+mean entropy, known flag; neutral zeros before the first hop). Weights are saved as safetensors next to a JSON
 file naming the pool (in action order), the encoder and L: a policy loaded against another pool or
 encoder raises instead of silently sending queries to the wrong model.
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -25,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .confidence import CONFIDENCE_FEATURES, Confidence, confidence_features
 from .encoder import TextEncoder, load_encoder
 
 __all__ = [
@@ -36,6 +39,9 @@ __all__ = [
     "RouterPolicy",
     "RoutingPolicy",
     "check_stop_allowed",
+    "confidence_tensor",
+    "state_features",
+    "state_input_size",
 ]
 
 POLICY_FORMAT_VERSION = 1
@@ -96,7 +102,8 @@ class RoutingPolicy(Protocol):
 
     A policy that may return ``STOP_ACTION`` declares it with an ``allow_stop = True`` attribute
     (optional, read with ``getattr``: policies without it never stop); the graph refuses it unless
-    the config has ``allow_stop`` too.
+    the config has ``allow_stop`` too. Likewise a policy that reads the last reply's confidence
+    declares ``uncertainty = True`` and then takes ``decide(..., confidence=...)``.
     """
 
     @property
@@ -111,6 +118,10 @@ class RoutingPolicy(Protocol):
         sample: bool = False,
         generator: torch.Generator | None = None,
     ) -> Decision: ...
+
+
+LastConfidence = Confidence | Mapping[str, float] | None
+"""The last reply's confidence as a policy receives it (a trace's dict, or None before a hop)."""
 
 
 class FixedRoutePolicy:
@@ -156,6 +167,51 @@ class FixedRoutePolicy:
         return Decision(self._pool.index(name), name, probs)
 
 
+class _StateShaped(Protocol):
+    horizon: int
+    cost_scale: float
+    uncertainty: bool
+    stage_embedding: nn.Embedding
+
+
+def state_input_size(embedding_dim: int, stage_dim: int, uncertainty: bool) -> int:
+    """Width of ``state_features``: embedding ⊕ stage embedding ⊕ cost (⊕ confidence features)."""
+    return embedding_dim + stage_dim + 1 + (CONFIDENCE_FEATURES if uncertainty else 0)
+
+
+def state_features(
+    policy: _StateShaped,
+    embeddings: torch.Tensor,
+    stages: torch.Tensor,
+    costs: torch.Tensor,
+    confidences: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The state s_t as the policy MLPs read it (both policy kinds: one definition of the state).
+
+    ``confidences`` [B, 3] only (and always) for a policy with ``uncertainty``.
+    """
+    if int(stages.max()) >= policy.horizon or int(stages.min()) < 0:
+        raise ValueError(f"stage out of range [0, {policy.horizon - 1}]: {stages.tolist()}")
+    cost_feature = (costs.to(embeddings.dtype) / policy.cost_scale).unsqueeze(-1)
+    parts = [embeddings, policy.stage_embedding(stages.long()), cost_feature]
+    if policy.uncertainty:
+        if confidences is None or tuple(confidences.shape) != (len(stages), CONFIDENCE_FEATURES):
+            got = None if confidences is None else tuple(confidences.shape)
+            raise ValueError(
+                "this policy reads the last reply's confidence: expected confidences of shape "
+                f"[{len(stages)}, {CONFIDENCE_FEATURES}], got {got}"
+            )
+        parts.append(confidences.to(device=embeddings.device, dtype=embeddings.dtype))
+    elif confidences is not None:
+        raise ValueError("confidences given to a policy trained without uncertainty_state")
+    return torch.cat(parts, dim=-1)
+
+
+def confidence_tensor(confidence: LastConfidence, device: torch.device | str = "cpu") -> torch.Tensor:
+    """[1, 3] features of one last reply's confidence (neutral when None)."""
+    return torch.tensor([confidence_features(confidence)], dtype=torch.float32, device=device)
+
+
 def _layer(inputs: int, outputs: int, std: float) -> nn.Linear:
     """CleanRL's orthogonal init: small actor head → near-uniform untrained policy."""
     layer = nn.Linear(inputs, outputs)
@@ -185,6 +241,7 @@ class RouterPolicy(nn.Module):
         encoder: TextEncoder | None = None,
         max_seq_len: int = 512,
         allow_stop: bool = False,
+        uncertainty: bool = False,
     ) -> None:
         super().__init__()
         if len(pool) < 1 or len(set(pool)) != len(pool):
@@ -206,9 +263,10 @@ class RouterPolicy(nn.Module):
         self.cost_scale = cost_scale
         self.max_seq_len = max_seq_len
         self.allow_stop = bool(allow_stop)
+        self.uncertainty = bool(uncertainty)
         self._encoder = encoder
         self.stage_embedding = nn.Embedding(horizon, stage_dim)
-        inputs = embedding_dim + stage_dim + 1
+        inputs = state_input_size(embedding_dim, stage_dim, self.uncertainty)
         self.trunk = nn.Sequential(
             _layer(inputs, hidden_size, math.sqrt(2)),
             nn.Tanh(),
@@ -257,14 +315,12 @@ class RouterPolicy(nn.Module):
                 )
         return self._encoder
 
-    def features(self, embeddings: torch.Tensor, stages: torch.Tensor, costs: torch.Tensor) -> torch.Tensor:
-        if int(stages.max()) >= self.horizon or int(stages.min()) < 0:
-            raise ValueError(f"stage out of range [0, {self.horizon - 1}]: {stages.tolist()}")
-        cost_feature = (costs.to(embeddings.dtype) / self.cost_scale).unsqueeze(-1)
-        return torch.cat([embeddings, self.stage_embedding(stages.long()), cost_feature], dim=-1)
-
     def forward(
-        self, embeddings: torch.Tensor, stages: torch.Tensor, costs: torch.Tensor
+        self,
+        embeddings: torch.Tensor,
+        stages: torch.Tensor,
+        costs: torch.Tensor,
+        confidences: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits [B, A], value [B]) for a batch of encoded states; A = M (+1 for STOP).
 
@@ -272,7 +328,7 @@ class RouterPolicy(nn.Module):
         ``decide``, PPO's rollouts and its update — computes probabilities over the same
         allowed set and the log-probs of rollout and update agree.
         """
-        hidden = self.trunk(self.features(embeddings, stages, costs))
+        hidden = self.trunk(state_features(self, embeddings, stages, costs, confidences))
         logits = self.actor(hidden)
         if self.allow_stop:
             logits = logits.masked_fill(~self.action_mask(stages.to(logits.device)), _MASKED_LOGIT)
@@ -286,11 +342,16 @@ class RouterPolicy(nn.Module):
         *,
         sample: bool = False,
         generator: torch.Generator | None = None,
+        confidence: LastConfidence = None,
     ) -> Decision:
-        """Greedy (argmax) by default; ``sample=True`` draws from π, seeded by ``generator``."""
+        """Greedy (argmax) by default; ``sample=True`` draws from π, seeded by ``generator``.
+
+        ``confidence``: the last reply's (an ``uncertainty`` policy's input; ignored otherwise).
+        """
         embedding = self.encoder.encode([context])
+        features = confidence_tensor(confidence) if self.uncertainty else None
         with torch.inference_mode():
-            logits, value = self(embedding, torch.tensor([stage]), torch.tensor([cost]))
+            logits, value = self(embedding, torch.tensor([stage]), torch.tensor([cost]), features)
             probs = torch.softmax(logits[0].float(), dim=-1)
             if sample:
                 index = int(torch.multinomial(probs, 1, generator=generator).item())
@@ -317,6 +378,7 @@ class RouterPolicy(nn.Module):
             },
             "horizon": self.horizon,
             "allow_stop": self.allow_stop,
+            "uncertainty": self.uncertainty,
             "hidden_size": self.hidden_size,
             "stage_dim": self.stage_dim,
             "cost_scale": self.cost_scale,
@@ -343,10 +405,13 @@ class RouterPolicy(nn.Module):
         encoder: TextEncoder | str | None = None,
         horizon: int | None = None,
         allow_stop: bool | None = None,
+        uncertainty: bool | None = None,
     ) -> RouterPolicy:
-        """Load a saved policy, checking it against the pool/encoder/horizon/allow_stop it will serve.
+        """Load a saved policy, checking it against the pool/encoder/horizon/allow_stop/uncertainty
+        it will serve.
 
-        A file without ``allow_stop`` (written before STOP existed) is a policy without STOP.
+        A file without ``allow_stop`` (or ``uncertainty``), written before it existed, is a policy
+        without STOP (or without the confidence input).
         """
         folder = Path(directory)
         meta_path = folder / _META
@@ -361,7 +426,7 @@ class RouterPolicy(nn.Module):
                 f"{meta_path}: policy was trained for pool {meta['pool']} (in this order) but the "
                 f"graph's pool is {list(pool)}; retrain or fix the config's model names/order"
             )
-        check_policy_shape(meta_path, meta, encoder, horizon, allow_stop)
+        check_policy_shape(meta_path, meta, encoder, horizon, allow_stop, uncertainty)
         enc_meta = meta["encoder"]
         saved_stop = bool(meta.get("allow_stop", False))
         policy = cls(
@@ -375,6 +440,7 @@ class RouterPolicy(nn.Module):
             encoder=encoder if isinstance(encoder, TextEncoder) else None,
             max_seq_len=enc_meta.get("max_seq_len", 512),
             allow_stop=saved_stop,
+            uncertainty=bool(meta.get("uncertainty", False)),
         )
         policy.load_state_dict(load_file(str(folder / _WEIGHTS)))
         policy.eval()
@@ -396,10 +462,12 @@ def check_policy_shape(
     encoder: Any,
     horizon: int | None,
     allow_stop: bool | None,
+    uncertainty: bool | None = None,
 ) -> None:
-    """Refuse a saved policy whose encoder, horizon or STOP action differ from what it will serve.
+    """Refuse a saved policy whose encoder, horizon, STOP action or confidence input differ from
+    what it will serve.
 
-    Why one function: these three shape the weights of every policy kind, so every loader must
+    Why one function: these four shape the weights of every policy kind, so every loader must
     refuse the same mismatches with the same words. ``encoder``: a name, an encoder or None.
     """
     enc_meta = meta["encoder"]
@@ -417,4 +485,11 @@ def check_policy_shape(
         raise PolicyMismatchError(
             f"{meta_path}: policy was trained with allow_stop={saved_stop} but the config has "
             f"allow_stop={bool(allow_stop)}; set the config's allow_stop to {saved_stop} or retrain"
+        )
+    saved_uncertainty = bool(meta.get("uncertainty", False))
+    if uncertainty is not None and bool(uncertainty) != saved_uncertainty:
+        raise PolicyMismatchError(
+            f"{meta_path}: policy was trained with uncertainty_state={saved_uncertainty} but the config "
+            f"has uncertainty_state={bool(uncertainty)}; set the config's uncertainty_state to "
+            f"{saved_uncertainty} or retrain"
         )

@@ -99,7 +99,8 @@ class PoolMember:
     max_input_tokens: int | None = None
     fingerprint: str = ""
     batch_generate: Callable[[list[list[BaseMessage]]], list[str]] | None = None
-    """Optional: one batched forward for many prompts (local models); same replies as invoke."""
+    """Optional: one batched forward for many prompts (local models); same replies as invoke. A
+    ``generate_scored`` method on it (``models.BatchGenerator``) also returns each reply's confidence."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -25,6 +25,9 @@ class HopRecord(TypedDict):
     tokens_out: int
     cost: float
     cumulative_cost: float
+    confidence: dict[str, float] | None
+    """The reply's mean token log-prob and entropy from its own generation; None when the model
+    exposes no log-probs (``confidence.py``). The router's uncertainty input when enabled."""
     fallback_from: NotRequired[str]
     """Only on a fallback hop: the routed endpoint member whose server failed (``model`` answered)."""
     error: NotRequired[str]

@@ -31,6 +31,7 @@ from hierrouter_graph.microbatch import MicroBatchedChatModel
 from hierrouter_graph.models import build_pool_member
 from hierrouter_graph.pool import PoolMember
 from tests.tiny_models import special_token_ids
+from tests.trace_compare import assert_same_hops, assert_same_traces
 
 INSTRUCTION = "Describe the problem in detail, then plan how you would solve it."
 CONTEXTS = [
@@ -245,7 +246,7 @@ def test_batched_hops_equal_single_hops(make_pool) -> None:
     for name in (*ADAPTER_MEMBERS, "plain"):
         batched = run_hops(pool[name], CONTEXTS, INSTRUCTION)
         single = [run_hop(pool[name], context, INSTRUCTION) for context in CONTEXTS]
-        assert batched == single, name
+        assert_same_hops(batched, single)
 
 
 @pytest.mark.parametrize("max_batch_size", [1, 16], ids=["pipeline", "micro-batched"])
@@ -294,7 +295,7 @@ def test_graph_routes_through_adapter_members_with_exact_hops(
         assert out["answer"] == "\n\n".join(h["reply"] for h in out["trace"])
         assert out["cost"] == pytest.approx(cost)
         batched = router.batch(CONTEXTS)  # threads: members of one base run concurrently
-        assert [b["trace"] for b in batched] == [router.invoke(q)["trace"] for q in CONTEXTS]
+        assert_same_traces([b["trace"] for b in batched], [router.invoke(q)["trace"] for q in CONTEXTS])
         assert all([h["model"] for h in b["trace"]] == route for b in batched)
     finally:
         _close(pool)

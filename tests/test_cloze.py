@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,9 @@ def test_cloze_member_in_the_graph_prices_scored_tokens_and_refuses_open_questio
     out = router.invoke(MC)
     hop = out["trace"][0]
     assert hop["reply"][0] in "ABCD" and hop["tokens_out"] == 0
+    confidence = hop["confidence"]  # the option distribution's, from the same forward pass
+    assert confidence is not None and -math.log(4) - 1e-9 <= confidence["mean_logprob"] <= 0
+    assert 0 <= confidence["mean_entropy"] <= math.log(4) + 1e-9
     assert hop["cost"] == pytest.approx(0.002 * hop["tokens_in"])
     refused = router.invoke("What is seven times six?")
     assert refused["answer"] == REFUSAL and refused["cost"] == 0.0

@@ -211,7 +211,7 @@ def test_ppo_trains_it_to_the_only_rewarded_route(trained: TrainResult) -> None:
 
 def _route(graph: HierRouterGraph, query: str) -> tuple[list[str], str]:
     out = graph.invoke(query)
-    return [hop["model"] for hop in out["trace"]], out["answer"]
+    return [hop["model"] for hop in out["trace"]], out["trace"][-1]["reply"]
 
 
 QUERY = "Question 99: What is 5 plus 6?"

@@ -8,6 +8,7 @@ wait far longer than the test (the batch goes when it is FULL), which makes the 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,8 +22,10 @@ from langchain_huggingface import ChatHuggingFace
 
 from hierrouter_graph import FixedRoutePolicy, HierRouterGraph, ModelSpec, RouterConfig, run_hop
 from hierrouter_graph.graph import build_pool
+from hierrouter_graph.hop import HopResult
 from hierrouter_graph.microbatch import MicroBatchedChatModel, MicroBatcher, MicroBatcherClosedError
 from hierrouter_graph.pool import PoolMember
+from tests.trace_compare import assert_same_traces
 
 INSTRUCTION = "Solve."
 CONTEXTS = [
@@ -244,9 +247,14 @@ def test_batching_settings_leave_the_fingerprint_unchanged(tiny_specs: list[Mode
     assert "batch" not in spec.fingerprint()
 
 
+def _without_confidence(hops: list[HopResult]) -> list[HopResult]:
+    """The plain pipeline (max_batch_size 1) exposes no log-probs; everything else must be equal."""
+    return [dataclasses.replace(hop, confidence=None) for hop in hops]
+
+
 def test_concurrent_hops_coalesce_into_exact_generate_calls(pools, monkeypatch) -> None:
     member = pools(max_batch_size=4, batch_wait_ms=LONG_WAIT_MS)["tiny-a"]
-    spy = GenerateSpy(monkeypatch, member.chat_model.batcher.batch_fn.model)
+    spy = GenerateSpy(monkeypatch, member.chat_model.batcher.batch_fn.__self__.model)
     _concurrently(lambda c: run_hop(member, c, INSTRUCTION), SIMILAR)  # 8 hops arrive together
     assert spy.sizes == [4, 4]
     assert member.chat_model.batcher.stats().batches == 2
@@ -254,13 +262,13 @@ def test_concurrent_hops_coalesce_into_exact_generate_calls(pools, monkeypatch) 
 
 def test_a_much_longer_prompt_gets_its_own_generate_call(pools, monkeypatch) -> None:
     member = pools(max_batch_size=8, batch_wait_ms=LONG_WAIT_MS)["tiny-a"]
-    spy = GenerateSpy(monkeypatch, member.chat_model.batcher.batch_fn.model)
+    spy = GenerateSpy(monkeypatch, member.chat_model.batcher.batch_fn.__self__.model)
     long_context = "The quick brown fox jumps over the lazy dog. " * 12
     hops = _concurrently(lambda c: run_hop(member, c, INSTRUCTION), [*SIMILAR[:7], long_context])
     assert member.chat_model.batcher.stats().batches == 1  # one micro-batch ...
     assert sorted(spy.sizes) == [1, 7]  # ... split so padding stays under half of the prompt tokens
     plain = pools(max_batch_size=1)["tiny-a"]
-    assert hops == [run_hop(plain, c, INSTRUCTION) for c in [*SIMILAR[:7], long_context]]
+    assert _without_confidence(hops) == [run_hop(plain, c, INSTRUCTION) for c in [*SIMILAR[:7], long_context]]
 
 
 def test_chunks_keep_at_least_half_of_the_prompt_tokens_real() -> None:
@@ -281,13 +289,14 @@ def test_concurrent_hops_equal_unbatched_hops(pools) -> None:
     for batching in ({"max_batch_size": 8, "batch_wait_ms": LONG_WAIT_MS}, {"batch_wait_ms": 2.0}):
         for name, member in pools(**batching).items():
             got = _concurrently(lambda c, m=member: run_hop(m, c, INSTRUCTION), CONTEXTS * 4)
-            assert got == expected[name] * 4, f"{name} {batching}"
+            assert _without_confidence(got) == expected[name] * 4, f"{name} {batching}"
+            assert all(hop.confidence is not None for hop in got)  # read off the batched generate
             assert member.chat_model.batcher.stats().items == len(CONTEXTS) * 4
 
 
 def test_a_failing_generate_reaches_every_hop_of_the_batch(pools, monkeypatch) -> None:
     member = pools(max_batch_size=4, batch_wait_ms=LONG_WAIT_MS)["tiny-a"]
-    model = member.chat_model.batcher.batch_fn.model
+    model = member.chat_model.batcher.batch_fn.__self__.model
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("device lost")
@@ -316,12 +325,13 @@ def test_graph_batch_coalesces_each_stage_and_equals_sequential_invokes(
     pool = build_pool(config)
     try:
         spies = {
-            name: GenerateSpy(monkeypatch, m.chat_model.batcher.batch_fn.model) for name, m in pool.items()
+            name: GenerateSpy(monkeypatch, m.chat_model.batcher.batch_fn.__self__.model)
+            for name, m in pool.items()
         }
         router = HierRouterGraph(config, route, chat_models=pool)
         outputs = router.batch(queries)  # all 8 must run at once, or the full batch never forms
     finally:
         _close(pool)
-    assert [o["trace"] for o in outputs] == [e["trace"] for e in expected]
+    assert_same_traces([o["trace"] for o in outputs], [e["trace"] for e in expected])
     assert [o["answer"] for o in outputs] == [e["answer"] for e in expected]
     assert {name: spy.sizes for name, spy in spies.items()} == {"tiny-a": [8], "tiny-b": [8]}

@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from hierrouter_graph.confidence import CONFIDENCE_FEATURES, Confidence, confidence_features
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import ReplyCache, extend_context, run_hop
 from hierrouter_graph.pool import PoolMember
@@ -86,33 +87,43 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
         """Index of STOP in the action space (the last one), or None without ``allow_stop``."""
         self.n_actions = len(self.members) + int(config.allow_stop)
         self.action_space = spaces.Discrete(self.n_actions)
-        self.observation_space = spaces.Dict(
-            {
-                "embedding": spaces.Box(-np.inf, np.inf, (encoder.dim,), np.float32),
-                "stage": spaces.Discrete(self.horizon + 1),
-                "cost": spaces.Box(0.0, np.inf, (1,), np.float32),
-            }
-        )
+        self.uncertainty = config.uncertainty_state
+        observation: dict[str, spaces.Space[Any]] = {
+            "embedding": spaces.Box(-np.inf, np.inf, (encoder.dim,), np.float32),
+            "stage": spaces.Discrete(self.horizon + 1),
+            "cost": spaces.Box(0.0, np.inf, (1,), np.float32),
+        }
+        if self.uncertainty:  # the last reply's (mean log-prob, mean entropy, known flag)
+            observation["confidence"] = spaces.Box(-np.inf, np.inf, (CONFIDENCE_FEATURES,), np.float32)
+        self.observation_space = spaces.Dict(observation)
         self._item: Item | None = None
         self._context = ""
         self._stage = 0
         self._cost = 0.0
         self._route: list[str] = []
         self._stopped = False
+        self._confidence: Confidence | None = None
 
     # ------------------------------------------------------------------------------ observation
 
-    def encode_state(self, context: str, stage: int, cost: float) -> Observation:
-        """The observation of (c, ℓ, C); PPO may call it on many states to batch the encoder."""
+    def encode_state(
+        self, context: str, stage: int, cost: float, confidence: Confidence | None = None
+    ) -> Observation:
+        """The observation of (c, ℓ, C) (plus the last reply's confidence with uncertainty_state)."""
         embedding = self.encoder.encode([context])[0].numpy().astype(np.float32, copy=True)
-        return self._observation(embedding, stage, cost)
+        return self._observation(embedding, stage, cost, confidence)
 
-    def _observation(self, embedding: np.ndarray, stage: int, cost: float) -> Observation:
-        return {
+    def _observation(
+        self, embedding: np.ndarray, stage: int, cost: float, confidence: Confidence | None = None
+    ) -> Observation:
+        observation: Observation = {
             "embedding": embedding,
             "stage": int(stage),
             "cost": np.array([cost / self.cost_scale], dtype=np.float32),
         }
+        if self.uncertainty:
+            observation["confidence"] = np.array(confidence_features(confidence), dtype=np.float32)
+        return observation
 
     def action_masks(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
         """Bool [A]: which actions are allowed in the current state (STOP only after a hop).
@@ -139,7 +150,7 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
             raise IndexError(f"item_index {index} out of range for {len(self.items)} items")
         self._item = self.items[int(index)]
         self._context, self._stage, self._cost, self._route = self._item.prompt, 0, 0.0, []
-        self._stopped = False
+        self._stopped, self._confidence = False, None
         info = {
             "item_index": int(index),
             "item_id": self._item.id,
@@ -174,6 +185,7 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
             self._stage += 1
             self._cost += hop.cost
             self._route.append(member.name)
+            self._confidence = hop.confidence
             info.update(hop=hop.as_dict(), stage=self._stage)
         terminated = self._episode_over
         reward = 0.0
@@ -197,7 +209,7 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
             )
         else:
             info["action_mask"] = self.action_masks()
-        observation = self.encode_state(self._context, self._stage, self._cost)
+        observation = self.encode_state(self._context, self._stage, self._cost, self._confidence)
         return observation, float(reward), terminated, False, info
 
     @property

@@ -60,6 +60,7 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
+from hierrouter_graph.confidence import Confidence
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.dynamic_policy import DescriptorPolicy, load_saved_policy
 from hierrouter_graph.hop import HopResult, ReplyCache, extend_context, run_hops
@@ -151,6 +152,8 @@ class RouteOutcome:
     quality: float
     cost: float
     reward: float
+    confidence: Confidence | None = None
+    """The last hop's confidence: what an uncertainty_state router sees at the next decision."""
 
 
 OutcomeTree = dict[str, dict[Route, RouteOutcome]]
@@ -250,6 +253,7 @@ def outcome_tree(
                         quality=quality["quality"],
                         cost=node_cost,
                         reward=terminal_reward(quality["quality"], node_cost, alpha),
+                        confidence=hop.confidence,
                     )
                     following.append((item, (*route, name), node, node_cost))
                     bar.update(1)
@@ -393,7 +397,11 @@ def router_routes(
             for stage in range(config.horizon):
                 node = tree[item.id][route] if route else None
                 context, cost = (node.context, node.cost) if node else (item.prompt, 0.0)
-                decision = policy.decide(context, stage, cost)
+                if getattr(policy, "uncertainty", False):  # as the graph's router node does
+                    confidence = node.confidence if node else None
+                    decision = policy.decide(context, stage, cost, confidence=confidence)  # type: ignore[call-arg]
+                else:
+                    decision = policy.decide(context, stage, cost)
                 if decision.model == STOP_ACTION:
                     check_stop_allowed(stage, config.allow_stop)  # the graph's own check
                     break
@@ -1124,6 +1132,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="the router has a STOP action (RouterConfig.allow_stop) on top of the config",
     )
+    parser.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="the router reads the last reply's confidence (RouterConfig.uncertainty_state)",
+    )
     parser.add_argument("--tasks", nargs="+", default=list(ALL_TASKS), choices=ALL_TASKS)
     parser.add_argument(
         "--per-task",
@@ -1214,6 +1227,8 @@ def run_from_cli(
     config = RouterConfig.from_file(ns.config) if ns.config is not None else default_config()
     if ns.allow_stop:
         config = config.model_copy(update={"allow_stop": True})
+    if ns.uncertainty:
+        config = config.model_copy(update={"uncertainty_state": True})
     train, test, info = _load_splits(ns)
 
     def load(folder: Path) -> RoutingPolicy:

@@ -215,11 +215,14 @@ class Rollout:
     rewards: torch.Tensor  # [T] float32
     dones: torch.Tensor  # [T] float32
     episodes: list[EpisodeSummary]
+    confidences: torch.Tensor | None = None  # [T, 3] float32, only with uncertainty_state
 
 
-def _observation_tensors(obs: Mapping[str, Any]) -> tuple[torch.Tensor, int, float]:
+def _observation_tensors(obs: Mapping[str, Any]) -> tuple[torch.Tensor, int, float, torch.Tensor | None]:
     embedding = torch.as_tensor(np.asarray(obs["embedding"], dtype=np.float32))
-    return embedding, int(obs["stage"]), float(np.asarray(obs["cost"]).reshape(-1)[0])
+    confidence = obs.get("confidence")
+    features = None if confidence is None else torch.as_tensor(np.asarray(confidence, dtype=np.float32))
+    return embedding, int(obs["stage"]), float(np.asarray(obs["cost"]).reshape(-1)[0]), features
 
 
 def collect_rollouts(
@@ -245,17 +248,19 @@ def collect_rollouts(
     values: list[float] = []
     rewards: list[float] = []
     dones: list[float] = []
+    confidences: list[torch.Tensor] = []
     summaries: list[EpisodeSummary] = []
     for episode in range(episodes):
         obs, info = env.reset(seed=seed if episode == 0 else None)
         episode_return, done = 0.0, False
         while not done:
-            embedding, stage, cost = _observation_tensors(obs)
+            embedding, stage, cost, confidence = _observation_tensors(obs)
             with torch.no_grad():
                 logits, value = policy(
                     embedding.unsqueeze(0).to(device),
                     torch.tensor([stage], device=device),
                     torch.tensor([cost], device=device),
+                    None if confidence is None else confidence.unsqueeze(0).to(device),
                 )
                 dist = Categorical(logits=logits[0].float().cpu())
                 action = int(torch.multinomial(dist.probs, 1, generator=generator).item())
@@ -270,6 +275,8 @@ def collect_rollouts(
             values.append(float(value[0]))
             rewards.append(float(reward))
             dones.append(float(done))
+            if confidence is not None:
+                confidences.append(confidence)
             episode_return += float(reward)
         summary = EpisodeSummary(
             item_id=str(info.get("item_id", "")),
@@ -294,6 +301,7 @@ def collect_rollouts(
         rewards=torch.tensor(rewards, dtype=torch.float32),
         dones=torch.tensor(dones, dtype=torch.float32),
         episodes=summaries,
+        confidences=torch.stack(confidences) if confidences else None,
     )
 
 
@@ -351,6 +359,7 @@ def ppo_update(
         )
     ]
     b_emb, b_stage, b_cost, b_act, b_logp, b_val, b_adv, b_ret = tensors
+    b_conf = None if rollout.confidences is None else rollout.confidences.to(device)
     sums = dict.fromkeys(("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"), 0.0)
     steps = 0
     for _epoch in range(args.update_epochs):
@@ -358,7 +367,8 @@ def ppo_update(
         kl_this_epoch = 0.0
         for mb in order.tensor_split(min(args.num_minibatches, batch)):
             mb = mb.to(device)
-            logits, new_value = policy(b_emb[mb], b_stage[mb], b_cost[mb])
+            mb_conf = None if b_conf is None else b_conf[mb]
+            logits, new_value = policy(b_emb[mb], b_stage[mb], b_cost[mb], mb_conf)
             dist = Categorical(logits=logits)
             new_logp = dist.log_prob(b_act[mb])
             entropy = dist.entropy().mean()
@@ -563,6 +573,10 @@ def _check_compatible(env: gym.Env[Any, Any], policy: TrainablePolicy, args: PPO
             raise ValueError(f"env horizon L={config.horizon} != policy horizon L={policy.horizon}")
         if config.allow_stop != policy.allow_stop:
             raise ValueError(f"env allow_stop={config.allow_stop} != policy allow_stop={policy.allow_stop}")
+        if config.uncertainty_state != policy.uncertainty:
+            raise ValueError(
+                f"env uncertainty_state={config.uncertainty_state} != policy uncertainty={policy.uncertainty}"
+            )
     metric = getattr(base, "reward_metric", args.reward)
     if metric != args.reward:
         raise ValueError(f"args.reward={args.reward!r} but the environment rewards {metric!r}")
@@ -743,6 +757,7 @@ def make_policy(config: RouterConfig, encoder: TextEncoder | StateEncoder, args:
                 encoder=encoder,
                 max_seq_len=config.max_seq_len,
                 allow_stop=config.allow_stop,
+                uncertainty=config.uncertainty_state,
             )
         return RouterPolicy(
             config.model_names,
@@ -754,6 +769,7 @@ def make_policy(config: RouterConfig, encoder: TextEncoder | StateEncoder, args:
             cost_scale=args.cost_scale,
             max_seq_len=config.max_seq_len,
             allow_stop=config.allow_stop,
+            uncertainty=config.uncertainty_state,
         )
 
 
@@ -831,6 +847,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="give the router a STOP action (RouterConfig.allow_stop) on top of the config",
     )
+    parser.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="add the last reply's confidence to the router's state (RouterConfig.uncertainty_state)",
+    )
     parser.add_argument("--iterations", type=int, default=defaults.iterations)
     parser.add_argument("--rollouts", type=int, default=defaults.rollouts, help="episodes per iteration")
     parser.add_argument("--minibatches", type=int, default=defaults.num_minibatches)
@@ -907,6 +928,8 @@ def run_from_cli(
     config = RouterConfig.from_file(ns.config) if ns.config is not None else default_config()
     if ns.allow_stop:
         config = config.model_copy(update={"allow_stop": True})
+    if ns.uncertainty:
+        config = config.model_copy(update={"uncertainty_state": True})
     items, data_info = load_items(
         items_path=ns.items, tasks=ns.tasks, per_task=ns.per_task, data_seed=ns.data_seed
     )
@@ -930,6 +953,7 @@ def run_from_cli(
             "alpha": config.alpha,
             "horizon": config.horizon,
             "allow_stop": config.allow_stop,
+            "uncertainty_state": config.uncertainty_state,
             "replay": str(ns.replay),
             "live": bool(ns.live),
         }
@@ -1020,6 +1044,7 @@ def _evaluate_trained(ns: argparse.Namespace, policy_dir: Path) -> int:
     argv += ["--config", str(ns.config)] if ns.config is not None else []
     argv += ["--live"] if ns.live else []
     argv += ["--allow-stop"] if ns.allow_stop else []
+    argv += ["--uncertainty"] if ns.uncertainty else []
     argv += ["--no-progress"] if ns.no_progress else []
     if ns.report is not None:
         argv += ["--report", str(ns.report), "--plot", str(ns.report.with_name("cost_quality.png"))]

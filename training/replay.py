@@ -19,6 +19,12 @@ Schema (version 1)::
     embeddings(encoder TEXT, text_sha TEXT, dim INTEGER, vector BLOB,   -- float32, little endian
                PRIMARY KEY (encoder, text_sha))
     meta(key TEXT PRIMARY KEY, value TEXT)                               -- schema_version
+    confidences(fingerprint TEXT, prompt_sha TEXT, mean_logprob REAL, mean_entropy REAL,
+                source TEXT,                     -- 'generation' | 'teacher_forced' (backfill)
+                PRIMARY KEY (fingerprint, prompt_sha))
+
+``confidences`` was added to version 1 without a bump: it is optional (a reply without a row has
+no known confidence) and created on open, so older stores and older readers keep working.
 
 ``prompt_sha`` = sha256 of the prompt text (the hop's cache key) in hex; the full prompt is kept
 for inspection. The first write of a key wins (``INSERT OR IGNORE``), so a replayed reply never
@@ -43,9 +49,17 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from hierrouter_graph.confidence import Confidence
 from hierrouter_graph.hop import CachedReply
 
-__all__ = ["SCHEMA_VERSION", "CachedEncoder", "ReplayStore", "StateEncoder", "text_sha"]
+__all__ = [
+    "CONFIDENCE_SOURCES",
+    "SCHEMA_VERSION",
+    "CachedEncoder",
+    "ReplayStore",
+    "StateEncoder",
+    "text_sha",
+]
 
 SCHEMA_VERSION = 1
 
@@ -68,7 +82,19 @@ CREATE TABLE IF NOT EXISTS embeddings (
     PRIMARY KEY (encoder, text_sha)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS confidences (
+    fingerprint TEXT NOT NULL,
+    prompt_sha TEXT NOT NULL,
+    mean_logprob REAL NOT NULL,
+    mean_entropy REAL NOT NULL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (fingerprint, prompt_sha)
+) WITHOUT ROWID;
 """
+
+CONFIDENCE_SOURCES = ("generation", "teacher_forced")
+"""Where a stored confidence came from: the generation itself, or a backfill that re-scored a
+recorded reply with one forward pass (``training/backfill_confidence.py``)."""
 
 _EXPORT_FIELDS = ("fingerprint", "prompt", "reply", "tokens_in", "tokens_out")
 
@@ -144,10 +170,15 @@ class ReplayStore:
     def get(self, fingerprint: str, prompt: str) -> CachedReply | None:
         with self._lock:
             row = self._conn.execute(
-                "SELECT reply, tokens_in, tokens_out FROM replies WHERE fingerprint=? AND prompt_sha=?",
+                "SELECT r.reply, r.tokens_in, r.tokens_out, c.mean_logprob, c.mean_entropy FROM replies r "
+                "LEFT JOIN confidences c ON c.fingerprint = r.fingerprint AND c.prompt_sha = r.prompt_sha "
+                "WHERE r.fingerprint=? AND r.prompt_sha=?",
                 (fingerprint, text_sha(prompt)),
             ).fetchone()
-        return None if row is None else CachedReply(row[0], int(row[1]), int(row[2]))
+        if row is None:
+            return None
+        confidence = Confidence(float(row[3]), float(row[4])) if row[3] is not None else None
+        return CachedReply(row[0], int(row[1]), int(row[2]), confidence)
 
     def put(self, fingerprint: str, prompt: str, reply: CachedReply) -> None:
         self.put_many([(fingerprint, prompt, reply)])
@@ -155,6 +186,7 @@ class ReplayStore:
     def put_many(self, rows: Iterable[tuple[str, str, CachedReply]]) -> int:
         """Store many replies in ONE transaction (all or nothing); returns how many were new."""
         now = time.time()
+        rows = list(rows)
         values = [
             (fp, text_sha(prompt), prompt, r.reply, int(r.tokens_in), int(r.tokens_out), now)
             for fp, prompt, r in rows
@@ -164,7 +196,43 @@ class ReplayStore:
         with self._transaction() as conn:
             before = conn.total_changes
             conn.executemany("INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+            added = conn.total_changes - before
+            self._insert_confidences(
+                conn, [(fp, prompt, r.confidence, "generation") for fp, prompt, r in rows if r.confidence]
+            )
+            return added
+
+    @staticmethod
+    def _insert_confidences(
+        conn: sqlite3.Connection, rows: Sequence[tuple[str, str, Confidence | None, str]]
+    ) -> None:
+        values = []
+        for fp, prompt, confidence, source in rows:
+            if confidence is None:
+                continue
+            if source not in CONFIDENCE_SOURCES:
+                raise ValueError(f"confidence source must be one of {CONFIDENCE_SOURCES}, got {source!r}")
+            values.append((fp, text_sha(prompt), confidence.mean_logprob, confidence.mean_entropy, source))
+        conn.executemany("INSERT OR IGNORE INTO confidences VALUES (?, ?, ?, ?, ?)", values)
+
+    def put_confidences(self, rows: Iterable[tuple[str, str, Confidence, str]]) -> int:
+        """Add confidences of stored replies, (fingerprint, prompt, confidence, source); first wins."""
+        rows = list(rows)
+        with self._transaction() as conn:
+            before = conn.total_changes
+            self._insert_confidences(conn, rows)
             return conn.total_changes - before
+
+    def replies_without_confidence(self, fingerprint: str) -> list[tuple[str, CachedReply]]:
+        """(prompt, reply) of ``fingerprint``'s stored replies that have no confidence yet."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT r.prompt, r.reply, r.tokens_in, r.tokens_out FROM replies r "
+                "LEFT JOIN confidences c ON c.fingerprint = r.fingerprint AND c.prompt_sha = r.prompt_sha "
+                "WHERE r.fingerprint=? AND c.prompt_sha IS NULL ORDER BY r.prompt_sha",
+                (fingerprint,),
+            ).fetchall()
+        return [(prompt, CachedReply(reply, int(ti), int(to))) for prompt, reply, ti, to in rows]
 
     def __contains__(self, key: tuple[str, str]) -> bool:
         return self.get(*key) is not None
@@ -242,19 +310,28 @@ class ReplayStore:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         wanted = None if fingerprints is None else sorted(set(fingerprints))
-        query = f"SELECT {', '.join(_EXPORT_FIELDS)} FROM replies"
+        columns = ", ".join(f"r.{name}" for name in _EXPORT_FIELDS)
+        query = (
+            f"SELECT {columns}, c.mean_logprob, c.mean_entropy, c.source FROM replies r LEFT JOIN "
+            "confidences c ON c.fingerprint = r.fingerprint AND c.prompt_sha = r.prompt_sha"
+        )
         params: tuple[str, ...] = ()
         if wanted is not None:
-            query += f" WHERE fingerprint IN ({','.join('?' * len(wanted))})" if wanted else " WHERE 0"
+            query += f" WHERE r.fingerprint IN ({','.join('?' * len(wanted))})" if wanted else " WHERE 0"
             params = tuple(wanted)
-        query += " ORDER BY fingerprint, prompt_sha"
+        query += " ORDER BY r.fingerprint, r.prompt_sha"
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         count = 0
         with self._lock:
             rows = self._conn.execute(query, params)
             with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
                 for row in rows:
-                    record = dict(zip(_EXPORT_FIELDS, row, strict=True))
+                    width = len(_EXPORT_FIELDS)
+                    record: dict[str, Any] = dict(zip(_EXPORT_FIELDS, row[:width], strict=True))
+                    mean_logprob, mean_entropy, source = row[width:]
+                    if mean_logprob is not None:
+                        record["confidence"] = {"mean_logprob": mean_logprob, "mean_entropy": mean_entropy}
+                        record["confidence_source"] = source
                     gz.write((json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
                     count += 1
         os.replace(tmp, target)
@@ -263,6 +340,7 @@ class ReplayStore:
     def import_jsonl_gz(self, path: str | os.PathLike[str]) -> int:
         """Load an exported file (one transaction); existing keys are kept. Returns rows added."""
         rows: list[tuple[str, str, CachedReply]] = []
+        confidences: list[tuple[str, str, Confidence, str]] = []
         with gzip.open(path, "rt", encoding="utf-8") as fh:
             for number, line in enumerate(fh, start=1):
                 if not line.strip():
@@ -271,9 +349,16 @@ class ReplayStore:
                     data = json.loads(line)
                     reply = CachedReply(str(data["reply"]), int(data["tokens_in"]), int(data["tokens_out"]))
                     rows.append((str(data["fingerprint"]), str(data["prompt"]), reply))
+                    confidence = Confidence.from_any(data.get("confidence"))
+                    if confidence is not None:
+                        source = str(data.get("confidence_source", "generation"))
+                        confidences.append((rows[-1][0], rows[-1][1], confidence, source))
                 except (KeyError, TypeError, ValueError) as error:
                     raise ValueError(f"{path}:{number}: not a replay record ({error})") from error
-        return self.put_many(rows)
+        added = self.put_many(rows)
+        if confidences:
+            self.put_confidences(confidences)
+        return added
 
 
 class CachedEncoder:
