@@ -6,10 +6,11 @@ on a free loopback port with the default offline pool (``HIERROUTER_CONFIG`` poi
 this run's settings), sends ``--runs`` runs with at most ``--concurrency`` in flight, and reports
 throughput and p50/p95 latency. It then checks that nothing was lost or duplicated: every run has
 its own thread, whose run list holds exactly one successful run, whose output carries exactly L
-hops (stages 0..L-1), a final answer equal to the last reply and the query that was sent (each
-query is tagged with its run number), and whose checkpointed state holds the same trace. Last,
-malformed inputs (missing, empty, blank, non-string query) must come back as ``InvalidQueryError``
-from the graph's input validation while valid runs sent alongside them still succeed.
+hops (stages 0..L-1), a final answer equal to the trace's replies (``hop.answer_text``) and the
+query that was sent (each query is tagged with its run number), and whose checkpointed state
+holds the same trace. Last, malformed inputs (missing, empty, blank, non-string query) must come
+back as ``InvalidQueryError`` from the graph's input validation while valid runs sent alongside
+them still succeed.
 
     PYTHONPATH=. python bench/server_load.py [--runs 200] [--concurrency 8] [--max-new-tokens 8]
         [--max-batch-size 16] [--batch-wait-ms 5]
@@ -37,6 +38,7 @@ from typing import Any
 import httpx
 
 from hierrouter_graph import RouterConfig, default_config
+from hierrouter_graph.hop import answer_text, extend_context
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFLINE_ENV = {
@@ -173,8 +175,15 @@ def trace_problems(outcome: RunOutcome, horizon: int, pool: list[str]) -> list[s
         problems.append(f"stages {[hop.get('stage') for hop in trace]} != 0..{horizon - 1}")
     if any(hop.get("model") not in pool for hop in trace):
         problems.append(f"unknown model in route {[hop.get('model') for hop in trace]}")
-    if not isinstance(body.get("answer"), str) or not trace or body["answer"] != trace[-1].get("reply"):
-        problems.append("answer missing or not the last hop's reply")
+    context = str(body.get("query", ""))
+    for hop in trace:
+        context = extend_context(context, str(hop.get("reply", "")))
+    if (
+        not isinstance(body.get("answer"), str)
+        or not trace
+        or body["answer"] != answer_text(outcome.query, context)
+    ):
+        problems.append("answer missing or not the trace's replies (hop.answer_text)")
     if body.get("query") != outcome.query:
         problems.append(f"answered {str(body.get('query'))[:40]!r}, not its own query")
     if not math.isclose(body.get("cost", -1.0), sum(hop.get("cost", 0.0) for hop in trace), rel_tol=1e-9):
