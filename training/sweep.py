@@ -1,4 +1,5 @@
-"""Sweeps: horizon L × cost weight α (× STOP), each trained with PPO and evaluated on the test split.
+"""Sweeps: horizon L × cost weight α (× STOP, × confidence in the state), each trained with PPO and
+evaluated on the test split.
 
 Why a tool of its own: one PPO run answers "does the router beat the best single model at this
 (L, α)?"; the questions a user of HierRouter actually has — is a second hop worth it, what does α
@@ -52,6 +53,7 @@ __all__ = [
     "DEFAULT_ALPHAS",
     "DEFAULT_HORIZONS",
     "DEFAULT_STOP_HORIZONS",
+    "DEFAULT_UNCERTAINTY_HORIZONS",
     "SECTION",
     "Setting",
     "SettingResult",
@@ -70,36 +72,54 @@ DEFAULT_HORIZONS = (1, 2, 3, 4)
 DEFAULT_ALPHAS = (0.001, 0.005, 0.01)
 DEFAULT_STOP_HORIZONS = (2,)
 """Horizons at which a STOP router is trained too (at every α), beside the fixed-L one."""
+DEFAULT_UNCERTAINTY_HORIZONS = (2,)
+"""Horizons at which a router with the last reply's confidence in its state is trained too."""
 SECTION = "sweeps"
 """Name of the marked block of docs/results.md this tool owns (``evaluate.write_marked_section``)."""
 
 
 @dataclass(frozen=True, order=True)
 class Setting:
-    """One point of the grid: horizon L, cost weight α, and whether the router may STOP."""
+    """One point of the grid: horizon L, cost weight α, whether the router may STOP, and whether
+    it reads the last reply's confidence (``RouterConfig.uncertainty_state``)."""
 
     horizon: int
     allow_stop: bool
     alpha: float
+    uncertainty: bool = False
 
     @property
     def name(self) -> str:
-        """Run-dir name, e.g. ``L2-a0.005-stop``."""
-        return f"L{self.horizon}-a{self.alpha:g}" + ("-stop" if self.allow_stop else "")
+        """Run-dir name, e.g. ``L2-a0.005-stop`` or ``L2-a0.005-conf``."""
+        return (
+            f"L{self.horizon}-a{self.alpha:g}"
+            + ("-stop" if self.allow_stop else "")
+            + ("-conf" if self.uncertainty else "")
+        )
 
     @property
     def family(self) -> str:
-        """The α sweep this setting belongs to: ``L=2`` or ``L=2 + STOP``."""
-        return f"L={self.horizon}" + (" + STOP" if self.allow_stop else "")
+        """The α sweep this setting belongs to: ``L=2``, ``L=2 + STOP`` or ``L=2 + confidence``."""
+        return (
+            f"L={self.horizon}"
+            + (" + STOP" if self.allow_stop else "")
+            + (" + confidence" if self.uncertainty else "")
+        )
 
 
 def settings_grid(
-    horizons: Sequence[int], alphas: Sequence[float], stop_horizons: Sequence[int]
+    horizons: Sequence[int],
+    alphas: Sequence[float],
+    stop_horizons: Sequence[int],
+    uncertainty_horizons: Sequence[int] = (),
 ) -> list[Setting]:
-    """Every (L, α) without STOP, plus (L, α) with STOP for L in ``stop_horizons`` (L ≥ 2 only:
-    at L = 1 the only decision is the first, where STOP is never allowed, so it would be a copy)."""
+    """Every (L, α) without STOP, plus (L, α) with STOP for L in ``stop_horizons`` and with the
+    confidence in the state for L in ``uncertainty_horizons`` (L ≥ 2 only for both: at L = 1 the
+    only decision is the first, before any reply, so STOP is not allowed and there is no
+    confidence to read: it would be a copy)."""
     grid = {Setting(h, False, float(a)) for h in horizons for a in alphas}
     grid |= {Setting(h, True, float(a)) for h in stop_horizons if h >= 2 for a in alphas}
+    grid |= {Setting(h, False, float(a), True) for h in uncertainty_horizons if h >= 2 for a in alphas}
     return sorted(grid)
 
 
@@ -107,7 +127,13 @@ def setting_config(base: RouterConfig, setting: Setting) -> RouterConfig:
     """``base`` at this setting's L (``record.with_horizon``: deeper stages reuse the last prompt),
     α and STOP."""
     deeper = with_horizon(base, setting.horizon)
-    return deeper.model_copy(update={"alpha": setting.alpha, "allow_stop": setting.allow_stop})
+    return deeper.model_copy(
+        update={
+            "alpha": setting.alpha,
+            "allow_stop": setting.allow_stop,
+            "uncertainty_state": setting.uncertainty,
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -238,6 +264,7 @@ def run_sweep(
             "alpha": setting.alpha,
             "horizon": setting.horizon,
             "allow_stop": setting.allow_stop,
+            "uncertainty_state": setting.uncertainty,
             "sweep": setting.name,
             "train_items": len(recorded_train),
         }
@@ -252,6 +279,7 @@ def run_sweep(
             encoder=encoder,
             horizon=setting.horizon,
             allow_stop=setting.allow_stop,
+            uncertainty=setting.uncertainty,
         )
         result = ev.evaluate(
             config,
@@ -389,25 +417,32 @@ def _reading_lines(sweep: SweepResult) -> list[str]:
     return [*lines, ""]
 
 
-def _stop_rows(sweep: SweepResult) -> list[str]:
-    """Paired per-query comparison of each STOP router with the fixed-L router at the same (L, α)."""
+def _paired_rows(sweep: SweepResult, feature: str) -> list[str]:
+    """Per-query reward difference of each router with ``feature`` ("allow_stop" or "uncertainty")
+    against the plain router at the same (L, α), with its paired bootstrap interval."""
     by_setting = {r.setting: r for r in sweep.results}
     lines: list[str] = []
-    for setting, with_stop in by_setting.items():
-        if not setting.allow_stop:
+    for setting, with_it in by_setting.items():
+        if not getattr(setting, feature) or (setting.allow_stop and setting.uncertainty):
             continue
         without = by_setting.get(Setting(setting.horizon, False, setting.alpha))
         if without is None:
             continue
-        diff = np.asarray(with_stop.router_rewards) - np.asarray(without.router_rewards)
+        diff = np.asarray(with_it.router_rewards) - np.asarray(without.router_rewards)
         delta = ev.bootstrap_interval(diff, resamples=1000, seed=0)
         lines.append(
             f"| {setting.horizon} | {setting.alpha:g} | {_fmt(without.router['reward'], 4)} "
-            f"| {_fmt(with_stop.router['reward'], 4)} | {_ci((delta.mean, delta.low, delta.high))} "
-            f"| {_fmt(without.router['task_metric'])} → {_fmt(with_stop.router['task_metric'])} "
-            f"| {_fmt(without.router['cost'], 4)} → {_fmt(with_stop.router['cost'], 4)} "
-            f"| {_fmt(with_stop.router['mean_hops'], 2)} |"
+            f"| {_fmt(with_it.router['reward'], 4)} | {_ci((delta.mean, delta.low, delta.high))} "
+            f"| {_fmt(without.router['task_metric'])} → {_fmt(with_it.router['task_metric'])} "
+            f"| {_fmt(without.router['cost'], 4)} → {_fmt(with_it.router['cost'], 4)} "
+            f"| {_fmt(with_it.router['mean_hops'], 2)} |"
         )
+    return lines
+
+
+def _stop_rows(sweep: SweepResult) -> list[str]:
+    """Paired per-query comparison of each STOP router with the fixed-L router at the same (L, α)."""
+    lines = _paired_rows(sweep, "allow_stop")
     if not lines:
         return []
     return [
@@ -418,6 +453,27 @@ def _stop_rows(sweep: SweepResult) -> list[str]:
         "",
         "| L | α | reward, fixed L | reward, + STOP | Δ reward [95% CI] | task metric | mean cost | "
         "mean hops with STOP |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *lines,
+        "",
+    ]
+
+
+def _uncertainty_rows(sweep: SweepResult) -> list[str]:
+    """Paired comparison of each router that reads the last reply's confidence with the plain one."""
+    lines = _paired_rows(sweep, "uncertainty")
+    if not lines:
+        return []
+    return [
+        "### Uncertainty in the state against the paper's state",
+        "",
+        "Same L, same α, same test queries, same PPO seed; the only difference is the router's input "
+        "(`uncertainty_state`: + the last reply's mean token log-prob, mean entropy and a known flag). "
+        "Δ = reward with the confidence − reward without, per query, with its paired 95% bootstrap "
+        "interval (≈: contains 0).",
+        "",
+        "| L | α | reward, paper state | reward, + confidence | Δ reward [95% CI] | task metric "
+        "| mean cost | mean hops |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
         *lines,
         "",
@@ -442,16 +498,17 @@ def markdown_section(sweep: SweepResult, command: str, plot: Path, report: Path)
         "items; oracle = best route of length 1..L per query). Δ: paired 95% bootstrap interval "
         "(1000 resamples); ≈ marks an interval that contains 0.",
         "",
-        "| L | STOP | α | train items | task metric | Q | mean cost | reward Q − αC | mean hops "
+        "| L | STOP | conf. | α | train items | task metric | Q | mean cost | reward Q − αC | mean hops "
         "| Δ reward vs best single [95% CI] | best single (reward) | best fixed route (reward) "
         "| oracle (reward) | gap recovered | routes taken (top 3) |",
-        "|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|",
+        "|---:|:---:|:---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|",
     ]
     for r in sweep.results:
         s = r.setting
         top = ", ".join(f"`{route}` {count / r.n_test:.0%}" for route, count in list(r.routes.items())[:3])
         lines.append(
-            f"| {s.horizon} | {'yes' if s.allow_stop else 'no'} | {s.alpha:g} | {r.n_train} "
+            f"| {s.horizon} | {'yes' if s.allow_stop else 'no'} | {'yes' if s.uncertainty else 'no'} "
+            f"| {s.alpha:g} | {r.n_train} "
             f"| {_fmt(r.router['task_metric'])} | {_fmt(r.router['quality'])} | {_fmt(r.router['cost'], 4)} "
             f"| {_fmt(r.router['reward'], 4)} | {_fmt(r.router['mean_hops'], 2)} | {_ci(r.vs_best_single)} "
             f"| {r.best_single['name']} ({_fmt(r.best_single['reward'], 4)}) "
@@ -461,6 +518,7 @@ def markdown_section(sweep: SweepResult, command: str, plot: Path, report: Path)
     lines.append("")
     lines += _reading_lines(sweep)
     lines += _stop_rows(sweep)
+    lines += _uncertainty_rows(sweep)
     if sweep.aiq:
         lines += [
             "### AIQ of each α sweep",
@@ -567,6 +625,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="also train a STOP router (allow_stop) at these horizons (none: no STOP settings)",
     )
     parser.add_argument(
+        "--uncertainty-horizons",
+        type=int,
+        nargs="*",
+        default=list(DEFAULT_UNCERTAINTY_HORIZONS),
+        help="also train a router with the last reply's confidence in its state (uncertainty_state) "
+        "at these horizons (none: no such settings)",
+    )
+    parser.add_argument(
         "--run-dir", type=Path, default=Path("runs/sweep"), help="one PPO run dir per setting"
     )
     parser.add_argument("--replay", type=Path, default=Path("runs/replay.sqlite"), help="replay store")
@@ -602,7 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = RouterConfig.from_file(ns.config) if ns.config is not None else default_config()
     data = build_routing_dataset(ns.tasks, per_task=ns.per_task, seed=ns.data_seed)
     args = PPOArgs(iterations=ns.iterations, rollouts=ns.rollouts, seed=ns.seed, reward=ns.reward)
-    grid = settings_grid(ns.horizons, ns.alphas, ns.stop_horizons)
+    grid = settings_grid(ns.horizons, ns.alphas, ns.stop_horizons, ns.uncertainty_horizons)
     encoder = load_encoder(base.encoder, base.max_seq_len, cache_dir=base.resolved_cache_dir)
     pool = build_pool(base)
     ns.replay.parent.mkdir(parents=True, exist_ok=True)

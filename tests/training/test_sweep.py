@@ -134,6 +134,10 @@ def test_grid_and_deeper_configs(base: RouterConfig) -> None:
         "L1-a0.001", "L1-a0.01", "L2-a0.001", "L2-a0.01", "L2-a0.001-stop", "L2-a0.01-stop",
     ]  # fmt: skip
     # STOP at L = 1 would be a copy of L = 1 (STOP is never allowed at the only decision): dropped
+    with_conf = settings_grid([2, 1], [0.01], [], [1, 2])
+    assert [s.name for s in with_conf] == ["L1-a0.01", "L2-a0.01", "L2-a0.01-conf"]  # no reply to read at L=1
+    assert setting_config(base, with_conf[-1]).uncertainty_state is True
+    assert with_conf[-1].family == "L=2 + confidence"
     deeper = setting_config(base, Setting(3, True, 0.01))
     assert (deeper.horizon, deeper.alpha, deeper.allow_stop) == (3, 0.01, True)
     assert deeper.stage_prompts == list(PAPER_STAGE_PROMPTS)  # the L = 2 prefix keeps its prompts
