@@ -26,6 +26,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import torch
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from tqdm import tqdm
@@ -55,13 +58,15 @@ def messages_from_key(key: str) -> list[BaseMessage]:
     return messages
 
 
-def _stage_of(key: str, config: RouterConfig) -> int | None:
-    """Which stage's instruction opens the key's user message (None: not one of this config's)."""
+def _stage_and_context(key: str, config: RouterConfig) -> tuple[int | None, str]:
+    """Which stage's instruction opens the key's user message (None: not one of this config's), and
+    the context after it."""
     user = key.rsplit("\x1e", 1)[-1].partition("\x1f")[2]
     for stage in range(config.horizon):
-        if user.startswith(config.stage_prompt(stage) + CONTEXT_SEPARATOR):
-            return stage
-    return None
+        head = config.stage_prompt(stage) + CONTEXT_SEPARATOR
+        if user.startswith(head):
+            return stage, user[len(head) :]
+    return None, user
 
 
 def teacher_forced_confidences(
@@ -127,18 +132,27 @@ def backfill(
     pool: dict[str, PoolMember],
     *,
     stages: str = "decision",
+    queries: Sequence[str] | None = None,
     batch_size: int = 8,
     progress: bool = True,
 ) -> dict[str, int]:
-    """Add confidences to ``store``'s replies of ``config``'s local members; returns rows added per member."""
+    """Add confidences to ``store``'s replies of ``config``'s local members; returns rows added per member.
+
+    ``queries``: only replies in the trees of these queries (their context starts with one), so a
+    store that also holds other datasets' replies costs only what the training run will read.
+    """
     wanted = set(range(config.horizon - 1)) if stages == "decision" else set(range(config.horizon))
+    roots = tuple(queries) if queries is not None else None
+
+    def needed(key: str) -> bool:
+        stage, context = _stage_and_context(key, config)
+        return stage in wanted and (roots is None or context.startswith(roots))
+
     added: dict[str, int] = {}
     for spec in config.models:
         member = pool[spec.name]
         todo = [
-            (key, reply)
-            for key, reply in store.replies_without_confidence(member.fingerprint)
-            if _stage_of(key, config) in wanted
+            (key, reply) for key, reply in store.replies_without_confidence(member.fingerprint) if needed(key)
         ]
         todo.sort(key=lambda row: len(row[0]) + len(row[1].reply))  # similar lengths share a forward
         added[spec.name] = 0
@@ -175,6 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
     parser.add_argument("--db", type=Path, default=Path("runs/replay.sqlite"))
     parser.add_argument("--stages", choices=("decision", "all"), default="decision")
+    parser.add_argument(
+        "--per-task",
+        type=int,
+        default=None,
+        help="only the trees of the routing dataset with this many items per task (train + test, as "
+        "record.py samples them); default: every reply in the store",
+    )
+    parser.add_argument("--seed", type=int, default=42, help="the routing dataset's seed (with --per-task)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true")

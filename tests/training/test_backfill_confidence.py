@@ -11,7 +11,7 @@ import torch
 
 from hierrouter_graph import RouterConfig
 from hierrouter_graph.graph import build_pool
-from hierrouter_graph.hop import _cache_key, build_hop_messages, extend_context, run_hops
+from hierrouter_graph.hop import CachedReply, _cache_key, build_hop_messages, extend_context, run_hops
 from training.backfill_confidence import backfill, messages_from_key
 from training.replay import ReplayStore
 
@@ -81,3 +81,17 @@ def test_backfill_reproduces_the_generation_confidence_of_decision_hops(
     assert compared >= 2, "no reply re-tokenized to its generated ids: the comparison proved nothing"
     assert backfill(old, tiny_config, pool, progress=False) == {"tiny-a": 0, "tiny-b": 0}  # idempotent
     assert backfill(old, tiny_config, pool, stages="all", progress=False) == {"tiny-a": 0, "tiny-b": 3}
+
+
+def test_backfill_can_be_limited_to_the_trees_of_given_queries(
+    tiny_config: RouterConfig, tmp_path: Path
+) -> None:
+    pool = build_pool(tiny_config)
+    store = ReplayStore(tmp_path / "r.sqlite")
+    hops = run_hops(pool["tiny-a"], QUERIES, tiny_config.stage_prompt(0))  # no store: nothing recorded
+    for query, hop in zip(QUERIES, hops, strict=True):
+        key = _cache_key(build_hop_messages(pool["tiny-a"], tiny_config.stage_prompt(0), query))
+        store.put(pool["tiny-a"].fingerprint, key, CachedReply(hop.reply, hop.tokens_in, hop.tokens_out))
+    added = backfill(store, tiny_config, pool, queries=QUERIES[:1], progress=False)
+    assert added == {"tiny-a": 1, "tiny-b": 0}
+    assert len(store.replies_without_confidence(pool["tiny-a"].fingerprint)) == 2
