@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.dynamic_policy import DescriptorPolicy
-from hierrouter_graph.hop import CachedReply, ReplyCache
+from hierrouter_graph.hop import CachedReply, ReplyCache, extend_context, run_hops
 from hierrouter_graph.policy import RouterPolicy
 from hierrouter_graph.pool import PoolMember
 from training.datasets import ALL_TASKS, Item
@@ -77,6 +77,7 @@ __all__ = [
     "build_env",
     "collect_rollouts",
     "compute_gae",
+    "encode_recorded_states",
     "load_items",
     "main",
     "make_policy",
@@ -943,9 +944,10 @@ def run_from_cli(
         if not ns.live:
             items, data_info = _recorded_only(config, pool, items, data_info, store)
         cache: ReplyCache = store if ns.live else ReplayOnlyCache(store)
-        env = build_env(
-            config, items, pool, CachedEncoder(base_encoder, store), reward=args.reward, cache=cache
-        )
+        state_encoder = CachedEncoder(base_encoder, store)
+        if not ns.live:
+            encode_recorded_states(state_encoder, config, pool, items, cache)
+        env = build_env(config, items, pool, state_encoder, reward=args.reward, cache=cache)
         policy = make_policy(config, base_encoder, args)
         metadata = {
             "dataset": data_info,
@@ -966,6 +968,38 @@ def run_from_cli(
             resume=not ns.no_resume,
             metadata=metadata,
         )
+
+
+def encode_recorded_states(
+    encoder: StateEncoder,
+    config: RouterConfig,
+    pool: Mapping[str, Any],
+    items: Sequence[Item],
+    cache: ReplyCache,
+    batch_size: int = 256,
+) -> int:
+    """Encode every context the episodes can observe (depth 0..L of the recorded trees) in batches.
+
+    Why: episodes encode one state at a time, which on a CPU costs ~10x more per text than a
+    batch; a fresh replay store (``make demo``) would otherwise spend most of its PPO run in the
+    encoder. ``CachedEncoder`` keeps each vector, so the episodes then only look them up.
+    Returns the number of distinct contexts.
+    """
+    level = [item.prompt for item in items]
+    contexts = list(level)
+    for stage in range(config.horizon):
+        following: list[str] = []
+        for name in config.model_names:
+            hops = run_hops(pool[name], level, config.stage_prompt(stage), cache)
+            following += [
+                extend_context(context, hop.reply) for context, hop in zip(level, hops, strict=True)
+            ]
+        level = following
+        contexts += level
+    distinct = list(dict.fromkeys(contexts))
+    for start in range(0, len(distinct), batch_size):
+        encoder.encode(distinct[start : start + batch_size])
+    return len(distinct)
 
 
 def _recorded_only(

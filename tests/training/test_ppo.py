@@ -379,3 +379,33 @@ def test_env_factory_and_mismatches_fail_early(
     two = RouterConfig(models=config.models[:2], horizon=2)
     with pytest.raises(ValueError, match="pool"):
         train(make_env(config, encoder), make_policy(two, encoder, args), args, tmp_path / "h", False)
+
+
+def test_recorded_states_are_encoded_in_batches_before_training(
+    config: RouterConfig, encoder: TextEncoder, tmp_path: Path
+) -> None:
+    """Every context an episode can observe (depth 0..L) is encoded up front, in batches."""
+    from training.ppo import encode_recorded_states
+    from training.replay import CachedEncoder, ReplayStore
+
+    calls: list[int] = []
+
+    class Counting:
+        name, dim = encoder.name, encoder.dim
+
+        def encode(self, texts: Any) -> torch.Tensor:
+            calls.append(len(texts))
+            return encoder.encode(texts)
+
+    items = make_items(3)
+    pool = build_pool(config, chat_models())
+    store = ReplayStore(tmp_path / "r.sqlite")
+    cached = CachedEncoder(Counting(), store)
+    n = encode_recorded_states(cached, config, pool, items, store, batch_size=16)
+    assert n == 3 * (1 + 3 + 9)  # per item: the prompt, 3 one-hop and 9 two-hop contexts
+    assert sum(calls) == n and max(calls) <= 16
+    env = HierRouterEnv(config, items, pool, cached, cache=store)
+    env.reset(options={"item_index": 0})
+    env.step(0)
+    env.step(1)
+    assert sum(calls) == n  # the episode only looked its states up
