@@ -53,6 +53,7 @@ from .policy import (
     RouterPolicy,
     check_policy_shape,
     confidence_tensor,
+    decision_from,
     read_policy_meta,
     state_features,
     state_input_size,
@@ -377,18 +378,7 @@ class DescriptorPolicy(nn.Module):
                 torch.tensor([cost], device=device),
                 confidence_tensor(confidence, device) if self.uncertainty else None,
             )
-            probs = torch.softmax(logits[0].float().cpu(), dim=-1)
-            if sample:
-                index = int(torch.multinomial(probs, 1, generator=generator).item())
-            else:
-                index = int(torch.argmax(probs).item())
-        actions = self.actions
-        return Decision(
-            index,
-            actions[index],
-            {name: float(p) for name, p in zip(actions, probs.tolist(), strict=True)},
-            float(value.item()),
-        )
+        return decision_from(logits, value, self.actions, sample=sample, generator=generator)
 
     # ------------------------------------------------------------------------------ persistence
 

@@ -40,6 +40,7 @@ __all__ = [
     "RoutingPolicy",
     "check_stop_allowed",
     "confidence_tensor",
+    "decision_from",
     "state_features",
     "state_input_size",
 ]
@@ -207,6 +208,31 @@ def state_features(
     return torch.cat(parts, dim=-1)
 
 
+def decision_from(
+    logits: torch.Tensor,
+    value: torch.Tensor,
+    actions: Sequence[str],
+    *,
+    sample: bool = False,
+    generator: torch.Generator | None = None,
+) -> Decision:
+    """The ``Decision`` of one state's [1, A] logits: argmax, or a draw from π seeded by ``generator``.
+
+    Why one function: every policy kind must turn its logits into a route the same way.
+    """
+    probs = torch.softmax(logits[0].float().cpu(), dim=-1)
+    if sample:
+        index = int(torch.multinomial(probs, 1, generator=generator).item())
+    else:
+        index = int(torch.argmax(probs).item())
+    return Decision(
+        index,
+        actions[index],
+        {name: float(p) for name, p in zip(actions, probs.tolist(), strict=True)},
+        float(value.item()),
+    )
+
+
 def confidence_tensor(confidence: LastConfidence, device: torch.device | str = "cpu") -> torch.Tensor:
     """[1, 3] features of one last reply's confidence (neutral when None)."""
     return torch.tensor([confidence_features(confidence)], dtype=torch.float32, device=device)
@@ -352,18 +378,7 @@ class RouterPolicy(nn.Module):
         features = confidence_tensor(confidence) if self.uncertainty else None
         with torch.inference_mode():
             logits, value = self(embedding, torch.tensor([stage]), torch.tensor([cost]), features)
-            probs = torch.softmax(logits[0].float(), dim=-1)
-            if sample:
-                index = int(torch.multinomial(probs, 1, generator=generator).item())
-            else:
-                index = int(torch.argmax(probs).item())
-        actions = self.actions
-        return Decision(
-            index,
-            actions[index],
-            {name: float(p) for name, p in zip(actions, probs.tolist(), strict=True)},
-            float(value.item()),
-        )
+        return decision_from(logits, value, self.actions, sample=sample, generator=generator)
 
     # ------------------------------------------------------------------------------ persistence
 
