@@ -233,19 +233,30 @@ def record_in_chunks(
     chunk_items: int,
     batch_size: int = 16,
     progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
 ) -> RecordStats:
     """Complete the whole tree of ``chunk_items`` task-interleaved items before starting the next.
 
     Why: a level-by-level pass over thousands of items finishes no item until the last level, so
     hours of recording that get cut off leave nothing trainable. Chunks trade a little batching
     for trees that complete continuously (``complete_items`` finds them).
+
+    ``shard=(k, n)`` records only the chunks whose index is ``k`` modulo ``n``: on a machine whose
+    single generation cannot use every core, ``n`` processes sharing one store split the chunks
+    without ever generating the same reply twice.
     """
     if chunk_items < 1:
         raise ValueError(f"chunk_items must be >= 1, got {chunk_items}")
+    index, count = shard
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard must be K/N with 0 <= K < N, got {index}/{count}")
     ordered = interleave_tasks(items)
-    total = RecordStats(items=len(ordered))
-    for start in range(0, len(ordered), chunk_items):
+    total = RecordStats(items=0)
+    for chunk_index, start in enumerate(range(0, len(ordered), chunk_items)):
+        if chunk_index % count != index:
+            continue
         chunk = ordered[start : start + chunk_items]
+        total.items += len(chunk)
         if progress:
             print(f"chunk items {start}-{start + len(chunk) - 1} of {len(ordered)}", file=sys.stderr)
         part = record_outcome_tree(config, pool, chunk, store, batch_size=batch_size, progress=progress)
@@ -304,6 +315,13 @@ def _load_items(args: argparse.Namespace) -> list[Item]:
     return {"test": data.test, "train": data.train, "all": data.train + data.test}[args.split]
 
 
+def _shard(text: str) -> tuple[int, int]:
+    index, sep, count = text.partition("/")
+    if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
+        raise argparse.ArgumentTypeError(f"--shard expects K/N with 0 <= K < N (e.g. 0/2), got {text!r}")
+    return int(index), int(count)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
@@ -328,6 +346,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="finish the whole tree of this many task-interleaved items before the next "
         "(default: one pass over all items, level by level)",
+    )
+    parser.add_argument(
+        "--shard",
+        type=_shard,
+        default=(0, 1),
+        metavar="K/N",
+        help="with --chunk-items: record only chunks K, K+N, K+2N, ... (run N processes on one --db)",
     )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--no-progress", action="store_true")
@@ -369,6 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.chunk_items,
                 batch_size=args.batch_size,
                 progress=not args.no_progress,
+                shard=args.shard,
             )
         total = len(store)
         if args.export_shipped and args.config is None:

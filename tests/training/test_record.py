@@ -130,3 +130,28 @@ def test_chunks_complete_whole_trees_and_complete_items_finds_exactly_them(
         assert complete_items(tiny_config, pool, items, store) == items
     with pytest.raises(ValueError, match="chunk_items"):
         record_in_chunks(tiny_config, pool, items, store, chunk_items=0, progress=False)
+
+
+def test_shards_split_the_chunks_between_processes_sharing_one_store(
+    tiny_config: RouterConfig, tmp_path
+) -> None:
+    pool = build_pool(tiny_config)
+    items = [Item(f"t{i % 2}/{i}", f"t{i % 2}", PROMPTS[i], ["42"], "token_f1", "routing") for i in range(4)]
+    ordered = interleave_tasks(items)
+    with ReplayStore(tmp_path / "tree.sqlite") as store:
+        stats = record_in_chunks(tiny_config, pool, items, store, chunk_items=2, progress=False, shard=(1, 2))
+        assert stats.items == 2
+        assert complete_items(tiny_config, pool, items, store) == ordered[2:]
+        stats = record_in_chunks(tiny_config, pool, items, store, chunk_items=2, progress=False, shard=(0, 2))
+        assert (stats.items, stats.reused) == (2, 0)
+        assert sorted(i.id for i in complete_items(tiny_config, pool, items, store)) == sorted(
+            i.id for i in items
+        )
+        with pytest.raises(ValueError, match="shard"):
+            record_in_chunks(tiny_config, pool, items, store, chunk_items=2, progress=False, shard=(2, 2))
+
+
+def test_shard_flag_names_the_expected_form(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--chunk-items", "4", "--shard", "2/2"])
+    assert "--shard expects K/N with 0 <= K < N (e.g. 0/2), got '2/2'" in capsys.readouterr().err
