@@ -9,7 +9,7 @@ from .config import PAPER_STAGE_PROMPTS, EndpointSpec, ModelSpec, RouterConfig
 from .cost import hop_cost
 from .defaults import default_config, default_policy
 from .dynamic_policy import DescriptorPolicy
-from .encoder import TextEncoder, load_encoder
+from .encoder import SentenceEncoder, TextEncoder, load_encoder
 from .graph import HierRouterGraph, InvalidQueryError, create_hierrouter_graph
 from .hop import HopResult, run_hop
 from .microbatch import MicroBatchedChatModel, MicroBatcher
@@ -49,6 +49,7 @@ __all__ = [
     "RouterPolicy",
     "RouterState",
     "RoutingPolicy",
+    "SentenceEncoder",
     "TextEncoder",
     "TokenizerCounter",
     "build_endpoint_member",

@@ -36,7 +36,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -44,7 +44,7 @@ from torch import nn
 
 from .config import ModelSpec, RouterConfig
 from .cost import RATE_PER_BILLION_PARAMS, base_rate_from_param_count, param_count_from_name
-from .encoder import TextEncoder, load_encoder
+from .encoder import SentenceEncoder, TextEncoder, load_encoder
 from .policy import (
     STOP_ACTION,
     Decision,
@@ -88,18 +88,6 @@ KIND_PHRASES: dict[str, str] = {
     "option letter; it cannot write free text",
 }
 """What each ``ModelSpec.kind`` can do, in words, at the head of every model card."""
-
-
-class SentenceEncoder(Protocol):
-    """What the policy needs of an encoder: ``TextEncoder`` and training's ``CachedEncoder`` fit."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def dim(self) -> int: ...
-
-    def encode(self, texts: Sequence[str]) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -494,7 +482,7 @@ def load_saved_policy(
     return RouterPolicy.load(
         directory,
         pool=config.model_names,
-        encoder=encoder if isinstance(encoder, TextEncoder) else encoder.name if encoder else None,
+        encoder=encoder,
         horizon=config.horizon,
         allow_stop=config.allow_stop,
         uncertainty=config.uncertainty_state,

@@ -10,7 +10,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -18,7 +18,24 @@ from .config import default_cache_dir
 from .models import resolve_device
 from .offline import OFFLINE_ENCODERS, offline_encoder_folder
 
-__all__ = ["EncoderLoadError", "TextEncoder", "load_encoder"]
+__all__ = ["EncoderLoadError", "SentenceEncoder", "TextEncoder", "load_encoder"]
+
+
+class SentenceEncoder(Protocol):
+    """What a policy (and training's environment) needs of an encoder.
+
+    Why a protocol: training wraps a ``TextEncoder`` in a store-backed cache (``CachedEncoder``)
+    that must stand wherever the encoder does, so policies evaluated on recorded data read the
+    recorded embeddings instead of re-encoding.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor: ...
 
 
 class EncoderLoadError(OSError):

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .confidence import CONFIDENCE_FEATURES, Confidence, confidence_features
-from .encoder import TextEncoder, load_encoder
+from .encoder import SentenceEncoder, TextEncoder, load_encoder
 
 __all__ = [
     "POLICY_FORMAT_VERSION",
@@ -264,7 +264,7 @@ class RouterPolicy(nn.Module):
         hidden_size: int = 256,
         stage_dim: int = 16,
         cost_scale: float = 1.0,
-        encoder: TextEncoder | None = None,
+        encoder: SentenceEncoder | None = None,
         max_seq_len: int = 512,
         allow_stop: bool = False,
         uncertainty: bool = False,
@@ -331,7 +331,7 @@ class RouterPolicy(nn.Module):
         return mask
 
     @property
-    def encoder(self) -> TextEncoder:
+    def encoder(self) -> SentenceEncoder:
         if self._encoder is None:
             self._encoder = load_encoder(self.encoder_name, self.max_seq_len)
             if self._encoder.dim != self.embedding_dim:
@@ -417,7 +417,7 @@ class RouterPolicy(nn.Module):
         directory: str | os.PathLike[str],
         *,
         pool: Sequence[str] | None = None,
-        encoder: TextEncoder | str | None = None,
+        encoder: SentenceEncoder | str | None = None,
         horizon: int | None = None,
         allow_stop: bool | None = None,
         uncertainty: bool | None = None,
@@ -452,7 +452,7 @@ class RouterPolicy(nn.Module):
             hidden_size=meta["hidden_size"],
             stage_dim=meta["stage_dim"],
             cost_scale=meta["cost_scale"],
-            encoder=encoder if isinstance(encoder, TextEncoder) else None,
+            encoder=None if isinstance(encoder, str) else encoder,
             max_seq_len=enc_meta.get("max_seq_len", 512),
             allow_stop=saved_stop,
             uncertainty=bool(meta.get("uncertainty", False)),

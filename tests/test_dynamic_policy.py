@@ -28,7 +28,7 @@ from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import build_pool
 from hierrouter_graph.hop import extend_context
 from hierrouter_graph.policy import STOP_ACTION, PolicyMismatchError
-from tests.training.test_ppo import BEST_ROUTE, PLAN, POOL, ScriptedChat, make_items, reply
+from tests.training.scripted_pool import BEST_ROUTE, PLAN, POOL, ScriptedChat, make_items, reply
 from training.env import HierRouterEnv
 from training.ppo import PPOArgs, TrainResult, make_policy, parse_args, ppo_args_from, train
 

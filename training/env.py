@@ -62,7 +62,12 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
         reward_metric: str = "task",
         cache: ReplyCache | None = None,
         cost_scale: float = 1.0,
+        encode_terminal: bool = True,
     ) -> None:
+        """``encode_terminal=False``: the observation returned with ``terminated`` carries a zero
+        embedding instead of the encoded final context. Why: no decision is taken in a terminal
+        state and PPO never reads its observation (its value is 0 by definition), while final
+        contexts are most of a tree (M^L of its states); training skips encoding them."""
         if not items:
             raise ValueError("HierRouterEnv needs at least one item")
         missing = [name for name in config.model_names if name not in pool]
@@ -82,6 +87,7 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
         # each item's tree: scoring once (MBPP runs a sandboxed subprocess) keeps replay fast.
         self._quality_memo: dict[tuple[str, str], dict[str, float]] = {}
         self.cost_scale = cost_scale
+        self.encode_terminal = encode_terminal
         self.horizon = config.horizon
         self.stop_action: int | None = len(self.members) if config.allow_stop else None
         """Index of STOP in the action space (the last one), or None without ``allow_stop``."""
@@ -209,7 +215,11 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
             )
         else:
             info["action_mask"] = self.action_masks()
-        observation = self.encode_state(self._context, self._stage, self._cost, self._confidence)
+        if terminated and not self.encode_terminal:
+            blank = np.zeros(self.encoder.dim, dtype=np.float32)
+            observation = self._observation(blank, self._stage, self._cost, self._confidence)
+        else:
+            observation = self.encode_state(self._context, self._stage, self._cost, self._confidence)
         return observation, float(reward), terminated, False, info
 
     @property

@@ -1218,7 +1218,7 @@ def run_from_cli(
     from hierrouter_graph.defaults import default_config
     from hierrouter_graph.encoder import load_encoder
     from hierrouter_graph.graph import build_pool
-    from training.replay import ReplayStore
+    from training.replay import CachedEncoder, ReplayStore
 
     if ns.threads is not None:
         import torch
@@ -1231,24 +1231,26 @@ def run_from_cli(
         config = config.model_copy(update={"uncertainty_state": True})
     train, test, info = _load_splits(ns)
 
-    def load(folder: Path) -> RoutingPolicy:
-        text_encoder = encoder or load_encoder(
-            config.encoder, config.max_seq_len, cache_dir=config.resolved_cache_dir
-        )
-        return load_saved_policy(folder, config, text_encoder)  # RouterPolicy or DescriptorPolicy
-
-    policy = None if ns.no_policy else load(_policy_folder(ns.policy))
-    sweep = _load_sweep(ns.sweep_run_dirs, load) if ns.sweep_run_dirs else None
-    shipped = ns.config is None and ns.items is None
-    if shipped:
+    if ns.config is None and ns.items is None:
         with ReplayStore(ns.replay) as store:
-            import_shipped_replay(store)  # the default pool's recorded outcome tree
+            import_shipped_replay(store)  # the default pool's recorded outcome tree (and its states)
     if not ns.live and not ns.replay.is_file():
         raise ReplayMissError(
             f"no replay store at {ns.replay}: record it with training/record.py, or pass --live"
         )
     pool = build_pool(config, chat_models)
     with ReplayStore(ns.replay) as store:
+
+        def load(folder: Path) -> RoutingPolicy:
+            """The saved policy, reading state embeddings through the store (recorded ones are
+            looked up, new ones kept for the next run)."""
+            text_encoder = encoder or load_encoder(
+                config.encoder, config.max_seq_len, cache_dir=config.resolved_cache_dir
+            )
+            return load_saved_policy(folder, config, CachedEncoder(text_encoder, store))
+
+        policy = None if ns.no_policy else load(_policy_folder(ns.policy))
+        sweep = _load_sweep(ns.sweep_run_dirs, load) if ns.sweep_run_dirs else None
         results = evaluate(
             config,
             pool,

@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.dynamic_policy import DescriptorPolicy
-from hierrouter_graph.hop import CachedReply, ReplyCache, extend_context, run_hops
+from hierrouter_graph.hop import CachedReply, ReplyCache
 from hierrouter_graph.policy import RouterPolicy
 from hierrouter_graph.pool import PoolMember
 from training.datasets import ALL_TASKS, Item
@@ -784,10 +784,13 @@ def build_env(
     cache: ReplyCache | None = None,
 ) -> gym.Env[Any, Any]:
     """The training environment. Observed cost is left raw (cost_scale 1): the policy scales it,
-    exactly as it will when the graph hands it the raw cost at inference."""
+    exactly as it will when the graph hands it the raw cost at inference. Terminal states are not
+    encoded: the rollout never reads their observation."""
     from training.env import HierRouterEnv
 
-    return HierRouterEnv(config, items, pool, encoder, reward_metric=reward, cache=cache, cost_scale=1.0)
+    return HierRouterEnv(
+        config, items, pool, encoder, reward_metric=reward, cache=cache, cost_scale=1.0, encode_terminal=False
+    )
 
 
 def load_items(
@@ -978,25 +981,17 @@ def encode_recorded_states(
     cache: ReplyCache,
     batch_size: int = 256,
 ) -> int:
-    """Encode every context the episodes can observe (depth 0..L of the recorded trees) in batches.
+    """Encode every context a decision is taken in (depth 0..L-1 of the recorded trees) in batches.
 
     Why: episodes encode one state at a time, which on a CPU costs ~10x more per text than a
     batch; a fresh replay store (``make demo``) would otherwise spend most of its PPO run in the
-    encoder. ``CachedEncoder`` keeps each vector, so the episodes then only look them up.
+    encoder. ``CachedEncoder`` keeps each vector, so the episodes then only look them up; the
+    shipped record's embeddings (``training/shipped.py``) usually make this a lookup too.
     Returns the number of distinct contexts.
     """
-    level = [item.prompt for item in items]
-    contexts = list(level)
-    for stage in range(config.horizon):
-        following: list[str] = []
-        for name in config.model_names:
-            hops = run_hops(pool[name], level, config.stage_prompt(stage), cache)
-            following += [
-                extend_context(context, hop.reply) for context, hop in zip(level, hops, strict=True)
-            ]
-        level = following
-        contexts += level
-    distinct = list(dict.fromkeys(contexts))
+    from training.record import decision_contexts
+
+    distinct = decision_contexts(config, pool, items, cache)
     for start in range(0, len(distinct), batch_size):
         encoder.encode(distinct[start : start + batch_size])
     return len(distinct)

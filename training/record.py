@@ -33,7 +33,7 @@ from hierrouter_graph.hop import CachedReply, HopResult, ReplyCache, extend_cont
 from hierrouter_graph.pool import PoolMember
 from training.datasets import ALL_TASKS, Item
 from training.replay import ReplayStore
-from training.shipped import DEFAULT_PER_TASK, SHIPPED_REPLAY, export_shipped_replay, import_shipped_replay
+from training.shipped import DEFAULT_PER_TASK, SHIPPED_EMBEDDINGS, SHIPPED_REPLAY, import_shipped_replay
 
 __all__ = [
     "RecordStats",
@@ -300,6 +300,27 @@ def complete_items(
     return complete
 
 
+def decision_contexts(
+    config: RouterConfig, pool: Mapping[str, PoolMember], items: Sequence[Item], cache: ReplyCache
+) -> list[str]:
+    """Every context a router decides in on the trees of ``items``: depth 0..L-1, distinct, in order.
+
+    Why: these (not the final contexts, where no decision is taken) are the states training and
+    evaluation encode, so they are what gets encoded in batches up front and shipped. Read from
+    ``cache`` with the hop's own code; an item whose tree is incomplete is generated through.
+    """
+    level = [item.prompt for item in items]
+    contexts = list(level)
+    for stage in range(config.horizon - 1):
+        following: list[str] = []
+        for name in config.model_names:
+            hops = run_hops(pool[name], level, config.stage_prompt(stage), cache)
+            following += [extend_context(c, hop.reply) for c, hop in zip(level, hops, strict=True)]
+        level = following
+        contexts += level
+    return list(dict.fromkeys(contexts))
+
+
 # ---------------------------------------------------------------------------------------- CLI
 
 
@@ -359,7 +380,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--export-shipped",
         action="store_true",
-        help="default pool only: after recording, rewrite training/data/offline_pool.replay.jsonl.gz",
+        help="default pool only: after recording, rewrite the shipped record (replies and state "
+        "embeddings; as training/export_shipped.py does)",
     )
     return parser
 
@@ -398,8 +420,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         total = len(store)
         if args.export_shipped and args.config is None:
-            rows = export_shipped_replay(store)
-            print(f"exported {rows} default-pool replies to {SHIPPED_REPLAY}")
+            from training.export_shipped import export_shipped
+
+            rows, complete, contexts = export_shipped(store, seed=args.seed)
+            print(
+                f"exported {rows} default-pool replies to {SHIPPED_REPLAY} and the embeddings of "
+                f"{contexts} decision contexts of {complete} complete items to {SHIPPED_EMBEDDINGS}"
+            )
     print(
         f"recorded the outcome tree of {stats.items} items (L={config.horizon}, M={len(pool)}): "
         f"{stats.unique_hops} unique hops of {stats.tree_hops} — {stats.generated} generated, "

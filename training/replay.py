@@ -44,12 +44,13 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from hierrouter_graph.confidence import Confidence
+from hierrouter_graph.encoder import SentenceEncoder
 from hierrouter_graph.hop import CachedReply
 
 __all__ = [
@@ -104,16 +105,8 @@ def text_sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class StateEncoder(Protocol):
-    """What the environment needs of an encoder; ``TextEncoder`` and ``CachedEncoder`` both fit."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def dim(self) -> int: ...
-
-    def encode(self, texts: Sequence[str]) -> torch.Tensor: ...
+StateEncoder = SentenceEncoder
+"""What the environment needs of an encoder (the library's protocol, under training's name)."""
 
 
 class ReplayStore:
@@ -246,31 +239,41 @@ class ReplayStore:
     def get_embeddings(self, encoder_name: str, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """The stored embeddings among ``texts`` (missing texts are simply absent)."""
         by_sha = {text_sha(t): t for t in texts}
+        return {by_sha[sha]: vector for sha, vector in self.get_embedding_rows(encoder_name, by_sha).items()}
+
+    def get_embedding_rows(self, encoder_name: str, shas: Iterable[str]) -> dict[str, torch.Tensor]:
+        """The stored embeddings among the texts whose ``text_sha`` is in ``shas``, by sha."""
+        wanted = list(dict.fromkeys(shas))
         found: dict[str, torch.Tensor] = {}
-        shas = list(by_sha)
         with self._lock:
-            for start in range(0, len(shas), 500):  # stay under SQLite's bound-parameter limit
-                chunk = shas[start : start + 500]
+            for start in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
+                chunk = wanted[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 rows = self._conn.execute(
                     f"SELECT text_sha, dim, vector FROM embeddings WHERE encoder=? AND text_sha IN ({marks})",
                     (encoder_name, *chunk),
                 ).fetchall()
                 for sha, dim, blob in rows:
-                    vector = np.frombuffer(blob, dtype="<f4", count=int(dim)).copy()
-                    found[by_sha[sha]] = torch.from_numpy(vector)
+                    found[sha] = torch.from_numpy(np.frombuffer(blob, dtype="<f4", count=int(dim)).copy())
         return found
 
     def put_embeddings(self, encoder_name: str, texts: Sequence[str], vectors: torch.Tensor) -> None:
         """Store ``vectors[i]`` (float32) as the embedding of ``texts[i]``, in one transaction."""
-        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
-            raise ValueError(f"expected [{len(texts)}, dim] vectors, got {tuple(vectors.shape)}")
+        self.put_embedding_rows(encoder_name, [text_sha(t) for t in texts], vectors)
+
+    def put_embedding_rows(self, encoder_name: str, shas: Sequence[str], vectors: torch.Tensor) -> int:
+        """Store ``vectors[i]`` as the embedding of the text whose ``text_sha`` is ``shas[i]``.
+
+        Existing rows are kept (first writer wins); returns how many rows were added.
+        """
+        if vectors.ndim != 2 or vectors.shape[0] != len(shas):
+            raise ValueError(f"expected [{len(shas)}, dim] vectors, got {tuple(vectors.shape)}")
         array = vectors.detach().to("cpu", torch.float32).numpy().astype("<f4", copy=False)
-        values = [
-            (encoder_name, text_sha(t), int(array.shape[1]), array[i].tobytes()) for i, t in enumerate(texts)
-        ]
+        values = [(encoder_name, sha, int(array.shape[1]), array[i].tobytes()) for i, sha in enumerate(shas)]
         with self._transaction() as conn:
+            before = conn.total_changes
             conn.executemany("INSERT OR IGNORE INTO embeddings VALUES (?, ?, ?, ?)", values)
+            return int(conn.total_changes - before)
 
     # ------------------------------------------------------------------------------ inspection
 

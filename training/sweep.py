@@ -276,7 +276,7 @@ def run_sweep(
         policy = RouterPolicy.load(
             trained.policy_dir,
             pool=config.model_names,
-            encoder=encoder,
+            encoder=cached,  # the evaluation's states are read back from the store too
             horizon=setting.horizon,
             allow_stop=setting.allow_stop,
             uncertainty=setting.uncertainty,

@@ -18,22 +18,21 @@ from __future__ import annotations
 
 import io
 import itertools
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from langchain_core.language_models.fake_chat_models import FakeListChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
 
 from hierrouter_graph import ModelSpec, RouterConfig
 from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import HierRouterGraph, build_pool
 from hierrouter_graph.policy import FixedRoutePolicy, RouterPolicy
 from hierrouter_graph.pool import PoolMember
+from tests.training.scripted_pool import POOL, RATES
+from tests.training.scripted_pool import ScriptedChat as PlanThenSolve
+from tests.training.scripted_pool import reply as shared_reply
 from training.datasets import Item, write_jsonl_dataset
 from training.evaluate import (
     NO_SWEEP,
@@ -62,38 +61,16 @@ from training.ppo import ReplayMissError
 from training.record import record_outcome_tree
 from training.replay import ReplayStore
 
-POOL = ("planner", "solver", "guesser")
-RATES = {"planner": 0.001, "solver": 0.002, "guesser": 0.001}
-PLAN = "Plan: restate the question, then add the two terms carefully."
-_SUM = re.compile(r"What is (\d+) plus (\d+)\?")
-
 
 def reply(role: str, prompt: str) -> str:
-    if role == "planner":
-        return PLAN
-    if role == "solver":
-        match = _SUM.search(prompt)
-        ready = "Plan:" in prompt or "The answer is" in prompt
-        return f"The answer is {int(match[1]) + int(match[2]) if match and ready else 0}."
-    return "The answer is 13."
+    return shared_reply(role, prompt, solves_after_answer=True)
 
 
-class ScriptedChat(FakeListChatModel):
-    """A reply that depends on the prompt, with endpoint-style token usage (words)."""
+class ScriptedChat(PlanThenSolve):
+    """The shared scripted pool, except that the solver also adds after another solver."""
 
-    role: str
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: Any = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        prompt = str(messages[-1].content)
-        text = reply(self.role, prompt)
-        usage = {"input_tokens": len(prompt.split()), "output_tokens": len(text.split()), "total_tokens": 0}
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(text, usage_metadata=usage))])
+    def answer(self, prompt: str) -> str:
+        return reply(self.role, prompt)
 
 
 def chat_models() -> dict[str, ScriptedChat]:

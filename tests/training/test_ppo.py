@@ -10,22 +10,27 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from langchain_core.language_models.fake_chat_models import FakeListChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
 
-from hierrouter_graph import ModelSpec, RouterConfig
+from hierrouter_graph import RouterConfig
 from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import HierRouterGraph, build_pool
 from hierrouter_graph.hop import extend_context
 from hierrouter_graph.policy import RouterPolicy
-from training.datasets import Item, write_jsonl_dataset
+from tests.training.scripted_pool import (
+    BEST_ROUTE,
+    PLAN,
+    POOL,
+    chat_models,
+    make_items,
+    reply,
+    scripted_config,
+)
+from training.datasets import write_jsonl_dataset
 from training.env import HierRouterEnv
 from training.ppo import (
     LOG_COLUMNS,
@@ -33,72 +38,13 @@ from training.ppo import (
     ReplayMissError,
     TrainablePolicy,
     TrainResult,
+    build_env,
     compute_gae,
     make_policy,
     parse_args,
     run_from_cli,
     train,
 )
-
-POOL = ("planner", "solver", "guesser")
-BEST_ROUTE = ["planner", "solver"]
-PLAN = "Plan: restate the question, then add the two terms carefully."
-_SUM = re.compile(r"What is (\d+) plus (\d+)\?")
-
-
-def reply(role: str, prompt: str) -> str:
-    """What pool member ``role`` answers to ``prompt`` (the stage instruction + context)."""
-    if role == "planner":
-        return PLAN
-    if role == "solver":
-        match = _SUM.search(prompt)
-        total = int(match.group(1)) + int(match.group(2)) if match and "Plan:" in prompt else 0
-        return f"The answer is {total}."
-    return "The answer is 13."
-
-
-class ScriptedChat(FakeListChatModel):
-    """Deterministic reply that depends on the prompt, with token usage like an endpoint's."""
-
-    role: str
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: Any = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        prompt = str(messages[-1].content)
-        text = reply(self.role, prompt)
-        tokens_in, tokens_out = len(prompt.split()), len(text.split())
-        usage = {
-            "input_tokens": tokens_in,
-            "output_tokens": tokens_out,
-            "total_tokens": tokens_in + tokens_out,
-        }
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(text, usage_metadata=usage))])
-
-
-def chat_models() -> dict[str, ScriptedChat]:
-    return {name: ScriptedChat(responses=["unused"], role=name) for name in POOL}
-
-
-def make_items(n: int, offset: int = 0) -> list[Item]:
-    items = []
-    for i in range(offset, offset + n):
-        a, b = 3 + 2 * i, 20 + 3 * i  # sums never 0 or 13, so no wrong route scores by luck
-        items.append(
-            Item(
-                id=f"sum/{i}",
-                task="sum",
-                prompt=f"Question {i}: What is {a} plus {b}?",
-                references=[str(a + b)],
-                metric="gsm8k_number",
-                half="routing",
-            )
-        )
-    return items
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -126,11 +72,7 @@ def warm_encoder(encoder: TextEncoder) -> None:
 
 @pytest.fixture(scope="module")
 def config() -> RouterConfig:
-    rates = {"planner": 0.001, "solver": 0.002, "guesser": 0.001}
-    return RouterConfig(
-        models=[ModelSpec(name=name, source=f"fake:{name}", base_rate=rates[name]) for name in POOL],
-        horizon=2,
-    )
+    return scripted_config()
 
 
 def make_env(config: RouterConfig, encoder: TextEncoder, n_items: int = 12) -> HierRouterEnv:
@@ -384,7 +326,8 @@ def test_env_factory_and_mismatches_fail_early(
 def test_recorded_states_are_encoded_in_batches_before_training(
     config: RouterConfig, encoder: TextEncoder, tmp_path: Path
 ) -> None:
-    """Every context an episode can observe (depth 0..L) is encoded up front, in batches."""
+    """Every context a decision is taken in (depth 0..L-1) is encoded up front, in batches; the
+    training env does not encode final contexts at all."""
     from training.ppo import encode_recorded_states
     from training.replay import CachedEncoder, ReplayStore
 
@@ -402,10 +345,17 @@ def test_recorded_states_are_encoded_in_batches_before_training(
     store = ReplayStore(tmp_path / "r.sqlite")
     cached = CachedEncoder(Counting(), store)
     n = encode_recorded_states(cached, config, pool, items, store, batch_size=16)
-    assert n == 3 * (1 + 3 + 9)  # per item: the prompt, 3 one-hop and 9 two-hop contexts
+    assert n == 3 * (1 + 3)  # per item: the prompt and its 3 one-hop contexts
     assert sum(calls) == n and max(calls) <= 16
-    env = HierRouterEnv(config, items, pool, cached, cache=store)
+    env = build_env(config, items, pool, cached, cache=store)
     env.reset(options={"item_index": 0})
     env.step(0)
-    env.step(1)
-    assert sum(calls) == n  # the episode only looked its states up
+    observation, _, terminated, _, _ = env.step(1)
+    assert terminated and not observation["embedding"].any()
+    assert sum(calls) == n  # the episode only looked its states up, and never encoded its end
+    faithful = HierRouterEnv(config, items, pool, cached, cache=store)
+    faithful.reset(options={"item_index": 0})
+    faithful.step(0)
+    observation, _, terminated, _, _ = faithful.step(1)
+    assert terminated and sum(calls) == n + 1  # by default the final context is encoded
+    assert torch.equal(torch.from_numpy(observation["embedding"]), encoder.encode([faithful._context])[0])

@@ -1,30 +1,26 @@
 """training/sweep.py on a scripted pool whose outcome tree is recorded to depth 2 only.
 
-``planner`` writes a plan, ``solver`` adds the two numbers of "What is a plus b?" once a plan is in
-its prompt (else says 0), ``guesser`` says 13. The tree is recorded for L ≤ 2, so the sweep must
+The pool is ``tests/training/scripted_pool.py``'s (planner → solver is the only right route).
+The tree is recorded for L ≤ 2, so the sweep must
 run L = 1 and L = 2 (with and without STOP) and skip L = 3 naming the record command.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from langchain_core.language_models.fake_chat_models import FakeListChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
 
-from hierrouter_graph import ModelSpec, RouterConfig
+from hierrouter_graph import RouterConfig
 from hierrouter_graph.config import PAPER_STAGE_PROMPTS
 from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import build_pool
+from tests.training.scripted_pool import POOL, chat_models, make_items, scripted_config
 from training import evaluate as ev
-from training.datasets import Item
 from training.ppo import PPOArgs
 from training.record import _parser as record_parser
 from training.record import record_outcome_tree, with_horizon
@@ -40,47 +36,7 @@ from training.sweep import (
     settings_grid,
 )
 
-POOL = ("planner", "solver", "guesser")
-RATES = {"planner": 0.001, "solver": 0.002, "guesser": 0.001}
-_SUM = re.compile(r"What is (\d+) plus (\d+)\?")
-
-
-def reply(role: str, prompt: str) -> str:
-    if role == "planner":
-        return "Plan: add the two terms."
-    if role == "solver":
-        match = _SUM.search(prompt)
-        return f"The answer is {int(match[1]) + int(match[2]) if match and 'Plan:' in prompt else 0}."
-    return "The answer is 13."
-
-
-class ScriptedChat(FakeListChatModel):
-    role: str
-
-    def _generate(
-        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
-    ) -> ChatResult:
-        prompt = str(messages[-1].content)
-        text = reply(self.role, prompt)
-        usage = {"input_tokens": len(prompt.split()), "output_tokens": len(text.split()), "total_tokens": 0}
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(text, usage_metadata=usage))])
-
-
-def items(n: int, offset: int) -> list[Item]:
-    return [
-        Item(
-            f"sum/{i}",
-            "sum",
-            f"Question {i}: What is {3 + 2 * i} plus {20 + 3 * i}?",
-            [str(23 + 5 * i)],
-            "gsm8k_number",
-            "routing",
-        )
-        for i in range(offset, offset + n)
-    ]
-
-
-TRAIN, TEST = items(6, offset=100), items(4, offset=0)
+TRAIN, TEST = make_items(6, offset=100), make_items(4, offset=0)
 ALPHAS = (0.0, 0.05)
 TINY = PPOArgs(iterations=1, rollouts=8, num_minibatches=2, update_epochs=1)
 
@@ -95,12 +51,12 @@ def one_torch_thread() -> Any:
 
 @pytest.fixture(scope="module")
 def base() -> RouterConfig:
-    return RouterConfig(models=[ModelSpec(name=n, source=f"fake:{n}", base_rate=RATES[n]) for n in POOL])
+    return scripted_config()
 
 
 @pytest.fixture(scope="module")
 def pool(base: RouterConfig) -> Any:
-    return build_pool(base, {n: ScriptedChat(responses=["unused"], role=n) for n in POOL})
+    return build_pool(base, chat_models())
 
 
 @pytest.fixture(scope="module")

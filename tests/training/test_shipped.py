@@ -1,0 +1,102 @@
+"""The shipped record's state embeddings: float16 round trip, refusals, and the real shipped file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from training.replay import ReplayStore, text_sha
+from training.shipped import (
+    SHIPPED_EMBEDDINGS,
+    ShippedFileError,
+    export_shipped_embeddings,
+    import_shipped_embeddings,
+    import_shipped_replay,
+)
+
+TEXTS = ["What is 2 + 2?", "What is 2 + 2?\n\nPlan: add.", "Which letter? A) x B) y"]
+
+
+def _store_with_vectors(path: Path) -> tuple[ReplayStore, torch.Tensor]:
+    store = ReplayStore(path)
+    vectors = torch.randn(len(TEXTS), 8, generator=torch.Generator().manual_seed(0))
+    store.put_embeddings("enc", TEXTS, vectors)
+    return store, vectors
+
+
+def test_embeddings_round_trip_as_float16_and_never_overwrite(tmp_path: Path) -> None:
+    source, vectors = _store_with_vectors(tmp_path / "a.sqlite")
+    target_file = tmp_path / "states.safetensors"
+    assert export_shipped_embeddings(source, [*TEXTS, TEXTS[0]], "enc", target_file) == 3
+    first = target_file.read_bytes()
+    assert export_shipped_embeddings(source, reversed(TEXTS), "enc", target_file) == 3
+    assert target_file.read_bytes() == first  # sorted by sha: reproducible whatever the order
+
+    target = ReplayStore(tmp_path / "b.sqlite")
+    kept = torch.full((1, 8), 7.0)
+    target.put_embeddings("enc", TEXTS[:1], kept)
+    assert import_shipped_embeddings(target, target_file) == 2  # the existing row is kept
+    assert import_shipped_embeddings(target, target_file) == 0
+    found = target.get_embeddings("enc", TEXTS)
+    assert torch.equal(found[TEXTS[0]], kept[0])
+    for i in (1, 2):
+        assert torch.equal(found[TEXTS[i]], vectors[i].to(torch.float16).float())
+    assert target.get_embeddings("other-encoder", TEXTS) == {}
+
+
+def test_export_refuses_texts_the_store_never_encoded(tmp_path: Path) -> None:
+    source, _ = _store_with_vectors(tmp_path / "a.sqlite")
+    with pytest.raises(ValueError, match="1 of 4 texts have no 'enc' embedding"):
+        export_shipped_embeddings(source, [*TEXTS, "never encoded"], "enc", tmp_path / "s.safetensors")
+    assert not (tmp_path / "s.safetensors").exists()
+
+
+def test_import_names_the_file_and_what_is_wrong(tmp_path: Path) -> None:
+    store = ReplayStore(tmp_path / "a.sqlite")
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a safetensors file")
+    with pytest.raises(ShippedFileError, match="garbage.safetensors: not a readable safetensors file"):
+        import_shipped_embeddings(store, garbage)
+    no_encoder = tmp_path / "no_encoder.safetensors"
+    save_file(
+        {"text_sha256": torch.zeros(1, 32, dtype=torch.uint8), "vectors": torch.zeros(1, 4)}, no_encoder
+    )
+    with pytest.raises(ShippedFileError, match="no_encoder.safetensors: metadata field 'encoder' is missing"):
+        import_shipped_embeddings(store, no_encoder)
+    short_sha = tmp_path / "short.safetensors"
+    save_file(
+        {"text_sha256": torch.zeros(1, 16, dtype=torch.uint8), "vectors": torch.zeros(1, 4)},
+        short_sha,
+        metadata={"encoder": "enc"},
+    )
+    with pytest.raises(ShippedFileError, match=r"'text_sha256' must be uint8 \[n, 32\]"):
+        import_shipped_embeddings(store, short_sha)
+    mismatched = tmp_path / "mismatched.safetensors"
+    save_file(
+        {"text_sha256": torch.zeros(2, 32, dtype=torch.uint8), "vectors": torch.zeros(1, 4)},
+        mismatched,
+        metadata={"encoder": "enc"},
+    )
+    with pytest.raises(ShippedFileError, match=r"'vectors' must be \[2, dim\]"):
+        import_shipped_embeddings(store, mismatched)
+    assert import_shipped_embeddings(store, tmp_path / "absent.safetensors") == 0
+    assert import_shipped_replay(store, tmp_path / "absent.gz", tmp_path / "absent.safetensors") == 0
+
+
+def test_the_shipped_file_covers_every_test_prompt_for_the_default_encoder(tmp_path: Path) -> None:
+    """Every test query's first state is shipped, so evaluating the default policy encodes nothing
+    at depth 0 (deeper states are covered for the items whose tree is complete)."""
+    from hierrouter_graph.defaults import default_config
+    from training.datasets import ALL_TASKS, build_routing_dataset
+    from training.shipped import DEFAULT_PER_TASK
+
+    store = ReplayStore(tmp_path / "shipped.sqlite")
+    added = import_shipped_embeddings(store, SHIPPED_EMBEDDINGS)
+    assert added > 0
+    test = build_routing_dataset(ALL_TASKS, per_task=DEFAULT_PER_TASK, seed=42).test
+    found = store.get_embedding_rows(default_config().encoder, [text_sha(item.prompt) for item in test])
+    assert len(found) == len(test)
+    assert {vector.shape[0] for vector in found.values()} == {384}

@@ -1,0 +1,257 @@
+"""Choose PPO's learning rate and length on a validation split carved from the train items.
+
+Why: the paper's hyperparameters (8 iterations × 128 episodes at lr 1e-4) barely move a
+near-uniform initial policy on a small recorded dataset, and choosing others by their test score
+would leak the test split into the reported number. This tool holds out a task-stratified share of
+the recorded *train* items, trains one PPO run per grid point on the rest, scores each greedy policy
+on the held-out items by the replayed net reward (the quantity PPO maximises), and prints the
+``training/ppo.py`` command of the winner, which then trains on every train item and is evaluated
+once on the test split.
+
+    python training/tune.py                                  # lr {1e-4, 3e-4, 1e-3} × iterations {8, 32}
+    python training/tune.py --lrs 3e-4 1e-3 --iterations 16 --val-share 0.3 --seeds 42 43
+
+Writes ``run_dir/summary.json``. Replay only: it uses the train items whose whole tree is recorded
+(``training/record.py``; the default pool's shipped record needs nothing more).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shlex
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+from hierrouter_graph.config import RouterConfig
+from hierrouter_graph.dynamic_policy import load_saved_policy
+from hierrouter_graph.pool import PoolMember
+from training import evaluate as ev
+from training.datasets import Item
+from training.ppo import PPOArgs, ReplayOnlyCache, build_env, encode_recorded_states, make_policy, train
+from training.replay import CachedEncoder, ReplayStore, StateEncoder
+
+__all__ = [
+    "DEFAULT_ITERATIONS",
+    "DEFAULT_LRS",
+    "GridResult",
+    "TuneResult",
+    "main",
+    "split_validation",
+    "tune",
+]
+
+DEFAULT_LRS = (1e-4, 3e-4, 1e-3)
+DEFAULT_ITERATIONS = (8, 32)
+
+
+def split_validation(items: Sequence[Item], share: float, seed: int) -> tuple[list[Item], list[Item]]:
+    """(fit, validation): ``share`` of each task's items, drawn with ``seed``, held out.
+
+    Per task so a small validation split still holds every task; at least one item of a task
+    with two or more is held out, and at least one is kept for fitting.
+    """
+    if not 0 < share < 1:
+        raise ValueError(f"val_share must be in (0, 1), got {share}")
+    by_task: dict[str, list[Item]] = {}
+    for item in items:
+        by_task.setdefault(item.task, []).append(item)
+    held: set[str] = set()
+    rng = random.Random(seed)
+    for task in sorted(by_task):
+        group = sorted(by_task[task], key=lambda item: item.id)
+        if len(group) < 2:
+            continue
+        n = min(len(group) - 1, max(1, round(share * len(group))))
+        held.update(item.id for item in rng.sample(group, n))
+    return [i for i in items if i.id not in held], [i for i in items if i.id in held]
+
+
+@dataclass(frozen=True)
+class GridResult:
+    """One grid point: its hyperparameters and its held-out scores (mean over seeds)."""
+
+    learning_rate: float
+    iterations: int
+    val_reward: float
+    val_task_metric: float
+    per_seed_reward: tuple[float, ...]
+    routes: dict[str, int]
+    """How often each greedy route was taken on the validation items (first seed)."""
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    fit_items: int
+    val_items: int
+    best_fixed_route: str
+    best_fixed_val_reward: float
+    grid: list[GridResult]
+
+    @property
+    def best(self) -> GridResult:
+        """Highest held-out reward; ties go to the cheaper (fewer iterations, then lower lr) run."""
+        return max(self.grid, key=lambda g: (g.val_reward, -g.iterations, -g.learning_rate))
+
+
+def tune(
+    config: RouterConfig,
+    pool: Mapping[str, PoolMember],
+    items: Sequence[Item],
+    store: ReplayStore,
+    encoder: StateEncoder,
+    run_dir: Path,
+    *,
+    lrs: Sequence[float] = DEFAULT_LRS,
+    iterations: Sequence[int] = DEFAULT_ITERATIONS,
+    seeds: Sequence[int] = (42,),
+    val_share: float = 0.25,
+    split_seed: int = 0,
+    base: PPOArgs | None = None,
+    log: Callable[[str], None] = print,
+) -> TuneResult:
+    """Train one PPO run per (lr, iterations, seed) on the fit items; score each on the held-out
+    items by replaying the recorded tree (every route of every item must be recorded)."""
+    fit, val = split_validation(items, val_share, split_seed)
+    if not fit or not val:
+        raise ValueError(f"need items to fit and to validate on; got {len(fit)} and {len(val)}")
+    cached = CachedEncoder(encoder, store)
+    encode_recorded_states(cached, config, pool, [*fit, *val], store)
+    memo = ev.ScoreMemo()
+    fit_tree = ev.outcome_tree(config, pool, fit, store, memo=memo)
+    val_tree = ev.outcome_tree(config, pool, val, store, memo=memo)
+    fixed = ev.best_route(fit_tree, fit, ev.candidate_routes(config))
+    fixed_reward = float(np.mean([val_tree[item.id][fixed].reward for item in val]))
+    log(
+        f"fit on {len(fit)} items, validate on {len(val)}; best fixed route on fit: "
+        f"{ev.route_label(fixed)} (validation reward {fixed_reward:.4f})"
+    )
+    base = base or PPOArgs()
+    grid: list[GridResult] = []
+    for lr in lrs:
+        for n_iterations in iterations:
+            rewards: list[float] = []
+            metrics: list[float] = []
+            routes: dict[str, int] = {}
+            for seed in seeds:
+                args = PPOArgs(
+                    **{**asdict(base), "learning_rate": lr, "iterations": n_iterations, "seed": seed}
+                )
+                env = build_env(config, fit, pool, cached, reward=args.reward, cache=ReplayOnlyCache(store))
+                folder = run_dir / f"lr{lr:g}-it{n_iterations}-seed{seed}"
+                trained = train(env, make_policy(config, cached, args), args, folder, progress=False)
+                policy = load_saved_policy(trained.policy_dir, config, cached)
+                chosen = ev.router_routes(policy, config, val_tree, val)
+                outcomes = [val_tree[item.id][route] for item, route in zip(val, chosen, strict=True)]
+                rewards.append(float(np.mean([o.reward for o in outcomes])))
+                metrics.append(float(np.mean([o.task_metric for o in outcomes])))
+                if not routes:
+                    for route in chosen:
+                        routes[ev.route_label(route)] = routes.get(ev.route_label(route), 0) + 1
+            point = GridResult(
+                lr, n_iterations, float(np.mean(rewards)), float(np.mean(metrics)), tuple(rewards), routes
+            )
+            log(
+                f"lr {lr:g}, {n_iterations} iterations: validation reward {point.val_reward:.4f} "
+                f"(seeds {', '.join(f'{r:.4f}' for r in rewards)}), task metric {point.val_task_metric:.3f}"
+            )
+            grid.append(point)
+    return TuneResult(len(fit), len(val), ev.route_label(fixed), fixed_reward, grid)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
+    parser.add_argument("--items", type=Path, default=None, help="a JSONL dataset instead of the benchmarks")
+    parser.add_argument("--lrs", type=float, nargs="+", default=list(DEFAULT_LRS))
+    parser.add_argument("--iterations", type=int, nargs="+", default=list(DEFAULT_ITERATIONS))
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[42], help="PPO seeds per grid point (averaged)"
+    )
+    parser.add_argument(
+        "--val-share", type=float, default=0.25, help="share of each task's train items held out"
+    )
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the held-out draw")
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/tune"))
+    parser.add_argument("--replay", type=Path, default=Path("runs/replay.sqlite"))
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = parse_args(argv)
+    import torch
+
+    from hierrouter_graph.defaults import default_config
+    from hierrouter_graph.encoder import load_encoder
+    from hierrouter_graph.graph import build_pool
+    from training.ppo import load_items
+    from training.record import complete_items
+    from training.shipped import import_shipped_replay
+
+    if ns.threads is not None:
+        torch.set_num_threads(ns.threads)
+    config = RouterConfig.from_file(ns.config) if ns.config is not None else default_config()
+    items, _ = load_items(items_path=ns.items)
+    pool = build_pool(config)
+    encoder = load_encoder(config.encoder, config.max_seq_len, cache_dir=config.resolved_cache_dir)
+    with ReplayStore(ns.replay) as store:
+        if ns.config is None and ns.items is None:
+            import_shipped_replay(store)  # the default pool's recorded outcome tree (and its states)
+        recorded = complete_items(config, pool, items, store)
+        result = tune(
+            config,
+            pool,
+            recorded,
+            store,
+            encoder,
+            ns.run_dir,
+            lrs=ns.lrs,
+            iterations=ns.iterations,
+            seeds=ns.seeds,
+            val_share=ns.val_share,
+            split_seed=ns.split_seed,
+        )
+    best = result.best
+    own = (["--config", str(ns.config)] if ns.config else []) + (
+        ["--items", str(ns.items)] if ns.items else []
+    )
+    command = [
+        "python",
+        "training/ppo.py",
+        *own,
+        "--lr",
+        f"{best.learning_rate:g}",
+        "--iterations",
+        str(best.iterations),
+    ]
+    summary = {
+        "command": shlex.join(["python", "training/tune.py", *(sys.argv[1:] if argv is None else argv)]),
+        "fit_items": result.fit_items,
+        "val_items": result.val_items,
+        "best_fixed_route": result.best_fixed_route,
+        "best_fixed_val_reward": result.best_fixed_val_reward,
+        "grid": [asdict(point) for point in result.grid],
+        "chosen": asdict(best),
+        "train_command": shlex.join(command),
+    }
+    ns.run_dir.mkdir(parents=True, exist_ok=True)
+    (ns.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(
+        f"chosen: lr {best.learning_rate:g}, {best.iterations} iterations "
+        f"(validation reward {best.val_reward:.4f})"
+    )
+    print(f"train it on every train item: {shlex.join(command)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
