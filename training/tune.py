@@ -42,15 +42,19 @@ from training.replay import CachedEncoder, ReplayStore, StateEncoder
 __all__ = [
     "DEFAULT_ITERATIONS",
     "DEFAULT_LRS",
+    "SECTION",
     "GridResult",
     "TuneResult",
     "main",
+    "markdown_section",
     "split_validation",
     "tune",
 ]
 
 DEFAULT_LRS = (1e-4, 3e-4, 1e-3)
 DEFAULT_ITERATIONS = (8, 32)
+SECTION = "tuning"
+"""Name of the marked block of docs/results.md this tool owns (``evaluate.write_marked_section``)."""
 
 
 def split_validation(items: Sequence[Item], share: float, seed: int) -> tuple[list[Item], list[Item]]:
@@ -167,6 +171,39 @@ def tune(
     return TuneResult(len(fit), len(val), ev.route_label(fixed), fixed_reward, grid)
 
 
+def markdown_section(result: TuneResult, command: str, train_command: str) -> str:
+    """The "PPO hyperparameters" block of docs/results.md: the grid, the fixed-route yardstick, the
+    choice and the command that trains it."""
+    best = result.best
+    lines = [
+        "## PPO hyperparameters, chosen on held-out train items",
+        "",
+        f"- **Command:** `{command}`",
+        f"- **Split:** {result.fit_items} recorded train items to fit, {result.val_items} held out "
+        "(per task); the test split is not used.",
+        f"- **Yardstick:** the best fixed route chosen on the fitting items, `{result.best_fixed_route}`, "
+        f"scores {result.best_fixed_val_reward:.4f} on the held-out items.",
+        "",
+        "| lr | iterations | held-out reward Q − αC | held-out task metric | greedy routes (held out) |",
+        "|---:|---:|---:|---:|---|",
+    ]
+    for point in result.grid:
+        routes = ", ".join(
+            f"`{label}` {n}" for label, n in sorted(point.routes.items(), key=lambda kv: -kv[1])
+        )
+        mark = " **(chosen)**" if point == best else ""
+        lines.append(
+            f"| {point.learning_rate:g} | {point.iterations}{mark} | {point.val_reward:.4f} | "
+            f"{point.val_task_metric:.3f} | {routes} |"
+        )
+    lines += [
+        "",
+        f"Chosen: lr {best.learning_rate:g}, {best.iterations} iterations; trained on every recorded train "
+        f"item with `{train_command}` (the shipped default policy; evaluated once on the test split above).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
@@ -183,6 +220,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--run-dir", type=Path, default=Path("runs/tune"))
     parser.add_argument("--replay", type=Path, default=Path("runs/replay.sqlite"))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--report", type=Path, default=None, help=f"write the '{SECTION}' section of this markdown file"
+    )
     return parser.parse_args(argv)
 
 
@@ -233,8 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--iterations",
         str(best.iterations),
     ]
+    tune_command = shlex.join(["python", "training/tune.py", *(sys.argv[1:] if argv is None else argv)])
     summary = {
-        "command": shlex.join(["python", "training/tune.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": tune_command,
         "fit_items": result.fit_items,
         "val_items": result.val_items,
         "best_fixed_route": result.best_fixed_route,
@@ -243,6 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "chosen": asdict(best),
         "train_command": shlex.join(command),
     }
+    if ns.report is not None:
+        body = markdown_section(result, tune_command, shlex.join(command))
+        ev.write_marked_section(ns.report, SECTION, body)
+        print(f"report: {ns.report} (section '{SECTION}')")
     ns.run_dir.mkdir(parents=True, exist_ok=True)
     (ns.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(

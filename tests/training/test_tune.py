@@ -89,3 +89,21 @@ def test_cli_defaults_are_the_documented_grid() -> None:
 
     assert parse_args([]).lrs == [1e-4, 3e-4, 1e-3]
     assert parse_args(["--iterations", "16"]).iterations == [16]
+
+
+def test_markdown_section_marks_the_choice_and_names_both_commands() -> None:
+    from training.tune import GridResult, TuneResult, markdown_section
+
+    grid = [
+        GridResult(1e-4, 8, 0.10, 0.10, (0.10,), {"a → b": 3}),
+        GridResult(1e-3, 32, 0.25, 0.25, (0.25,), {"a → a": 2, "b → b": 1}),
+    ]
+    result = TuneResult(9, 3, "a → a", 0.2, grid)
+    text = markdown_section(
+        result, "python training/tune.py", "python training/ppo.py --lr 0.001 --iterations 32"
+    )
+    assert "| 0.001 | 32 **(chosen)** | 0.2500 | 0.250 | `a → a` 2, `b → b` 1 |" in text
+    assert "| 0.0001 | 8 | 0.1000 | 0.100 | `a → b` 3 |" in text
+    assert "`a → a`, scores 0.2000 on the held-out items" in text
+    assert "9 recorded train items to fit, 3 held out" in text
+    assert "`python training/ppo.py --lr 0.001 --iterations 32`" in text
