@@ -8,7 +8,7 @@ on the held-out items by the replayed net reward (the quantity PPO maximises), a
 ``training/ppo.py`` command of the winner, which then trains on every train item and is evaluated
 once on the test split.
 
-    python training/tune.py                                  # lr {1e-4, 3e-4, 1e-3} × iterations {8, 32}
+    python training/tune.py                                  # lr {1e-4, 3e-4, 1e-3} × iterations {8, 32, 96}
     python training/tune.py --lrs 3e-4 1e-3 --iterations 16 --val-share 0.3 --seeds 42 43
 
 Writes ``run_dir/summary.json``. Replay only: it uses the train items whose whole tree is recorded
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 DEFAULT_LRS = (1e-4, 3e-4, 1e-3)
-DEFAULT_ITERATIONS = (8, 32)
+DEFAULT_ITERATIONS = (8, 32, 96)
 SECTION = "tuning"
 """Name of the marked block of docs/results.md this tool owns (``evaluate.write_marked_section``)."""
 
