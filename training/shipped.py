@@ -98,7 +98,8 @@ def export_shipped_embeddings(
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    save_file(tensors, str(partial), metadata={"encoder": encoder_name, "dtype": "float16"})
+    # one metadata key: safetensors writes several in no fixed order, and the file must be reproducible
+    save_file(tensors, str(partial), metadata={"encoder": encoder_name})
     partial.chmod(0o644)  # a file meant for the repository, readable like its neighbours
     os.replace(partial, path)
     return len(shas)
