@@ -5,13 +5,22 @@ Compares three ways to turn option log-likelihoods into a choice — sum over th
 items of ARC-Easy, ARC-Challenge and MMLU, which never enter the routing dataset, so choosing the
 scoring here does not tune anything on the router's test split.
 
-    PYTHONPATH=. python bench/cloze_scoring.py [--per-task 100]
+    python bench/cloze_scoring.py [--per-task 100] [--source offline:qwen2.5-coder-0.5b-instruct --int8]
+
+``--source`` chooses the scorer's base (the default pool's choice between SmolLM2 and Qwen-0.5B was
+made with it: docs/offline-pool.md); the line printed last is accuracy per unit of price.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hierrouter_graph import ModelSpec
 from hierrouter_graph.cloze import ClozeMultipleChoiceChat, parse_multiple_choice
@@ -26,9 +35,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--per-task", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--source", default="offline:smollm2-135m-instruct")
+    parser.add_argument("--int8", action="store_true", help="quantization: int8 (down_proj kept)")
     args = parser.parse_args()
-    spec = ModelSpec(name="cloze-mc", kind="cloze_mc", source="offline:smollm2-135m-instruct")
-    chat = build_pool_member(spec, default_cache_dir()).chat_model
+    spec = ModelSpec(
+        name="cloze-mc",
+        kind="cloze_mc",
+        source=args.source,
+        quantization="int8" if args.int8 else "none",
+    )
+    member = build_pool_member(spec, default_cache_dir())
+    chat = member.chat_model
+    started = time.perf_counter()
+    total_hits = total_n = 0
     assert isinstance(chat, ClozeMultipleChoiceChat)
     tokenizer = chat.tokenizer
     print(f"{'task':<14} {'n':>4} {'sum':>6} {'mean/token':>11} {'mean/char':>10}")
@@ -51,10 +70,16 @@ def main() -> None:
             for name, values in variants.items():
                 hits[name] += max(range(len(values)), key=values.__getitem__) == item.meta["gold_index"]
         n = min(args.per_task, len(items))
+        total_hits, total_n = total_hits + hits["sum"], total_n + n
         print(
             f"{task + '/' + split[:3]:<14} {n:>4} {hits['sum'] / n:>6.1%} {hits['token'] / n:>11.1%} "
             f"{hits['char'] / n:>10.1%}"
         )
+    print(
+        f"{args.source}{' int8' if args.int8 else ''}: sum-scoring accuracy {total_hits / total_n:.1%} "
+        f"over {total_n} items, base_rate {member.base_rate:.6f}/token, "
+        f"{time.perf_counter() - started:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -204,7 +204,23 @@ class ModelSpec(BaseModel):
         "`source` is only a label of the served model (size heuristic, fingerprint).",
     )
     device: Device = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
-    dtype: DType = Field(default="auto", description="'auto': bfloat16 on CUDA, float32 on CPU.")
+    dtype: DType = Field(
+        default="auto",
+        description="'auto': bfloat16 on CUDA (float16 where bf16 is unsupported), float16 on MPS; on "
+        "CPU bfloat16 only where the CPU has native bf16 (avx512_bf16/AMX), else float32.",
+    )
+    quantization: Literal["none", "int8"] = Field(
+        default="none",
+        description="'int8': int8 weights on every Linear except `keep_full_precision` (CPU: torch "
+        "dynamic int8, ~2x float32 batched on avx2; CUDA: bitsandbytes LLM.int8). 'none': the dtype's "
+        "full weights. Part of the fingerprint: int8 replies differ from float32 ones.",
+    )
+    keep_full_precision: tuple[str, ...] | None = Field(
+        default=None,
+        description="Module-name suffixes left unquantized under int8 (e.g. ['down_proj']). None: "
+        "the architecture's default (down_proj for Qwen2/Llama/Gemma-3/Phi-3, whose outlier "
+        "activations enter it; see hierrouter_graph/quantize.py).",
+    )
     description: str = Field(default="", description="One-line model card, shown in traces/docs.")
     max_batch_size: int = Field(
         default=16,
@@ -251,6 +267,8 @@ class ModelSpec(BaseModel):
                 raise ValueError(f"{field_name}: not supported with `endpoint` ({why})")
         if self.device != "auto" or self.dtype != "auto":
             raise ValueError("device/dtype: the inference server chooses them; leave 'auto' with `endpoint`")
+        if self.quantization != "none" or self.keep_full_precision is not None:
+            raise ValueError("quantization: the inference server quantizes; leave 'none' with `endpoint`")
         if self.endpoint.fallback_model == self.name:
             raise ValueError("endpoint.fallback_model: a member cannot fall back to itself")
         if self.base_rate is None:
@@ -281,6 +299,9 @@ class ModelSpec(BaseModel):
                 "dtype",
             }
         )
+        if self.quantization != "none":  # only when set: fingerprints of full-precision members stay
+            relevant["quantization"] = self.quantization
+            relevant["keep_full_precision"] = self.keep_full_precision
         if self.adapter is not None:  # only when set: fingerprints of plain members stay unchanged
             relevant["adapter"] = _adapter_identity(self.adapter)
         if self.endpoint is not None:  # likewise: served name, not the URL (moving a server keeps replays)

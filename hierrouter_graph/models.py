@@ -64,22 +64,30 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
-def resolve_dtype(dtype: str, device: str) -> Any:
-    """'auto' → bfloat16 on CUDA (float16 where bf16 is unsupported), float16 on MPS, else float32.
+def resolve_dtype(dtype: str, device: str, quantization: str = "none") -> Any:
+    """'auto' → bfloat16 on CUDA (float16 where bf16 is unsupported), float16 on MPS; on CPU
+    bfloat16 where the CPU computes it natively (avx512_bf16/AMX: ~2x float32), else float32.
 
-    float32 on CPU because batched bf16 greedy decoding drifts from unbatched (measured 9/16
-    identical), and reproducible replies matter more than speed for a default; set dtype to
-    'bfloat16' explicitly to take the ~2x speed-up on CPUs with avx512_bf16.
+    On avx2-only CPUs torch emulates bf16 (slower than float32 once batched), so 'auto' keeps
+    float32 there. CPU int8 always runs float32 around its int8 layers (the dynamic int8 kernels
+    take float32 activations).
     """
     import torch
 
+    from .quantize import cpu_has_native_bf16
+
+    on_cpu = not device.startswith(("cuda", "mps"))
+    if on_cpu and quantization == "int8":
+        if dtype not in ("auto", "float32"):
+            raise ValueError(f"dtype: int8 on CPU runs float32 activations; got dtype {dtype!r}")
+        return torch.float32
     if dtype != "auto":
         return getattr(torch, dtype)
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.startswith("mps"):
         return torch.float16
-    return torch.float32
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
 def resolve_model_folder(source: str, cache_dir: Path) -> Path | str:
@@ -125,9 +133,11 @@ def resolve_model_folder(source: str, cache_dir: Path) -> Path | str:
 class _LoadedLM:
     model: Any
     tokenizer: Any
+    backend: str = "transformers"
+    """What produced the replies, for record metadata: e.g. 'transformers cpu float32 int8(-down_proj)'."""
 
 
-_LOADED: dict[tuple[str, str, str, str | None], _LoadedLM] = {}
+_LOADED: dict[tuple[str, str, str, str | None, str], _LoadedLM] = {}
 _LOAD_LOCK = threading.Lock()
 
 
@@ -139,28 +149,49 @@ def load_causal_lm(spec: ModelSpec, cache_dir: Path) -> _LoadedLM:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .quantize import cuda_int8_load_kwargs, int8_keep_modules, quantize_int8_cpu
+
     folder = resolve_model_folder(spec.source, cache_dir)
     device = resolve_device(spec.device)
-    dtype = resolve_dtype(spec.dtype, device)
-    key = (str(folder), device, str(dtype), spec.chat_template)
+    dtype = resolve_dtype(spec.dtype, device, spec.quantization)
+    quant = f"{spec.quantization}:{spec.keep_full_precision}"
+    key = (str(folder), device, str(dtype), spec.chat_template, quant)
     with _LOAD_LOCK:
         if key in _LOADED:
             return _LOADED[key]
+        keep: tuple[str, ...] = ()
+        load_kwargs: dict[str, Any] = {}
+        if spec.quantization == "int8":
+            from transformers import AutoConfig
+
+            model_type = str(AutoConfig.from_pretrained(str(folder)).model_type)
+            keep = int8_keep_modules(model_type, spec.keep_full_precision)
+            if device.startswith("cuda"):
+                load_kwargs = cuda_int8_load_kwargs(keep)
+            elif device.startswith("mps"):
+                raise ValueError(f"{spec.name}: quantization 'int8' runs on CPU or CUDA, not {device}")
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
-            model: Any = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+            model: Any = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **load_kwargs)
         except OSError as error:
             raise ModelSourceError(
                 f"{spec.name}: could not load {spec.source!r} ({error}). If this is a hub id, "
                 "this machine needs network access or a pre-filled HF cache; offline, use a local "
                 f"folder, a .gguf file or a built-in name ({_builtin_names()})"
             ) from error
-        model.to(device).eval()
+        if not load_kwargs:  # bitsandbytes places the weights itself
+            model.to(device)
+        model.eval()
+        backend = f"transformers {device} {str(dtype).removeprefix('torch.')}"
+        if spec.quantization == "int8":
+            if not device.startswith("cuda"):
+                quantize_int8_cpu(model, keep)
+            backend += f" int8(kept: {','.join(keep) or 'none'})"
         if spec.chat_template is not None:
             tokenizer.chat_template = spec.chat_template
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        loaded = _LoadedLM(model=model, tokenizer=tokenizer)
+        loaded = _LoadedLM(model=model, tokenizer=tokenizer, backend=backend)
         _LOADED[key] = loaded
         return loaded
 

