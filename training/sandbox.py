@@ -328,8 +328,8 @@ def run_python(
                     with contextlib.suppress(OSError):
                         pipe.close()
         returncode = proc.returncode
-        if iso.backend == "bwrap" and returncode > 128:
-            returncode = -(returncode - 128)  # bwrap reports a signalled child as 128 + signal
+        if iso.backend != "unisolated" and returncode > 128:
+            returncode = -(returncode - 128)  # the wrappers report a signalled child as 128 + signal
         out, err = captures[proc.stdout], captures[proc.stderr]
         stderr = err.text(limits.max_output_chars)
         reason = _classify(returncode, stderr, timed_out, out.marker_seen)

@@ -18,10 +18,10 @@ Backends, tried in this order (``HIERROUTER_SANDBOX`` picks one explicitly):
     and inheritable set emptied) and ``no_new_privs``; as another user, bwrap's user namespace maps
     uid 65534 onto that unprivileged user.
 ``unshare`` (root only, when bwrap is missing)
-    ``unshare`` PID/net/IPC/UTS/mount namespaces with ``--kill-child`` and a private ``/proc``;
-    ``/tmp``, ``/var/tmp``, ``/run`` and ``/dev/shm`` replaced by tmpfs mounts; then the same
-    ``setpriv`` drop. The host is not re-mounted read-only: it is protected by file permissions
-    against uid 65534 only (see docs/security.md).
+    ``unshare`` PID/net/IPC/UTS/mount namespaces with ``--kill-child`` (and a parent-death
+    signal) and a private ``/proc``; every existing mount remounted read-only (best effort),
+    ``/root`` and ``/home`` hidden as above, ``/tmp`` a size-capped tmpfs, ``/var/tmp``, ``/run``
+    and ``/dev/shm`` empty; then the same ``setpriv`` drop.
 ``unisolated``
     Only the in-process limits, no OS isolation: an explicit opt-out for machines where neither
     tool works (``HIERROUTER_SANDBOX=unisolated``). Never chosen automatically.
@@ -179,7 +179,8 @@ def _bwrap(python: str) -> Isolation | None:
     return Isolation("bwrap", (tuple(head), tuple(tail)), True, True, True, True)
 
 
-# Runs as root inside the fresh mount namespace, before the drop. $1 is the scratch size, $2 the
+# Runs as root inside the fresh mount namespace, before the drop; it stays PID 1 (the kernel
+# ignores SIGXCPU for a namespace's init) and exits with the command's status. $1 is the scratch size, $2 the
 # interpreter folders to keep visible under /root or /home (colon-separated), then the command.
 # Binds are staged under /run (hidden), moved back once /root and /home are empty tmpfs, and every
 # pre-existing mount is remounted read-only (best effort: a mount that refuses stays as it was).
@@ -203,7 +204,7 @@ for d in /var/tmp /dev/shm; do
 done
 mount -t tmpfs -o "size=$size,mode=1777,nosuid,nodev" sandbox-scratch /tmp
 cd /tmp
-exec "$@"
+"$@"
 """
 
 
@@ -212,7 +213,8 @@ def _unshare(python: str) -> Isolation | None:
     if not (_is_root() and unshare and setpriv and sh and shutil.which("mount")):
         return None
     keep = [d for d in _kept_dirs(python) if ":" not in d]
-    head = [unshare, "--pid", "--fork", "--kill-child", "--mount-proc", "--net", "--ipc", "--uts"]
+    # pdeathsig: unshare itself dies with the scorer, and --kill-child then ends the namespace.
+    head = [setpriv, "--pdeathsig", "KILL", "--", unshare, "--pid", "--fork", "--kill-child", "--mount-proc", "--net", "--ipc", "--uts"]
     head += ["--mount", "--propagation", "private", "--", sh, "-c", _UNSHARE_MOUNTS, "sandbox-setup"]
     tail = [":".join(keep), *_setpriv_drop(setpriv)]
     return Isolation("unshare", (tuple(head), tuple(tail)), True, True, True, True)
