@@ -201,7 +201,7 @@ def _pump(proc: subprocess.Popen[bytes], captures: dict[IO[bytes], _Capture], de
     """Read both pipes until EOF or the deadline; True when the deadline passed."""
     sel = selectors.DefaultSelector()
     for pipe in captures:
-        sel.register(pipe, selectors.EVENT_READ)
+        sel.register(pipe, selectors.EVENT_READ, data=pipe)
     try:
         while sel.get_map():
             remaining = deadline - time.monotonic()
@@ -209,12 +209,11 @@ def _pump(proc: subprocess.Popen[bytes], captures: dict[IO[bytes], _Capture], de
                 return True
             exited = proc.poll() is not None
             for key, _ in sel.select(0 if exited else min(remaining, 0.2)):
-                pipe = key.fileobj
-                assert not isinstance(pipe, int)
-                chunk = os.read(pipe.fileno(), 1 << 16)
-                if not chunk or not captures[pipe].feed(chunk):  # type: ignore[index]
-                    sel.unregister(pipe)
-                    pipe.close()
+                stream: IO[bytes] = key.data
+                chunk = os.read(stream.fileno(), 1 << 16)
+                if not chunk or not captures[stream].feed(chunk):
+                    sel.unregister(stream)
+                    stream.close()
             if exited and not sel.select(0):
                 return False
         return False
@@ -344,4 +343,3 @@ def run_python(
     finally:
         if host_dir is not None:
             shutil.rmtree(host_dir, ignore_errors=True)
-

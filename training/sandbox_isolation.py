@@ -214,7 +214,8 @@ def _unshare(python: str) -> Isolation | None:
         return None
     keep = [d for d in _kept_dirs(python) if ":" not in d]
     # pdeathsig: unshare itself dies with the scorer, and --kill-child then ends the namespace.
-    head = [setpriv, "--pdeathsig", "KILL", "--", unshare, "--pid", "--fork", "--kill-child", "--mount-proc", "--net", "--ipc", "--uts"]
+    head = [setpriv, "--pdeathsig", "KILL", "--", unshare, "--pid", "--fork", "--kill-child"]
+    head += ["--mount-proc", "--net", "--ipc", "--uts"]
     head += ["--mount", "--propagation", "private", "--", sh, "-c", _UNSHARE_MOUNTS, "sandbox-setup"]
     tail = [":".join(keep), *_setpriv_drop(setpriv)]
     return Isolation("unshare", (tuple(head), tuple(tail)), True, True, True, True)

@@ -90,7 +90,8 @@ def _score(
     probe.write_text(textwrap.dedent(code))
     env = dict(os.environ, TMPDIR=str(scratch), PROBE_SECRET=SECRET, HIERROUTER_SANDBOX=backend)
     env["PYTHONPATH"] = str(REPO)
-    cmd = [sys.executable, "-m", "tests.training.hostile_scorer", str(probe), mode, str(timeout_s), str(nproc)]
+    cmd = [sys.executable, "-m", "tests.training.hostile_scorer", str(probe), mode, str(timeout_s)]
+    cmd.append(str(nproc))
     proc = subprocess.run(
         cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, start_new_session=True
     )
