@@ -18,7 +18,6 @@ from pydantic import ValidationError
 
 __all__ = [
     "LoadError",
-    "decode_line",
     "read_json_object",
     "require_fields",
     "validation_error_in",
@@ -71,17 +70,6 @@ def require_fields(path: str | os.PathLike[str], data: Mapping[str, Any], fields
                 f"{path}: field {dotted!r} should be {_TYPE_NAMES.get(kind, kind.__name__)}, "
                 f"got {json.dumps(value)[:60]}"
             )
-
-
-def decode_line(path: str | os.PathLike[str], lineno: int, raw: bytes) -> str:
-    """``raw`` as UTF-8, or ``LoadError`` naming the file, the 1-based line and the column."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise LoadError(
-            f"{path}, line {lineno}: expected UTF-8 text, got byte 0x{raw[exc.start]:02x} at column "
-            f"{exc.start + 1}"
-        ) from exc
 
 
 def validation_error_in(exc: ValidationError, file: str | os.PathLike[str]) -> ValidationError:
