@@ -10,6 +10,7 @@ fraction of a second for the shipped record).
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from hierrouter_graph.loading_errors import LoadError
@@ -18,6 +19,7 @@ __all__ = ["ReplayStoreError", "check_replay_file"]
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _REPLAY_TABLES = {"replies", "embeddings", "meta"}
+_CREATION_GRACE_S = 1.0
 _FIX = "delete or move it to start a new store, or restore it (e.g. import the shipped .jsonl.gz)"
 
 
@@ -25,11 +27,21 @@ class ReplayStoreError(LoadError):
     """A replay store file that is not a usable replay store; the message names the file."""
 
 
+def _read_header(path: Path) -> bytes:
+    # Another process may have just created the file and not yet written page 1: give it a second.
+    deadline = time.monotonic() + _CREATION_GRACE_S
+    while True:
+        with path.open("rb") as fh:
+            header = fh.read(len(_SQLITE_HEADER))
+        if header or time.monotonic() >= deadline:
+            return header
+        time.sleep(0.05)
+
+
 def _check_header(path: Path) -> None:
     if path.is_dir():
         raise ReplayStoreError(f"{path}: expected a replay store file (SQLite), got a directory")
-    with path.open("rb") as fh:
-        header = fh.read(len(_SQLITE_HEADER))
+    header = _read_header(path)
     if not header:
         raise ReplayStoreError(f"{path}: expected a replay store (SQLite), got a zero-byte file; {_FIX}")
     if header != _SQLITE_HEADER:
