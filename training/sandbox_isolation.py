@@ -57,6 +57,8 @@ NOBODY = 65534
 SCRATCH_ROOT = "/tmp"
 # Folders hidden behind an empty tmpfs: other users' files, root's secrets, service sockets.
 _HIDDEN = ("/root", "/home", "/run")
+# Folders the unshare backend mounts over (the scratch /tmp included); bwrap hides _HIDDEN + /tmp.
+_UNSHARE_COVERED = (*_HIDDEN, SCRATCH_ROOT, "/var/tmp", "/dev/shm")
 _INSTALL_HINT = (
     "install bubblewrap (Debian/Ubuntu: `apt-get install -y bubblewrap`; Fedora: `dnf install "
     "bubblewrap`), or run as root where `unshare` and `setpriv` (util-linux) work, or set "
@@ -73,7 +75,8 @@ class Isolation:
     """A working backend: ``command(scratch_bytes)`` is the prefix placed before the interpreter."""
 
     backend: str
-    prefix_parts: tuple[tuple[str, ...], tuple[str, ...]] = field(default=((), ()))
+    # (before the scratch mount, after it, after the size/scratch arguments) — see ``command``.
+    prefix_parts: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = field(default=((), (), ()))
     network_namespace: bool = False
     pid_namespace: bool = False
     dropped_privileges: bool = False
@@ -81,14 +84,14 @@ class Isolation:
 
     def command(self, scratch_bytes: int) -> list[str]:
         """The wrapper argv, with the scratch tmpfs capped at ``scratch_bytes``."""
-        head, tail = self.prefix_parts
+        head, middle, tail = self.prefix_parts
         if self.backend == "bwrap":
             scratch = ["--perms", "1777", "--size", str(scratch_bytes), "--tmpfs", SCRATCH_ROOT]
-            return [*head, *scratch, "--chdir", SCRATCH_ROOT, *tail]
+            return [*head, *scratch, *middle, "--chdir", SCRATCH_ROOT, *tail]
         if self.backend == "unshare":
             # The size lands in the `sh -c` mount script, passed as its first positional argument.
-            return [*head, str(scratch_bytes), *tail]
-        return [*head, *tail]
+            return [*head, str(scratch_bytes), *middle, *tail]
+        return [*head, *middle, *tail]
 
     def summary(self) -> dict[str, bool | str]:
         return {
@@ -136,22 +139,23 @@ def _interpreter_dirs(python: str) -> tuple[str, ...]:
     return tuple(sorted(d for d in dirs if d and os.path.isdir(d)))
 
 
-def _kept_dirs(python: str) -> list[str]:
-    """The interpreter's folders that sit under a hidden folder (outermost only)."""
+def _kept_dirs(python: str, covered: tuple[str, ...]) -> list[str]:
+    """The interpreter's folders under a folder that gets mounted over (outermost only), e.g. a
+    pyenv in /root or a checkout's venv in /tmp: they are bound back so the interpreter runs."""
     kept: list[str] = []
     for d in sorted(_interpreter_dirs(python), key=len):
-        hidden = any(Path(d).is_relative_to(h) for h in _HIDDEN)
+        hidden = any(Path(d).is_relative_to(h) for h in covered)
         if hidden and not any(Path(d).is_relative_to(k) for k in kept):
             kept.append(d)
     return kept
 
 
-def _rebinds(python: str) -> list[str]:
+def _rebinds(python: str, covered: tuple[str, ...]) -> list[str]:
     """bwrap arguments that bind the kept folders back, read-only, over the hiding tmpfs."""
     args: list[str] = []
-    for d in _kept_dirs(python):
+    for d in _kept_dirs(python, covered):
         # bwrap would create the folders leading there 0700 (unreadable for uid 65534).
-        hidden = next(h for h in _HIDDEN if Path(d).is_relative_to(h))
+        hidden = next(h for h in covered if Path(d).is_relative_to(h))
         for parent in reversed(Path(d).relative_to(hidden).parents[:-1]):
             args += ["--perms", "0755", "--dir", str(Path(hidden) / parent)]
         args += ["--ro-bind", d, d]
@@ -168,21 +172,22 @@ def _bwrap(python: str) -> Isolation | None:
     for hidden in _HIDDEN:
         if os.path.isdir(hidden):
             head += ["--tmpfs", hidden]
-    head += _rebinds(python)
+    head += _rebinds(python, _HIDDEN)
     head += ["--proc", "/proc", "--dev", "/dev"]
+    middle = _rebinds(python, (SCRATCH_ROOT,))
     tail: list[str] = []
     if _is_root():
         tail = _setpriv_drop(str(setpriv))
     else:
         # bwrap's user namespace maps 65534 onto this (already unprivileged) user; caps dropped.
         head += ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY), "--cap-drop", "ALL"]
-    return Isolation("bwrap", (tuple(head), tuple(tail)), True, True, True, True)
+    return Isolation("bwrap", (tuple(head), tuple(middle), tuple(tail)), True, True, True, True)
 
 
 # Runs as root inside the fresh mount namespace, before the drop; it stays PID 1 (the kernel
 # ignores SIGXCPU for a namespace's init) and exits with the command's status. $1 is the scratch size, $2 the
-# interpreter folders to keep visible under /root or /home (colon-separated), then the command.
-# Binds are staged under /run (hidden), moved back once /root and /home are empty tmpfs, and every
+# interpreter folders to keep visible under a covered folder (colon-separated), then the command.
+# Binds are staged under /run (hidden), moved back once the tmpfs mounts cover the rest, and every
 # pre-existing mount is remounted read-only (best effort: a mount that refuses stays as it was).
 _UNSHARE_MOUNTS = r"""set -ef
 size="$1"; keep="$2"; shift 2
@@ -196,13 +201,13 @@ done
 for d in /root /home; do
   if [ -d "$d" ]; then mount -t tmpfs -o size=1m,mode=755,nosuid,nodev sandbox-hidden "$d"; fi
 done
-i=0; IFS=:; for d in $keep; do
-  mkdir -p "$d"; mount --move "/run/keep/$i" "$d"; mount -o remount,bind,ro "$d"; i=$((i+1))
-done; unset IFS
 for d in /var/tmp /dev/shm; do
   if [ -d "$d" ]; then mount -t tmpfs -o size=1m,mode=755,nosuid,nodev sandbox-hidden "$d"; fi
 done
 mount -t tmpfs -o "size=$size,mode=1777,nosuid,nodev" sandbox-scratch /tmp
+i=0; IFS=:; for d in $keep; do
+  mkdir -p "$d"; mount --move "/run/keep/$i" "$d"; mount -o remount,bind,ro "$d"; i=$((i+1))
+done; unset IFS
 cd /tmp
 "$@"
 """
@@ -212,13 +217,13 @@ def _unshare(python: str) -> Isolation | None:
     unshare, setpriv, sh = shutil.which("unshare"), shutil.which("setpriv"), shutil.which("sh")
     if not (_is_root() and unshare and setpriv and sh and shutil.which("mount")):
         return None
-    keep = [d for d in _kept_dirs(python) if ":" not in d]
+    keep = [d for d in _kept_dirs(python, _UNSHARE_COVERED) if ":" not in d]
     # pdeathsig: unshare itself dies with the scorer, and --kill-child then ends the namespace.
     head = [setpriv, "--pdeathsig", "KILL", "--", unshare, "--pid", "--fork", "--kill-child"]
     head += ["--mount-proc", "--net", "--ipc", "--uts"]
     head += ["--mount", "--propagation", "private", "--", sh, "-c", _UNSHARE_MOUNTS, "sandbox-setup"]
     tail = [":".join(keep), *_setpriv_drop(setpriv)]
-    return Isolation("unshare", (tuple(head), tuple(tail)), True, True, True, True)
+    return Isolation("unshare", (tuple(head), (), tuple(tail)), True, True, True, True)
 
 
 def _works(iso: Isolation, python: str) -> tuple[bool, str]:
