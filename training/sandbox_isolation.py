@@ -121,8 +121,10 @@ def _setpriv_drop(setpriv: str) -> list[str]:
 
 
 @functools.cache
-def _interpreter_dirs(python: str) -> tuple[str, ...]:
-    """Folders the interpreter needs (prefix, base prefix, its bin folder), real paths."""
+def _interpreter_prefixes(python: str) -> tuple[str, ...]:
+    """``sys.prefix`` and ``sys.base_prefix`` of ``python``, as it reports them outside a sandbox."""
+    if python == sys.executable:
+        return (sys.prefix, sys.base_prefix)
     try:
         out = subprocess.run(
             [python, "-I", "-c", "import sys; print(sys.prefix); print(sys.base_prefix)"],
@@ -132,7 +134,13 @@ def _interpreter_dirs(python: str) -> tuple[str, ...]:
             stdin=subprocess.DEVNULL,
         ).stdout.split("\n")
     except (OSError, subprocess.SubprocessError):
-        out = []
+        return ()
+    return tuple(p for p in out if p.strip())
+
+
+def _interpreter_dirs(python: str) -> tuple[str, ...]:
+    """Folders the interpreter needs (prefix, base prefix, its bin folder), as given and real."""
+    out = _interpreter_prefixes(python)
     dirs = {os.path.dirname(os.path.abspath(python)), os.path.dirname(os.path.realpath(python))}
     dirs.update(os.path.realpath(p) for p in out if p.strip())
     dirs.update(p for p in out if p.strip())
@@ -234,9 +242,11 @@ def _works(iso: Isolation, python: str) -> tuple[bool, str]:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError) as exc:
         return False, str(exc)
-    expected = f"{sys.base_prefix if python == sys.executable else ''}"
+    # The same stdlib as outside: an interpreter that cannot reach its own falls back to another.
+    prefixes = _interpreter_prefixes(python)
+    expected = prefixes[-1] if prefixes else ""
     out = proc.stdout.strip()
-    ok = proc.returncode == 0 and out.endswith(" True") and (not expected or out.startswith(expected))
+    ok = proc.returncode == 0 and out.endswith(" True") and out.startswith(f"{expected} ")
     return ok, (proc.stderr.strip().splitlines() or [out or f"exit status {proc.returncode}"])[-1]
 
 
