@@ -132,7 +132,9 @@ def save_policy_folder(
     directory: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
 ) -> Path:
     """Write a complete policy folder next to ``directory``, then swap it in with one rename."""
-    folder = Path(directory).absolute()
+    folder = Path(os.path.realpath(directory))  # through a symlink: swap the folder it points to
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder}: expected a policy folder (or nothing), got a file")
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.new-", dir=folder.parent))
     try:

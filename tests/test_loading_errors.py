@@ -123,6 +123,15 @@ def test_save_replaces_the_folder_as_a_whole(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]  # no staging folder left
 
 
+def test_save_through_a_symlink_keeps_the_link(tmp_path: Path) -> None:
+    real = _saved(tmp_path, hidden=16)
+    link = tmp_path / "current"
+    link.symlink_to(real)
+    _policy(hidden=32).save(link)
+    assert link.is_symlink() and RouterPolicy.load(real).hidden_size == 32
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "p"]
+
+
 def test_a_crash_before_the_swap_leaves_the_old_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = _saved(tmp_path, hidden=16)
     before = {name: (folder / name).read_bytes() for name in ("policy.json", "policy.safetensors")}
