@@ -2,7 +2,8 @@
 #   make demo   create .venv, install everything, train the router on the shipped record (PPO with
 #               the lr and length training/tune.py chose on held-out train items: the shipped
 #               default policy's command), print its test-split table, then route sample queries
-#   make test   same install, then lint, type-check and the whole test suite
+#   make test   same install, then lint, type-check and the whole test suite (installs bubblewrap,
+#               the sandbox for model-written code, when missing and running as root on Debian)
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
@@ -21,7 +22,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test lint unit bench clean
+.PHONY: install sandbox-tools demo test lint unit bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -43,14 +44,28 @@ demo: install
 	$(PY) training/ppo.py $(DEMO_PPO_FLAGS) --run-dir runs/demo-ppo --replay runs/demo-replay.sqlite --no-resume
 	$(PY) examples/demo.py --policy runs/demo-ppo/policy
 
+# The MBPP scorer runs model-written code in bubblewrap and refuses without isolation
+# (docs/security.md); CI runs as root on Debian, so install it there, otherwise say what to do.
+sandbox-tools:
+	@if command -v bwrap >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing bubblewrap (sandbox for model-written code, docs/security.md)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; \
+	else \
+		echo "NOTE: bubblewrap (bwrap) is missing: install it (e.g. sudo apt-get install bubblewrap);" \
+			"without it the code sandbox uses unshare+setpriv as root, else refuses (docs/security.md)"; \
+	fi
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy hierrouter_graph training bench examples
 
-unit: install
+unit: install sandbox-tools
 	$(PY) -m pytest -m "not integration"
 
-test: lint
+test: lint sandbox-tools
 	$(PY) -m pytest
 
 bench: install

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from hierrouter_graph import HierRouterGraph
+from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.defaults import DEFAULT_POLICY_DIR
 from hierrouter_graph.display import format_result
 from hierrouter_graph.policy import RouterPolicy
@@ -27,10 +28,10 @@ SAMPLE_QUERIES = [
 ]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--policy", type=Path, default=None, help="a saved RouterPolicy folder")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     started = time.perf_counter()
     router = HierRouterGraph(policy=args.policy)
     if args.policy is not None:
@@ -52,4 +53,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_cli(main))

@@ -6,12 +6,13 @@ import argparse
 import json
 import sys
 
+from .cli_errors import run_cli
 from .config import RouterConfig
 from .defaults import default_config
 from .display import format_result
-from .graph import HierRouterGraph
+from .graph import HierRouterGraph, InvalidQueryError
 
-__all__ = ["main"]
+__all__ = ["cli", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", action="store_true", help="sample routes instead of argmax")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an input error")
     args = parser.parse_args(argv)
+    # Before anything is loaded (encoder, pool): an unusable query fails in milliseconds.
+    if not args.query.strip():
+        raise InvalidQueryError("query: expected a non-empty string, got an empty one")
 
     config = RouterConfig.from_file(args.config) if args.config else default_config()
     if args.horizon is not None:
@@ -38,5 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli() -> int:
+    """Console entry point: input errors print one line (``--debug`` shows the traceback)."""
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli())

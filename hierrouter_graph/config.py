@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .loading_errors import validation_error_in
 
 __all__ = [
     "DEFAULT_ENCODER",
@@ -421,7 +423,10 @@ class RouterConfig(BaseModel):
             ) from error
         if not isinstance(data, dict):
             raise ValueError(f"{file}: expected a mapping at the top level, got {type(data).__name__}")
-        return cls.model_validate(data)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            raise validation_error_in(error, file) from None
 
     def to_file(self, path: str | os.PathLike[str]) -> None:
         file = Path(path)

@@ -8,13 +8,13 @@ horizon, and otherwise builds an untrained (near-uniform, deterministic) policy.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from .config import ModelSpec, RouterConfig
 from .encoder import load_encoder
+from .loading_errors import read_json_object
 from .policy import RouterPolicy
 
 __all__ = [
@@ -91,7 +91,7 @@ def _shipped_policy_matches(config: RouterConfig) -> bool:
     meta_path = DEFAULT_POLICY_DIR / "policy.json"
     if not meta_path.is_file():
         return False
-    meta = json.loads(meta_path.read_text())
+    meta = read_json_object(meta_path, "the shipped policy's metadata")
     return bool(
         meta.get("pool") == config.model_names
         and meta.get("encoder", {}).get("name") == config.encoder

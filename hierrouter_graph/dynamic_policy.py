@@ -30,7 +30,6 @@ an empirical question — see docs/results.md, "Dynamic pool".
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -39,12 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import ModelSpec, RouterConfig
 from .cost import RATE_PER_BILLION_PARAMS, base_rate_from_param_count, param_count_from_name
 from .encoder import SentenceEncoder, TextEncoder, load_encoder
+from .loading_errors import require_fields
 from .policy import (
     STOP_ACTION,
     Decision,
@@ -58,6 +57,7 @@ from .policy import (
     state_features,
     state_input_size,
 )
+from .policy_files import load_weights_into, save_policy_folder
 
 __all__ = [
     "DESCRIPTOR_FORMAT_VERSION",
@@ -76,8 +76,13 @@ DESCRIPTOR_FORMAT_VERSION = 1
 DESCRIPTOR_KIND = "descriptor"
 """``policy.json``'s ``kind`` for this policy; a file without ``kind`` is a ``RouterPolicy`` ("mlp")."""
 
-_WEIGHTS = "policy.safetensors"
 _META = "policy.json"
+_DESCRIPTOR_FIELDS: dict[str, type] = {
+    "descriptors": list,
+    "hidden_size": int,
+    "stage_dim": int,
+    "cost_scale": float,
+}
 _MASKED_LOGIT = -1e9  # as in policy.py: probability exactly 0, entropy and log-softmax finite
 _LOG_FLOOR = 1e-4
 """Smallest price/size (in B-params) the log features see: a free member (base_rate 0) stays finite."""
@@ -392,14 +397,8 @@ class DescriptorPolicy(nn.Module):
     def save(self, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
         """``policy.safetensors`` + ``policy.json`` (kind "descriptor"), atomically. The pool saved is
         the one it routes now; loading may give it another."""
-        folder = Path(directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        weights_tmp, meta_tmp = folder / f".{_WEIGHTS}.tmp", folder / f".{_META}.tmp"
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(weights_tmp))
-        meta_tmp.write_text(json.dumps({**self.metadata(), **(extra or {})}, indent=2) + "\n")
-        os.replace(weights_tmp, folder / _WEIGHTS)
-        os.replace(meta_tmp, folder / _META)
-        return folder
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        return save_policy_folder(directory, tensors, {**self.metadata(), **(extra or {})})
 
     @classmethod
     def load(
@@ -430,6 +429,7 @@ class DescriptorPolicy(nn.Module):
                 f"{DESCRIPTOR_FORMAT_VERSION}"
             )
         check_policy_shape(folder / _META, meta, encoder, horizon, allow_stop, uncertainty)
+        require_fields(folder / _META, meta, _DESCRIPTOR_FIELDS)
         enc_meta = meta["encoder"]
         saved_stop = bool(meta.get("allow_stop", False))
         policy = cls(
@@ -445,7 +445,7 @@ class DescriptorPolicy(nn.Module):
             allow_stop=saved_stop,
             uncertainty=bool(meta.get("uncertainty", False)),
         )
-        policy.load_state_dict(load_file(str(folder / _WEIGHTS)))
+        load_weights_into(policy, folder)
         policy.eval()
         if pool is not None:
             policy._set_pool(policy._resolve(pool))

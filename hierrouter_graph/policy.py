@@ -15,7 +15,6 @@ distribution and an answer-less episode is impossible.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -24,11 +23,12 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .confidence import CONFIDENCE_FEATURES, Confidence, confidence_features
 from .encoder import SentenceEncoder, TextEncoder, load_encoder
+from .loading_errors import require_fields
+from .policy_files import load_weights_into, read_policy_json, save_policy_folder
 
 __all__ = [
     "POLICY_FORMAT_VERSION",
@@ -46,8 +46,9 @@ __all__ = [
 ]
 
 POLICY_FORMAT_VERSION = 1
-_WEIGHTS = "policy.safetensors"
 _META = "policy.json"
+# Fields a RouterPolicy's policy.json needs beyond the common ones (read_policy_json checks those).
+_MLP_FIELDS: dict[str, type] = {"hidden_size": int, "stage_dim": int, "cost_scale": float}
 
 STOP_ACTION = "<stop>"
 """The label of the STOP decision. Not a valid model name (they start with a letter or digit), so it
@@ -400,16 +401,10 @@ class RouterPolicy(nn.Module):
         }
 
     def save(self, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
-        """Write ``policy.safetensors`` + ``policy.json`` atomically (temp files, then rename)."""
-        folder = Path(directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        weights_tmp, meta_tmp = folder / f".{_WEIGHTS}.tmp", folder / f".{_META}.tmp"
+        """Write ``policy.safetensors`` + ``policy.json`` atomically as a pair (a new folder, then
+        one rename: ``policy_files.save_policy_folder``)."""
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(tensors, str(weights_tmp))
-        meta_tmp.write_text(json.dumps({**self.metadata(), **(extra or {})}, indent=2) + "\n")
-        os.replace(weights_tmp, folder / _WEIGHTS)
-        os.replace(meta_tmp, folder / _META)
-        return folder
+        return save_policy_folder(directory, tensors, {**self.metadata(), **(extra or {})})
 
     @classmethod
     def load(
@@ -442,6 +437,7 @@ class RouterPolicy(nn.Module):
                 f"graph's pool is {list(pool)}; retrain or fix the config's model names/order"
             )
         check_policy_shape(meta_path, meta, encoder, horizon, allow_stop, uncertainty)
+        require_fields(meta_path, meta, _MLP_FIELDS)
         enc_meta = meta["encoder"]
         saved_stop = bool(meta.get("allow_stop", False))
         policy = cls(
@@ -457,18 +453,14 @@ class RouterPolicy(nn.Module):
             allow_stop=saved_stop,
             uncertainty=bool(meta.get("uncertainty", False)),
         )
-        policy.load_state_dict(load_file(str(folder / _WEIGHTS)))
+        load_weights_into(policy, folder)
         policy.eval()
         return policy
 
 
 def read_policy_meta(folder: Path) -> dict[str, Any]:
-    """The ``policy.json`` of a saved policy folder (both files must be there)."""
-    meta_path = folder / _META
-    if not meta_path.is_file() or not (folder / _WEIGHTS).is_file():
-        raise FileNotFoundError(f"no policy at {folder}: expected {_META} and {_WEIGHTS}")
-    meta: dict[str, Any] = json.loads(meta_path.read_text())
-    return meta
+    """The ``policy.json`` of a saved policy folder (both files must be there; damage names the file)."""
+    return read_policy_json(folder)
 
 
 def check_policy_shape(

@@ -33,6 +33,7 @@ import torch
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from tqdm import tqdm
 
+from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.confidence import Confidence
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.defaults import default_config
@@ -40,6 +41,7 @@ from hierrouter_graph.graph import build_pool
 from hierrouter_graph.hop import CONTEXT_SEPARATOR, CachedReply
 from hierrouter_graph.pool import PoolMember
 from training.replay import ReplayStore
+from training.sandbox import SandboxUnavailable
 
 __all__ = ["backfill", "messages_from_key", "teacher_forced_confidences"]
 
@@ -218,4 +220,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))

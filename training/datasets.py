@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hierrouter_graph.loading_errors import LoadError
+
 __all__ = [
     "ALL_TASKS",
     "EXTRA_TASKS",
@@ -219,11 +221,16 @@ def _iter_docs(task_dir: str, variant: str) -> Iterator[tuple[str, dict[str, Any
     variant), so deduplication on ``native_id`` is required.
     """
     seen: set[str] = set()
-    with gzip.open(_requests_path(task_dir, variant), "rt", encoding="utf-8") as fh:
-        for line in fh:
+    path = _requests_path(task_dir, variant)
+    with gzip.open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            line = _decode_line(path, lineno, raw)
             if not line.strip():
                 continue
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetFormatError(path, lineno, None, "valid JSON", f"error: {exc.msg}") from exc
             native_id = str(record["native_id"])
             if native_id in seen:
                 continue
@@ -501,8 +508,8 @@ def build_routing_dataset(
 # --------------------------------------------------------------------------------------------
 
 
-class DatasetFormatError(ValueError):
-    """A user dataset line is unusable; the message names the file, line and field."""
+class DatasetFormatError(LoadError):
+    """A dataset line is unusable; the message names the file, line and field (a ``ValueError``)."""
 
     def __init__(self, path: str | Path, line: int, field: str | None, expected: str, got: str = "") -> None:
         self.path = str(path)
@@ -513,6 +520,15 @@ class DatasetFormatError(ValueError):
         what = f"field {field!r}: " if field else ""
         tail = f", got {got}" if got else ""
         super().__init__(f"{where}: {what}expected {expected}{tail}")
+
+
+def _decode_line(path: Path, lineno: int, raw: bytes) -> str:
+    """One line as UTF-8; a bad byte names the file, line and column instead of a bare error."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        got = f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
+        raise DatasetFormatError(path, lineno, None, "UTF-8 text", got) from exc
 
 
 def _describe(value: Any) -> str:
@@ -599,8 +615,9 @@ def load_jsonl_dataset(path: str | Path) -> list[Item]:
     path = Path(path)
     items: list[Item] = []
     first_seen: dict[str, int] = {}
-    with path.open("r", encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for lineno, raw_bytes in enumerate(fh, start=1):
+            raw = _decode_line(path, lineno, raw_bytes)
             if not raw.strip():
                 continue
             item = _parse_user_line(path, lineno, raw)

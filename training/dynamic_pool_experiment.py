@@ -42,6 +42,7 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 import numpy as np
 import torch
 
+from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.defaults import default_config
 from hierrouter_graph.dynamic_policy import KIND_PHRASES, DescriptorPolicy, ModelDescriptor, describe
@@ -62,6 +63,7 @@ from training.evaluate import (
     write_marked_section,
 )
 from training.ppo import PPOArgs, ReplayOnlyCache, TrainablePolicy, build_env, load_items, make_policy, train
+from training.sandbox import SandboxUnavailable
 from training.shipped import DEFAULT_PER_TASK, import_shipped_replay
 
 __all__ = [
@@ -448,4 +450,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))

@@ -60,6 +60,7 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
+from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.confidence import Confidence
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.dynamic_policy import DescriptorPolicy, load_saved_policy
@@ -75,6 +76,7 @@ from hierrouter_graph.pool import PoolMember
 from training.datasets import ALL_TASKS, Item
 from training.ppo import POLICY_DIRNAME, ReplayMissError, ReplayOnlyCache, load_items
 from training.reward import EpisodeQuality, episode_quality, quality_text, terminal_reward
+from training.sandbox import SandboxUnavailable
 from training.shipped import DEFAULT_PER_TASK, import_shipped_replay
 
 __all__ = [
@@ -1296,4 +1298,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))

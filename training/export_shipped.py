@@ -18,7 +18,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from hierrouter_graph.cli_errors import run_cli
 from training.replay import ReplayStore
+from training.sandbox import SandboxUnavailable
 
 __all__ = ["export_shipped", "main"]
 
@@ -73,4 +75,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))

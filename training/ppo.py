@@ -48,12 +48,14 @@ from torch import nn
 from torch.distributions import Categorical
 from tqdm import tqdm
 
+from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.dynamic_policy import DescriptorPolicy
 from hierrouter_graph.hop import CachedReply, ReplyCache
 from hierrouter_graph.policy import RouterPolicy
 from hierrouter_graph.pool import PoolMember
 from training.datasets import ALL_TASKS, Item
+from training.sandbox import SandboxUnavailable
 from training.shipped import DEFAULT_PER_TASK, import_shipped_replay
 
 if TYPE_CHECKING:
@@ -1090,4 +1092,4 @@ def _evaluate_trained(ns: argparse.Namespace, policy_dir: Path) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))

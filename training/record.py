@@ -28,11 +28,13 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 
 from tqdm import tqdm
 
+from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import CachedReply, HopResult, ReplyCache, extend_context, run_hop, run_hops
 from hierrouter_graph.pool import PoolMember
 from training.datasets import ALL_TASKS, Item
 from training.replay import ReplayStore
+from training.sandbox import SandboxUnavailable
 from training.shipped import DEFAULT_PER_TASK, SHIPPED_EMBEDDINGS, SHIPPED_REPLAY, import_shipped_replay
 
 __all__ = [
@@ -499,4 +501,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))

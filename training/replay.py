@@ -52,6 +52,7 @@ import torch
 from hierrouter_graph.confidence import Confidence
 from hierrouter_graph.encoder import SentenceEncoder
 from hierrouter_graph.hop import CachedReply
+from training.replay_checks import check_replay_file
 
 __all__ = [
     "CONFIDENCE_SOURCES",
@@ -116,6 +117,7 @@ class ReplayStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        check_replay_file(self.path, busy_timeout_s)  # zero-byte, foreign or damaged: fail here, named
         # Autocommit mode: every write below opens its own explicit BEGIN IMMEDIATE transaction.
         self._conn = sqlite3.connect(
             str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False

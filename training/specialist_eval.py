@@ -39,6 +39,7 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 import numpy as np
 from tqdm import tqdm
 
+from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.config import ModelSpec, RouterConfig
 from hierrouter_graph.defaults import default_config
 from hierrouter_graph.hop import build_hop_messages
@@ -47,6 +48,7 @@ from hierrouter_graph.pool import PoolMember
 from training.datasets import Item, build_routing_dataset, load_routing_items
 from training.evaluate import Interval, bootstrap_indices, bootstrap_interval
 from training.metrics import score
+from training.sandbox import SandboxUnavailable
 from training.specialize import CARD_NAME
 
 __all__ = [
@@ -302,4 +304,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))

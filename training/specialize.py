@@ -69,12 +69,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.config import ModelSpec, RouterConfig
 from hierrouter_graph.defaults import default_config
 from hierrouter_graph.hop import build_hop_messages
 from hierrouter_graph.models import build_pool_member, load_causal_lm, resolve_model_folder
 from hierrouter_graph.pool import PoolMember, TokenizerCounter, messages_to_chat_dicts
 from training.datasets import SPECIALIZATION, Item, load_specialization_items
+from training.sandbox import SandboxUnavailable
 
 __all__ = [
     "CARD_NAME",
@@ -871,4 +873,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))

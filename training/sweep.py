@@ -38,6 +38,7 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 
 import numpy as np
 
+from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.policy import RouterPolicy
@@ -47,6 +48,7 @@ from training.datasets import ALL_TASKS, Item
 from training.ppo import PPOArgs, ReplayOnlyCache, build_env, make_policy, train
 from training.record import complete_items, with_horizon
 from training.replay import CachedEncoder, ReplayStore
+from training.sandbox import SandboxUnavailable
 from training.shipped import DEFAULT_PER_TASK, import_shipped_replay
 
 __all__ = [
@@ -709,4 +711,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))

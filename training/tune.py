@@ -31,6 +31,7 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 
 import numpy as np
 
+from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.dynamic_policy import load_saved_policy
 from hierrouter_graph.pool import PoolMember
@@ -38,6 +39,7 @@ from training import evaluate as ev
 from training.datasets import Item
 from training.ppo import PPOArgs, ReplayOnlyCache, build_env, encode_recorded_states, make_policy, train
 from training.replay import CachedEncoder, ReplayStore, StateEncoder
+from training.sandbox import SandboxUnavailable
 
 __all__ = [
     "DEFAULT_ITERATIONS",
@@ -299,4 +301,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))

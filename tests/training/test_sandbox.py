@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 import textwrap
 import threading
@@ -10,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from training.sandbox import SandboxLimits, SandboxResult, isolation_summary, run_python
+from training.sandbox import (
+    SandboxLimits,
+    SandboxResult,
+    SandboxUnavailable,
+    isolation_summary,
+    run_python,
+)
 
 
 def test_correct_code_passes() -> None:
@@ -161,3 +169,27 @@ def test_concurrent_calls_are_independent() -> None:
     for n, result in results.items():
         assert result.passed, result.stderr
         assert result.stdout.strip() == str(n)
+
+
+def test_an_interpreter_in_a_venv_under_tmp_still_runs(tmp_path: Path) -> None:
+    """A clean clone in /tmp has its venv under the folder the sandbox mounts its scratch over."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    result = run_python("import sys\nprint(sys.prefix)", python=python)
+    assert result.passed, result.stderr
+    assert result.stdout.strip() == str(venv)
+
+
+def test_the_documented_opt_out_runs_without_isolation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HIERROUTER_SANDBOX", "unisolated")
+    assert isolation_summary()["backend"] == "unisolated"
+    result = run_python("print('ran')\nimport sys\nsys.exit(0)\nprint('never')")
+    assert (result.passed, result.reason, result.stdout) == (False, "incomplete", "ran\n")
+    assert run_python("print('ran')").passed
+
+
+def test_an_unknown_backend_name_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HIERROUTER_SANDBOX", "docker")
+    with pytest.raises(SandboxUnavailable, match="HIERROUTER_SANDBOX='docker' is not one of"):
+        run_python("print(1)")
