@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import signal
 import sqlite3
@@ -155,3 +157,32 @@ def test_shard_flag_names_the_expected_form(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit):
         main(["--chunk-items", "4", "--shard", "2/2"])
     assert "--shard expects K/N with 0 <= K < N (e.g. 0/2), got '2/2'" in capsys.readouterr().err
+
+
+def test_export_to_writes_the_record_after_every_chunk_and_resumes_from_it(
+    tiny_config: RouterConfig, tmp_path: Path
+) -> None:
+    """--export-to: the shippable file holds every reply after each chunk, names the backend that
+    made it, and a fresh store seeded from it regenerates nothing."""
+    import json
+
+    tiny_config.to_file(tmp_path / "router.yaml")
+    write_jsonl_dataset(_items(2), tmp_path / "items.jsonl")
+    record = tmp_path / "pool.replay.jsonl.gz"
+    args = [
+        "--config", str(tmp_path / "router.yaml"), "--items", str(tmp_path / "items.jsonl"),
+        "--db", str(tmp_path / "a.sqlite"), "--chunk-items", "1", "--no-progress",
+        "--export-to", str(record),
+    ]  # fmt: skip
+    assert main(args) == 0
+    total = tree_size(2, 2, 2)
+    with ReplayStore(tmp_path / "b.sqlite") as fresh:
+        assert fresh.import_jsonl_gz(record) == total
+    meta = json.loads((tmp_path / "pool.replay.meta.json").read_text())
+    assert set(meta["members"]) == set(tiny_config.model_names)
+    assert all(m["backend"].startswith("transformers cpu float32") for m in meta["members"].values())
+    args[args.index(str(tmp_path / "a.sqlite"))] = str(tmp_path / "c.sqlite")
+    stats_line = io.StringIO()
+    with contextlib.redirect_stdout(stats_line):
+        assert main(args) == 0
+    assert f"0 generated, {total} reused" in stats_line.getvalue()
