@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hierrouter_graph import HierRouterGraph, run_hop
 from hierrouter_graph.graph import build_pool
