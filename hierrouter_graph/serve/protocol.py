@@ -118,8 +118,7 @@ def _param(loc: tuple[int | str, ...]) -> str | None:
             out += f"[{part}]"
         elif part in _FIELDS:
             out += f".{part}" if out else part
-        else:
-            break
+        # other strings are pydantic's union-branch tags ("str", "list[_TextPart]"): not fields
     return out or None
 
 
