@@ -47,7 +47,7 @@ def serve(config_file: Path, db: Path, log: Path) -> Iterator[tuple[str, subproc
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 600
         while True:
             if process.poll() is not None:
                 raise AssertionError(f"server exited early:\n{log.read_text()[-4000:]}")

@@ -251,9 +251,8 @@ def create_app(service: RouterService) -> FastAPI:
 
     @app.get("/v1/threads/{thread_id}")
     async def thread(thread_id: str) -> dict[str, Any]:
-        messages = await asyncio.get_running_loop().run_in_executor(
-            service.executor, service.thread_messages, thread_id
-        )
+        # the loop's default pool, not the routes' one: a lookup must not wait behind long routes
+        messages = await asyncio.get_running_loop().run_in_executor(None, service.thread_messages, thread_id)
         if messages is None:
             raise APIError(
                 404, f"No thread {thread_id!r} on this server.", param="thread_id", code="thread_not_found"
