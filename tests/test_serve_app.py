@@ -7,6 +7,7 @@ the requests around it; the streamed deltas must add up to the non-streamed answ
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from hierrouter_graph import HierRouterGraph, ModelSpec, RouterConfig
 from hierrouter_graph.checkpoint import sqlite_checkpointer
+from hierrouter_graph.policy import FixedRoutePolicy
 from hierrouter_graph.serve import RouterService, create_app
 
 QUERY = [{"role": "user", "content": "What is seven times six?"}]
@@ -178,3 +180,36 @@ def test_thread_keeps_turns_and_full_history_is_not_stored_twice(client: TestCli
 def test_unknown_path_is_an_openai_style_error(client: TestClient) -> None:
     response = client.get("/v1/nothing")
     assert response.status_code == 404 and "error" in response.json()
+
+
+@pytest.mark.parametrize(
+    ("route", "query"),
+    [
+        (["gen", "cloze"], "What is seven times six?"),  # the cloze refusal is no part of the answer
+        (["cloze", "gen"], "What is seven times six?"),
+        (["cloze", "cloze"], "What is seven times six?"),  # every reply declined: the refusal is the answer
+        (["gen", "cloze"], "Which planet is largest?\nA. Mars\nB. Jupiter\nC. Venus\nD. Earth"),
+    ],
+)
+def test_streamed_answer_skips_refusals_like_the_plain_one(
+    tiny_specs: list[ModelSpec], tmp_path: Path, route: list[str], query: str
+) -> None:
+    gen = tiny_specs[0].model_copy(update={"name": "gen"})
+    cloze = ModelSpec(name="cloze", kind="cloze_mc", source=tiny_specs[0].source, base_rate=0.002)
+    config = RouterConfig(models=[gen, cloze], horizon=2, cache_dir=tmp_path / "cache")
+    service = RouterService(
+        HierRouterGraph(config, FixedRoutePolicy(["gen", "cloze"], route)), max_concurrency=2
+    )
+    messages = [{"role": "user", "content": query}]
+    with TestClient(create_app(service)) as test_client:
+        plain = test_client.post(
+            "/v1/chat/completions", json={"model": "hierrouter", "messages": messages}
+        ).json()
+        streamed = test_client.post(
+            "/v1/chat/completions", json={"model": "hierrouter", "messages": messages, "stream": True}
+        )
+    service.close()
+    assert plain["hierrouter"]["route"] == route
+    deltas = [e["choices"][0]["delta"].get("content", "") for e in _events(streamed) if e["choices"]]
+    assert "".join(deltas) == plain["choices"][0]["message"]["content"]
+    assert plain["choices"][0]["message"]["content"]
