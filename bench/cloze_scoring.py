@@ -5,7 +5,7 @@ Compares three ways to turn option log-likelihoods into a choice — sum over th
 items of ARC-Easy, ARC-Challenge and MMLU, which never enter the routing dataset, so choosing the
 scoring here does not tune anything on the router's test split.
 
-    PYTHONPATH=. python bench/cloze_scoring.py [--per-task 100]
+    python bench/cloze_scoring.py [--per-task 100]
 """
 
 from __future__ import annotations

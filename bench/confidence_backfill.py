@@ -5,7 +5,7 @@ teacher-forced forward over its re-tokenized text. This bench takes replies whos
 recorded DURING generation (``source='generation'`` in the replay store), recomputes it the
 backfill way, and prints the agreement and the forward-pass cost, measured in one run.
 
-    PYTHONPATH=. python bench/confidence_backfill.py --db runs/replay.sqlite --per-member 48 --threads 1
+    python bench/confidence_backfill.py --db runs/replay.sqlite --per-member 48 --threads 1
 """
 
 from __future__ import annotations

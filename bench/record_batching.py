@@ -6,7 +6,7 @@ text-generation pipeline, as the graph's nodes call it), batched is ``run_hops``
 the throughput of each, how many replies are identical, and the ratio last. Target: >= 4x at
 batch 16.
 
-    PYTHONPATH=. python bench/record_batching.py [--batch 16] [--max-new-tokens 64]
+    python bench/record_batching.py [--batch 16] [--max-new-tokens 64]
 """
 
 from __future__ import annotations
