@@ -1,16 +1,18 @@
 """``graph.batch`` of N queries vs N sequential ``invoke``s on the default offline pool.
 
 Why: micro-batching (hierrouter_graph/microbatch.py) coalesces the concurrent hops that
-``graph.batch`` runs in threads into one left-padded ``generate`` per model. This bench measures
-what that buys end to end — router, encoder, cloze specialist and both generators included —
-and checks that it changes nothing: every batched trace (route, replies, token counts, costs) is
-compared with the sequential one. Target: >= 4x for 32 queries.
+``graph.batch`` runs in threads into one left-padded ``generate`` per model, and the concurrent
+routing decisions into one encoder call (encoder.py). This bench measures what that buys end to
+end — router, encoder, cloze specialist and generators included — and checks what it changes:
+every batched trace (route, probabilities, replies, token counts, costs, confidences) is compared
+with the sequential one, and each mismatch is printed with its reason. Target: >= 4x for 32.
 
 Queries are test-split routing items of every task, interleaved (math, code, multiple choice).
 The same router answers both ways; sequential ``invoke``s meet no other request, so each of their
-hops is a batch of one (what the plain pipeline gives).
+hops is a batch of one (what the plain pipeline gives). The encoder's cache is emptied before
+each phase, so both encode every context they route.
 
-    PYTHONPATH=. python bench/batch_throughput.py [--queries 32] [--max-new-tokens 128]
+    python bench/batch_throughput.py [--queries 32] [--max-new-tokens 128]
         [--dtype auto|float32|bfloat16] [--max-batch-size 16] [--batch-wait-ms 5]
 """
 
@@ -18,12 +20,22 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from hierrouter_graph import HierRouterGraph, MicroBatchedChatModel, PoolMember, RouterConfig, default_config
+from hierrouter_graph.encoder import load_encoder
 from hierrouter_graph.graph import build_pool
 from training.datasets import Item, build_routing_dataset
+
+NUMERIC_TOLERANCE = 1e-4
+"""Differences below this in probabilities, values and confidences are float rounding (padded
+batched matmuls add in another order), not a different computation."""
 
 
 def bench_config(args: argparse.Namespace) -> RouterConfig:
@@ -63,6 +75,44 @@ def batch_counters(pool: dict[str, PoolMember]) -> dict[str, tuple[int, int]]:
     return out
 
 
+def _numbers(value: Any, prefix: str = "") -> dict[str, float]:
+    """Every float in a (nested) hop field, by path."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _numbers(item, f"{prefix}.{key}").items()}
+    if isinstance(value, float):
+        return {prefix: value}
+    return {}
+
+
+def mismatch_reason(batched: list[dict[str, Any]], sequential: list[dict[str, Any]]) -> str | None:
+    """Why a batched trace differs from the sequential one (None: identical)."""
+    if batched == sequential:
+        return None
+    if [h["model"] for h in batched] != [h["model"] for h in sequential]:
+        stage = next(
+            i for i, (a, b) in enumerate(zip(batched, sequential, strict=False)) if a["model"] != b["model"]
+        )
+        gap = abs(
+            batched[stage]["prob"] - sequential[stage].get("probs", {}).get(batched[stage]["model"], 0.0)
+        )
+        return f"different route from stage {stage} (the chosen model's probability moved by {gap:.2g})"
+    for a, b in zip(batched, sequential, strict=True):
+        if a["reply"] != b["reply"]:
+            return f"different reply at stage {a['stage']} from {a['model']} (generation differs)"
+    worst: dict[str, float] = {}
+    for a, b in zip(batched, sequential, strict=True):
+        for field in ("prob", "probs", "value", "confidence", "cost", "cumulative_cost"):
+            na, nb = _numbers(a.get(field), field), _numbers(b.get(field), field)
+            for key in set(na) | set(nb):
+                delta = abs(na.get(key, float("nan")) - nb.get(key, float("nan")))
+                worst[key.split(".")[0]] = max(worst.get(key.split(".")[0], 0.0), delta)
+    big = {k: v for k, v in worst.items() if not v <= NUMERIC_TOLERANCE}
+    shown = ", ".join(f"{k} {v:.1g}" for k, v in sorted(worst.items()) if v > 0)
+    if big:
+        return f"numbers differ beyond {NUMERIC_TOLERANCE:g}: {shown}"
+    return f"float rounding only (same route, replies and tokens; max |Δ| {shown})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -79,21 +129,24 @@ def main() -> None:
     started = time.perf_counter()
     pool = build_pool(config)  # built here so the bench can read each member's batch counters
     router = HierRouterGraph(config, chat_models=pool)
+    encoder = load_encoder(config.encoder, config.max_seq_len, cache_dir=config.resolved_cache_dir)
     router.invoke("What is 2 + 2?")  # loads weights, builds kernels: not part of either timing
     print(f"loaded + warm-up in {time.perf_counter() - started:.1f} s")
 
-    before = batch_counters(pool)
+    before, encodes_before = batch_counters(pool), encoder.batch_stats()
+    encoder.clear_cache()
     started = time.perf_counter()
     batched = router.batch(queries)
     batched_s = time.perf_counter() - started
-    after = batch_counters(pool)
+    after, encodes_after = batch_counters(pool), encoder.batch_stats()
 
+    encoder.clear_cache()
     started = time.perf_counter()
     sequential = [router.invoke(query) for query in queries]
     sequential_s = time.perf_counter() - started
 
     generated = sum(hop["tokens_out"] for out in sequential for hop in out["trace"])
-    same_trace = sum(b["trace"] == s["trace"] for b, s in zip(batched, sequential, strict=True))
+    reasons = [mismatch_reason(b["trace"], s["trace"]) for b, s in zip(batched, sequential, strict=True)]
     same_answer = sum(b["answer"] == s["answer"] for b, s in zip(batched, sequential, strict=True))
     routes = sorted({" → ".join(h["model"] for h in out["trace"]) for out in sequential})
     new_tokens = args.max_new_tokens or "pool default"
@@ -102,10 +155,17 @@ def main() -> None:
     print(f"routes taken: {routes}")
     for name, (batches, items) in after.items():
         b, i = batches - before[name][0], items - before[name][1]
-        print(f"  {name}: {i} hops in {b} generate batches (mean {i / b if b else 0:.1f})")
+        print(f"  {name}: {i} hops in {b} micro-batches (mean {i / b if b else 0:.1f})")
+    b = encodes_after.batches - encodes_before.batches
+    i = encodes_after.items - encodes_before.items
+    print(f"  encoder: {i} routing decisions encoded in {b} calls (mean {i / b if b else 0:.1f})")
     print(f"sequential invokes: {sequential_s:.1f} s  ({generated / sequential_s:.1f} generated tok/s)")
     print(f"graph.batch:        {batched_s:.1f} s")
-    print(f"identical traces: {same_trace}/{len(queries)}, identical answers: {same_answer}/{len(queries)}")
+    identical = reasons.count(None)
+    print(f"identical traces: {identical}/{len(queries)}, identical answers: {same_answer}/{len(queries)}")
+    for index, reason in enumerate(reasons):
+        if reason is not None:
+            print(f"  query {index}: {reason}")
     ratio = sequential_s / batched_s
     print(f"batch speed-up = {ratio:.2f}x  (target >= 4x: {'met' if ratio >= 4 else 'NOT met'})")
 

@@ -5,7 +5,7 @@ teacher-forced forward over its re-tokenized text. This bench takes replies whos
 recorded DURING generation (``source='generation'`` in the replay store), recomputes it the
 backfill way, and prints the agreement and the forward-pass cost, measured in one run.
 
-    PYTHONPATH=. python bench/confidence_backfill.py --db runs/replay.sqlite --per-member 48 --threads 1
+    python bench/confidence_backfill.py --db runs/replay.sqlite --per-member 48 --threads 1
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 

@@ -6,13 +6,18 @@ text-generation pipeline, as the graph's nodes call it), batched is ``run_hops``
 the throughput of each, how many replies are identical, and the ratio last. Target: >= 4x at
 batch 16.
 
-    PYTHONPATH=. python bench/record_batching.py [--batch 16] [--max-new-tokens 64]
+    python bench/record_batching.py [--batch 16] [--max-new-tokens 64]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hierrouter_graph import ModelSpec, run_hop
 from hierrouter_graph.config import PAPER_STAGE_PROMPTS, default_cache_dir

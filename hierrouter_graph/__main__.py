@@ -1,4 +1,8 @@
-"""``python -m hierrouter_graph "question"``: route one query and print every hop."""
+"""``python -m hierrouter_graph "question"``: route one query and print every hop.
+
+``python -m hierrouter_graph serve [...]`` starts the OpenAI-compatible server instead
+(``hierrouter_graph/serve/cli.py``; ``serve --help`` lists its options).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,11 @@ __all__ = ["cli", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["serve"]:
+        from .serve.cli import main as serve
+
+        return serve(args_in[1:])
     parser = argparse.ArgumentParser(prog="python -m hierrouter_graph", description=__doc__)
     parser.add_argument("query", help="the question to route")
     parser.add_argument("--config", help="RouterConfig YAML/JSON (default: the offline pool)")
@@ -25,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an input error")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
     # Before anything is loaded (encoder, pool): an unusable query fails in milliseconds.
     if not args.query.strip():
         raise InvalidQueryError("query: expected a non-empty string, got an empty one")

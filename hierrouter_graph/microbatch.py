@@ -14,27 +14,32 @@ the worker goes on serving the next one. The worker starts on the first request 
 ``idle_timeout_s`` without work, so idle pools hold no threads; ``close()`` drains and joins it.
 
 ``MicroBatchedChatModel`` puts a batcher behind the LangChain chat-model interface, so the hop
-(``hop.run_hop``) stays the only hop implementation and needs no change.
+(``hop.run_hop``) stays the only hop implementation and needs no change. It streams too: a
+request may carry a callback that the batched ``generate`` feeds with its row's text as it is
+decoded, so ``graph.stream(..., stream_mode="messages")`` and the OpenAI-compatible server get
+tokens from a member that shares its ``generate`` with other requests.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict
 
 __all__ = [
     "BatchStats",
+    "GenerationRequest",
     "MicroBatchedChatModel",
     "MicroBatcher",
     "MicroBatcherClosedError",
@@ -59,6 +64,18 @@ class BatchStats:
     @property
     def mean_batch_size(self) -> float:
         return self.items / self.batches if self.batches else 0.0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One chat prompt for a micro-batched model, and where to send its text as it is generated.
+
+    ``on_text`` (None: not streamed) is called on the batch worker thread with successive pieces
+    of the reply; it must be quick and must not raise (it runs inside the shared ``generate``).
+    """
+
+    messages: list[BaseMessage]
+    on_text: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -233,7 +250,7 @@ class MicroBatchedChatModel(BaseChatModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     batcher: Any
-    """A ``MicroBatcher[list[BaseMessage], str | tuple[str, Confidence | None]]`` (Any: pydantic
+    """A ``MicroBatcher[GenerationRequest, str | tuple[str, Confidence | None]]`` (Any: pydantic
     cannot validate the generic)."""
     model_id: str = "local"
 
@@ -245,6 +262,19 @@ class MicroBatchedChatModel(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {"model_id": self.model_id}
 
+    def _check_no_call_arguments(self, stop: list[str] | None, kwargs: dict[str, Any]) -> None:
+        if stop or kwargs:
+            raise ValueError(
+                f"{self.model_id}: per-call stop/generation arguments are not supported by the "
+                "micro-batched model (one generate serves many callers); set "
+                "ModelSpec.generation_kwargs, or max_batch_size: 1 to use the plain pipeline"
+            )
+
+    @staticmethod
+    def _unpack(result: Any) -> tuple[str, dict[str, Any]]:
+        text, confidence = (result, None) if isinstance(result, str) else result
+        return text, ({"confidence": confidence.as_dict()} if confidence is not None else {})
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -252,14 +282,49 @@ class MicroBatchedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        if stop or kwargs:
-            raise ValueError(
-                f"{self.model_id}: per-call stop/generation arguments are not supported by the "
-                "micro-batched model (one generate serves many callers); set "
-                "ModelSpec.generation_kwargs, or max_batch_size: 1 to use the plain pipeline"
-            )
-        result = self.batcher(list(messages))
-        text, confidence = (result, None) if isinstance(result, str) else result
-        metadata = {"confidence": confidence.as_dict()} if confidence is not None else {}
+        self._check_no_call_arguments(stop, kwargs)
+        text, metadata = self._unpack(self.batcher(GenerationRequest(list(messages))))
         message = AIMessage(content=text, response_metadata=metadata)
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        """Text pieces as the shared ``generate`` decodes this request's row, then the metadata.
+
+        LangChain calls this instead of ``_generate`` when a streaming callback is attached (a
+        LangGraph ``stream_mode="messages"`` run); the pieces concatenate to the reply
+        ``_generate`` would return, so the hop's reply, token counts and cost do not change.
+        """
+        self._check_no_call_arguments(stop, kwargs)
+        pieces: queue.SimpleQueue[str] = queue.SimpleQueue()
+        future = self.batcher.submit(GenerationRequest(list(messages), on_text=pieces.put))
+        streamed = ""
+
+        def emit(piece: str) -> ChatGenerationChunk:
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            if run_manager is not None:
+                run_manager.on_llm_new_token(piece, chunk=chunk)
+            return chunk
+
+        while not future.done():
+            try:
+                piece = pieces.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            streamed += piece
+            yield emit(piece)
+        text, metadata = self._unpack(future.result())  # raises the batch's exception, if any
+        while not pieces.empty():
+            piece = pieces.get()
+            streamed += piece
+            yield emit(piece)
+        if text != streamed:  # never expected; keeps the joined message equal to the reply
+            rest = text[len(streamed) :] if text.startswith(streamed) else ""
+            if rest:
+                yield emit(rest)
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=metadata))

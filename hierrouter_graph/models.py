@@ -8,6 +8,7 @@ place that was tried and what to install, instead of a bare hub 404.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BatchGenerator",
     "ModelSourceError",
+    "RowStreamer",
     "build_pool_member",
     "load_causal_lm",
     "resolve_device",
@@ -218,6 +220,22 @@ def _base_rate(spec: ModelSpec, model: Any) -> float:
     return base_rate_from_param_count(named or base_parameter_count(model))
 
 
+_CPU_GENERATE_LOCK = threading.Lock()
+
+
+def _generate_lock(device: str) -> threading.Lock:
+    """The lock a ``BatchGenerator`` holds while it generates.
+
+    On CPU every member shares the same cores, so ONE lock for all of them: two members'
+    batches generating at once (profiled: SmolLM2 and Gemma micro-batches overlapping on 2 cores)
+    each ran at half speed with oversubscribed OpenMP threads, and the hops queued behind them
+    were split into more, smaller batches. Taking turns gives each batch every core, and the
+    requests that arrive meanwhile form a larger next batch. On an accelerator each generator
+    keeps its own lock (different members' kernels may overlap there).
+    """
+    return _CPU_GENERATE_LOCK if device.startswith("cpu") else threading.Lock()
+
+
 class BatchGenerator:
     """Greedy generation for many chat prompts in one left-padded ``generate`` call.
 
@@ -235,17 +253,26 @@ class BatchGenerator:
         self.generate_kwargs = generate_kwargs
         self.max_batch = max_batch
         self.counter = TokenizerCounter(tokenizer)
-        self._lock = threading.Lock()
+        self._lock = _generate_lock(str(getattr(model, "device", "cpu")))
 
     def __call__(self, prompts: list[list[BaseMessage]]) -> list[str]:
         return [text for text, _ in self.generate_scored(prompts)]
 
-    def generate_scored(self, prompts: list[list[BaseMessage]]) -> list[tuple[str, Confidence | None]]:
+    def generate_scored(
+        self,
+        prompts: list[list[BaseMessage]],
+        on_text: Sequence[Callable[[str], None] | None] | None = None,
+    ) -> list[tuple[str, Confidence | None]]:
         """Replies and, when decoding greedily, each reply's confidence from the same ``generate``.
 
         The confidence costs no extra forward: a logits processor reads the scores ``generate``
         already computes (see ``confidence.py``). Sampling gives None: the chosen token is no longer
         the argmax the processor sees.
+
+        ``on_text``: per prompt, an optional callback that receives the reply's text as it is
+        generated, piece by piece (the pieces concatenate to the returned reply). This is how a
+        micro-batched member streams tokens (``graph.stream(..., stream_mode="messages")``) while
+        sharing one batched ``generate`` with other requests.
         """
         import torch
         from transformers import LogitsProcessorList
@@ -260,7 +287,12 @@ class BatchGenerator:
             for chunk in self._chunks([len(row) for row in ids]):
                 batch = self._left_padded([ids[i] for i in chunk])
                 recorder = ConfidenceRecorder()
-                extra = {"logits_processor": LogitsProcessorList([recorder])} if greedy else {}
+                extra: dict[str, Any] = (
+                    {"logits_processor": LogitsProcessorList([recorder])} if greedy else {}
+                )
+                sinks = [on_text[i] if on_text is not None else None for i in chunk]
+                if any(sink is not None for sink in sinks):
+                    extra["streamer"] = RowStreamer(self.tokenizer, sinks, stop_ids)
                 output = self.model.generate(**batch, **self.generate_kwargs, **extra)
                 new_tokens = output[:, batch["input_ids"].shape[1] :]
                 confidences = recorder.summarize(reply_lengths(new_tokens, stop_ids)) if greedy else None
@@ -312,6 +344,56 @@ class BatchGenerator:
         }
 
 
+class RowStreamer:
+    """A ``generate`` streamer for a left-padded batch: each row's new text goes to its own callback.
+
+    transformers' ``TextStreamer`` takes batch size 1 only; a micro-batch mixes streaming and
+    non-streaming requests, so this one keeps one token list per row, stops a row at its first
+    stop token (later steps only pad it), and emits the difference between successive decodes,
+    holding back a trailing incomplete UTF-8 character ("\ufffd") until it completes. The pieces
+    therefore concatenate to ``decode(new_tokens, skip_special_tokens=True)``, the batch reply.
+    """
+
+    def __init__(
+        self, tokenizer: Any, sinks: Sequence[Callable[[str], None] | None], stop_ids: Sequence[int]
+    ):
+        self.tokenizer = tokenizer
+        self.sinks = list(sinks)
+        self.stop_ids = set(stop_ids)
+        self.tokens: list[list[int]] = [[] for _ in self.sinks]
+        self.sent = ["" for _ in self.sinks]
+        self.done = [sink is None for sink in self.sinks]
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:  # generate first hands over the (padded) prompt ids
+            self._prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            if self.done[row]:
+                continue
+            self.tokens[row].append(int(token))
+            if token in self.stop_ids:
+                self.done[row] = True
+            self._emit(row, final=self.done[row])
+
+    def end(self) -> None:
+        for row, sink in enumerate(self.sinks):
+            if sink is not None:
+                self._emit(row, final=True)
+
+    def _emit(self, row: int, final: bool) -> None:
+        sink = self.sinks[row]
+        if sink is None:
+            return
+        text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
+        if not final and text.endswith("\ufffd"):
+            return
+        if text.startswith(self.sent[row]) and len(text) > len(self.sent[row]):
+            sink(text[len(self.sent[row]) :])
+            self.sent[row] = text
+
+
 def _cloze_member(spec: ModelSpec, model: Any, tokenizer: Any) -> PoolMember:
     """The cloze specialist on the (shared) loaded base; it reports its own token usage."""
     from .cloze import ClozeMultipleChoiceChat
@@ -330,10 +412,15 @@ def _cloze_member(spec: ModelSpec, model: Any, tokenizer: Any) -> PoolMember:
 
 def _micro_batched(spec: ModelSpec, batch_generate: BatchGenerator) -> BaseChatModel:
     """The member's chat model when micro-batching is on: requests queue for one shared generate."""
-    from .microbatch import MicroBatchedChatModel, MicroBatcher
+    from .microbatch import GenerationRequest, MicroBatchedChatModel, MicroBatcher
 
-    batcher: MicroBatcher[list[BaseMessage], tuple[str, Confidence | None]] = MicroBatcher(
-        batch_generate.generate_scored,
+    def generate(requests: list[GenerationRequest]) -> list[tuple[str, Confidence | None]]:
+        return batch_generate.generate_scored(
+            [request.messages for request in requests], on_text=[request.on_text for request in requests]
+        )
+
+    batcher: MicroBatcher[GenerationRequest, tuple[str, Confidence | None]] = MicroBatcher(
+        generate,
         max_batch_size=spec.max_batch_size,
         max_wait_ms=spec.batch_wait_ms,
         name=spec.name,

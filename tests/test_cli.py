@@ -23,3 +23,12 @@ def test_cli_routes_one_query_and_prints_every_hop(
     result = json.loads(capsys.readouterr().out)
     assert len(result["trace"]) == 1
     assert result["cost"] == pytest.approx(result["trace"][0]["cost"])
+
+
+def test_serve_subcommand_has_its_own_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["serve", "--help"])
+    assert done.value.code == 0
+    usage = capsys.readouterr().out
+    for option in ("--port", "--threads-db", "--no-threads", "--max-concurrency", "--config", "--policy"):
+        assert option in usage

@@ -254,7 +254,7 @@ def _without_confidence(hops: list[HopResult]) -> list[HopResult]:
 
 def test_concurrent_hops_coalesce_into_exact_generate_calls(pools, monkeypatch) -> None:
     member = pools(max_batch_size=4, batch_wait_ms=LONG_WAIT_MS)["tiny-a"]
-    spy = GenerateSpy(monkeypatch, member.chat_model.batcher.batch_fn.__self__.model)
+    spy = GenerateSpy(monkeypatch, member.batch_generate.model)
     _concurrently(lambda c: run_hop(member, c, INSTRUCTION), SIMILAR)  # 8 hops arrive together
     assert spy.sizes == [4, 4]
     assert member.chat_model.batcher.stats().batches == 2
@@ -262,7 +262,7 @@ def test_concurrent_hops_coalesce_into_exact_generate_calls(pools, monkeypatch) 
 
 def test_a_much_longer_prompt_gets_its_own_generate_call(pools, monkeypatch) -> None:
     member = pools(max_batch_size=8, batch_wait_ms=LONG_WAIT_MS)["tiny-a"]
-    spy = GenerateSpy(monkeypatch, member.chat_model.batcher.batch_fn.__self__.model)
+    spy = GenerateSpy(monkeypatch, member.batch_generate.model)
     long_context = "The quick brown fox jumps over the lazy dog. " * 12
     hops = _concurrently(lambda c: run_hop(member, c, INSTRUCTION), [*SIMILAR[:7], long_context])
     assert member.chat_model.batcher.stats().batches == 1  # one micro-batch ...
@@ -296,7 +296,7 @@ def test_concurrent_hops_equal_unbatched_hops(pools) -> None:
 
 def test_a_failing_generate_reaches_every_hop_of_the_batch(pools, monkeypatch) -> None:
     member = pools(max_batch_size=4, batch_wait_ms=LONG_WAIT_MS)["tiny-a"]
-    model = member.chat_model.batcher.batch_fn.__self__.model
+    model = member.batch_generate.model
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("device lost")
@@ -325,7 +325,7 @@ def test_graph_batch_coalesces_each_stage_and_equals_sequential_invokes(
     pool = build_pool(config)
     try:
         spies = {
-            name: GenerateSpy(monkeypatch, m.chat_model.batcher.batch_fn.__self__.model)
+            name: GenerateSpy(monkeypatch, m.batch_generate.model)
             for name, m in pool.items()
         }
         router = HierRouterGraph(config, route, chat_models=pool)
