@@ -48,22 +48,20 @@ import re
 import shlex
 import sys
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TextIO, cast
+from typing import Any, TextIO, cast
 
 if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 from numpy.typing import NDArray
-from tqdm import tqdm
 
-from hierrouter_graph.confidence import Confidence
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.dynamic_policy import DescriptorPolicy, load_saved_policy
-from hierrouter_graph.hop import HopResult, ReplyCache, extend_context, run_hops
+from hierrouter_graph.hop import ReplyCache
 from hierrouter_graph.policy import (
     STOP_ACTION,
     PolicyMismatchError,
@@ -72,10 +70,20 @@ from hierrouter_graph.policy import (
     check_stop_allowed,
 )
 from hierrouter_graph.pool import PoolMember
-from training.datasets import ALL_TASKS, Item
-from training.ppo import POLICY_DIRNAME, ReplayMissError, ReplayOnlyCache, load_items
-from training.reward import EpisodeQuality, episode_quality, quality_text, terminal_reward
-from training.shipped import DEFAULT_PER_TASK, import_shipped_replay
+from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item, load_items
+from training.ppo import POLICY_DIRNAME
+from training.replay import ReplayMissError
+from training.reward import ScoreMemo, terminal_reward
+from training.shipped import import_shipped_replay
+from training.tree import (
+    OutcomeTree,
+    Route,
+    RouteOutcome,
+    candidate_routes,
+    outcome_tree,
+    route_label,
+    shared_tree,
+)
 
 __all__ = [
     "NO_SWEEP",
@@ -117,7 +125,6 @@ __all__ = [
     "write_report",
 ]
 
-Route = tuple[str, ...]
 FloatArray = NDArray[np.float64]
 NO_SWEEP = "n/a (no α sweep)"
 OVERALL = "overall"
@@ -126,139 +133,6 @@ ROUTER = "HierRouter"
 RANDOM = "random (uniform, exact)"
 TASK_ORACLE = "task oracle (hindsight)"
 ORACLE = "oracle (per query)"
-
-
-def route_label(route: Route) -> str:
-    return " → ".join(route)
-
-
-def candidate_routes(config: RouterConfig) -> list[Route]:
-    """Every route of length 1..L, shortest first, each length in ``itertools.product`` order."""
-    names = config.model_names
-    return [r for length in range(1, config.horizon + 1) for r in itertools.product(names, repeat=length)]
-
-
-# ---------------------------------------------------------------------------------- outcome tree
-
-
-@dataclass(frozen=True)
-class RouteOutcome:
-    """One route of one item, replayed: the context the graph would end with, and its scores."""
-
-    route: Route
-    context: str
-    task_metric: float
-    f1: float
-    quality: float
-    cost: float
-    reward: float
-    confidence: Confidence | None = None
-    """The last hop's confidence: what an uncertainty_state router sees at the next decision."""
-
-
-OutcomeTree = dict[str, dict[Route, RouteOutcome]]
-"""item id → route (every length 1..L) → outcome."""
-
-
-class ScoreMemo:
-    """Scores keyed by (item id, replies text, reward metric).
-
-    Why: MBPP runs code in a sandbox, and identical replies recur across routes, the train and
-    test trees and α sweeps; each distinct answer is scored once.
-    """
-
-    def __init__(self) -> None:
-        self._scores: dict[tuple[str, str, str], EpisodeQuality] = {}
-        self.hits = 0
-
-    def __len__(self) -> int:
-        return len(self._scores)
-
-    def score(self, item: Item, context: str, reward_metric: str) -> EpisodeQuality:
-        key = (item.id, quality_text(item.prompt, context), reward_metric)
-        found = self._scores.get(key)
-        if found is not None:
-            self.hits += 1
-            return found
-        metric = cast(Literal["task", "f1"], reward_metric)
-        self._scores[key] = episode_quality(item, item.prompt, context, metric)
-        return self._scores[key]
-
-
-def _check_items(items: Sequence[Item]) -> None:
-    counts = Counter(item.id for item in items)
-    repeated = sorted(i for i, n in counts.items() if n > 1)
-    if repeated:
-        raise ValueError(f"item ids must be unique (the tree is keyed by id); repeated: {repeated[:5]}")
-
-
-def _hop_chunks(
-    member: PoolMember, contexts: Sequence[str], instruction: str, cache: ReplyCache | None, size: int
-) -> Iterator[HopResult]:
-    """``run_hops`` (the graph's hop, batched like record.py) over bounded chunks of contexts."""
-    for start in range(0, len(contexts), size):
-        yield from run_hops(member, contexts[start : start + size], instruction, cache)
-
-
-def outcome_tree(
-    config: RouterConfig,
-    pool: Mapping[str, PoolMember],
-    items: Sequence[Item],
-    cache: ReplyCache | None,
-    *,
-    reward_metric: str = "task",
-    alpha: float | None = None,
-    live: bool = False,
-    memo: ScoreMemo | None = None,
-    batch_size: int = 16,
-    progress: bool = False,
-) -> OutcomeTree:
-    """Replay every route of length 1..L of every item and score each node.
-
-    Replay-only by default: a hop missing from ``cache`` raises ``ReplayMissError`` naming
-    ``training/record.py``. ``live=True`` generates missing hops (and stores them in ``cache``
-    when one is given). Costs accumulate hop by hop exactly as the graph and the env add them.
-    """
-    if reward_metric not in ("task", "f1"):
-        raise ValueError(f"reward_metric must be 'task' or 'f1', got {reward_metric!r}")
-    missing = [name for name in config.model_names if name not in pool]
-    if missing:
-        raise KeyError(f"pool lacks models {missing} named by the config {config.model_names}")
-    if cache is None and not live:
-        raise ValueError("replay-only evaluation needs the replay store as cache (or live=True)")
-    _check_items(items)
-    hop_cache: ReplyCache | None = cache if live or cache is None else ReplayOnlyCache(cache)
-    alpha = config.alpha if alpha is None else alpha
-    memo = memo if memo is not None else ScoreMemo()
-    tree: OutcomeTree = {item.id: {} for item in items}
-    frontier: list[tuple[Item, Route, str, float]] = [(item, (), item.prompt, 0.0) for item in items]
-    total = len(items) * sum(len(config.model_names) ** k for k in range(1, config.horizon + 1))
-    with tqdm(total=total, unit="node", desc="outcome tree", disable=not progress) as bar:
-        for stage in range(config.horizon):
-            instruction = config.stage_prompt(stage)
-            contexts = list(dict.fromkeys(context for _, _, context, _ in frontier))
-            following: list[tuple[Item, Route, str, float]] = []
-            for name in config.model_names:
-                replies = _hop_chunks(pool[name], contexts, instruction, hop_cache, batch_size)
-                hops = dict(zip(contexts, replies, strict=True))
-                for item, route, context, cost in frontier:
-                    hop = hops[context]
-                    node, node_cost = extend_context(context, hop.reply), cost + hop.cost
-                    quality = memo.score(item, node, reward_metric)
-                    tree[item.id][(*route, name)] = RouteOutcome(
-                        route=(*route, name),
-                        context=node,
-                        task_metric=quality["task_metric"],
-                        f1=quality["f1"],
-                        quality=quality["quality"],
-                        cost=node_cost,
-                        reward=terminal_reward(quality["quality"], node_cost, alpha),
-                        confidence=hop.confidence,
-                    )
-                    following.append((item, (*route, name), node, node_cost))
-                    bar.update(1)
-            frontier = following
-    return tree
 
 
 # ---------------------------------------------------------------------------------- strategies
@@ -751,7 +625,7 @@ def _choose_fixed_route(
     """The best fixed route on the train tree; on test ("hindsight") when there is none."""
     candidates = candidate_routes(config)
     if train_items and cache is not None and not tree_options.get("live"):
-        from training.record import complete_items
+        from training.tree import complete_items
 
         recorded = complete_items(config, pool, train_items, cache)
         if len(recorded) < len(train_items):
@@ -762,7 +636,7 @@ def _choose_fixed_route(
         train_items = recorded
     if train_items:
         try:
-            train_tree = outcome_tree(config, pool, train_items, cache, **tree_options)
+            train_tree = shared_tree(config, pool, train_items, cache, **tree_options)
             return best_route(train_tree, train_items, candidates), "train"
         except ReplayMissError as error:
             notes.append(f"train outcome tree not replayable ({error}); best fixed route chosen on test")
@@ -809,7 +683,7 @@ def evaluate(
         "memo": memo if memo is not None else ScoreMemo(),
         "progress": progress,
     }
-    tree = outcome_tree(config, pool, test_items, cache, **options)
+    tree = shared_tree(config, pool, test_items, cache, **options)
     notes: list[str] = []
     fixed, source = _choose_fixed_route(config, pool, train_items, tree, test_items, cache, options, notes)
     candidates = candidate_routes(config)

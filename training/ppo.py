@@ -50,11 +50,13 @@ from tqdm import tqdm
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.dynamic_policy import DescriptorPolicy
-from hierrouter_graph.hop import CachedReply, ReplyCache
+from hierrouter_graph.hop import ReplyCache
 from hierrouter_graph.policy import RouterPolicy
 from hierrouter_graph.pool import PoolMember
-from training.datasets import ALL_TASKS, Item
-from training.shipped import DEFAULT_PER_TASK, import_shipped_replay
+from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item, load_items
+from training.replay import ReplayMissError, ReplayOnlyCache
+from training.shipped import import_shipped_replay
+from training.tree import encode_recorded_states, recorded_only
 
 if TYPE_CHECKING:
     from hierrouter_graph.encoder import TextEncoder
@@ -709,35 +711,6 @@ def train(
 # ------------------------------------------------------------------------------------ wiring
 
 
-class ReplayMissError(LookupError):
-    """A hop is not in the replay store and live generation was not allowed."""
-
-
-class ReplayOnlyCache:
-    """A ``ReplyCache`` that replays and never lets the hop generate.
-
-    Why: training from a recorded outcome tree should be pure replay; a miss means the store was
-    recorded for other items, prompts or generation settings, and silently generating would turn
-    a minutes-long run into hours. ``--live`` allows generation (and records it) instead.
-    """
-
-    def __init__(self, store: ReplyCache) -> None:
-        self.store = store
-
-    def get(self, fingerprint: str, prompt: str) -> CachedReply | None:
-        hit = self.store.get(fingerprint, prompt)
-        if hit is None:
-            raise ReplayMissError(
-                f"hop not in the replay store (model fingerprint {fingerprint[:80]!r}); record the "
-                "outcome tree first (python training/record.py --split train ...) with the same "
-                "config and items, or pass --live to generate missing hops"
-            )
-        return hit
-
-    def put(self, fingerprint: str, prompt: str, reply: CachedReply) -> None:  # pragma: no cover
-        raise ReplayMissError("ReplayOnlyCache never stores: the hop should not have generated")
-
-
 def make_policy(config: RouterConfig, encoder: TextEncoder | StateEncoder, args: PPOArgs) -> TrainablePolicy:
     """A fresh ``args.policy_kind`` policy for ``config``; its initialisation is seeded by ``args.seed``.
 
@@ -791,41 +764,6 @@ def build_env(
     return HierRouterEnv(
         config, items, pool, encoder, reward_metric=reward, cache=cache, cost_scale=1.0, encode_terminal=False
     )
-
-
-def load_items(
-    *,
-    items_path: str | os.PathLike[str] | None = None,
-    tasks: Sequence[str] = ALL_TASKS,
-    per_task: int = DEFAULT_PER_TASK,
-    data_seed: int = 42,
-) -> tuple[list[Item], dict[str, Any]]:
-    """The router's training items and a description of them for the policy's metadata.
-
-    Benchmarks: the *train* split of ``build_routing_dataset`` (the test split is for evaluation).
-    A JSONL dataset: all its items (the user decides what to train on).
-    """
-    if items_path is not None:
-        from training.datasets import load_jsonl_dataset
-
-        items = load_jsonl_dataset(Path(items_path))
-        info: dict[str, Any] = {"source": "jsonl", "path": str(items_path)}
-    else:
-        from training.datasets import build_routing_dataset
-
-        data = build_routing_dataset(tasks, per_task=per_task, seed=data_seed)
-        items = data.train
-        info = {
-            "source": "benchmarks",
-            "split": "train",
-            "tasks": list(tasks),
-            "per_task": per_task,
-            "data_seed": data_seed,
-            "counts": {task: list(pair) for task, pair in data.counts().items()},
-        }
-    info["items"] = len(items)
-    info["tasks_present"] = sorted({item.task for item in items})
-    return items, info
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -945,7 +883,7 @@ def run_from_cli(
         if ns.config is None and ns.items is None:
             import_shipped_replay(store)  # the default pool's recorded outcome tree
         if not ns.live:
-            items, data_info = _recorded_only(config, pool, items, data_info, store)
+            items, data_info = recorded_only(config, pool, items, data_info, store)
         cache: ReplyCache = store if ns.live else ReplayOnlyCache(store)
         state_encoder = CachedEncoder(base_encoder, store)
         if not ns.live:
@@ -971,64 +909,6 @@ def run_from_cli(
             resume=not ns.no_resume,
             metadata=metadata,
         )
-
-
-def encode_recorded_states(
-    encoder: StateEncoder,
-    config: RouterConfig,
-    pool: Mapping[str, Any],
-    items: Sequence[Item],
-    cache: ReplyCache,
-    batch_size: int = 256,
-) -> int:
-    """Encode every context a decision is taken in (depth 0..L-1 of the recorded trees) in batches.
-
-    Why: episodes encode one state at a time, which on a CPU costs ~10x more per text than a
-    batch; a fresh replay store (``make demo``) would otherwise spend most of its PPO run in the
-    encoder. ``CachedEncoder`` keeps each vector, so the episodes then only look them up; the
-    shipped record's embeddings (``training/shipped.py``) usually make this a lookup too.
-    Returns the number of distinct contexts.
-    """
-    from training.record import decision_contexts
-
-    distinct = decision_contexts(config, pool, items, cache)
-    for start in range(0, len(distinct), batch_size):
-        encoder.encode(distinct[start : start + batch_size])
-    return len(distinct)
-
-
-def _recorded_only(
-    config: RouterConfig,
-    pool: Mapping[str, Any],
-    items: list[Item],
-    data_info: dict[str, Any],
-    store: Any,
-) -> tuple[list[Item], dict[str, Any]]:
-    """Keep the items whose whole outcome tree is recorded; say how many were left out.
-
-    Why: replay-only training must never miss, and a recording cut off part-way (they take hours
-    on a CPU) should still train on everything it finished instead of failing or generating.
-    """
-    from training.record import complete_items
-
-    complete = complete_items(config, pool, items, store)
-    if not complete:
-        raise ReplayMissError(
-            f"none of the {len(items)} training items has its outcome tree in the replay store; "
-            "record it first (python training/record.py --split train ...) or pass --live"
-        )
-    if len(complete) < len(items):
-        print(
-            f"training on the {len(complete)} of {len(items)} train items whose outcome tree is "
-            "recorded (record more with training/record.py --split train --chunk-items 48, or --live)",
-            file=sys.stderr,
-        )
-    info = {**data_info, "items": len(complete), "items_requested": len(items)}
-    info["tasks_present"] = sorted({item.task for item in complete})
-    info["recorded_per_task"] = {
-        task: sum(item.task == task for item in complete) for task in info["tasks_present"]
-    }
-    return complete, info
 
 
 def main(argv: Sequence[str] | None = None) -> int:

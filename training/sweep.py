@@ -43,11 +43,12 @@ from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.policy import RouterPolicy
 from hierrouter_graph.pool import PoolMember
 from training import evaluate as ev
-from training.datasets import ALL_TASKS, Item
-from training.ppo import PPOArgs, ReplayOnlyCache, build_env, make_policy, train
-from training.record import complete_items, with_horizon
-from training.replay import CachedEncoder, ReplayStore
-from training.shipped import DEFAULT_PER_TASK, import_shipped_replay
+from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item
+from training.ppo import PPOArgs, build_env, make_policy, train
+from training.replay import CachedEncoder, ReplayOnlyCache, ReplayStore
+from training.reward import ScoreMemo
+from training.shipped import import_shipped_replay
+from training.tree import complete_items, with_horizon
 
 __all__ = [
     "DEFAULT_ALPHAS",
@@ -124,7 +125,7 @@ def settings_grid(
 
 
 def setting_config(base: RouterConfig, setting: Setting) -> RouterConfig:
-    """``base`` at this setting's L (``record.with_horizon``: deeper stages reuse the last prompt),
+    """``base`` at this setting's L (``tree.with_horizon``: deeper stages reuse the last prompt),
     α and STOP."""
     deeper = with_horizon(base, setting.horizon)
     return deeper.model_copy(
@@ -235,7 +236,7 @@ def run_sweep(
     """
     hint = record_hint or (lambda s: _record_command(s, None, DEFAULT_PER_TASK))
     cached = CachedEncoder(encoder, store)
-    memo = ev.ScoreMemo()
+    memo = ScoreMemo()
     results: list[SettingResult] = []
     skipped: list[Skipped] = []
     policies: dict[str, dict[float, RouterPolicy]] = {}

@@ -36,8 +36,10 @@ from hierrouter_graph.dynamic_policy import load_saved_policy
 from hierrouter_graph.pool import PoolMember
 from training import evaluate as ev
 from training.datasets import Item
-from training.ppo import PPOArgs, ReplayOnlyCache, build_env, encode_recorded_states, make_policy, train
-from training.replay import CachedEncoder, ReplayStore, StateEncoder
+from training.ppo import PPOArgs, build_env, make_policy, train
+from training.replay import CachedEncoder, ReplayOnlyCache, ReplayStore, StateEncoder
+from training.reward import ScoreMemo
+from training.tree import candidate_routes, complete_items, encode_recorded_states, outcome_tree, route_label
 
 __all__ = [
     "DEFAULT_ITERATIONS",
@@ -129,14 +131,14 @@ def tune(
         raise ValueError(f"need items to fit and to validate on; got {len(fit)} and {len(val)}")
     cached = CachedEncoder(encoder, store)
     encode_recorded_states(cached, config, pool, [*fit, *val], store)
-    memo = ev.ScoreMemo()
-    fit_tree = ev.outcome_tree(config, pool, fit, store, memo=memo)
-    val_tree = ev.outcome_tree(config, pool, val, store, memo=memo)
-    fixed = ev.best_route(fit_tree, fit, ev.candidate_routes(config))
+    memo = ScoreMemo()
+    fit_tree = outcome_tree(config, pool, fit, store, memo=memo)
+    val_tree = outcome_tree(config, pool, val, store, memo=memo)
+    fixed = ev.best_route(fit_tree, fit, candidate_routes(config))
     fixed_reward = float(np.mean([val_tree[item.id][fixed].reward for item in val]))
     log(
         f"fit on {len(fit)} items, validate on {len(val)}; best fixed route on fit: "
-        f"{ev.route_label(fixed)} (validation reward {fixed_reward:.4f})"
+        f"{route_label(fixed)} (validation reward {fixed_reward:.4f})"
     )
     base = base or PPOArgs()
     grid: list[GridResult] = []
@@ -159,7 +161,7 @@ def tune(
                 metrics.append(float(np.mean([o.task_metric for o in outcomes])))
                 if not routes:
                     for route in chosen:
-                        routes[ev.route_label(route)] = routes.get(ev.route_label(route), 0) + 1
+                        routes[route_label(route)] = routes.get(route_label(route), 0) + 1
             point = GridResult(
                 lr, n_iterations, float(np.mean(rewards)), float(np.mean(metrics)), tuple(rewards), routes
             )
@@ -168,7 +170,7 @@ def tune(
                 f"(seeds {', '.join(f'{r:.4f}' for r in rewards)}), task metric {point.val_task_metric:.3f}"
             )
             grid.append(point)
-    return TuneResult(len(fit), len(val), ev.route_label(fixed), fixed_reward, grid)
+    return TuneResult(len(fit), len(val), route_label(fixed), fixed_reward, grid)
 
 
 def markdown_section(result: TuneResult, command: str, train_command: str) -> str:
@@ -233,8 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hierrouter_graph.defaults import default_config
     from hierrouter_graph.encoder import load_encoder
     from hierrouter_graph.graph import build_pool
-    from training.ppo import load_items
-    from training.record import complete_items
+    from training.datasets import load_items
     from training.shipped import import_shipped_replay
 
     if ns.threads is not None:

@@ -41,25 +41,22 @@ from training.evaluate import (
     ROUTER,
     TASK_ORACLE,
     EvaluationResult,
-    OutcomeTree,
-    ScoreMemo,
     aiq,
     alpha_sweep_points,
     best_route,
     bootstrap_interval,
-    candidate_routes,
     evaluate,
     main,
-    outcome_tree,
     parse_args,
     plot_cost_quality,
     print_table,
     run_from_cli,
     write_report,
 )
-from training.ppo import ReplayMissError
 from training.record import record_outcome_tree
-from training.replay import ReplayStore
+from training.replay import ReplayMissError, ReplayStore
+from training.reward import ScoreMemo
+from training.tree import OutcomeTree, candidate_routes, outcome_tree
 
 
 def reply(role: str, prompt: str) -> str:

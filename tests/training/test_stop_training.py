@@ -27,11 +27,12 @@ from hierrouter_graph.hop import extend_context
 from hierrouter_graph.policy import PolicyMismatchError
 from training.datasets import Item
 from training.env import HierRouterEnv, StopNotAllowedError
-from training.evaluate import ROUTER, evaluate, outcome_tree, router_routes
+from training.evaluate import ROUTER, evaluate, router_routes
 from training.metrics import score
 from training.ppo import PPOArgs, TrainResult, collect_rollouts, compute_gae, make_policy, train
 from training.record import record_outcome_tree
 from training.replay import ReplayStore
+from training.tree import outcome_tree
 
 POOL = ("solver", "guesser")
 RATES = {"solver": 0.002, "guesser": 0.001}

@@ -23,7 +23,7 @@ from tests.training.scripted_pool import POOL, chat_models, make_items, scripted
 from training import evaluate as ev
 from training.ppo import PPOArgs
 from training.record import _parser as record_parser
-from training.record import record_outcome_tree, with_horizon
+from training.record import record_outcome_tree
 from training.replay import ReplayStore
 from training.sweep import (
     SECTION,
@@ -35,6 +35,7 @@ from training.sweep import (
     setting_config,
     settings_grid,
 )
+from training.tree import outcome_tree, with_horizon
 
 TRAIN, TEST = make_items(6, offset=100), make_items(4, offset=0)
 ALPHAS = (0.0, 0.05)
@@ -137,7 +138,7 @@ def test_each_setting_has_its_own_baselines(
     for result in sweep.results:
         setting = result.setting
         config = setting_config(base, setting)
-        tree = ev.outcome_tree(config, pool, TEST, store, alpha=setting.alpha)
+        tree = outcome_tree(config, pool, TEST, store, alpha=setting.alpha)
         routes = [r for k in range(1, setting.horizon + 1) for r in itertools.product(POOL, repeat=k)]
         oracle = np.mean([max(tree[i.id][r].reward for r in routes) for i in TEST])  # by hand
         assert result.oracle["reward"] == pytest.approx(oracle)

@@ -17,6 +17,7 @@ from training.datasets import Item
 from training.ppo import PPOArgs
 from training.record import record_outcome_tree
 from training.replay import CachedEncoder, ReplayStore
+from training.tree import candidate_routes, outcome_tree
 from training.tune import split_validation, tune
 
 
@@ -62,8 +63,8 @@ def test_every_grid_point_is_trained_on_fit_items_and_scored_on_held_out_ones(
         fit, val = split_validation(items, 0.25, 0)
         assert (result.fit_items, result.val_items) == (len(fit), len(val)) == (6, 2)
         assert result.best_fixed_route == "planner → solver"  # the only right route, chosen on fit
-        tree = ev.outcome_tree(config, pool, val, store)
-        fixed = ev.best_route(tree, val, ev.candidate_routes(config))
+        tree = outcome_tree(config, pool, val, store)
+        fixed = ev.best_route(tree, val, candidate_routes(config))
         assert result.best_fixed_val_reward == pytest.approx(np.mean([tree[i.id][fixed].reward for i in val]))
         assert [(g.learning_rate, g.iterations) for g in result.grid] == [
             (1e-4, 1),
