@@ -47,18 +47,13 @@ from hierrouter_graph.defaults import default_config
 from hierrouter_graph.dynamic_policy import KIND_PHRASES, DescriptorPolicy, ModelDescriptor, describe
 from hierrouter_graph.pool import PoolMember
 from training.datasets import DEFAULT_PER_TASK, Item, load_items
-from training.evaluate import (
-    Interval,
-    Scores,
-    bootstrap_interval,
-    oracle_routes,
-    router_routes,
-    write_marked_section,
-)
 from training.ppo import PPOArgs, TrainablePolicy, build_env, make_policy, train
 from training.replay import ReplayOnlyCache
+from training.reports import write_marked_section
 from training.reward import ScoreMemo
 from training.shipped import import_shipped_replay
+from training.statistics import Interval, bootstrap_interval
+from training.strategies import Scores, oracle_routes, router_routes
 from training.tree import OutcomeTree, Route, candidate_routes, outcome_tree, recorded_only, route_label
 
 __all__ = [

@@ -25,18 +25,14 @@ with bit-identical weights to an uninterrupted run.
 
 from __future__ import annotations
 
-import argparse
-import csv
-import importlib.util
 import json
 import os
-import random
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -53,10 +49,16 @@ from hierrouter_graph.dynamic_policy import DescriptorPolicy
 from hierrouter_graph.hop import ReplyCache
 from hierrouter_graph.policy import RouterPolicy
 from hierrouter_graph.pool import PoolMember
-from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item, load_items
-from training.replay import ReplayMissError, ReplayOnlyCache
-from training.shipped import import_shipped_replay
-from training.tree import encode_recorded_states, recorded_only
+from training.datasets import Item
+from training.run import (
+    TensorBoard,
+    load_checkpoint,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+    seed_everything,
+    write_log,
+)
 
 if TYPE_CHECKING:
     from hierrouter_graph.encoder import TextEncoder
@@ -71,22 +73,14 @@ __all__ = [
     "RESUMABLE_CHANGES",
     "EpisodeSummary",
     "PPOArgs",
-    "ReplayMissError",
-    "ReplayOnlyCache",
     "Rollout",
     "TrainResult",
     "TrainablePolicy",
     "build_env",
     "collect_rollouts",
     "compute_gae",
-    "encode_recorded_states",
-    "load_items",
-    "main",
     "make_policy",
-    "parse_args",
-    "ppo_args_from",
     "ppo_update",
-    "run_from_cli",
     "train",
 ]
 
@@ -415,14 +409,7 @@ def ppo_update(
     return {key: value / max(steps, 1) for key, value in sums.items()}
 
 
-# ------------------------------------------------------------------------------------ persistence
-
-
-def _atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary sibling then ``os.replace``: readers see old or new, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+# ------------------------------------------------------------------------------------ training
 
 
 def _env_rng_state(env: gym.Env[Any, Any]) -> dict[str, Any]:
@@ -434,107 +421,6 @@ def _set_env_rng_state(env: gym.Env[Any, Any], state: Mapping[str, Any]) -> None
     bit_generator.state = dict(state)
     env.unwrapped.np_random = np.random.Generator(bit_generator)
 
-
-def _rng_states(generator: torch.Generator, env: gym.Env[Any, Any]) -> dict[str, Any]:
-    np_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
-        "python": random.getstate(),
-        "action_generator": generator.get_state(),
-        "env": _env_rng_state(env),
-    }
-
-
-def _restore_rng_states(
-    states: Mapping[str, Any], generator: torch.Generator, env: gym.Env[Any, Any]
-) -> None:
-    torch.set_rng_state(states["torch"])
-    name, keys, *rest = states["numpy"]
-    np.random.set_state((name, keys.numpy(), *rest))
-    random.setstate(states["python"])
-    generator.set_state(states["action_generator"])
-    _set_env_rng_state(env, states["env"])
-
-
-def _save_checkpoint(
-    path: Path,
-    policy: TrainablePolicy,
-    optimizer: torch.optim.Optimizer,
-    iteration: int,
-    history: list[dict[str, float]],
-    args: PPOArgs,
-    generator: torch.Generator,
-    env: gym.Env[Any, Any],
-) -> None:
-    state = {
-        "format": 1,
-        "iteration": iteration,  # iterations completed
-        "policy": {k: v.detach().cpu() for k, v in policy.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "rng": _rng_states(generator, env),
-        "args": args.as_dict(),
-        "history": history,
-    }
-    _atomic_write_bytes(path, lambda tmp: torch.save(state, tmp))
-
-
-def _load_checkpoint(path: Path, args: PPOArgs) -> dict[str, Any]:
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
-    saved, current = dict(state["args"]), args.as_dict()
-    saved.setdefault("policy_kind", "mlp")  # checkpoints written before the field existed
-    changed = sorted(
-        key
-        for key in set(saved) | set(current)
-        if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key)
-    )
-    if changed:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
-        raise ValueError(
-            f"{path} was written with different hyperparameters ({details}); resuming would not "
-            "reproduce the run — use another run_dir, or pass resume=False / --no-resume to start over"
-        )
-    return state
-
-
-def _write_log(path: Path, history: Sequence[Mapping[str, float]]) -> None:
-    """Rewrite the whole CSV from the checkpointed history, so a resumed run never duplicates rows."""
-
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(LOG_COLUMNS))
-            writer.writeheader()
-            for row in history:
-                writer.writerow({key: row.get(key, float("nan")) for key in LOG_COLUMNS})
-
-    _atomic_write_bytes(path, write)
-
-
-class _TensorBoard:
-    """SummaryWriter when ``tensorboard`` is installed; a no-op otherwise (it is optional)."""
-
-    def __init__(self, run_dir: Path, enabled: bool) -> None:
-        self.writer: Any = None
-        if enabled and importlib.util.find_spec("tensorboard") is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
-
-    def log(self, row: Mapping[str, float]) -> None:
-        if self.writer is None:
-            return
-        step = int(row["episodes"])
-        for key in LOG_COLUMNS:
-            if key not in ("iteration", "episodes"):
-                self.writer.add_scalar(f"ppo/{key}", row[key], step)
-        self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-# ------------------------------------------------------------------------------------ training
 
 
 @dataclass
@@ -625,18 +511,24 @@ def train(
     history: list[dict[str, float]] = []
     start = 0
     if resume and checkpoint.is_file():
-        state = _load_checkpoint(checkpoint, args)
+        state = load_checkpoint(
+            checkpoint,
+            args.as_dict(),
+            RESUMABLE_CHANGES,
+            advice="use another run_dir, or pass resume=False / --no-resume to start over",
+            saved_defaults={"policy_kind": "mlp"},  # checkpoints written before the field existed
+        )
         policy.load_state_dict(state["policy"])
         optimizer.load_state_dict(state["optimizer"])
-        _restore_rng_states(state["rng"], generator, env)
+        restore_rng_states(state["rng"])
+        generator.set_state(state["rng"]["action_generator"])
+        _set_env_rng_state(env, state["rng"]["env"])
         start, history = int(state["iteration"]), list(state["history"])
-        _write_log(log_path, history)  # the CSV may lag the checkpoint if killed in between
+        write_log(log_path, LOG_COLUMNS, history)  # the CSV may lag the checkpoint if killed in between
     else:
-        random.seed(args.seed)
-        np.random.seed(args.seed)
-        torch.manual_seed(args.seed)
+        seed_everything(args.seed)
 
-    board = _TensorBoard(folder, tensorboard)
+    board = TensorBoard(folder, tensorboard, prefix="ppo", step_key="episodes")
     total_episodes = args.iterations * args.rollouts
     bar = tqdm(
         total=total_episodes,
@@ -677,9 +569,20 @@ def train(
                 "wall_seconds": time.perf_counter() - began,
             }
             history.append(row)
-            _save_checkpoint(checkpoint, policy, optimizer, iteration + 1, history, args, generator, env)
-            _write_log(log_path, history)
-            board.log(row)
+            save_checkpoint(
+                checkpoint,
+                {
+                    "format": 1,
+                    "iteration": iteration + 1,  # iterations completed
+                    "policy": {k: v.detach().cpu() for k, v in policy.state_dict().items()},
+                    "optimizer": optimizer.state_dict(),
+                    "rng": rng_states(action_generator=generator.get_state(), env=_env_rng_state(env)),
+                    "args": args.as_dict(),
+                    "history": history,
+                },
+            )
+            write_log(log_path, LOG_COLUMNS, history)
+            board.log(row, LOG_COLUMNS[2:])
             bar.set_postfix(
                 it=iteration + 1,
                 ret=f"{row['mean_return']:.3f}",
@@ -708,7 +611,7 @@ def train(
     return TrainResult(policy, folder, policy_dir, checkpoint, log_path, history, start)
 
 
-# ------------------------------------------------------------------------------------ wiring
+# ------------------------------------------------------------------------------------ policy and environment
 
 
 def make_policy(config: RouterConfig, encoder: TextEncoder | StateEncoder, args: PPOArgs) -> TrainablePolicy:
@@ -766,208 +669,7 @@ def build_env(
     )
 
 
-# ------------------------------------------------------------------------------------ CLI
+if __name__ == "__main__":  # the command line lives in training/cli/ppo.py
+    from training.cli.ppo import main
 
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The CLI's flags; defaults are ``PPOArgs``'s, so the CLI and the library cannot drift apart."""
-    defaults = PPOArgs()
-    parser = argparse.ArgumentParser(
-        description="Train the HierRouter policy with PPO (paper defaults) on the routing train split."
-    )
-    parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/ppo"), help="log, checkpoint, policy/")
-    parser.add_argument("--replay", type=Path, default=Path("runs/replay.sqlite"), help="replay store")
-    parser.add_argument(
-        "--live",
-        action="store_true",
-        help="generate hops missing from the replay store (and record them); default: replay only",
-    )
-    parser.add_argument("--reward", choices=("task", "f1"), default=defaults.reward)
-    parser.add_argument(
-        "--allow-stop",
-        action="store_true",
-        help="give the router a STOP action (RouterConfig.allow_stop) on top of the config",
-    )
-    parser.add_argument(
-        "--uncertainty",
-        action="store_true",
-        help="add the last reply's confidence to the router's state (RouterConfig.uncertainty_state)",
-    )
-    parser.add_argument("--iterations", type=int, default=defaults.iterations)
-    parser.add_argument("--rollouts", type=int, default=defaults.rollouts, help="episodes per iteration")
-    parser.add_argument("--minibatches", type=int, default=defaults.num_minibatches)
-    parser.add_argument("--epochs", type=int, default=defaults.update_epochs, help="update epochs")
-    parser.add_argument("--lr", type=float, default=defaults.learning_rate)
-    parser.add_argument("--ent-coef", type=float, default=defaults.ent_coef)
-    parser.add_argument("--hidden-size", type=int, default=defaults.hidden_size)
-    parser.add_argument("--stage-dim", type=int, default=defaults.stage_dim)
-    parser.add_argument("--cost-scale", type=float, default=defaults.cost_scale)
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="PPO seed (init, actions, items)")
-    parser.add_argument("--device", default=defaults.device, help="torch device of the policy")
-    parser.add_argument(
-        "--policy-kind",
-        choices=POLICY_KINDS,
-        default=defaults.policy_kind,
-        help="mlp: RouterPolicy (fixed pool); descriptor: DescriptorPolicy (pool may change after training)",
-    )
-    parser.add_argument("--tasks", nargs="+", default=list(ALL_TASKS), choices=ALL_TASKS)
-    parser.add_argument(
-        "--per-task",
-        type=int,
-        default=DEFAULT_PER_TASK,
-        help="routing items per task (70%% train; shipped: 100)",
-    )
-    parser.add_argument("--data-seed", type=int, default=42, help="seed of the train/test split")
-    parser.add_argument("--items", type=Path, default=None, help="a JSONL dataset instead of the benchmarks")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--no-resume", action="store_true", help="ignore a checkpoint in --run-dir")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation afterwards")
-    parser.add_argument(
-        "--report",
-        type=Path,
-        default=None,
-        help="also write the evaluation as markdown (+ PNG plot beside it)",
-    )
-    return parser.parse_args(argv)
-
-
-def ppo_args_from(ns: argparse.Namespace) -> PPOArgs:
-    """Parsed flags → ``PPOArgs`` (hyperparameters the CLI does not expose keep the paper's values)."""
-    return PPOArgs(
-        iterations=ns.iterations,
-        rollouts=ns.rollouts,
-        num_minibatches=ns.minibatches,
-        update_epochs=ns.epochs,
-        learning_rate=ns.lr,
-        ent_coef=ns.ent_coef,
-        hidden_size=ns.hidden_size,
-        stage_dim=ns.stage_dim,
-        cost_scale=ns.cost_scale,
-        seed=ns.seed,
-        reward=ns.reward,
-        device=ns.device,
-        policy_kind=ns.policy_kind,
-    )
-
-
-def run_from_cli(
-    ns: argparse.Namespace,
-    *,
-    chat_models: Mapping[str, Any] | None = None,
-    encoder: StateEncoder | None = None,
-) -> TrainResult:
-    """The CLI's wiring, callable from tests: ``chat_models``/``encoder`` replace the real ones."""
-    from hierrouter_graph.defaults import default_config
-    from hierrouter_graph.encoder import load_encoder
-    from hierrouter_graph.graph import build_pool
-    from training.replay import CachedEncoder, ReplayStore
-
-    args = ppo_args_from(ns)
-    if ns.threads is not None:
-        torch.set_num_threads(ns.threads)
-    config = RouterConfig.from_file(ns.config) if ns.config is not None else default_config()
-    if ns.allow_stop:
-        config = config.model_copy(update={"allow_stop": True})
-    if ns.uncertainty:
-        config = config.model_copy(update={"uncertainty_state": True})
-    items, data_info = load_items(
-        items_path=ns.items, tasks=ns.tasks, per_task=ns.per_task, data_seed=ns.data_seed
-    )
-    base_encoder: StateEncoder = encoder or load_encoder(
-        config.encoder, config.max_seq_len, cache_dir=config.resolved_cache_dir
-    )
-    pool = build_pool(config, chat_models)
-    with ReplayStore(ns.replay) as store:
-        if ns.config is None and ns.items is None:
-            import_shipped_replay(store)  # the default pool's recorded outcome tree
-        if not ns.live:
-            items, data_info = recorded_only(config, pool, items, data_info, store)
-        cache: ReplyCache = store if ns.live else ReplayOnlyCache(store)
-        state_encoder = CachedEncoder(base_encoder, store)
-        if not ns.live:
-            encode_recorded_states(state_encoder, config, pool, items, cache)
-        env = build_env(config, items, pool, state_encoder, reward=args.reward, cache=cache)
-        policy = make_policy(config, base_encoder, args)
-        metadata = {
-            "dataset": data_info,
-            "config": str(ns.config) if ns.config is not None else "default_config()",
-            "alpha": config.alpha,
-            "horizon": config.horizon,
-            "allow_stop": config.allow_stop,
-            "uncertainty_state": config.uncertainty_state,
-            "replay": str(ns.replay),
-            "live": bool(ns.live),
-        }
-        return train(
-            env,
-            policy,
-            args,
-            ns.run_dir,
-            progress=not ns.no_progress,
-            resume=not ns.no_resume,
-            metadata=metadata,
-        )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python training/ppo.py ...``: parse, wire, train, print a one-line summary."""
-    ns = parse_args(argv)
-    try:
-        result = run_from_cli(ns)
-    except ReplayMissError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    final = result.final
-    how = f"resumed after iteration {result.start_iteration}" if result.resumed else "fresh run"
-    nan = float("nan")
-    print(
-        f"trained {len(result.history)} iterations ({how}); last iteration: mean return "
-        f"{final.get('mean_return', nan):.4f}, quality {final.get('mean_quality', nan):.4f}, "
-        f"cost {final.get('mean_cost', nan):.4f}; policy saved to {result.policy_dir}"
-    )
-    if ns.no_eval or ns.items is not None:
-        return 0
-    return _evaluate_trained(ns, result.policy_dir)
-
-
-def _evaluate_trained(ns: argparse.Namespace, policy_dir: Path) -> int:
-    """Evaluate the policy just trained on the TEST split of the same data, and print the table."""
-    from training import evaluate
-
-    argv = [
-        "--policy",
-        str(policy_dir),
-        "--replay",
-        str(ns.replay),
-        "--reward",
-        ns.reward,
-        "--per-task",
-        str(ns.per_task),
-        "--data-seed",
-        str(ns.data_seed),
-        "--tasks",
-        *ns.tasks,
-    ]
-    argv += ["--config", str(ns.config)] if ns.config is not None else []
-    argv += ["--live"] if ns.live else []
-    argv += ["--allow-stop"] if ns.allow_stop else []
-    argv += ["--uncertainty"] if ns.uncertainty else []
-    argv += ["--no-progress"] if ns.no_progress else []
-    if ns.report is not None:
-        argv += ["--report", str(ns.report), "--plot", str(ns.report.with_name("cost_quality.png"))]
-    else:
-        argv += ["--no-report"]
-    command = "python training/ppo.py " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python training/ppo.py"
-    try:
-        results = evaluate.run_from_cli(evaluate.parse_args(argv), command=command)
-    except ReplayMissError as error:
-        print(f"evaluation skipped: {error}", file=sys.stderr)
-        return 2
-    evaluate.print_table(results)
-    return 0
-
-
-if __name__ == "__main__":
     raise SystemExit(main())

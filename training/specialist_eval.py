@@ -45,9 +45,9 @@ from hierrouter_graph.hop import build_hop_messages
 from hierrouter_graph.models import build_pool_member
 from hierrouter_graph.pool import PoolMember
 from training.datasets import Item, build_routing_dataset, load_routing_items
-from training.evaluate import Interval, bootstrap_indices, bootstrap_interval
 from training.metrics import score
 from training.specialize import CARD_NAME
+from training.statistics import Interval, bootstrap_indices, bootstrap_interval
 
 __all__ = [
     "EVAL_TASKS",

@@ -46,8 +46,11 @@ from training import evaluate as ev
 from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item
 from training.ppo import PPOArgs, build_env, make_policy, train
 from training.replay import CachedEncoder, ReplayOnlyCache, ReplayStore
+from training.reports import write_marked_section
 from training.reward import ScoreMemo
 from training.shipped import import_shipped_replay
+from training.statistics import Interval, bootstrap_interval
+from training.strategies import ORACLE, ROUTER
 from training.tree import complete_items, with_horizon
 
 __all__ = [
@@ -200,7 +203,7 @@ def _summary(row: ev.StrategyRow) -> dict[str, Any]:
     }
 
 
-def _interval(value: ev.Interval | None) -> tuple[float, float, float]:
+def _interval(value: Interval | None) -> tuple[float, float, float]:
     return (value.mean, value.low, value.high) if value is not None else (0.0, 0.0, 0.0)
 
 
@@ -349,8 +352,8 @@ def _setting_result(
     setting: Setting, result: ev.EvaluationResult, n_train: int, seconds: float, run_dir: Path
 ) -> SettingResult:
     overall = result.overall
-    router = overall.row(ev.ROUTER)
-    scores = result.strategies[ev.ROUTER]
+    router = overall.row(ROUTER)
+    scores = result.strategies[ROUTER]
     hops = [len(route) for route in scores.routes if route is not None]
     fixed = next(r for r in overall.rows if r.kind == "fixed")
     return SettingResult(
@@ -368,7 +371,7 @@ def _setting_result(
         gap=_interval(router.gap),
         best_single=_summary(overall.row(overall.best_single)),
         best_fixed={**_summary(fixed), "chosen_on": result.best_fixed_source},
-        oracle={k: v for k, v in _summary(overall.row(ev.ORACLE)).items() if isinstance(v, float)},
+        oracle={k: v for k, v in _summary(overall.row(ORACLE)).items() if isinstance(v, float)},
         routes=dict(overall.router_routes),
         lengths=dict(overall.router_lengths),
         train_seconds=seconds,
@@ -430,7 +433,7 @@ def _paired_rows(sweep: SweepResult, feature: str) -> list[str]:
         if without is None:
             continue
         diff = np.asarray(with_it.router_rewards) - np.asarray(without.router_rewards)
-        delta = ev.bootstrap_interval(diff, resamples=1000, seed=0)
+        delta = bootstrap_interval(diff, resamples=1000, seed=0)
         lines.append(
             f"| {setting.horizon} | {setting.alpha:g} | {_fmt(without.router['reward'], 4)} "
             f"| {_fmt(with_it.router['reward'], 4)} | {_ci((delta.mean, delta.low, delta.high))} "
@@ -533,7 +536,7 @@ def markdown_section(sweep: SweepResult, command: str, plot: Path, report: Path)
         ]
         for family, values in sweep.aiq.items():
             lo, hi = sweep.aiq_cost_range[family]
-            cells = [values.get(f"{ev.ROUTER} (α sweep)"), values.get("oracle (same α values)")]
+            cells = [values.get(f"{ROUTER} (α sweep)"), values.get("oracle (same α values)")]
             cells.append(values.get("fixed routes (zero router)"))
             text = " | ".join("n/a" if v is None else f"{v:.4f}" for v in cells)
             lines.append(f"| {family} | {text} | [{lo:.4g}, {hi:.4g}] |")
@@ -702,7 +705,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not ns.no_report and sweep.results:
         plot_pareto(sweep, ns.plot)
         body = markdown_section(sweep, command, ns.plot, ns.report)
-        ev.write_marked_section(ns.report, SECTION, body)
+        write_marked_section(ns.report, SECTION, body)
         print(f"report: {ns.report} (section '{SECTION}')  plot: {ns.plot}")
     for skipped in sweep.skipped:
         print(f"note: {skipped.setting.name} {skipped.reason}", file=sys.stderr)

@@ -34,11 +34,12 @@ import numpy as np
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.dynamic_policy import load_saved_policy
 from hierrouter_graph.pool import PoolMember
-from training import evaluate as ev
 from training.datasets import Item
 from training.ppo import PPOArgs, build_env, make_policy, train
 from training.replay import CachedEncoder, ReplayOnlyCache, ReplayStore, StateEncoder
+from training.reports import write_marked_section
 from training.reward import ScoreMemo
+from training.strategies import best_route, router_routes
 from training.tree import candidate_routes, complete_items, encode_recorded_states, outcome_tree, route_label
 
 __all__ = [
@@ -134,7 +135,7 @@ def tune(
     memo = ScoreMemo()
     fit_tree = outcome_tree(config, pool, fit, store, memo=memo)
     val_tree = outcome_tree(config, pool, val, store, memo=memo)
-    fixed = ev.best_route(fit_tree, fit, candidate_routes(config))
+    fixed = best_route(fit_tree, fit, candidate_routes(config))
     fixed_reward = float(np.mean([val_tree[item.id][fixed].reward for item in val]))
     log(
         f"fit on {len(fit)} items, validate on {len(val)}; best fixed route on fit: "
@@ -155,7 +156,7 @@ def tune(
                 folder = run_dir / f"lr{lr:g}-it{n_iterations}-seed{seed}"
                 trained = train(env, make_policy(config, cached, args), args, folder, progress=False)
                 policy = load_saved_policy(trained.policy_dir, config, cached)
-                chosen = ev.router_routes(policy, config, val_tree, val)
+                chosen = router_routes(policy, config, val_tree, val)
                 outcomes = [val_tree[item.id][route] for item, route in zip(val, chosen, strict=True)]
                 rewards.append(float(np.mean([o.reward for o in outcomes])))
                 metrics.append(float(np.mean([o.task_metric for o in outcomes])))
@@ -287,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if ns.report is not None:
         body = markdown_section(result, tune_command, shlex.join(command))
-        ev.write_marked_section(ns.report, SECTION, body)
+        write_marked_section(ns.report, SECTION, body)
         print(f"report: {ns.report} (section '{SECTION}')")
     ns.run_dir.mkdir(parents=True, exist_ok=True)
     (ns.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -30,6 +30,7 @@ from tests.training.scripted_pool import (
     reply,
     scripted_config,
 )
+from training.cli.ppo import parse_args, run_from_cli
 from training.datasets import write_jsonl_dataset
 from training.env import HierRouterEnv
 from training.ppo import (
@@ -40,8 +41,6 @@ from training.ppo import (
     build_env,
     compute_gae,
     make_policy,
-    parse_args,
-    run_from_cli,
     train,
 )
 from training.replay import ReplayMissError
