@@ -15,7 +15,7 @@ import torch
 
 from .config import ModelSpec, RouterConfig
 from .encoder import load_encoder
-from .policy import RouterPolicy
+from .policy import PolicySignature, RouterPolicy
 
 __all__ = [
     "CODE_SPECIALIST_DIR",
@@ -92,13 +92,7 @@ def _shipped_policy_matches(config: RouterConfig) -> bool:
     if not meta_path.is_file():
         return False
     meta = json.loads(meta_path.read_text())
-    return bool(
-        meta.get("pool") == config.model_names
-        and meta.get("encoder", {}).get("name") == config.encoder
-        and meta.get("horizon") == config.horizon
-        and bool(meta.get("allow_stop", False)) == config.allow_stop
-        and bool(meta.get("uncertainty", False)) == config.uncertainty_state
-    )
+    return not PolicySignature.from_config(config).mismatches(PolicySignature.from_meta(meta))
 
 
 def default_policy(config: RouterConfig) -> RouterPolicy:

@@ -30,7 +30,6 @@ an empirical question — see docs/results.md, "Dynamic pool".
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -39,24 +38,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from .config import ModelSpec, RouterConfig
 from .cost import RATE_PER_BILLION_PARAMS, base_rate_from_param_count, param_count_from_name
-from .encoder import SentenceEncoder, TextEncoder, load_encoder
+from .encoder import SentenceEncoder, TextEncoder
 from .policy import (
-    STOP_ACTION,
-    Decision,
-    LastConfidence,
     PolicyMismatchError,
+    PolicySignature,
     RouterPolicy,
-    check_policy_shape,
-    confidence_tensor,
-    decision_from,
+    TrainedPolicy,
     read_policy_meta,
     state_features,
-    state_input_size,
 )
 
 __all__ = [
@@ -137,7 +131,7 @@ PoolEntry = ModelSpec | ModelDescriptor | str
 policy already describes (e.g. one of its training pool when loading)."""
 
 
-class DescriptorPolicy(nn.Module):
+class DescriptorPolicy(TrainedPolicy):
     """Actor-critic over a pool given at call time: logits_m = f(state, d_m), value = g(state).
 
     Same ``forward(embeddings, stages, costs) -> (logits [B, A], value [B])`` as ``RouterPolicy``
@@ -146,47 +140,10 @@ class DescriptorPolicy(nn.Module):
     ``with_pool`` gives a copy with the same weights over another pool.
     """
 
-    def __init__(
-        self,
-        pool: Sequence[ModelSpec | ModelDescriptor],
-        *,
-        encoder_name: str,
-        embedding_dim: int,
-        horizon: int = 2,
-        hidden_size: int = 256,
-        stage_dim: int = 16,
-        cost_scale: float = 1.0,
-        encoder: SentenceEncoder | None = None,
-        max_seq_len: int = 512,
-        allow_stop: bool = False,
-        uncertainty: bool = False,
-    ) -> None:
-        super().__init__()
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}")
-        if cost_scale <= 0:
-            raise ValueError(f"cost_scale must be > 0, got {cost_scale}")
-        if encoder is not None and encoder.dim != embedding_dim:
-            raise PolicyMismatchError(
-                f"encoder {encoder.name!r} gives {encoder.dim}-d embeddings, policy expects {embedding_dim}"
-            )
-        self.encoder_name = encoder_name
-        self.embedding_dim = embedding_dim
-        self.horizon = horizon
-        self.hidden_size = hidden_size
-        self.stage_dim = stage_dim
-        self.cost_scale = cost_scale
-        self.max_seq_len = max_seq_len
-        self.allow_stop = bool(allow_stop)
-        self.uncertainty = bool(uncertainty)
-        self._encoder = encoder
-        self.stage_embedding = nn.Embedding(horizon, stage_dim)
-        self.trunk = nn.Sequential(
-            _layer(state_input_size(embedding_dim, stage_dim, self.uncertainty), hidden_size, math.sqrt(2)),
-            nn.Tanh(),
-            _layer(hidden_size, hidden_size, math.sqrt(2)),
-            nn.Tanh(),
-        )
+    def __init__(self, pool: Sequence[ModelSpec | ModelDescriptor], **shape: Any) -> None:
+        """``shape``: ``TrainedPolicy``'s keyword arguments (encoder_name, embedding_dim, horizon, ...)."""
+        super().__init__(**shape)
+        hidden_size, embedding_dim = self.hidden_size, self.embedding_dim
         self.descriptor_net = nn.Sequential(
             _layer(embedding_dim + 2, hidden_size, math.sqrt(2)),
             nn.Tanh(),
@@ -236,11 +193,6 @@ class DescriptorPolicy(nn.Module):
     def descriptors(self) -> list[ModelDescriptor]:
         return list(self._descriptors)
 
-    @property
-    def actions(self) -> list[str]:
-        """Action labels in logit order: the pool, then ``STOP_ACTION`` when ``allow_stop``."""
-        return [*self.pool, STOP_ACTION] if self.allow_stop else self.pool
-
     def _resolve(self, pool: Sequence[PoolEntry]) -> list[ModelDescriptor]:
         known = {d.name: d for d in self._descriptors}
         out = []
@@ -279,38 +231,12 @@ class DescriptorPolicy(nn.Module):
 
     def for_config(self, config: RouterConfig) -> DescriptorPolicy:
         """This policy over ``config``'s pool (itself when already so), after checking what cannot
-        change without retraining: encoder, horizon and allow_stop."""
-        if self.encoder_name != config.encoder:
-            raise PolicyMismatchError(
-                f"policy uses encoder {self.encoder_name!r}, config names {config.encoder!r}"
-            )
-        if self.horizon != config.horizon:
-            raise PolicyMismatchError(f"policy was built for L={self.horizon}, config has L={config.horizon}")
-        if self.allow_stop != config.allow_stop:
-            raise PolicyMismatchError(
-                f"policy was built with allow_stop={self.allow_stop}, config has "
-                f"allow_stop={config.allow_stop}"
-            )
-        if self.uncertainty != config.uncertainty_state:
-            raise PolicyMismatchError(
-                f"policy was built with uncertainty={self.uncertainty}, config has "
-                f"uncertainty_state={config.uncertainty_state}"
-            )
+        change without retraining: encoder, horizon, allow_stop and uncertainty."""
+        PolicySignature.from_config(config, pool=False).check(PolicySignature.of(self))
         wanted = [describe(spec) for spec in config.models]
         return self if wanted == self._descriptors else self.with_pool(wanted)
 
     # ------------------------------------------------------------------------------ encoding
-
-    @property
-    def encoder(self) -> SentenceEncoder:
-        if self._encoder is None:
-            self._encoder = load_encoder(self.encoder_name, self.max_seq_len)
-        if self._encoder.dim != self.embedding_dim:
-            raise PolicyMismatchError(
-                f"encoder {self.encoder_name!r} gives {self._encoder.dim}-d embeddings, "
-                f"the policy was trained on {self.embedding_dim}-d"
-            )
-        return self._encoder
 
     def descriptor_features(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(card embeddings [M, D], descriptor inputs [M, D + 2]) of the current pool (CPU)."""
@@ -343,63 +269,13 @@ class DescriptorPolicy(nn.Module):
             logits = logits.masked_fill(~allowed, _MASKED_LOGIT)
         return logits, self.critic(hidden).squeeze(-1)
 
-    def decide(
-        self,
-        context: str,
-        stage: int,
-        cost: float,
-        *,
-        sample: bool = False,
-        generator: torch.Generator | None = None,
-        confidence: LastConfidence = None,
-    ) -> Decision:
-        """Greedy (argmax) by default; ``sample=True`` draws from π, seeded by ``generator``.
-
-        ``confidence``: the last reply's (an ``uncertainty`` policy's input; ignored otherwise).
-        """
-        embedding = self.encoder.encode([context])
-        device = next(self.parameters()).device
-        with torch.inference_mode():
-            logits, value = self(
-                embedding.to(device),
-                torch.tensor([stage], device=device),
-                torch.tensor([cost], device=device),
-                confidence_tensor(confidence, device) if self.uncertainty else None,
-            )
-        return decision_from(logits, value, self.actions, sample=sample, generator=generator)
-
-    # ------------------------------------------------------------------------------ persistence
-
-    def metadata(self) -> dict[str, Any]:
+    def metadata_head(self) -> dict[str, Any]:
         return {
             "kind": DESCRIPTOR_KIND,
             "format_version": DESCRIPTOR_FORMAT_VERSION,
             "pool": self.pool,
             "descriptors": [asdict(d) for d in self._descriptors],
-            "encoder": {
-                "name": self.encoder_name,
-                "dim": self.embedding_dim,
-                "max_seq_len": self.max_seq_len,
-            },
-            "horizon": self.horizon,
-            "allow_stop": self.allow_stop,
-            "uncertainty": self.uncertainty,
-            "hidden_size": self.hidden_size,
-            "stage_dim": self.stage_dim,
-            "cost_scale": self.cost_scale,
         }
-
-    def save(self, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
-        """``policy.safetensors`` + ``policy.json`` (kind "descriptor"), atomically. The pool saved is
-        the one it routes now; loading may give it another."""
-        folder = Path(directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        weights_tmp, meta_tmp = folder / f".{_WEIGHTS}.tmp", folder / f".{_META}.tmp"
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(weights_tmp))
-        meta_tmp.write_text(json.dumps({**self.metadata(), **(extra or {})}, indent=2) + "\n")
-        os.replace(weights_tmp, folder / _WEIGHTS)
-        os.replace(meta_tmp, folder / _META)
-        return folder
 
     @classmethod
     def load(
@@ -429,21 +305,15 @@ class DescriptorPolicy(nn.Module):
                 f"{folder / _META}: format_version {meta.get('format_version')!r}, this library reads "
                 f"{DESCRIPTOR_FORMAT_VERSION}"
             )
-        check_policy_shape(folder / _META, meta, encoder, horizon, allow_stop, uncertainty)
-        enc_meta = meta["encoder"]
-        saved_stop = bool(meta.get("allow_stop", False))
+        wanted = PolicySignature(
+            encoder=encoder if isinstance(encoder, str) else encoder.name if encoder else None,
+            horizon=horizon,
+            allow_stop=allow_stop,
+            uncertainty=uncertainty,
+        )
+        wanted.check(PolicySignature.from_meta(meta), folder / _META)
         policy = cls(
-            [ModelDescriptor(**d) for d in meta["descriptors"]],
-            encoder_name=enc_meta["name"],
-            embedding_dim=enc_meta["dim"],
-            horizon=meta["horizon"],
-            hidden_size=meta["hidden_size"],
-            stage_dim=meta["stage_dim"],
-            cost_scale=meta["cost_scale"],
-            encoder=None if encoder is None or isinstance(encoder, str) else encoder,
-            max_seq_len=enc_meta.get("max_seq_len", 512),
-            allow_stop=saved_stop,
-            uncertainty=bool(meta.get("uncertainty", False)),
+            [ModelDescriptor(**d) for d in meta["descriptors"]], **cls.shape_from_meta(meta, encoder)
         )
         policy.load_state_dict(load_file(str(folder / _WEIGHTS)))
         policy.eval()

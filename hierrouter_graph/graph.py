@@ -28,7 +28,7 @@ from .dynamic_policy import DescriptorPolicy, load_saved_policy
 from .encoder import load_encoder
 from .hop import answer_text
 from .models import build_pool_member
-from .policy import STOP_ACTION, PolicyMismatchError, RouterPolicy, RoutingPolicy
+from .policy import STOP_ACTION, PolicyMismatchError, PolicySignature, RouterPolicy, RoutingPolicy
 from .pool import PoolMember
 from .remote import fallback_members, run_hop_with_fallback
 from .route import RouteState, advance, decide_next
@@ -102,31 +102,11 @@ def resolve_policy(
         return load_saved_policy(Path(policy), config, encoder)  # dispatches on the saved "kind"
     if isinstance(policy, DescriptorPolicy):  # its pool follows the config's: members may be added
         return policy.for_config(config)
-    if policy.pool != config.model_names:
-        raise PolicyMismatchError(
-            f"policy routes over {policy.pool} but the config's pool is {config.model_names} "
-            "(names and order must match)"
-        )
-    if isinstance(policy, RouterPolicy):
-        if policy.horizon != config.horizon:
-            raise PolicyMismatchError(
-                f"policy was built for L={policy.horizon}, config has L={config.horizon}"
-            )
-        if policy.encoder_name != config.encoder:
-            raise PolicyMismatchError(
-                f"policy uses encoder {policy.encoder_name!r}, config names {config.encoder!r}"
-            )
-        if policy.allow_stop != config.allow_stop:
-            raise PolicyMismatchError(
-                f"policy was built with allow_stop={policy.allow_stop}, config has "
-                f"allow_stop={config.allow_stop} (the STOP action is part of the policy's outputs)"
-            )
-        if policy.uncertainty != config.uncertainty_state:
-            raise PolicyMismatchError(
-                f"policy was built with uncertainty={policy.uncertainty}, config has "
-                f"uncertainty_state={config.uncertainty_state} (the confidence is part of its inputs)"
-            )
-    elif getattr(policy, "allow_stop", False) and not config.allow_stop:
+    if isinstance(policy, RouterPolicy):  # its weights fix the pool, encoder, L, STOP and inputs
+        PolicySignature.from_config(config).check(PolicySignature.of(policy))
+        return policy
+    PolicySignature(pool=tuple(config.model_names)).check(PolicySignature(pool=tuple(policy.pool)))
+    if getattr(policy, "allow_stop", False) and not config.allow_stop:
         raise PolicyMismatchError(
             "policy may STOP (allow_stop=True) but the config has allow_stop=False; set "
             "allow_stop: true in the config or use a policy that never stops"

@@ -47,7 +47,7 @@ from tqdm import tqdm
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.dynamic_policy import DescriptorPolicy
 from hierrouter_graph.hop import ReplyCache
-from hierrouter_graph.policy import RouterPolicy
+from hierrouter_graph.policy import PolicySignature, RouterPolicy
 from hierrouter_graph.pool import PoolMember
 from training.datasets import Item
 from training.run import (
@@ -455,17 +455,8 @@ def _check_compatible(env: gym.Env[Any, Any], policy: TrainablePolicy, args: PPO
             f"(pool {policy.pool}{' + STOP' if policy.allow_stop else ''})"
         )
     config = getattr(base, "config", None)
-    if isinstance(config, RouterConfig):
-        if config.model_names != policy.pool:
-            raise ValueError(f"env pool {config.model_names} != policy pool {policy.pool} (names and order)")
-        if config.horizon != policy.horizon:
-            raise ValueError(f"env horizon L={config.horizon} != policy horizon L={policy.horizon}")
-        if config.allow_stop != policy.allow_stop:
-            raise ValueError(f"env allow_stop={config.allow_stop} != policy allow_stop={policy.allow_stop}")
-        if config.uncertainty_state != policy.uncertainty:
-            raise ValueError(
-                f"env uncertainty_state={config.uncertainty_state} != policy uncertainty={policy.uncertainty}"
-            )
+    if isinstance(config, RouterConfig):  # the encoder is the env's own: its name is not the config's
+        PolicySignature.from_config(config, encoder=False).check(PolicySignature.of(policy))
     metric = getattr(base, "reward_metric", args.reward)
     if metric != args.reward:
         raise ValueError(f"args.reward={args.reward!r} but the environment rewards {metric!r}")

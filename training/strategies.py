@@ -37,8 +37,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hierrouter_graph.config import RouterConfig
-from hierrouter_graph.dynamic_policy import DescriptorPolicy
-from hierrouter_graph.policy import STOP_ACTION, PolicyMismatchError, RouterPolicy, RoutingPolicy
+from hierrouter_graph.policy import (
+    STOP_ACTION,
+    PolicyMismatchError,
+    PolicySignature,
+    RoutingPolicy,
+    TrainedPolicy,
+)
 from hierrouter_graph.route import RouteState, decide_next
 from training.datasets import Item
 from training.statistics import FloatArray
@@ -186,19 +191,16 @@ def router_routes(
 ) -> list[Route]:
     """Greedy routes of ``policy``, walking the tree with the graph's state (c_t, ℓ_t, C_t).
 
-    A ``RouterPolicy``'s (or ``DescriptorPolicy``'s) encoder caches by text, so each chunk's
+    A ``TrainedPolicy``'s encoder caches by text, so each chunk's
     reachable contexts are encoded in one batch first; the decisions themselves are the graph's
     (``route.decide_next``). A STOP decision ends the walk there (routes may be shorter than L);
     STOP at stage 0 or from a config without ``allow_stop`` raises, as the graph would.
     """
-    if list(policy.pool) != config.model_names:
-        raise PolicyMismatchError(
-            f"policy routes over {policy.pool}, the config's pool is {config.model_names}"
-        )
+    PolicySignature(pool=tuple(config.model_names)).check(PolicySignature(pool=tuple(policy.pool)))
     routes: list[Route] = []
     for start in range(0, len(items), chunk):
         part = items[start : start + chunk]
-        if isinstance(policy, RouterPolicy | DescriptorPolicy):
+        if isinstance(policy, TrainedPolicy):
             reachable: list[str] = []
             for item in part:
                 reachable.append(item.prompt)
