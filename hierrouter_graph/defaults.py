@@ -27,7 +27,7 @@ __all__ = [
 
 DEFAULT_POLICY_DIR = Path(__file__).parent / "default_policy"
 CODE_SPECIALIST_DIR = Path(__file__).parent / "specialists" / "smollm2-135m-code"
-"""The shipped LoRA code specialist (docs/specialists.md), rebuilt by ``training/specialize.py``."""
+"""The shipped LoRA code specialist (docs/specialists.md), rebuilt by ``training/specialists/specialize.py``."""
 
 
 def default_config(**overrides: object) -> RouterConfig:

@@ -35,8 +35,8 @@ will use it in, on data the router never sees:
   ``PeftModel.from_pretrained(base, OUT)`` and ``ModelSpec(adapter=OUT)`` read it) and
   ``OUT/card.json`` (method, data counts, steps, time, seed, tokens/s).
 
-    python training/specialize.py --domain code   # the shipped adapter's recipe (DOMAIN_RECIPES)
-    python training/specialist_eval.py --adapter runs/specialists/code     # pass@1 vs generalist
+    python training/specialists/specialize.py --domain code   # the shipped adapter's recipe (DOMAIN_RECIPES)
+    python training/specialists/specialist_eval.py --adapter runs/specialists/code     # pass@1 vs generalist
 
 On a CPU shared with other jobs pass ``--threads 1``: two OpenMP threads on two busy cores wait on
 each other at every barrier (measured: 12 tok/s with 2 threads, 43 with 1).
@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import csv
 import json
 import math
 import os
@@ -63,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 import torch
@@ -75,6 +74,14 @@ from hierrouter_graph.hop import build_hop_messages
 from hierrouter_graph.models import build_pool_member, load_causal_lm, resolve_model_folder
 from hierrouter_graph.pool import PoolMember, TokenizerCounter, messages_to_chat_dicts
 from training.datasets import SPECIALIZATION, Item, load_specialization_items
+from training.run import (
+    load_checkpoint,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+    seed_everything,
+    write_log,
+)
 
 __all__ = [
     "CARD_NAME",
@@ -109,7 +116,7 @@ DOMAIN_RECIPES: dict[str, dict[str, Any]] = {
 }
 """The recorded runs of docs/specialists.md, the CLI defaults for each ``--domain``.
 
-Why per domain: ``python training/specialize.py --domain code`` alone must rebuild the shipped
+Why per domain: ``python training/specialists/specialize.py --domain code`` alone must rebuild the shipped
 adapter (hierrouter_graph/specialists/smollm2-135m-code). One CPU thread is part of the recipe:
 the float sums of a GEMM split over more threads can differ in the last bit, so other thread
 counts give a close, not bit-identical, adapter (and a new fingerprint, so no stale replay).
@@ -120,6 +127,7 @@ GENERALIST = "smollm2-135m"
 CHECKPOINT_NAME = "checkpoint.pt"
 CARD_NAME = "card.json"
 LOG_NAME = "train_log.csv"
+LOG_COLUMNS = ("step", "loss", "lr", "tokens", "answer_tokens", "seconds")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 _TMP_PREFIXES = (".ckpt-", ".final-")
 # Hyperparameters that may differ between a checkpoint and the run resuming it (no effect on weights).
@@ -455,20 +463,6 @@ def _lr_lambda(total: int, warmup_fraction: float) -> Callable[[int], float]:
     return factor
 
 
-def _rng_states() -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-
-
-def _restore_rng_states(states: Mapping[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
-
-
 def _trainable_state(model: Any) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -480,41 +474,15 @@ def _clean_temporaries(out: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _save_checkpoint(out: Path, state: Mapping[str, Any]) -> None:
-    """``torch.save`` into a fresh temporary folder, then ``os.replace`` onto ``checkpoint.pt``.
-
-    A kill at any moment leaves either the previous checkpoint or the new one, never half a file.
-    """
-    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIXES[0], dir=out))
-    try:
-        torch.save(dict(state), tmp / CHECKPOINT_NAME)
-        os.replace(tmp / CHECKPOINT_NAME, out / CHECKPOINT_NAME)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _load_checkpoint(path: Path, args: SpecializeArgs, total_steps: int) -> dict[str, Any]:
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
-    saved, current = dict(state["args"]), args.as_dict()
-    changed = sorted(
-        k for k in set(saved) | set(current) if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)
-    )
-    if changed or int(state["total_steps"]) != total_steps:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+    advice = "use another --out or pass --no-resume to start over"
+    state = load_checkpoint(path, args.as_dict(), RESUMABLE_CHANGES, advice=advice)
+    if int(state["total_steps"]) != total_steps:
         raise ValueError(
-            f"{path} was written by a run with other settings ({details or 'total steps differ'}); "
-            "resuming would not reproduce it — use another --out or pass --no-resume to start over"
+            f"{path} was written by a run with other settings (total steps differ); resuming would not "
+            f"reproduce it — {advice}"
         )
     return state
-
-
-def _write_log(out: Path, history: Sequence[Mapping[str, float]]) -> None:
-    tmp = out / f".{LOG_NAME}.{os.getpid()}.tmp"
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["step", "loss", "lr", "tokens", "answer_tokens", "seconds"])
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, out / LOG_NAME)
 
 
 def _save_final(model: Any, out: Path, card: Mapping[str, Any], base_source: str) -> None:
@@ -573,12 +541,6 @@ def _trainable_model(spec: ModelSpec, cache_dir: Path, args: SpecializeArgs) -> 
     return model, tokenizer
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def train_specialist(
     spec: ModelSpec,
     config: RouterConfig,
@@ -606,7 +568,7 @@ def train_specialist(
     cache = cache_dir if cache_dir is not None else config.resolved_cache_dir
     precision = resolve_precision(args.precision)
 
-    _seed_everything(args.seed)
+    seed_everything(args.seed)
     member = build_pool_member(spec, cache)
     fmt = PromptFormat.for_pool(member, config, stage=0)
     model, tokenizer = _trainable_model(spec, cache, args)
@@ -630,7 +592,7 @@ def train_specialist(
         model.load_state_dict(state["adapter"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _restore_rng_states(state["rng"])
+        restore_rng_states(state["rng"])
         start, elapsed = int(state["step"]), float(state["elapsed_s"])
         history, resumes = list(state["history"]), [*state.get("resumes", []), int(state["step"])]
 
@@ -670,8 +632,8 @@ def train_specialist(
             bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens'] / seconds:.0f}", refresh=False)
             done = step + 1
             if done % args.checkpoint_every == 0 or done == total:
-                _save_checkpoint(
-                    folder,
+                save_checkpoint(
+                    checkpoint,
                     {
                         "format": 1,
                         "step": done,
@@ -679,14 +641,14 @@ def train_specialist(
                         "adapter": _trainable_state(model),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
-                        "rng": _rng_states(),
+                        "rng": rng_states(),
                         "args": args.as_dict(),
                         "history": history,
                         "elapsed_s": elapsed,
                         "resumes": resumes,
                     },
                 )
-                _write_log(folder, history)
+                write_log(folder / LOG_NAME, LOG_COLUMNS, history)
         else:
             step = total
     finally:
@@ -850,7 +812,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = config.spec(ns.base)
     args = args_from(ns)
     out = ns.out or Path("runs/specialists") / ns.domain
-    command = "python training/specialize.py " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    given = sys.argv[1:] if argv is None else list(argv)
+    command = "python training/specialists/specialize.py " + shlex.join(given)
     result = train_specialist(
         spec,
         config,
