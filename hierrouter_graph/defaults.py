@@ -27,7 +27,8 @@ __all__ = [
 
 DEFAULT_POLICY_DIR = Path(__file__).parent / "default_policy"
 CODE_SPECIALIST_DIR = Path(__file__).parent / "specialists" / "smollm2-135m-code"
-"""The shipped LoRA code specialist (docs/specialists.md), rebuilt by ``training/specialists/specialize.py``."""
+"""The shipped LoRA code specialist (docs/specialists.md), rebuilt by
+``training/specialists/specialize.py``."""
 
 
 def default_config(**overrides: object) -> RouterConfig:
@@ -99,12 +100,5 @@ def default_policy(config: RouterConfig) -> RouterPolicy:
     """The shipped trained policy when it fits ``config``, else an untrained one."""
     if _shipped_policy_matches(config):
         encoder = load_encoder(config.encoder, config.max_seq_len, cache_dir=config.resolved_cache_dir)
-        return RouterPolicy.load(
-            DEFAULT_POLICY_DIR,
-            pool=config.model_names,
-            encoder=encoder,
-            horizon=config.horizon,
-            allow_stop=config.allow_stop,
-            uncertainty=config.uncertainty_state,
-        )
+        return RouterPolicy.load_for(DEFAULT_POLICY_DIR, config, encoder)
     return untrained_policy(config)

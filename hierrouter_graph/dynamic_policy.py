@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from .config import ModelSpec, RouterConfig
@@ -293,33 +292,21 @@ class DescriptorPolicy(TrainedPolicy):
         Unlike ``RouterPolicy.load``, a pool that differs from the training pool is allowed — that is
         the point; the encoder, horizon and allow_stop are still checked (they shape the weights).
         """
-        folder = Path(directory)
-        meta = read_policy_meta(folder)
-        if meta.get("kind") != DESCRIPTOR_KIND:
-            raise PolicyMismatchError(
-                f"{folder / _META}: a {meta.get('kind', 'mlp')!r} policy, not a descriptor policy; "
-                "load it with RouterPolicy.load (or hierrouter_graph.dynamic_policy.load_saved_policy)"
-            )
-        if meta.get("format_version") != DESCRIPTOR_FORMAT_VERSION:
-            raise PolicyMismatchError(
-                f"{folder / _META}: format_version {meta.get('format_version')!r}, this library reads "
-                f"{DESCRIPTOR_FORMAT_VERSION}"
-            )
-        wanted = PolicySignature(
-            encoder=encoder if isinstance(encoder, str) else encoder.name if encoder else None,
-            horizon=horizon,
-            allow_stop=allow_stop,
-            uncertainty=uncertainty,
+        wanted = PolicySignature.wanted(
+            encoder=encoder, horizon=horizon, allow_stop=allow_stop, uncertainty=uncertainty
         )
-        wanted.check(PolicySignature.from_meta(meta), folder / _META)
+        folder, meta = cls.read_checked(directory, wanted, DESCRIPTOR_FORMAT_VERSION, DESCRIPTOR_KIND)
         policy = cls(
             [ModelDescriptor(**d) for d in meta["descriptors"]], **cls.shape_from_meta(meta, encoder)
         )
-        policy.load_state_dict(load_file(str(folder / _WEIGHTS)))
-        policy.eval()
+        policy.load_weights(folder)
         if pool is not None:
             policy._set_pool(policy._resolve(pool))
         return policy
+
+    @classmethod
+    def pool_of(cls, config: RouterConfig) -> list[ModelSpec]:
+        return list(config.models)
 
 
 def saved_policy_kind(directory: str | os.PathLike[str]) -> str:
@@ -339,21 +326,7 @@ def load_saved_policy(
     """
     kind = saved_policy_kind(directory)
     if kind == DESCRIPTOR_KIND:
-        return DescriptorPolicy.load(
-            directory,
-            pool=config.models,
-            encoder=encoder,
-            horizon=config.horizon,
-            allow_stop=config.allow_stop,
-            uncertainty=config.uncertainty_state,
-        )
+        return DescriptorPolicy.load_for(directory, config, encoder)
     if kind != "mlp":
         raise PolicyMismatchError(f"{Path(directory) / _META}: unknown policy kind {kind!r}")
-    return RouterPolicy.load(
-        directory,
-        pool=config.model_names,
-        encoder=encoder,
-        horizon=config.horizon,
-        allow_stop=config.allow_stop,
-        uncertainty=config.uncertainty_state,
-    )
+    return RouterPolicy.load_for(directory, config, encoder)

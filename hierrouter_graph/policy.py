@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -125,6 +125,25 @@ class PolicySignature:
             horizon=meta["horizon"],
             allow_stop=bool(meta.get("allow_stop", False)),
             uncertainty=bool(meta.get("uncertainty", False)),
+        )
+
+    @classmethod
+    def wanted(
+        cls,
+        *,
+        pool: Sequence[str] | None = None,
+        encoder: Any = None,
+        horizon: int | None = None,
+        allow_stop: bool | None = None,
+        uncertainty: bool | None = None,
+    ) -> PolicySignature:
+        """What a loader's arguments ask for (``encoder``: a name, an encoder or None)."""
+        return cls(
+            pool=None if pool is None else tuple(pool),
+            encoder=encoder if isinstance(encoder, str) else encoder.name if encoder else None,
+            horizon=horizon,
+            allow_stop=allow_stop,
+            uncertainty=uncertainty,
         )
 
     def mismatches(self, policy: PolicySignature) -> list[str]:
@@ -485,6 +504,63 @@ class TrainedPolicy(nn.Module):
             "uncertainty": bool(meta.get("uncertainty", False)),
         }
 
+    @staticmethod
+    def read_checked(
+        directory: str | os.PathLike[str], wanted: PolicySignature, version: int, kind: str | None = None
+    ) -> tuple[Path, dict[str, Any]]:
+        """A saved folder and its ``policy.json``, after the kind, format and signature checks."""
+        folder = Path(directory)
+        meta_path = folder / _META
+        meta = read_policy_meta(folder)
+        if kind is not None and meta.get("kind", "mlp") != kind:
+            raise PolicyMismatchError(
+                f"{meta_path}: a {meta.get('kind', 'mlp')!r} policy, not a {kind} policy; "
+                "load it with hierrouter_graph.dynamic_policy.load_saved_policy (either kind)"
+            )
+        if meta.get("format_version") != version:
+            raise PolicyMismatchError(
+                f"{meta_path}: format_version {meta.get('format_version')!r}, this library reads {version}"
+            )
+        wanted.check(PolicySignature.from_meta(meta), meta_path)
+        return folder, meta
+
+    def load_weights(self, folder: Path) -> None:
+        """The saved weights, in eval mode."""
+        self.load_state_dict(load_file(str(folder / _WEIGHTS)))
+        self.eval()
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        pool: Any = None,
+        encoder: SentenceEncoder | str | None = None,
+        horizon: int | None = None,
+        allow_stop: bool | None = None,
+        uncertainty: bool | None = None,
+    ) -> Self:
+        raise NotImplementedError
+
+    @classmethod
+    def pool_of(cls, config: Any) -> Any:
+        """What ``load`` takes as the pool of ``config``."""
+        raise NotImplementedError
+
+    @classmethod
+    def load_for(
+        cls, directory: str | os.PathLike[str], config: Any, encoder: SentenceEncoder | None = None
+    ) -> Self:
+        """A saved policy checked against ``config`` (pool, encoder name, L, STOP, confidence input)."""
+        return cls.load(
+            directory,
+            pool=cls.pool_of(config),
+            encoder=encoder,
+            horizon=config.horizon,
+            allow_stop=config.allow_stop,
+            uncertainty=config.uncertainty_state,
+        )
+
 
 class RouterPolicy(TrainedPolicy):
     """The HierRouter actor-critic: one logit per pool member (its weights ARE the pool)."""
@@ -560,26 +636,17 @@ class RouterPolicy(TrainedPolicy):
         A file without ``allow_stop`` (or ``uncertainty``), written before it existed, is a policy
         without STOP (or without the confidence input).
         """
-        folder = Path(directory)
-        meta_path = folder / _META
-        meta = read_policy_meta(folder)
-        version = meta.get("format_version")
-        if version != POLICY_FORMAT_VERSION:
-            raise PolicyMismatchError(
-                f"{meta_path}: format_version {version!r}, this library reads {POLICY_FORMAT_VERSION}"
-            )
-        wanted = PolicySignature(
-            pool=None if pool is None else tuple(pool),
-            encoder=encoder if isinstance(encoder, str) else encoder.name if encoder else None,
-            horizon=horizon,
-            allow_stop=allow_stop,
-            uncertainty=uncertainty,
+        wanted = PolicySignature.wanted(
+            pool=pool, encoder=encoder, horizon=horizon, allow_stop=allow_stop, uncertainty=uncertainty
         )
-        wanted.check(PolicySignature.from_meta(meta), meta_path)
+        folder, meta = cls.read_checked(directory, wanted, POLICY_FORMAT_VERSION)
         policy = cls(meta["pool"], **cls.shape_from_meta(meta, encoder))
-        policy.load_state_dict(load_file(str(folder / _WEIGHTS)))
-        policy.eval()
+        policy.load_weights(folder)
         return policy
+
+    @classmethod
+    def pool_of(cls, config: Any) -> list[str]:
+        return list(config.model_names)
 
 
 def read_policy_meta(folder: Path) -> dict[str, Any]:

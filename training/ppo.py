@@ -611,34 +611,22 @@ def make_policy(config: RouterConfig, encoder: TextEncoder | StateEncoder, args:
     The descriptor policy embeds its members' model cards with ``encoder`` right away (the same
     encoder as the states, as it will at inference).
     """
+    shape: dict[str, Any] = {
+        "encoder_name": encoder.name,
+        "embedding_dim": encoder.dim,
+        "horizon": config.horizon,
+        "hidden_size": args.hidden_size,
+        "stage_dim": args.stage_dim,
+        "cost_scale": args.cost_scale,
+        "max_seq_len": config.max_seq_len,
+        "allow_stop": config.allow_stop,
+        "uncertainty": config.uncertainty_state,
+    }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         if args.policy_kind == "descriptor":
-            return DescriptorPolicy(
-                config.models,
-                encoder_name=encoder.name,
-                embedding_dim=encoder.dim,
-                horizon=config.horizon,
-                hidden_size=args.hidden_size,
-                stage_dim=args.stage_dim,
-                cost_scale=args.cost_scale,
-                encoder=encoder,
-                max_seq_len=config.max_seq_len,
-                allow_stop=config.allow_stop,
-                uncertainty=config.uncertainty_state,
-            )
-        return RouterPolicy(
-            config.model_names,
-            encoder_name=encoder.name,
-            embedding_dim=encoder.dim,
-            horizon=config.horizon,
-            hidden_size=args.hidden_size,
-            stage_dim=args.stage_dim,
-            cost_scale=args.cost_scale,
-            max_seq_len=config.max_seq_len,
-            allow_stop=config.allow_stop,
-            uncertainty=config.uncertainty_state,
-        )
+            return DescriptorPolicy(config.models, encoder=encoder, **shape)
+        return RouterPolicy(config.model_names, **shape)
 
 
 def build_env(

@@ -174,9 +174,9 @@ def tune(
     return TuneResult(len(fit), len(val), route_label(fixed), fixed_reward, grid)
 
 
-def markdown_section(result: TuneResult, command: str, train_command: str) -> str:
+def markdown_section(result: TuneResult, command: str, train_command: str, *, shipped: bool = False) -> str:
     """The "PPO hyperparameters" block of docs/results.md: the grid, the fixed-route yardstick, the
-    choice and the command that trains it."""
+    choice and the command that trains it (``shipped``: the default pool, whose policy it is)."""
     best = result.best
     lines = [
         "## PPO hyperparameters, chosen on held-out train items",
@@ -202,7 +202,12 @@ def markdown_section(result: TuneResult, command: str, train_command: str) -> st
     lines += [
         "",
         f"Chosen: lr {best.learning_rate:g}, {best.iterations} iterations; trained on every recorded train "
-        f"item with `{train_command}` (the shipped default policy; evaluated once on the test split above).",
+        f"item with `{train_command}` "
+        + (
+            "(the shipped default policy; evaluated once on the test split above)."
+            if shipped
+            else "(then evaluated once on the test split)."
+        ),
     ]
     return "\n".join(lines) + "\n"
 
@@ -287,7 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train_command": shlex.join(command),
     }
     if ns.report is not None:
-        body = markdown_section(result, tune_command, shlex.join(command))
+        shipped = ns.config is None and ns.items is None
+        body = markdown_section(result, tune_command, shlex.join(command), shipped=shipped)
         write_marked_section(ns.report, SECTION, body)
         print(f"report: {ns.report} (section '{SECTION}')")
     ns.run_dir.mkdir(parents=True, exist_ok=True)

@@ -17,11 +17,57 @@ from typing import Any
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.pool import PoolMember
-from training.datasets import Item, build_routing_dataset, load_items
+from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item, build_routing_dataset, load_items
 from training.replay import CachedEncoder, ReplayMissError, ReplayStore, StateEncoder
 from training.shipped import import_shipped_replay
 
-__all__ = ["RunContext", "evaluation_splits", "load_config", "load_run_context"]
+__all__ = [
+    "RunContext",
+    "add_data_flags",
+    "add_router_flags",
+    "evaluation_splits",
+    "load_config",
+    "load_run_context",
+]
+
+
+def add_router_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that say which router and which replies: config, its STOP/confidence switches,
+    the replay store, live generation and the reward's quality metric."""
+    parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
+    parser.add_argument("--replay", type=Path, default=Path("runs/replay.sqlite"), help="replay store")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="generate hops missing from the replay store (and record them); default: replay only",
+    )
+    parser.add_argument("--reward", choices=("task", "f1"), default="task")
+    parser.add_argument(
+        "--allow-stop",
+        action="store_true",
+        help="the router has a STOP action (RouterConfig.allow_stop) on top of the config",
+    )
+    parser.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="the router reads the last reply's confidence (RouterConfig.uncertainty_state)",
+    )
+
+
+def add_data_flags(parser: argparse.ArgumentParser, *, items_help: str) -> None:
+    """The flags that say which items (benchmarks split by ``--data-seed``, or a JSONL file) and how
+    the run uses the machine."""
+    parser.add_argument("--tasks", nargs="+", default=list(ALL_TASKS), choices=ALL_TASKS)
+    parser.add_argument(
+        "--per-task",
+        type=int,
+        default=DEFAULT_PER_TASK,
+        help="routing items per task (70%% train / 30%% test; shipped: 100)",
+    )
+    parser.add_argument("--data-seed", type=int, default=42, help="seed of the train/test split")
+    parser.add_argument("--items", type=Path, default=None, help=items_help)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-progress", action="store_true")
 
 
 def load_config(ns: argparse.Namespace) -> RouterConfig:

@@ -16,8 +16,7 @@ from typing import Any
 
 from hierrouter_graph.dynamic_policy import load_saved_policy
 from hierrouter_graph.policy import RoutingPolicy
-from training.cli.context import RunContext, load_run_context
-from training.datasets import ALL_TASKS, DEFAULT_PER_TASK
+from training.cli.context import RunContext, add_data_flags, add_router_flags, load_run_context
 from training.evaluate import EvaluationResult, evaluate
 from training.ppo import POLICY_DIRNAME
 from training.replay import ReplayMissError, ReplayStore
@@ -28,33 +27,10 @@ __all__ = ["evaluate_saved", "main", "parse_args", "policy_folder", "run_from_cl
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Evaluate HierRouter against RouterBench-style baselines.")
-    parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
+    add_router_flags(parser)
     parser.add_argument("--policy", type=Path, default=Path("runs/ppo/policy"), help="saved policy")
     parser.add_argument("--no-policy", action="store_true", help="baselines only (no router row)")
-    parser.add_argument("--replay", type=Path, default=Path("runs/replay.sqlite"), help="replay store")
-    parser.add_argument("--live", action="store_true", help="generate hops missing from the replay store")
-    parser.add_argument("--reward", choices=("task", "f1"), default="task")
-    parser.add_argument(
-        "--allow-stop",
-        action="store_true",
-        help="the router has a STOP action (RouterConfig.allow_stop) on top of the config",
-    )
-    parser.add_argument(
-        "--uncertainty",
-        action="store_true",
-        help="the router reads the last reply's confidence (RouterConfig.uncertainty_state)",
-    )
-    parser.add_argument("--tasks", nargs="+", default=list(ALL_TASKS), choices=ALL_TASKS)
-    parser.add_argument(
-        "--per-task",
-        type=int,
-        default=DEFAULT_PER_TASK,
-        help="routing items per task (30%% test; shipped: 100)",
-    )
-    parser.add_argument("--data-seed", type=int, default=42, help="seed of the train/test split")
-    parser.add_argument(
-        "--items", type=Path, default=None, help="JSONL of TEST items instead of the benchmarks"
-    )
+    add_data_flags(parser, items_help="JSONL of TEST items instead of the benchmarks")
     parser.add_argument("--train-items", type=Path, default=None, help="JSONL train items (with --items)")
     parser.add_argument(
         "--sweep-run-dirs",
@@ -68,8 +44,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-report", action="store_true", help="print the table only")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
 

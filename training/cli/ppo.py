@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hierrouter_graph.hop import ReplyCache
-from training.cli.context import RunContext, load_run_context
-from training.datasets import ALL_TASKS, DEFAULT_PER_TASK
+from training.cli.context import RunContext, add_data_flags, add_router_flags, load_run_context
 from training.ppo import POLICY_KINDS, PPOArgs, TrainResult, build_env, make_policy, train
 from training.replay import ReplayMissError, ReplayOnlyCache, StateEncoder
 from training.tree import encode_recorded_states, recorded_only
@@ -28,25 +27,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Train the HierRouter policy with PPO (paper defaults) on the routing train split."
     )
-    parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
+    add_router_flags(parser)
     parser.add_argument("--run-dir", type=Path, default=Path("runs/ppo"), help="log, checkpoint, policy/")
-    parser.add_argument("--replay", type=Path, default=Path("runs/replay.sqlite"), help="replay store")
-    parser.add_argument(
-        "--live",
-        action="store_true",
-        help="generate hops missing from the replay store (and record them); default: replay only",
-    )
-    parser.add_argument("--reward", choices=("task", "f1"), default=defaults.reward)
-    parser.add_argument(
-        "--allow-stop",
-        action="store_true",
-        help="give the router a STOP action (RouterConfig.allow_stop) on top of the config",
-    )
-    parser.add_argument(
-        "--uncertainty",
-        action="store_true",
-        help="add the last reply's confidence to the router's state (RouterConfig.uncertainty_state)",
-    )
     parser.add_argument("--iterations", type=int, default=defaults.iterations)
     parser.add_argument("--rollouts", type=int, default=defaults.rollouts, help="episodes per iteration")
     parser.add_argument("--minibatches", type=int, default=defaults.num_minibatches)
@@ -64,18 +46,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=defaults.policy_kind,
         help="mlp: RouterPolicy (fixed pool); descriptor: DescriptorPolicy (pool may change after training)",
     )
-    parser.add_argument("--tasks", nargs="+", default=list(ALL_TASKS), choices=ALL_TASKS)
-    parser.add_argument(
-        "--per-task",
-        type=int,
-        default=DEFAULT_PER_TASK,
-        help="routing items per task (70%% train; shipped: 100)",
-    )
-    parser.add_argument("--data-seed", type=int, default=42, help="seed of the train/test split")
-    parser.add_argument("--items", type=Path, default=None, help="a JSONL dataset instead of the benchmarks")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_data_flags(parser, items_help="a JSONL dataset instead of the benchmarks")
     parser.add_argument("--no-resume", action="store_true", help="ignore a checkpoint in --run-dir")
-    parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation afterwards")
     parser.add_argument(
         "--report",
