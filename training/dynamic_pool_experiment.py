@@ -71,7 +71,7 @@ __all__ = [
 ]
 
 SECTION = "dynamic-pool"
-"""Marked section of docs/results.md this script owns (``evaluate.write_marked_section``); another
+"""Marked section of docs/results.md this script owns (``reports.write_marked_section``); another
 ``--hold-out`` writes ``dynamic-pool-<member>`` so the runs do not overwrite each other."""
 
 DEFAULT_HOLD_OUT = "cloze-mc"

@@ -133,7 +133,7 @@ def _header_lines(results: EvaluationResult, command: str, seed: int) -> list[st
         "ceiling); *gap recovered* = (S − best single)/(oracle − best single) on mean reward, n/a when "
         "the oracle does no better than the best single; *best single* = the single-model row with the "
         "best mean reward on that table. ≈ marks a difference with the best single whose paired interval "
-        "contains 0. See `training/evaluate.py` for the exact construction.",
+        "contains 0. See `training/strategies.py` for the exact construction.",
         "",
     ]
 

@@ -79,7 +79,7 @@ DEFAULT_STOP_HORIZONS = (2,)
 DEFAULT_UNCERTAINTY_HORIZONS = (2,)
 """Horizons at which a router with the last reply's confidence in its state is trained too."""
 SECTION = "sweeps"
-"""Name of the marked block of docs/results.md this tool owns (``evaluate.write_marked_section``)."""
+"""Name of the marked block of docs/results.md this tool owns (``reports.write_marked_section``)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -528,8 +528,8 @@ def markdown_section(sweep: SweepResult, command: str, plot: Path, report: Path)
             "### AIQ of each α sweep",
             "",
             "Area under the non-decreasing convex hull of (mean cost, mean Q) over the α values, divided by "
-            "the cost range of that L's fixed routes (`training/evaluate.py: aiq`); the oracle at the same α "
-            "values and the fixed routes (every route of length 1..L, no router) on the same range.",
+            "the cost range of that L's fixed routes (`training/statistics.py: aiq`); the oracle at the "
+            "same α values and the fixed routes (every route of length 1..L, no router) on the same range.",
             "",
             "| family | HierRouter | oracle (same α) | fixed routes | cost range |",
             "|---|---:|---:|---:|---|",

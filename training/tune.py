@@ -57,7 +57,7 @@ __all__ = [
 DEFAULT_LRS = (1e-4, 3e-4, 1e-3)
 DEFAULT_ITERATIONS = (8, 32, 96)
 SECTION = "tuning"
-"""Name of the marked block of docs/results.md this tool owns (``evaluate.write_marked_section``)."""
+"""Name of the marked block of docs/results.md this tool owns (``reports.write_marked_section``)."""
 
 
 def split_validation(items: Sequence[Item], share: float, seed: int) -> tuple[list[Item], list[Item]]:
