@@ -31,12 +31,11 @@ from training.sweep import (
     SECTION,
     Setting,
     SweepResult,
-    markdown_section,
-    plot_pareto,
     run_sweep,
     setting_config,
     settings_grid,
 )
+from training.sweep_report import markdown_section, plot_pareto
 from training.tree import outcome_tree, with_horizon
 
 TRAIN, TEST = make_items(6, offset=100), make_items(4, offset=0)

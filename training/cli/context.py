@@ -85,7 +85,7 @@ def load_config(ns: argparse.Namespace) -> RouterConfig:
 def evaluation_splits(ns: argparse.Namespace) -> tuple[list[Item], list[Item], dict[str, Any]]:
     """(train, test, description): ``load_items`` for train, the same split's other half for test;
     with ``--items`` (TEST items) and ``--train-items``, those files."""
-    if ns.items is not None:
+    if getattr(ns, "items", None) is not None:
         test, info = load_items(items_path=ns.items)
         train_path = getattr(ns, "train_items", None)
         train = load_items(items_path=train_path)[0] if train_path is not None else []
@@ -163,10 +163,13 @@ def load_run_context(
         train, test, info = evaluation_splits(ns)
     else:
         train, info = load_items(
-            items_path=ns.items, tasks=ns.tasks, per_task=ns.per_task, data_seed=ns.data_seed
+            items_path=getattr(ns, "items", None),
+            tasks=ns.tasks,
+            per_task=ns.per_task,
+            data_seed=ns.data_seed,
         )
         test = []
-    shipped = ns.config is None and ns.items is None
+    shipped = ns.config is None and getattr(ns, "items", None) is None
     live = bool(getattr(ns, "live", False))
     if require_replay and not live and not shipped and not ns.replay.is_file():
         raise ReplayMissError(
