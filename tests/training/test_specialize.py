@@ -24,13 +24,10 @@ from training.datasets import (
     load_specialization_items,
 )
 from training.metrics import score
-from training.specialists.specialize import (
-    CARD_NAME,
-    CHECKPOINT_NAME,
+from training.specialists.examples import (
     DOMAINS,
     Example,
     PromptFormat,
-    SpecializeArgs,
     answer_loss,
     build_examples,
     code_target,
@@ -39,8 +36,13 @@ from training.specialists.specialize import (
     encode_example,
     length_bucketed_batches,
     math_target,
-    resolve_precision,
     train_schedule,
+)
+from training.specialists.specialize import (
+    CARD_NAME,
+    CHECKPOINT_NAME,
+    SpecializeArgs,
+    resolve_precision,
     train_specialist,
 )
 
