@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -136,8 +136,13 @@ class DescriptorPolicy(TrainedPolicy):
     Same ``forward(embeddings, stages, costs) -> (logits [B, A], value [B])`` as ``RouterPolicy``
     (A = current pool size, +1 with ``allow_stop``), so ``training/ppo.py`` trains it unchanged, and
     the same ``pool`` / ``decide`` as ``RoutingPolicy``, so the graph routes with it unchanged.
-    ``with_pool`` gives a copy with the same weights over another pool.
+    ``with_pool`` gives a copy with the same weights over another pool; ``load(..., pool=...)``
+    loads it over any pool.
     """
+
+    KIND = DESCRIPTOR_KIND
+    FORMAT_VERSION = DESCRIPTOR_FORMAT_VERSION
+    FIXED_POOL = False
 
     def __init__(self, pool: Sequence[ModelSpec | ModelDescriptor], **shape: Any) -> None:
         """``shape``: ``TrainedPolicy``'s keyword arguments (encoder_name, embedding_dim, horizon, ...)."""
@@ -277,32 +282,13 @@ class DescriptorPolicy(TrainedPolicy):
         }
 
     @classmethod
-    def load(
-        cls,
-        directory: str | os.PathLike[str],
-        *,
-        pool: Sequence[PoolEntry] | None = None,
-        encoder: SentenceEncoder | str | None = None,
-        horizon: int | None = None,
-        allow_stop: bool | None = None,
-        uncertainty: bool | None = None,
-    ) -> DescriptorPolicy:
-        """Load a saved policy to route over ``pool`` (default: the pool it was saved with).
+    def from_meta(cls, meta: Mapping[str, Any], encoder: SentenceEncoder | str | None) -> DescriptorPolicy:
+        """Unlike ``RouterPolicy``, ``load`` gives it any pool — that is the point; the encoder, horizon,
+        allow_stop and uncertainty are still checked (they shape the weights)."""
+        return cls([ModelDescriptor(**d) for d in meta["descriptors"]], **cls.shape_from_meta(meta, encoder))
 
-        Unlike ``RouterPolicy.load``, a pool that differs from the training pool is allowed — that is
-        the point; the encoder, horizon and allow_stop are still checked (they shape the weights).
-        """
-        wanted = PolicySignature.wanted(
-            encoder=encoder, horizon=horizon, allow_stop=allow_stop, uncertainty=uncertainty
-        )
-        folder, meta = cls.read_checked(directory, wanted, DESCRIPTOR_FORMAT_VERSION, DESCRIPTOR_KIND)
-        policy = cls(
-            [ModelDescriptor(**d) for d in meta["descriptors"]], **cls.shape_from_meta(meta, encoder)
-        )
-        policy.load_weights(folder)
-        if pool is not None:
-            policy._set_pool(policy._resolve(pool))
-        return policy
+    def set_pool(self, pool: Sequence[PoolEntry]) -> None:
+        self._set_pool(self._resolve(pool))
 
     @classmethod
     def pool_of(cls, config: RouterConfig) -> list[ModelSpec]:

@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -529,6 +529,12 @@ class TrainedPolicy(nn.Module):
         self.load_state_dict(load_file(str(folder / _WEIGHTS)))
         self.eval()
 
+    KIND: ClassVar[str | None] = None
+    """``policy.json``'s ``kind`` (None: the files carry none, a ``RouterPolicy``)."""
+    FORMAT_VERSION: ClassVar[int] = POLICY_FORMAT_VERSION
+    FIXED_POOL: ClassVar[bool] = True
+    """The weights are the pool (one logit per member): ``load`` refuses another pool."""
+
     @classmethod
     def load(
         cls,
@@ -540,7 +546,35 @@ class TrainedPolicy(nn.Module):
         allow_stop: bool | None = None,
         uncertainty: bool | None = None,
     ) -> Self:
+        """Load a saved policy, checking it against the pool/encoder/horizon/allow_stop/uncertainty
+        it will serve (``PolicyMismatchError``); ``None`` leaves that one unchecked.
+
+        A file without ``allow_stop`` (or ``uncertainty``), written before it existed, is a policy
+        without STOP (or without the confidence input). A policy whose pool is an input
+        (``FIXED_POOL = False``) is given ``pool`` instead of being checked against it.
+        """
+        wanted = PolicySignature.wanted(
+            pool=pool if cls.FIXED_POOL else None,
+            encoder=encoder,
+            horizon=horizon,
+            allow_stop=allow_stop,
+            uncertainty=uncertainty,
+        )
+        folder, meta = cls.read_checked(directory, wanted, cls.FORMAT_VERSION, cls.KIND)
+        policy = cls.from_meta(meta, encoder)
+        policy.load_weights(folder)
+        if pool is not None and not cls.FIXED_POOL:
+            policy.set_pool(pool)
+        return policy
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], encoder: SentenceEncoder | str | None) -> Self:
+        """An untrained policy shaped as the saved ``policy.json`` says."""
         raise NotImplementedError
+
+    def set_pool(self, pool: Any) -> None:
+        """Route over ``pool`` from now on (only a policy whose pool is an input can)."""
+        raise PolicyMismatchError(f"{type(self).__name__}'s weights are its pool; retrain to change it")
 
     @classmethod
     def pool_of(cls, config: Any) -> Any:
@@ -620,29 +654,8 @@ class RouterPolicy(TrainedPolicy):
         return {"format_version": POLICY_FORMAT_VERSION, "pool": self.pool}
 
     @classmethod
-    def load(
-        cls,
-        directory: str | os.PathLike[str],
-        *,
-        pool: Sequence[str] | None = None,
-        encoder: SentenceEncoder | str | None = None,
-        horizon: int | None = None,
-        allow_stop: bool | None = None,
-        uncertainty: bool | None = None,
-    ) -> RouterPolicy:
-        """Load a saved policy, checking it against the pool/encoder/horizon/allow_stop/uncertainty
-        it will serve.
-
-        A file without ``allow_stop`` (or ``uncertainty``), written before it existed, is a policy
-        without STOP (or without the confidence input).
-        """
-        wanted = PolicySignature.wanted(
-            pool=pool, encoder=encoder, horizon=horizon, allow_stop=allow_stop, uncertainty=uncertainty
-        )
-        folder, meta = cls.read_checked(directory, wanted, POLICY_FORMAT_VERSION)
-        policy = cls(meta["pool"], **cls.shape_from_meta(meta, encoder))
-        policy.load_weights(folder)
-        return policy
+    def from_meta(cls, meta: Mapping[str, Any], encoder: SentenceEncoder | str | None) -> RouterPolicy:
+        return cls(meta["pool"], **cls.shape_from_meta(meta, encoder))
 
     @classmethod
     def pool_of(cls, config: Any) -> list[str]:
