@@ -407,7 +407,7 @@ def evaluate(
     )
 
 
-if __name__ == "__main__":  # the command line lives in training/cli/evaluate.py
-    from training.cli.evaluate import main
+if __name__ == "__main__":  # `python training/evaluate.py` runs the command line, training/cli/evaluate.py
+    import runpy
 
-    raise SystemExit(main())
+    runpy.run_module("training.cli.evaluate", run_name="__main__", alter_sys=True)

@@ -648,7 +648,7 @@ def build_env(
     )
 
 
-if __name__ == "__main__":  # the command line lives in training/cli/ppo.py
-    from training.cli.ppo import main
+if __name__ == "__main__":  # `python training/ppo.py` runs the command line, training/cli/ppo.py
+    import runpy
 
-    raise SystemExit(main())
+    runpy.run_module("training.cli.ppo", run_name="__main__", alter_sys=True)

@@ -372,7 +372,7 @@ def _setting_result(
     )
 
 
-if __name__ == "__main__":  # the command line lives in training/cli/sweep.py
-    from training.cli.sweep import main
+if __name__ == "__main__":  # `python training/sweep.py` runs the command line, training/cli/sweep.py
+    import runpy
 
-    raise SystemExit(main())
+    runpy.run_module("training.cli.sweep", run_name="__main__", alter_sys=True)

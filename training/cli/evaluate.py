@@ -159,3 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not ns.no_report:
         print(f"\nreport: {ns.report}  plot: {ns.plot}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

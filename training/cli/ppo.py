@@ -174,3 +174,7 @@ def evaluate_trained(ns: argparse.Namespace, context: RunContext, policy_dir: Pa
         plot_cost_quality(results, ns.report.with_name("cost_quality.png"))
     print_table(results)
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -114,3 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for skipped in sweep.skipped:
         print(f"note: {skipped.setting.name} {skipped.reason}", file=sys.stderr)
     return 0 if sweep.results else 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
