@@ -49,7 +49,6 @@ from .policy import (
     RouterPolicy,
     TrainedPolicy,
     read_policy_meta,
-    state_features,
 )
 
 __all__ = [
@@ -71,7 +70,6 @@ DESCRIPTOR_KIND = "descriptor"
 
 _WEIGHTS = "policy.safetensors"
 _META = "policy.json"
-_MASKED_LOGIT = -1e9  # as in policy.py: probability exactly 0, entropy and log-softmax finite
 _LOG_FLOOR = 1e-4
 """Smallest price/size (in B-params) the log features see: a free member (base_rate 0) stays finite."""
 
@@ -250,15 +248,8 @@ class DescriptorPolicy(TrainedPolicy):
         numeric = torch.tensor([d.numeric for d in self._descriptors], dtype=torch.float32)
         return self._cards, torch.cat([self._cards, numeric], dim=-1)
 
-    def forward(
-        self,
-        embeddings: torch.Tensor,
-        stages: torch.Tensor,
-        costs: torch.Tensor,
-        confidences: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits [B, A], value [B]); A = len(pool) (+1 for STOP, masked at stage 0)."""
-        hidden = self.trunk(state_features(self, embeddings, stages, costs, confidences))  # [B, H]
+    def member_logits(self, hidden: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """One shared scorer per (state, member) pair, then the state-only STOP head."""
         cards, inputs = (t.to(device=hidden.device, dtype=hidden.dtype) for t in self.descriptor_features())
         members = self.descriptor_net(inputs)  # [M, H]
         batch, size = hidden.shape[0], members.shape[0]
@@ -268,10 +259,7 @@ class DescriptorPolicy(TrainedPolicy):
         logits = self.scorer(torch.cat([h, e, h * e, similarity], dim=-1)).squeeze(-1)  # [B, M]
         if self.stop_head is not None:
             logits = torch.cat([logits, self.stop_head(hidden)], dim=-1)
-            allowed = torch.ones_like(logits, dtype=torch.bool)
-            allowed[:, -1] = stages.to(hidden.device) != 0
-            logits = logits.masked_fill(~allowed, _MASKED_LOGIT)
-        return logits, self.critic(hidden).squeeze(-1)
+        return logits
 
     def metadata_head(self) -> dict[str, Any]:
         return {

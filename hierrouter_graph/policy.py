@@ -366,6 +366,9 @@ class TrainedPolicy(nn.Module):
     ``decide`` is the text-in, model-out call the graph makes, on whatever device the weights are.
     """
 
+    critic: nn.Linear
+    """The value head V(s) (built by the subclass, after its policy head)."""
+
     def __init__(
         self,
         *,
@@ -415,6 +418,36 @@ class TrainedPolicy(nn.Module):
     def actions(self) -> list[str]:
         """Action labels in logit order: the pool, then ``STOP_ACTION`` when ``allow_stop``."""
         return [*self.pool, STOP_ACTION] if self.allow_stop else self.pool
+
+    def action_mask(self, stages: torch.Tensor) -> torch.Tensor:
+        """[B, A] bool, True where the action is allowed: everything except STOP at stage 0."""
+        mask = torch.ones(len(stages), len(self.actions), dtype=torch.bool, device=stages.device)
+        if self.allow_stop:
+            mask[:, -1] = stages != 0
+        return mask
+
+    def member_logits(self, hidden: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """[B, A] raw logits from the state features ``hidden`` [B, H] (and the context embeddings)."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        stages: torch.Tensor,
+        costs: torch.Tensor,
+        confidences: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [B, A], value [B]) for a batch of encoded states; A = M (+1 for STOP).
+
+        Forbidden actions (STOP at stage 0) get ``_MASKED_LOGIT`` here, so every consumer —
+        ``decide``, PPO's rollouts and its update — computes probabilities over the same
+        allowed set and the log-probs of rollout and update agree.
+        """
+        hidden = self.trunk(state_features(self, embeddings, stages, costs, confidences))
+        logits = self.member_logits(hidden, embeddings)
+        if self.allow_stop:
+            logits = logits.masked_fill(~self.action_mask(stages.to(logits.device)), _MASKED_LOGIT)
+        return logits, self.critic(hidden).squeeze(-1)
 
     @property
     def encoder(self) -> SentenceEncoder:
@@ -624,31 +657,8 @@ class RouterPolicy(TrainedPolicy):
     def pool(self) -> list[str]:
         return list(self._pool)
 
-    def action_mask(self, stages: torch.Tensor) -> torch.Tensor:
-        """[B, A] bool, True where the action is allowed: everything except STOP at stage 0."""
-        mask = torch.ones(len(stages), len(self.actions), dtype=torch.bool, device=stages.device)
-        if self.allow_stop:
-            mask[:, -1] = stages != 0
-        return mask
-
-    def forward(
-        self,
-        embeddings: torch.Tensor,
-        stages: torch.Tensor,
-        costs: torch.Tensor,
-        confidences: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits [B, A], value [B]) for a batch of encoded states; A = M (+1 for STOP).
-
-        Forbidden actions (STOP at stage 0) get ``_MASKED_LOGIT`` here, so every consumer —
-        ``decide``, PPO's rollouts and its update — computes probabilities over the same
-        allowed set and the log-probs of rollout and update agree.
-        """
-        hidden = self.trunk(state_features(self, embeddings, stages, costs, confidences))
-        logits = self.actor(hidden)
-        if self.allow_stop:
-            logits = logits.masked_fill(~self.action_mask(stages.to(logits.device)), _MASKED_LOGIT)
-        return logits, self.critic(hidden).squeeze(-1)
+    def member_logits(self, hidden: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.actor(hidden)  # one output per member (+ STOP): the weights are the pool
 
     def metadata_head(self) -> dict[str, Any]:
         return {"format_version": POLICY_FORMAT_VERSION, "pool": self.pool}
