@@ -24,8 +24,8 @@ import torch
 
 from hierrouter_graph.defaults import default_config
 from hierrouter_graph.graph import build_pool
-from hierrouter_graph.hop import CachedReply
-from training.backfill_confidence import messages_from_key, teacher_forced_confidences
+from hierrouter_graph.hop import CachedReply, messages_from_cache_key
+from training.backfill_confidence import teacher_forced_confidences
 
 
 def main() -> int:
@@ -63,7 +63,7 @@ def main() -> int:
             began = time.perf_counter()
             got = teacher_forced_confidences(
                 member.batch_generate,
-                [messages_from_key(r[0]) for r in chunk],
+                [messages_from_cache_key(r[0]) for r in chunk],
                 [CachedReply(r[1], r[2], r[3]) for r in chunk],
                 spec.max_new_tokens,
             )

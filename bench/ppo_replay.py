@@ -23,6 +23,7 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 import torch
 
 from training import ppo
+from training.cli import ppo as ppo_cli
 
 TARGET_S = 60.0
 
@@ -43,7 +44,7 @@ def main() -> None:
         if args.threads is not None:
             argv += ["--threads", str(args.threads)]
         started = time.perf_counter()
-        result = ppo.run_from_cli(ppo.parse_args(argv))
+        result = ppo_cli.run_from_cli(ppo_cli.parse_args(argv))
         wall = time.perf_counter() - started
     history = result.history
     train_s = sum(row.get("wall_seconds", 0.0) for row in history)

@@ -1,6 +1,6 @@
 """LoRA training speed on SmolLM2-135M: bf16 autocast vs fp32, on the same batches.
 
-Why: ``training/specialize.py --precision auto`` picks bf16 autocast only where the hardware has
+Why: ``training/specialists/specialize.py --precision auto`` picks bf16 autocast only where the hardware has
 native bf16 (avx512_bf16 / AMX on a CPU); this measures whether that choice is right here. Both
 runs train the code specialist's first ``--steps`` length-bucketed batches (same seed, so the
 same batches) from the same initial adapter; the first step of each is a warm-up and is not
@@ -26,7 +26,13 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 import torch
 
 from hierrouter_graph.defaults import default_config
-from training.specialize import GENERALIST, SpecializeArgs, bf16_supported, domain_items, train_specialist
+from training.specialists.specialize import (
+    GENERALIST,
+    SpecializeArgs,
+    bf16_supported,
+    domain_items,
+    train_specialist,
+)
 
 
 def _tokens_per_s(history: list[dict[str, float]]) -> tuple[float, int]:

@@ -10,7 +10,7 @@ from .cost import hop_cost
 from .defaults import default_config, default_policy
 from .dynamic_policy import DescriptorPolicy
 from .encoder import SentenceEncoder, TextEncoder, load_encoder
-from .graph import HierRouterGraph, InvalidQueryError, create_hierrouter_graph
+from .graph import HierRouterGraph, InvalidQueryError, build_pool, create_hierrouter_graph
 from .hop import HopResult, run_hop
 from .microbatch import MicroBatchedChatModel, MicroBatcher
 from .models import ModelSourceError, build_pool_member
@@ -53,6 +53,7 @@ __all__ = [
     "TextEncoder",
     "TokenizerCounter",
     "build_endpoint_member",
+    "build_pool",
     "build_pool_member",
     "create_hierrouter_graph",
     "default_config",

@@ -15,7 +15,7 @@ import torch
 from .config import ModelSpec, RouterConfig
 from .encoder import load_encoder
 from .loading_errors import read_json_object
-from .policy import RouterPolicy
+from .policy import PolicySignature, RouterPolicy
 
 __all__ = [
     "CODE_SPECIALIST_DIR",
@@ -27,7 +27,8 @@ __all__ = [
 
 DEFAULT_POLICY_DIR = Path(__file__).parent / "default_policy"
 CODE_SPECIALIST_DIR = Path(__file__).parent / "specialists" / "smollm2-135m-code"
-"""The shipped LoRA code specialist (docs/specialists.md), rebuilt by ``training/specialize.py``."""
+"""The shipped LoRA code specialist (docs/specialists.md), rebuilt by
+``training/specialists/specialize.py``."""
 
 
 def default_config(**overrides: object) -> RouterConfig:
@@ -92,25 +93,16 @@ def _shipped_policy_matches(config: RouterConfig) -> bool:
     if not meta_path.is_file():
         return False
     meta = read_json_object(meta_path, "the shipped policy's metadata")
-    return bool(
-        meta.get("pool") == config.model_names
-        and meta.get("encoder", {}).get("name") == config.encoder
-        and meta.get("horizon") == config.horizon
-        and bool(meta.get("allow_stop", False)) == config.allow_stop
-        and bool(meta.get("uncertainty", False)) == config.uncertainty_state
-    )
+    try:
+        saved = PolicySignature.from_meta(meta)
+    except (KeyError, TypeError):  # a hand-edited file without these fields matches nothing
+        return False
+    return not PolicySignature.from_config(config).mismatches(saved)
 
 
 def default_policy(config: RouterConfig) -> RouterPolicy:
     """The shipped trained policy when it fits ``config``, else an untrained one."""
     if _shipped_policy_matches(config):
         encoder = load_encoder(config.encoder, config.max_seq_len, cache_dir=config.resolved_cache_dir)
-        return RouterPolicy.load(
-            DEFAULT_POLICY_DIR,
-            pool=config.model_names,
-            encoder=encoder,
-            horizon=config.horizon,
-            allow_stop=config.allow_stop,
-            uncertainty=config.uncertainty_state,
-        )
+        return RouterPolicy.load_for(DEFAULT_POLICY_DIR, config, encoder)
     return untrained_policy(config)

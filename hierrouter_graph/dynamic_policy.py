@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,22 +42,14 @@ from torch import nn
 
 from .config import ModelSpec, RouterConfig
 from .cost import RATE_PER_BILLION_PARAMS, base_rate_from_param_count, param_count_from_name
-from .encoder import SentenceEncoder, TextEncoder, load_encoder
-from .loading_errors import require_fields
+from .encoder import SentenceEncoder, TextEncoder
 from .policy import (
-    STOP_ACTION,
-    Decision,
-    LastConfidence,
     PolicyMismatchError,
+    PolicySignature,
     RouterPolicy,
-    check_policy_shape,
-    confidence_tensor,
-    decision_from,
+    TrainedPolicy,
     read_policy_meta,
-    state_features,
-    state_input_size,
 )
-from .policy_files import load_weights_into, save_policy_folder
 
 __all__ = [
     "DESCRIPTOR_FORMAT_VERSION",
@@ -83,7 +75,6 @@ _DESCRIPTOR_FIELDS: dict[str, type] = {
     "stage_dim": int,
     "cost_scale": float,
 }
-_MASKED_LOGIT = -1e9  # as in policy.py: probability exactly 0, entropy and log-softmax finite
 _LOG_FLOOR = 1e-4
 """Smallest price/size (in B-params) the log features see: a free member (base_rate 0) stays finite."""
 
@@ -142,56 +133,25 @@ PoolEntry = ModelSpec | ModelDescriptor | str
 policy already describes (e.g. one of its training pool when loading)."""
 
 
-class DescriptorPolicy(nn.Module):
+class DescriptorPolicy(TrainedPolicy):
     """Actor-critic over a pool given at call time: logits_m = f(state, d_m), value = g(state).
 
     Same ``forward(embeddings, stages, costs) -> (logits [B, A], value [B])`` as ``RouterPolicy``
     (A = current pool size, +1 with ``allow_stop``), so ``training/ppo.py`` trains it unchanged, and
     the same ``pool`` / ``decide`` as ``RoutingPolicy``, so the graph routes with it unchanged.
-    ``with_pool`` gives a copy with the same weights over another pool.
+    ``with_pool`` gives a copy with the same weights over another pool; ``load(..., pool=...)``
+    loads it over any pool.
     """
 
-    def __init__(
-        self,
-        pool: Sequence[ModelSpec | ModelDescriptor],
-        *,
-        encoder_name: str,
-        embedding_dim: int,
-        horizon: int = 2,
-        hidden_size: int = 256,
-        stage_dim: int = 16,
-        cost_scale: float = 1.0,
-        encoder: SentenceEncoder | None = None,
-        max_seq_len: int = 512,
-        allow_stop: bool = False,
-        uncertainty: bool = False,
-    ) -> None:
-        super().__init__()
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}")
-        if cost_scale <= 0:
-            raise ValueError(f"cost_scale must be > 0, got {cost_scale}")
-        if encoder is not None and encoder.dim != embedding_dim:
-            raise PolicyMismatchError(
-                f"encoder {encoder.name!r} gives {encoder.dim}-d embeddings, policy expects {embedding_dim}"
-            )
-        self.encoder_name = encoder_name
-        self.embedding_dim = embedding_dim
-        self.horizon = horizon
-        self.hidden_size = hidden_size
-        self.stage_dim = stage_dim
-        self.cost_scale = cost_scale
-        self.max_seq_len = max_seq_len
-        self.allow_stop = bool(allow_stop)
-        self.uncertainty = bool(uncertainty)
-        self._encoder = encoder
-        self.stage_embedding = nn.Embedding(horizon, stage_dim)
-        self.trunk = nn.Sequential(
-            _layer(state_input_size(embedding_dim, stage_dim, self.uncertainty), hidden_size, math.sqrt(2)),
-            nn.Tanh(),
-            _layer(hidden_size, hidden_size, math.sqrt(2)),
-            nn.Tanh(),
-        )
+    KIND = DESCRIPTOR_KIND
+    FORMAT_VERSION = DESCRIPTOR_FORMAT_VERSION
+    FIXED_POOL = False
+    META_FIELDS = _DESCRIPTOR_FIELDS
+
+    def __init__(self, pool: Sequence[ModelSpec | ModelDescriptor], **shape: Any) -> None:
+        """``shape``: ``TrainedPolicy``'s keyword arguments (encoder_name, embedding_dim, horizon, ...)."""
+        super().__init__(**shape)
+        hidden_size, embedding_dim = self.hidden_size, self.embedding_dim
         self.descriptor_net = nn.Sequential(
             _layer(embedding_dim + 2, hidden_size, math.sqrt(2)),
             nn.Tanh(),
@@ -241,11 +201,6 @@ class DescriptorPolicy(nn.Module):
     def descriptors(self) -> list[ModelDescriptor]:
         return list(self._descriptors)
 
-    @property
-    def actions(self) -> list[str]:
-        """Action labels in logit order: the pool, then ``STOP_ACTION`` when ``allow_stop``."""
-        return [*self.pool, STOP_ACTION] if self.allow_stop else self.pool
-
     def _resolve(self, pool: Sequence[PoolEntry]) -> list[ModelDescriptor]:
         known = {d.name: d for d in self._descriptors}
         out = []
@@ -284,38 +239,12 @@ class DescriptorPolicy(nn.Module):
 
     def for_config(self, config: RouterConfig) -> DescriptorPolicy:
         """This policy over ``config``'s pool (itself when already so), after checking what cannot
-        change without retraining: encoder, horizon and allow_stop."""
-        if self.encoder_name != config.encoder:
-            raise PolicyMismatchError(
-                f"policy uses encoder {self.encoder_name!r}, config names {config.encoder!r}"
-            )
-        if self.horizon != config.horizon:
-            raise PolicyMismatchError(f"policy was built for L={self.horizon}, config has L={config.horizon}")
-        if self.allow_stop != config.allow_stop:
-            raise PolicyMismatchError(
-                f"policy was built with allow_stop={self.allow_stop}, config has "
-                f"allow_stop={config.allow_stop}"
-            )
-        if self.uncertainty != config.uncertainty_state:
-            raise PolicyMismatchError(
-                f"policy was built with uncertainty={self.uncertainty}, config has "
-                f"uncertainty_state={config.uncertainty_state}"
-            )
+        change without retraining: encoder, horizon, allow_stop and uncertainty."""
+        PolicySignature.from_config(config, pool=False).check(PolicySignature.of(self))
         wanted = [describe(spec) for spec in config.models]
         return self if wanted == self._descriptors else self.with_pool(wanted)
 
     # ------------------------------------------------------------------------------ encoding
-
-    @property
-    def encoder(self) -> SentenceEncoder:
-        if self._encoder is None:
-            self._encoder = load_encoder(self.encoder_name, self.max_seq_len)
-        if self._encoder.dim != self.embedding_dim:
-            raise PolicyMismatchError(
-                f"encoder {self.encoder_name!r} gives {self._encoder.dim}-d embeddings, "
-                f"the policy was trained on {self.embedding_dim}-d"
-            )
-        return self._encoder
 
     def descriptor_features(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(card embeddings [M, D], descriptor inputs [M, D + 2]) of the current pool (CPU)."""
@@ -325,15 +254,8 @@ class DescriptorPolicy(nn.Module):
         numeric = torch.tensor([d.numeric for d in self._descriptors], dtype=torch.float32)
         return self._cards, torch.cat([self._cards, numeric], dim=-1)
 
-    def forward(
-        self,
-        embeddings: torch.Tensor,
-        stages: torch.Tensor,
-        costs: torch.Tensor,
-        confidences: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits [B, A], value [B]); A = len(pool) (+1 for STOP, masked at stage 0)."""
-        hidden = self.trunk(state_features(self, embeddings, stages, costs, confidences))  # [B, H]
+    def member_logits(self, hidden: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """One shared scorer per (state, member) pair, then the state-only STOP head."""
         cards, inputs = (t.to(device=hidden.device, dtype=hidden.dtype) for t in self.descriptor_features())
         members = self.descriptor_net(inputs)  # [M, H]
         batch, size = hidden.shape[0], members.shape[0]
@@ -343,113 +265,28 @@ class DescriptorPolicy(nn.Module):
         logits = self.scorer(torch.cat([h, e, h * e, similarity], dim=-1)).squeeze(-1)  # [B, M]
         if self.stop_head is not None:
             logits = torch.cat([logits, self.stop_head(hidden)], dim=-1)
-            allowed = torch.ones_like(logits, dtype=torch.bool)
-            allowed[:, -1] = stages.to(hidden.device) != 0
-            logits = logits.masked_fill(~allowed, _MASKED_LOGIT)
-        return logits, self.critic(hidden).squeeze(-1)
+        return logits
 
-    def decide(
-        self,
-        context: str,
-        stage: int,
-        cost: float,
-        *,
-        sample: bool = False,
-        generator: torch.Generator | None = None,
-        confidence: LastConfidence = None,
-    ) -> Decision:
-        """Greedy (argmax) by default; ``sample=True`` draws from π, seeded by ``generator``.
-
-        ``confidence``: the last reply's (an ``uncertainty`` policy's input; ignored otherwise).
-        """
-        embedding = self.encoder.encode([context])
-        device = next(self.parameters()).device
-        with torch.inference_mode():
-            logits, value = self(
-                embedding.to(device),
-                torch.tensor([stage], device=device),
-                torch.tensor([cost], device=device),
-                confidence_tensor(confidence, device) if self.uncertainty else None,
-            )
-        return decision_from(logits, value, self.actions, sample=sample, generator=generator)
-
-    # ------------------------------------------------------------------------------ persistence
-
-    def metadata(self) -> dict[str, Any]:
+    def metadata_head(self) -> dict[str, Any]:
         return {
             "kind": DESCRIPTOR_KIND,
             "format_version": DESCRIPTOR_FORMAT_VERSION,
             "pool": self.pool,
             "descriptors": [asdict(d) for d in self._descriptors],
-            "encoder": {
-                "name": self.encoder_name,
-                "dim": self.embedding_dim,
-                "max_seq_len": self.max_seq_len,
-            },
-            "horizon": self.horizon,
-            "allow_stop": self.allow_stop,
-            "uncertainty": self.uncertainty,
-            "hidden_size": self.hidden_size,
-            "stage_dim": self.stage_dim,
-            "cost_scale": self.cost_scale,
         }
 
-    def save(self, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
-        """``policy.safetensors`` + ``policy.json`` (kind "descriptor"), atomically. The pool saved is
-        the one it routes now; loading may give it another."""
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        return save_policy_folder(directory, tensors, {**self.metadata(), **(extra or {})})
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], encoder: SentenceEncoder | str | None) -> DescriptorPolicy:
+        """Unlike ``RouterPolicy``, ``load`` gives it any pool — that is the point; the encoder, horizon,
+        allow_stop and uncertainty are still checked (they shape the weights)."""
+        return cls([ModelDescriptor(**d) for d in meta["descriptors"]], **cls.shape_from_meta(meta, encoder))
+
+    def set_pool(self, pool: Sequence[PoolEntry]) -> None:
+        self._set_pool(self._resolve(pool))
 
     @classmethod
-    def load(
-        cls,
-        directory: str | os.PathLike[str],
-        *,
-        pool: Sequence[PoolEntry] | None = None,
-        encoder: SentenceEncoder | str | None = None,
-        horizon: int | None = None,
-        allow_stop: bool | None = None,
-        uncertainty: bool | None = None,
-    ) -> DescriptorPolicy:
-        """Load a saved policy to route over ``pool`` (default: the pool it was saved with).
-
-        Unlike ``RouterPolicy.load``, a pool that differs from the training pool is allowed — that is
-        the point; the encoder, horizon and allow_stop are still checked (they shape the weights).
-        """
-        folder = Path(directory)
-        meta = read_policy_meta(folder)
-        if meta.get("kind") != DESCRIPTOR_KIND:
-            raise PolicyMismatchError(
-                f"{folder / _META}: a {meta.get('kind', 'mlp')!r} policy, not a descriptor policy; "
-                "load it with RouterPolicy.load (or hierrouter_graph.dynamic_policy.load_saved_policy)"
-            )
-        if meta.get("format_version") != DESCRIPTOR_FORMAT_VERSION:
-            raise PolicyMismatchError(
-                f"{folder / _META}: format_version {meta.get('format_version')!r}, this library reads "
-                f"{DESCRIPTOR_FORMAT_VERSION}"
-            )
-        check_policy_shape(folder / _META, meta, encoder, horizon, allow_stop, uncertainty)
-        require_fields(folder / _META, meta, _DESCRIPTOR_FIELDS)
-        enc_meta = meta["encoder"]
-        saved_stop = bool(meta.get("allow_stop", False))
-        policy = cls(
-            [ModelDescriptor(**d) for d in meta["descriptors"]],
-            encoder_name=enc_meta["name"],
-            embedding_dim=enc_meta["dim"],
-            horizon=meta["horizon"],
-            hidden_size=meta["hidden_size"],
-            stage_dim=meta["stage_dim"],
-            cost_scale=meta["cost_scale"],
-            encoder=None if encoder is None or isinstance(encoder, str) else encoder,
-            max_seq_len=enc_meta.get("max_seq_len", 512),
-            allow_stop=saved_stop,
-            uncertainty=bool(meta.get("uncertainty", False)),
-        )
-        load_weights_into(policy, folder)
-        policy.eval()
-        if pool is not None:
-            policy._set_pool(policy._resolve(pool))
-        return policy
+    def pool_of(cls, config: RouterConfig) -> list[ModelSpec]:
+        return list(config.models)
 
 
 def saved_policy_kind(directory: str | os.PathLike[str]) -> str:
@@ -469,21 +306,7 @@ def load_saved_policy(
     """
     kind = saved_policy_kind(directory)
     if kind == DESCRIPTOR_KIND:
-        return DescriptorPolicy.load(
-            directory,
-            pool=config.models,
-            encoder=encoder,
-            horizon=config.horizon,
-            allow_stop=config.allow_stop,
-            uncertainty=config.uncertainty_state,
-        )
+        return DescriptorPolicy.load_for(directory, config, encoder)
     if kind != "mlp":
         raise PolicyMismatchError(f"{Path(directory) / _META}: unknown policy kind {kind!r}")
-    return RouterPolicy.load(
-        directory,
-        pool=config.model_names,
-        encoder=encoder,
-        horizon=config.horizon,
-        allow_stop=config.allow_stop,
-        uncertainty=config.uncertainty_state,
-    )
+    return RouterPolicy.load_for(directory, config, encoder)

@@ -26,11 +26,12 @@ from .config import ModelSpec, RouterConfig
 from .cost import base_rate_from_param_count, param_count_from_name
 from .dynamic_policy import DescriptorPolicy, load_saved_policy
 from .encoder import load_encoder
-from .hop import answer_text, extend_context
+from .hop import answer_text
 from .models import build_pool_member
-from .policy import STOP_ACTION, PolicyMismatchError, RouterPolicy, RoutingPolicy, check_stop_allowed
+from .policy import STOP_ACTION, PolicyMismatchError, PolicySignature, RouterPolicy, RoutingPolicy
 from .pool import PoolMember
 from .remote import fallback_members, run_hop_with_fallback
+from .route import RouteState, advance, decide_next
 from .state import HopRecord, InputState, OutputState, RouterState
 
 __all__ = [
@@ -101,31 +102,11 @@ def resolve_policy(
         return load_saved_policy(Path(policy), config, encoder)  # dispatches on the saved "kind"
     if isinstance(policy, DescriptorPolicy):  # its pool follows the config's: members may be added
         return policy.for_config(config)
-    if policy.pool != config.model_names:
-        raise PolicyMismatchError(
-            f"policy routes over {policy.pool} but the config's pool is {config.model_names} "
-            "(names and order must match)"
-        )
-    if isinstance(policy, RouterPolicy):
-        if policy.horizon != config.horizon:
-            raise PolicyMismatchError(
-                f"policy was built for L={policy.horizon}, config has L={config.horizon}"
-            )
-        if policy.encoder_name != config.encoder:
-            raise PolicyMismatchError(
-                f"policy uses encoder {policy.encoder_name!r}, config names {config.encoder!r}"
-            )
-        if policy.allow_stop != config.allow_stop:
-            raise PolicyMismatchError(
-                f"policy was built with allow_stop={policy.allow_stop}, config has "
-                f"allow_stop={config.allow_stop} (the STOP action is part of the policy's outputs)"
-            )
-        if policy.uncertainty != config.uncertainty_state:
-            raise PolicyMismatchError(
-                f"policy was built with uncertainty={policy.uncertainty}, config has "
-                f"uncertainty_state={config.uncertainty_state} (the confidence is part of its inputs)"
-            )
-    elif getattr(policy, "allow_stop", False) and not config.allow_stop:
+    if isinstance(policy, RouterPolicy):  # its weights fix the pool, encoder, L, STOP and inputs
+        PolicySignature.from_config(config).check(PolicySignature.of(policy))
+        return policy
+    PolicySignature(pool=tuple(config.model_names)).check(PolicySignature(pool=tuple(policy.pool)))
+    if getattr(policy, "allow_stop", False) and not config.allow_stop:
         raise PolicyMismatchError(
             "policy may STOP (allow_stop=True) but the config has allow_stop=False; set "
             "allow_stop: true in the config or use a policy that never stops"
@@ -189,15 +170,11 @@ def create_hierrouter_graph(
         if stage >= horizon:
             return Command(goto="finalize")
         draw = bool((config.get("configurable") or {}).get("sample", sample))
-        extra: dict[str, Any] = {}
-        if getattr(router_policy, "uncertainty", False):  # the last reply's confidence is in its state
-            trace = state["trace"]
-            extra["confidence"] = trace[-1].get("confidence") if trace else None
-        decision = router_policy.decide(
-            state["context"], stage, state["cost"], sample=draw, generator=generator, **extra
-        )
+        trace = state["trace"]
+        confidence = trace[-1].get("confidence") if trace else None  # the last reply's, in its state
+        at = RouteState(state["query"], state["context"], stage, state["cost"], confidence=confidence)
+        decision = decide_next(router_policy, at, allow_stop, sample=draw, generator=generator)
         if decision.model == STOP_ACTION:  # early exit: no more model calls, nothing more charged
-            check_stop_allowed(stage, allow_stop)
             return Command(goto="finalize", update={"decision": decision.as_dict(), "stopped": True})
         return Command(goto=decision.model, update={"decision": decision.as_dict()})
 
@@ -209,7 +186,9 @@ def create_hierrouter_graph(
             result, failure = run_hop_with_fallback(
                 member, state["context"], config.stage_prompt(stage), fallbacks.get(member.name)
             )
-            total = state["cost"] + result.cost
+            before = RouteState(state["query"], state["context"], stage, state["cost"])
+            after = advance(before, result.model, result)
+            total = after.cost
             record: HopRecord = {
                 "stage": stage,
                 "model": result.model,  # who answered: the fallback when the routed server failed
@@ -227,9 +206,9 @@ def create_hierrouter_graph(
             if failure is not None:
                 record["fallback_from"], record["error"] = member.name, str(failure)
             return {
-                "context": extend_context(state["context"], result.reply),
-                "stage": stage + 1,
-                "cost": total,
+                "context": after.context,
+                "stage": after.stage,
+                "cost": after.cost,
                 "trace": [*state["trace"], record],
                 "decision": None,
             }

@@ -28,7 +28,9 @@ __all__ = [
     "TokenCountUnavailableError",
     "answer_text",
     "build_hop_messages",
+    "cache_key",
     "extend_context",
+    "messages_from_cache_key",
     "run_hop",
     "run_hops",
 ]
@@ -164,8 +166,8 @@ def run_hop(
     """
     messages = build_hop_messages(member, instruction, context)
     prompt = str(messages[-1].content)
-    cache_key = _cache_key(messages)
-    hit = cache.get(member.fingerprint, cache_key) if cache is not None else None
+    key = cache_key(messages)
+    hit = cache.get(member.fingerprint, key) if cache is not None else None
     if hit is not None:
         return HopResult(
             member.name,
@@ -191,7 +193,7 @@ def run_hop(
     tokens_in, tokens_out = counts
     confidence = Confidence.from_any(message.response_metadata.get("confidence"))
     if cache is not None:
-        cache.put(member.fingerprint, cache_key, CachedReply(reply, tokens_in, tokens_out, confidence))
+        cache.put(member.fingerprint, key, CachedReply(reply, tokens_in, tokens_out, confidence))
     return HopResult(
         member.name,
         prompt,
@@ -219,7 +221,7 @@ def run_hops(
     if member.batch_generate is None or member.counter is None:
         return [run_hop(member, context, instruction, cache) for context in contexts]
     all_messages = [build_hop_messages(member, instruction, context) for context in contexts]
-    keys = [_cache_key(messages) for messages in all_messages]
+    keys = [cache_key(messages) for messages in all_messages]
     hits = [cache.get(member.fingerprint, key) if cache is not None else None for key in keys]
     todo = [i for i, hit in enumerate(hits) if hit is None]
     generate = getattr(member.batch_generate, "generate_scored", member.batch_generate)
@@ -248,6 +250,21 @@ def run_hops(
     return results
 
 
-def _cache_key(messages: list[BaseMessage]) -> str:
-    """The exact prompt: every message's role and text, so a system-prompt change is a new key."""
+def cache_key(messages: list[BaseMessage]) -> str:
+    """The replay key of a hop: the exact prompt — every message's role and text (role\\x1ftext,
+    \\x1e-joined), so a system-prompt change is a new key."""
     return "\x1e".join(f"{m.type}\x1f{m.content}" for m in messages)
+
+
+def messages_from_cache_key(key: str) -> list[BaseMessage]:
+    """The hop's messages back from its replay key (the inverse of ``cache_key``)."""
+    messages: list[BaseMessage] = []
+    for part in key.split("\x1e"):
+        role, _, text = part.partition("\x1f")
+        if role == "system":
+            messages.append(SystemMessage(text))
+        elif role == "human":
+            messages.append(HumanMessage(text))
+        else:
+            raise ValueError(f"replay key holds a {role!r} message; hop prompts hold system/human only")
+    return messages

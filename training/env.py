@@ -26,11 +26,12 @@ from gymnasium import spaces
 
 from hierrouter_graph.confidence import CONFIDENCE_FEATURES, Confidence, confidence_features
 from hierrouter_graph.config import RouterConfig
-from hierrouter_graph.hop import ReplyCache, extend_context, run_hop
+from hierrouter_graph.hop import ReplyCache, run_hop
 from hierrouter_graph.pool import PoolMember
+from hierrouter_graph.route import RouteState, advance
 from training.datasets import Item
 from training.replay import StateEncoder
-from training.reward import episode_quality, terminal_reward
+from training.reward import ScoreMemo, terminal_reward
 
 __all__ = ["HierRouterEnv", "Observation", "StopNotAllowedError"]
 
@@ -85,7 +86,7 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
         self.cache = cache
         # Q of a final context never changes, and replayed episodes revisit the same few leaves of
         # each item's tree: scoring once (MBPP runs a sandboxed subprocess) keeps replay fast.
-        self._quality_memo: dict[tuple[str, str], dict[str, float]] = {}
+        self._quality_memo = ScoreMemo()
         self.cost_scale = cost_scale
         self.encode_terminal = encode_terminal
         self.horizon = config.horizon
@@ -103,12 +104,16 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
             observation["confidence"] = spaces.Box(-np.inf, np.inf, (CONFIDENCE_FEATURES,), np.float32)
         self.observation_space = spaces.Dict(observation)
         self._item: Item | None = None
-        self._context = ""
-        self._stage = 0
-        self._cost = 0.0
-        self._route: list[str] = []
+        self._state = RouteState.start("")
         self._stopped = False
-        self._confidence: Confidence | None = None
+
+    @property
+    def _context(self) -> str:
+        return self._state.context
+
+    @property
+    def _stage(self) -> int:
+        return self._state.stage
 
     # ------------------------------------------------------------------------------ observation
 
@@ -155,8 +160,7 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
         elif not 0 <= int(index) < len(self.items):
             raise IndexError(f"item_index {index} out of range for {len(self.items)} items")
         self._item = self.items[int(index)]
-        self._context, self._stage, self._cost, self._route = self._item.prompt, 0, 0.0, []
-        self._stopped, self._confidence = False, None
+        self._state, self._stopped = RouteState.start(self._item.prompt), False
         info = {
             "item_index": int(index),
             "item_id": self._item.id,
@@ -187,39 +191,33 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
         else:
             member = self.members[int(action)]
             hop = run_hop(member, self._context, self.config.stage_prompt(self._stage), self.cache)
-            self._context = extend_context(self._context, hop.reply)
-            self._stage += 1
-            self._cost += hop.cost
-            self._route.append(member.name)
-            self._confidence = hop.confidence
+            self._state = advance(self._state, member.name, hop)
             info.update(hop=hop.as_dict(), stage=self._stage)
         terminated = self._episode_over
         reward = 0.0
+        state = self._state
         if terminated:
-            key = (self._item.id, self._context)
-            quality = self._quality_memo.get(key)
-            if quality is None:
-                quality = episode_quality(self._item, self._item.prompt, self._context, self.reward_metric)
-                self._quality_memo[key] = quality
-            reward = terminal_reward(quality["quality"], self._cost, self.config.alpha)
+            quality = self._quality_memo.score(self._item, state.context, self.reward_metric)
+            reward = terminal_reward(quality["quality"], state.cost, self.config.alpha)
             info.update(
                 quality=quality["quality"],
                 task_metric=quality["task_metric"],
                 f1=quality["f1"],
-                total_cost=self._cost,
-                route=list(self._route),
+                total_cost=state.cost,
+                route=list(state.route),
                 stopped=self._stopped,
                 item_id=self._item.id,
                 task=self._item.task,
-                context=self._context,
+                context=state.context,
             )
         else:
             info["action_mask"] = self.action_masks()
+        confidence = cast(Confidence | None, state.confidence)
         if terminated and not self.encode_terminal:
             blank = np.zeros(self.encoder.dim, dtype=np.float32)
-            observation = self._observation(blank, self._stage, self._cost, self._confidence)
+            observation = self._observation(blank, state.stage, state.cost, confidence)
         else:
-            observation = self.encode_state(self._context, self._stage, self._cost, self._confidence)
+            observation = self.encode_state(state.context, state.stage, state.cost, confidence)
         return observation, float(reward), terminated, False, info
 
     @property

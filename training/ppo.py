@@ -25,18 +25,14 @@ with bit-identical weights to an uninterrupted run.
 
 from __future__ import annotations
 
-import argparse
-import csv
-import importlib.util
 import json
 import os
-import random
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -48,15 +44,21 @@ from torch import nn
 from torch.distributions import Categorical
 from tqdm import tqdm
 
-from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.dynamic_policy import DescriptorPolicy
-from hierrouter_graph.hop import CachedReply, ReplyCache
-from hierrouter_graph.policy import RouterPolicy
+from hierrouter_graph.hop import ReplyCache
+from hierrouter_graph.policy import PolicySignature, RouterPolicy
 from hierrouter_graph.pool import PoolMember
-from training.datasets import ALL_TASKS, Item
-from training.sandbox import SandboxUnavailable
-from training.shipped import DEFAULT_PER_TASK, import_shipped_replay
+from training.datasets import Item
+from training.run import (
+    TensorBoard,
+    load_checkpoint,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+    seed_everything,
+    write_log,
+)
 
 if TYPE_CHECKING:
     from hierrouter_graph.encoder import TextEncoder
@@ -71,22 +73,14 @@ __all__ = [
     "RESUMABLE_CHANGES",
     "EpisodeSummary",
     "PPOArgs",
-    "ReplayMissError",
-    "ReplayOnlyCache",
     "Rollout",
     "TrainResult",
     "TrainablePolicy",
     "build_env",
     "collect_rollouts",
     "compute_gae",
-    "encode_recorded_states",
-    "load_items",
-    "main",
     "make_policy",
-    "parse_args",
-    "ppo_args_from",
     "ppo_update",
-    "run_from_cli",
     "train",
 ]
 
@@ -415,14 +409,7 @@ def ppo_update(
     return {key: value / max(steps, 1) for key, value in sums.items()}
 
 
-# ------------------------------------------------------------------------------------ persistence
-
-
-def _atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary sibling then ``os.replace``: readers see old or new, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+# ------------------------------------------------------------------------------------ training
 
 
 def _env_rng_state(env: gym.Env[Any, Any]) -> dict[str, Any]:
@@ -434,107 +421,6 @@ def _set_env_rng_state(env: gym.Env[Any, Any], state: Mapping[str, Any]) -> None
     bit_generator.state = dict(state)
     env.unwrapped.np_random = np.random.Generator(bit_generator)
 
-
-def _rng_states(generator: torch.Generator, env: gym.Env[Any, Any]) -> dict[str, Any]:
-    np_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
-        "python": random.getstate(),
-        "action_generator": generator.get_state(),
-        "env": _env_rng_state(env),
-    }
-
-
-def _restore_rng_states(
-    states: Mapping[str, Any], generator: torch.Generator, env: gym.Env[Any, Any]
-) -> None:
-    torch.set_rng_state(states["torch"])
-    name, keys, *rest = states["numpy"]
-    np.random.set_state((name, keys.numpy(), *rest))
-    random.setstate(states["python"])
-    generator.set_state(states["action_generator"])
-    _set_env_rng_state(env, states["env"])
-
-
-def _save_checkpoint(
-    path: Path,
-    policy: TrainablePolicy,
-    optimizer: torch.optim.Optimizer,
-    iteration: int,
-    history: list[dict[str, float]],
-    args: PPOArgs,
-    generator: torch.Generator,
-    env: gym.Env[Any, Any],
-) -> None:
-    state = {
-        "format": 1,
-        "iteration": iteration,  # iterations completed
-        "policy": {k: v.detach().cpu() for k, v in policy.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "rng": _rng_states(generator, env),
-        "args": args.as_dict(),
-        "history": history,
-    }
-    _atomic_write_bytes(path, lambda tmp: torch.save(state, tmp))
-
-
-def _load_checkpoint(path: Path, args: PPOArgs) -> dict[str, Any]:
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
-    saved, current = dict(state["args"]), args.as_dict()
-    saved.setdefault("policy_kind", "mlp")  # checkpoints written before the field existed
-    changed = sorted(
-        key
-        for key in set(saved) | set(current)
-        if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key)
-    )
-    if changed:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
-        raise ValueError(
-            f"{path} was written with different hyperparameters ({details}); resuming would not "
-            "reproduce the run — use another run_dir, or pass resume=False / --no-resume to start over"
-        )
-    return state
-
-
-def _write_log(path: Path, history: Sequence[Mapping[str, float]]) -> None:
-    """Rewrite the whole CSV from the checkpointed history, so a resumed run never duplicates rows."""
-
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(LOG_COLUMNS))
-            writer.writeheader()
-            for row in history:
-                writer.writerow({key: row.get(key, float("nan")) for key in LOG_COLUMNS})
-
-    _atomic_write_bytes(path, write)
-
-
-class _TensorBoard:
-    """SummaryWriter when ``tensorboard`` is installed; a no-op otherwise (it is optional)."""
-
-    def __init__(self, run_dir: Path, enabled: bool) -> None:
-        self.writer: Any = None
-        if enabled and importlib.util.find_spec("tensorboard") is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
-
-    def log(self, row: Mapping[str, float]) -> None:
-        if self.writer is None:
-            return
-        step = int(row["episodes"])
-        for key in LOG_COLUMNS:
-            if key not in ("iteration", "episodes"):
-                self.writer.add_scalar(f"ppo/{key}", row[key], step)
-        self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-# ------------------------------------------------------------------------------------ training
 
 
 @dataclass
@@ -569,17 +455,8 @@ def _check_compatible(env: gym.Env[Any, Any], policy: TrainablePolicy, args: PPO
             f"(pool {policy.pool}{' + STOP' if policy.allow_stop else ''})"
         )
     config = getattr(base, "config", None)
-    if isinstance(config, RouterConfig):
-        if config.model_names != policy.pool:
-            raise ValueError(f"env pool {config.model_names} != policy pool {policy.pool} (names and order)")
-        if config.horizon != policy.horizon:
-            raise ValueError(f"env horizon L={config.horizon} != policy horizon L={policy.horizon}")
-        if config.allow_stop != policy.allow_stop:
-            raise ValueError(f"env allow_stop={config.allow_stop} != policy allow_stop={policy.allow_stop}")
-        if config.uncertainty_state != policy.uncertainty:
-            raise ValueError(
-                f"env uncertainty_state={config.uncertainty_state} != policy uncertainty={policy.uncertainty}"
-            )
+    if isinstance(config, RouterConfig):  # the encoder is the env's own: its name is not the config's
+        PolicySignature.from_config(config, encoder=False).check(PolicySignature.of(policy))
     metric = getattr(base, "reward_metric", args.reward)
     if metric != args.reward:
         raise ValueError(f"args.reward={args.reward!r} but the environment rewards {metric!r}")
@@ -625,18 +502,24 @@ def train(
     history: list[dict[str, float]] = []
     start = 0
     if resume and checkpoint.is_file():
-        state = _load_checkpoint(checkpoint, args)
+        state = load_checkpoint(
+            checkpoint,
+            args.as_dict(),
+            RESUMABLE_CHANGES,
+            advice="use another run_dir, or pass resume=False / --no-resume to start over",
+            saved_defaults={"policy_kind": "mlp"},  # checkpoints written before the field existed
+        )
         policy.load_state_dict(state["policy"])
         optimizer.load_state_dict(state["optimizer"])
-        _restore_rng_states(state["rng"], generator, env)
+        restore_rng_states(state["rng"])
+        generator.set_state(state["rng"]["action_generator"])
+        _set_env_rng_state(env, state["rng"]["env"])
         start, history = int(state["iteration"]), list(state["history"])
-        _write_log(log_path, history)  # the CSV may lag the checkpoint if killed in between
+        write_log(log_path, LOG_COLUMNS, history)  # the CSV may lag the checkpoint if killed in between
     else:
-        random.seed(args.seed)
-        np.random.seed(args.seed)
-        torch.manual_seed(args.seed)
+        seed_everything(args.seed)
 
-    board = _TensorBoard(folder, tensorboard)
+    board = TensorBoard(folder, tensorboard, prefix="ppo", step_key="episodes")
     total_episodes = args.iterations * args.rollouts
     bar = tqdm(
         total=total_episodes,
@@ -677,9 +560,20 @@ def train(
                 "wall_seconds": time.perf_counter() - began,
             }
             history.append(row)
-            _save_checkpoint(checkpoint, policy, optimizer, iteration + 1, history, args, generator, env)
-            _write_log(log_path, history)
-            board.log(row)
+            save_checkpoint(
+                checkpoint,
+                {
+                    "format": 1,
+                    "iteration": iteration + 1,  # iterations completed
+                    "policy": {k: v.detach().cpu() for k, v in policy.state_dict().items()},
+                    "optimizer": optimizer.state_dict(),
+                    "rng": rng_states(action_generator=generator.get_state(), env=_env_rng_state(env)),
+                    "args": args.as_dict(),
+                    "history": history,
+                },
+            )
+            write_log(log_path, LOG_COLUMNS, history)
+            board.log(row, LOG_COLUMNS[2:])
             bar.set_postfix(
                 it=iteration + 1,
                 ret=f"{row['mean_return']:.3f}",
@@ -708,36 +602,7 @@ def train(
     return TrainResult(policy, folder, policy_dir, checkpoint, log_path, history, start)
 
 
-# ------------------------------------------------------------------------------------ wiring
-
-
-class ReplayMissError(LookupError):
-    """A hop is not in the replay store and live generation was not allowed."""
-
-
-class ReplayOnlyCache:
-    """A ``ReplyCache`` that replays and never lets the hop generate.
-
-    Why: training from a recorded outcome tree should be pure replay; a miss means the store was
-    recorded for other items, prompts or generation settings, and silently generating would turn
-    a minutes-long run into hours. ``--live`` allows generation (and records it) instead.
-    """
-
-    def __init__(self, store: ReplyCache) -> None:
-        self.store = store
-
-    def get(self, fingerprint: str, prompt: str) -> CachedReply | None:
-        hit = self.store.get(fingerprint, prompt)
-        if hit is None:
-            raise ReplayMissError(
-                f"hop not in the replay store (model fingerprint {fingerprint[:80]!r}); record the "
-                "outcome tree first (python training/record.py --split train ...) with the same "
-                "config and items, or pass --live to generate missing hops"
-            )
-        return hit
-
-    def put(self, fingerprint: str, prompt: str, reply: CachedReply) -> None:  # pragma: no cover
-        raise ReplayMissError("ReplayOnlyCache never stores: the hop should not have generated")
+# ------------------------------------------------------------------------------------ policy and environment
 
 
 def make_policy(config: RouterConfig, encoder: TextEncoder | StateEncoder, args: PPOArgs) -> TrainablePolicy:
@@ -746,34 +611,22 @@ def make_policy(config: RouterConfig, encoder: TextEncoder | StateEncoder, args:
     The descriptor policy embeds its members' model cards with ``encoder`` right away (the same
     encoder as the states, as it will at inference).
     """
+    shape: dict[str, Any] = {
+        "encoder_name": encoder.name,
+        "embedding_dim": encoder.dim,
+        "horizon": config.horizon,
+        "hidden_size": args.hidden_size,
+        "stage_dim": args.stage_dim,
+        "cost_scale": args.cost_scale,
+        "max_seq_len": config.max_seq_len,
+        "allow_stop": config.allow_stop,
+        "uncertainty": config.uncertainty_state,
+    }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         if args.policy_kind == "descriptor":
-            return DescriptorPolicy(
-                config.models,
-                encoder_name=encoder.name,
-                embedding_dim=encoder.dim,
-                horizon=config.horizon,
-                hidden_size=args.hidden_size,
-                stage_dim=args.stage_dim,
-                cost_scale=args.cost_scale,
-                encoder=encoder,
-                max_seq_len=config.max_seq_len,
-                allow_stop=config.allow_stop,
-                uncertainty=config.uncertainty_state,
-            )
-        return RouterPolicy(
-            config.model_names,
-            encoder_name=encoder.name,
-            embedding_dim=encoder.dim,
-            horizon=config.horizon,
-            hidden_size=args.hidden_size,
-            stage_dim=args.stage_dim,
-            cost_scale=args.cost_scale,
-            max_seq_len=config.max_seq_len,
-            allow_stop=config.allow_stop,
-            uncertainty=config.uncertainty_state,
-        )
+            return DescriptorPolicy(config.models, encoder=encoder, **shape)
+        return RouterPolicy(config.model_names, **shape)
 
 
 def build_env(
@@ -795,301 +648,7 @@ def build_env(
     )
 
 
-def load_items(
-    *,
-    items_path: str | os.PathLike[str] | None = None,
-    tasks: Sequence[str] = ALL_TASKS,
-    per_task: int = DEFAULT_PER_TASK,
-    data_seed: int = 42,
-) -> tuple[list[Item], dict[str, Any]]:
-    """The router's training items and a description of them for the policy's metadata.
+if __name__ == "__main__":  # `python training/ppo.py` runs the command line, training/cli/ppo.py
+    import runpy
 
-    Benchmarks: the *train* split of ``build_routing_dataset`` (the test split is for evaluation).
-    A JSONL dataset: all its items (the user decides what to train on).
-    """
-    if items_path is not None:
-        from training.datasets import load_jsonl_dataset
-
-        items = load_jsonl_dataset(Path(items_path))
-        info: dict[str, Any] = {"source": "jsonl", "path": str(items_path)}
-    else:
-        from training.datasets import build_routing_dataset
-
-        data = build_routing_dataset(tasks, per_task=per_task, seed=data_seed)
-        items = data.train
-        info = {
-            "source": "benchmarks",
-            "split": "train",
-            "tasks": list(tasks),
-            "per_task": per_task,
-            "data_seed": data_seed,
-            "counts": {task: list(pair) for task, pair in data.counts().items()},
-        }
-    info["items"] = len(items)
-    info["tasks_present"] = sorted({item.task for item in items})
-    return items, info
-
-
-# ------------------------------------------------------------------------------------ CLI
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The CLI's flags; defaults are ``PPOArgs``'s, so the CLI and the library cannot drift apart."""
-    defaults = PPOArgs()
-    parser = argparse.ArgumentParser(
-        description="Train the HierRouter policy with PPO (paper defaults) on the routing train split."
-    )
-    parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/ppo"), help="log, checkpoint, policy/")
-    parser.add_argument("--replay", type=Path, default=Path("runs/replay.sqlite"), help="replay store")
-    parser.add_argument(
-        "--live",
-        action="store_true",
-        help="generate hops missing from the replay store (and record them); default: replay only",
-    )
-    parser.add_argument("--reward", choices=("task", "f1"), default=defaults.reward)
-    parser.add_argument(
-        "--allow-stop",
-        action="store_true",
-        help="give the router a STOP action (RouterConfig.allow_stop) on top of the config",
-    )
-    parser.add_argument(
-        "--uncertainty",
-        action="store_true",
-        help="add the last reply's confidence to the router's state (RouterConfig.uncertainty_state)",
-    )
-    parser.add_argument("--iterations", type=int, default=defaults.iterations)
-    parser.add_argument("--rollouts", type=int, default=defaults.rollouts, help="episodes per iteration")
-    parser.add_argument("--minibatches", type=int, default=defaults.num_minibatches)
-    parser.add_argument("--epochs", type=int, default=defaults.update_epochs, help="update epochs")
-    parser.add_argument("--lr", type=float, default=defaults.learning_rate)
-    parser.add_argument("--ent-coef", type=float, default=defaults.ent_coef)
-    parser.add_argument("--hidden-size", type=int, default=defaults.hidden_size)
-    parser.add_argument("--stage-dim", type=int, default=defaults.stage_dim)
-    parser.add_argument("--cost-scale", type=float, default=defaults.cost_scale)
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="PPO seed (init, actions, items)")
-    parser.add_argument("--device", default=defaults.device, help="torch device of the policy")
-    parser.add_argument(
-        "--policy-kind",
-        choices=POLICY_KINDS,
-        default=defaults.policy_kind,
-        help="mlp: RouterPolicy (fixed pool); descriptor: DescriptorPolicy (pool may change after training)",
-    )
-    parser.add_argument("--tasks", nargs="+", default=list(ALL_TASKS), choices=ALL_TASKS)
-    parser.add_argument(
-        "--per-task",
-        type=int,
-        default=DEFAULT_PER_TASK,
-        help="routing items per task (70%% train; shipped: 100)",
-    )
-    parser.add_argument("--data-seed", type=int, default=42, help="seed of the train/test split")
-    parser.add_argument("--items", type=Path, default=None, help="a JSONL dataset instead of the benchmarks")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--no-resume", action="store_true", help="ignore a checkpoint in --run-dir")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation afterwards")
-    parser.add_argument(
-        "--report",
-        type=Path,
-        default=None,
-        help="also write the evaluation as markdown (+ PNG plot beside it)",
-    )
-    return parser.parse_args(argv)
-
-
-def ppo_args_from(ns: argparse.Namespace) -> PPOArgs:
-    """Parsed flags → ``PPOArgs`` (hyperparameters the CLI does not expose keep the paper's values)."""
-    return PPOArgs(
-        iterations=ns.iterations,
-        rollouts=ns.rollouts,
-        num_minibatches=ns.minibatches,
-        update_epochs=ns.epochs,
-        learning_rate=ns.lr,
-        ent_coef=ns.ent_coef,
-        hidden_size=ns.hidden_size,
-        stage_dim=ns.stage_dim,
-        cost_scale=ns.cost_scale,
-        seed=ns.seed,
-        reward=ns.reward,
-        device=ns.device,
-        policy_kind=ns.policy_kind,
-    )
-
-
-def run_from_cli(
-    ns: argparse.Namespace,
-    *,
-    chat_models: Mapping[str, Any] | None = None,
-    encoder: StateEncoder | None = None,
-) -> TrainResult:
-    """The CLI's wiring, callable from tests: ``chat_models``/``encoder`` replace the real ones."""
-    from hierrouter_graph.defaults import default_config
-    from hierrouter_graph.encoder import load_encoder
-    from hierrouter_graph.graph import build_pool
-    from training.replay import CachedEncoder, ReplayStore
-
-    args = ppo_args_from(ns)
-    if ns.threads is not None:
-        torch.set_num_threads(ns.threads)
-    config = RouterConfig.from_file(ns.config) if ns.config is not None else default_config()
-    if ns.allow_stop:
-        config = config.model_copy(update={"allow_stop": True})
-    if ns.uncertainty:
-        config = config.model_copy(update={"uncertainty_state": True})
-    items, data_info = load_items(
-        items_path=ns.items, tasks=ns.tasks, per_task=ns.per_task, data_seed=ns.data_seed
-    )
-    base_encoder: StateEncoder = encoder or load_encoder(
-        config.encoder, config.max_seq_len, cache_dir=config.resolved_cache_dir
-    )
-    pool = build_pool(config, chat_models)
-    with ReplayStore(ns.replay) as store:
-        if ns.config is None and ns.items is None:
-            import_shipped_replay(store)  # the default pool's recorded outcome tree
-        if not ns.live:
-            items, data_info = _recorded_only(config, pool, items, data_info, store)
-        cache: ReplyCache = store if ns.live else ReplayOnlyCache(store)
-        state_encoder = CachedEncoder(base_encoder, store)
-        if not ns.live:
-            encode_recorded_states(state_encoder, config, pool, items, cache)
-        env = build_env(config, items, pool, state_encoder, reward=args.reward, cache=cache)
-        policy = make_policy(config, base_encoder, args)
-        metadata = {
-            "dataset": data_info,
-            "config": str(ns.config) if ns.config is not None else "default_config()",
-            "alpha": config.alpha,
-            "horizon": config.horizon,
-            "allow_stop": config.allow_stop,
-            "uncertainty_state": config.uncertainty_state,
-            "replay": str(ns.replay),
-            "live": bool(ns.live),
-        }
-        return train(
-            env,
-            policy,
-            args,
-            ns.run_dir,
-            progress=not ns.no_progress,
-            resume=not ns.no_resume,
-            metadata=metadata,
-        )
-
-
-def encode_recorded_states(
-    encoder: StateEncoder,
-    config: RouterConfig,
-    pool: Mapping[str, Any],
-    items: Sequence[Item],
-    cache: ReplyCache,
-    batch_size: int = 256,
-) -> int:
-    """Encode every context a decision is taken in (depth 0..L-1 of the recorded trees) in batches.
-
-    Why: episodes encode one state at a time, which on a CPU costs ~10x more per text than a
-    batch; a fresh replay store (``make demo``) would otherwise spend most of its PPO run in the
-    encoder. ``CachedEncoder`` keeps each vector, so the episodes then only look them up; the
-    shipped record's embeddings (``training/shipped.py``) usually make this a lookup too.
-    Returns the number of distinct contexts.
-    """
-    from training.record import decision_contexts
-
-    distinct = decision_contexts(config, pool, items, cache)
-    for start in range(0, len(distinct), batch_size):
-        encoder.encode(distinct[start : start + batch_size])
-    return len(distinct)
-
-
-def _recorded_only(
-    config: RouterConfig,
-    pool: Mapping[str, Any],
-    items: list[Item],
-    data_info: dict[str, Any],
-    store: Any,
-) -> tuple[list[Item], dict[str, Any]]:
-    """Keep the items whose whole outcome tree is recorded; say how many were left out.
-
-    Why: replay-only training must never miss, and a recording cut off part-way (they take hours
-    on a CPU) should still train on everything it finished instead of failing or generating.
-    """
-    from training.record import complete_items
-
-    complete = complete_items(config, pool, items, store)
-    if not complete:
-        raise ReplayMissError(
-            f"none of the {len(items)} training items has its outcome tree in the replay store; "
-            "record it first (python training/record.py --split train ...) or pass --live"
-        )
-    if len(complete) < len(items):
-        print(
-            f"training on the {len(complete)} of {len(items)} train items whose outcome tree is "
-            "recorded (record more with training/record.py --split train --chunk-items 48, or --live)",
-            file=sys.stderr,
-        )
-    info = {**data_info, "items": len(complete), "items_requested": len(items)}
-    info["tasks_present"] = sorted({item.task for item in complete})
-    info["recorded_per_task"] = {
-        task: sum(item.task == task for item in complete) for task in info["tasks_present"]
-    }
-    return complete, info
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python training/ppo.py ...``: parse, wire, train, print a one-line summary."""
-    ns = parse_args(argv)
-    try:
-        result = run_from_cli(ns)
-    except ReplayMissError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    final = result.final
-    how = f"resumed after iteration {result.start_iteration}" if result.resumed else "fresh run"
-    nan = float("nan")
-    print(
-        f"trained {len(result.history)} iterations ({how}); last iteration: mean return "
-        f"{final.get('mean_return', nan):.4f}, quality {final.get('mean_quality', nan):.4f}, "
-        f"cost {final.get('mean_cost', nan):.4f}; policy saved to {result.policy_dir}"
-    )
-    if ns.no_eval or ns.items is not None:
-        return 0
-    return _evaluate_trained(ns, result.policy_dir)
-
-
-def _evaluate_trained(ns: argparse.Namespace, policy_dir: Path) -> int:
-    """Evaluate the policy just trained on the TEST split of the same data, and print the table."""
-    from training import evaluate
-
-    argv = [
-        "--policy",
-        str(policy_dir),
-        "--replay",
-        str(ns.replay),
-        "--reward",
-        ns.reward,
-        "--per-task",
-        str(ns.per_task),
-        "--data-seed",
-        str(ns.data_seed),
-        "--tasks",
-        *ns.tasks,
-    ]
-    argv += ["--config", str(ns.config)] if ns.config is not None else []
-    argv += ["--live"] if ns.live else []
-    argv += ["--allow-stop"] if ns.allow_stop else []
-    argv += ["--uncertainty"] if ns.uncertainty else []
-    argv += ["--no-progress"] if ns.no_progress else []
-    if ns.report is not None:
-        argv += ["--report", str(ns.report), "--plot", str(ns.report.with_name("cost_quality.png"))]
-    else:
-        argv += ["--no-report"]
-    command = "python training/ppo.py " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python training/ppo.py"
-    try:
-        results = evaluate.run_from_cli(evaluate.parse_args(argv), command=command)
-    except ReplayMissError as error:
-        print(f"evaluation skipped: {error}", file=sys.stderr)
-        return 2
-    evaluate.print_table(results)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
+    runpy.run_module("training.cli.ppo", run_name="__main__", alter_sys=True)

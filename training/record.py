@@ -30,22 +30,20 @@ from tqdm import tqdm
 
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.config import RouterConfig
-from hierrouter_graph.hop import CachedReply, HopResult, ReplyCache, extend_context, run_hop, run_hops
+from hierrouter_graph.hop import CachedReply, HopResult, run_hops
 from hierrouter_graph.pool import PoolMember
 from training.datasets import ALL_TASKS, Item
 from training.replay import ReplayStore
 from training.sandbox import SandboxUnavailable
 from training.shipped import DEFAULT_PER_TASK, SHIPPED_EMBEDDINGS, SHIPPED_REPLAY, import_shipped_replay
+from training.tree import recorded_hop, tree_size, walk, with_horizon
 
 __all__ = [
     "RecordStats",
-    "complete_items",
     "interleave_tasks",
     "main",
     "record_in_chunks",
     "record_outcome_tree",
-    "tree_size",
-    "with_horizon",
 ]
 
 
@@ -72,47 +70,6 @@ class RecordStats:
         return {**asdict(self), "tokens_per_s": self.tokens_per_s}
 
 
-def with_horizon(config: RouterConfig, horizon: int) -> RouterConfig:
-    """``config`` answering in ``horizon`` hops (validated like any config).
-
-    Stages beyond the config's stage prompts reuse its last one (for the paper's prompts: "verify
-    … and solve") unless it sets ``stage_prompt_fallback``. Why: the deeper tree then shares every
-    prompt of the shallower one, so recording L=3 extends the recorded L=2 tree hop for hop and
-    the L=2 prefixes replay unchanged.
-    """
-    data = config.model_dump()
-    data["horizon"] = horizon
-    if horizon > len(config.stage_prompts) and config.stage_prompt_fallback is None:
-        data["stage_prompt_fallback"] = config.stage_prompts[-1]
-    return RouterConfig.model_validate(data)
-
-
-def tree_size(n_items: int, n_models: int, horizon: int) -> int:
-    """N·(M + M² + … + M^L): hops in the full outcome tree."""
-    return n_items * sum(n_models**level for level in range(1, horizon + 1))
-
-
-class _Miss(Exception):
-    """Raised by ``_ProbeCache`` so ``run_hop`` stops before generating."""
-
-
-class _ProbeCache:
-    """Answers from the store and refuses to let the hop generate: a pure "is it recorded?" check
-    that builds the key with the hop's own code, so it can never disagree with ``run_hop``."""
-
-    def __init__(self, store: ReplyCache) -> None:
-        self.store = store
-
-    def get(self, fingerprint: str, prompt: str) -> CachedReply | None:
-        hit = self.store.get(fingerprint, prompt)
-        if hit is None:
-            raise _Miss
-        return hit
-
-    def put(self, fingerprint: str, prompt: str, reply: CachedReply) -> None:  # pragma: no cover
-        raise AssertionError("a probe never generates")
-
-
 class _BatchWriter:
     """Collects the replies of one ``run_hops`` call and commits them in one transaction."""
 
@@ -131,13 +88,6 @@ class _BatchWriter:
         self.rows.clear()
 
 
-def _recorded(member: PoolMember, context: str, instruction: str, store: ReplyCache) -> HopResult | None:
-    try:
-        return run_hop(member, context, instruction, _ProbeCache(store))
-    except _Miss:
-        return None
-
-
 def _hop_level(
     member: PoolMember,
     contexts: Sequence[str],
@@ -151,7 +101,7 @@ def _hop_level(
     results: dict[str, HopResult] = {}
     missing: list[str] = []
     for context in contexts:
-        hit = _recorded(member, context, instruction, store)
+        hit = recorded_hop(member, context, instruction, store)
         if hit is None:
             missing.append(context)
         else:
@@ -194,19 +144,22 @@ def record_outcome_tree(
     members = [pool[name] for name in config.model_names]
     stats = RecordStats(items=len(items), tree_hops=tree_size(len(items), len(members), config.horizon))
     began = time.perf_counter()
-    level = list(dict.fromkeys(item.prompt for item in items))  # unique contexts c_ℓ of this level
+    roots = list(dict.fromkeys(item.prompt for item in items))  # identical prompts: one tree
+    stage = 0
     with tqdm(total=None, unit="hop", disable=not progress, desc="recording") as bar:
-        for stage in range(config.horizon):
-            instruction = config.stage_prompt(stage)
-            bar.total = (bar.total or 0) + len(level) * len(members)
-            bar.refresh()
-            following: dict[str, None] = {}
-            for member in members:
-                bar.set_description(f"stage {stage} · {member.name}")
-                hops = _hop_level(member, level, instruction, store, batch_size, stats, bar)
-                stats.unique_hops += len(hops)
-                following.update((extend_context(c, hops[c].reply), None) for c in level)
-            level = list(following)
+
+        def hops_for(member: PoolMember, contexts: list[str], instruction: str) -> dict[str, HopResult]:
+            """One model over the distinct contexts of one level (``_hop_level``), counted."""
+            if member is members[0]:
+                bar.total = (bar.total or 0) + len(contexts) * len(members)
+                bar.refresh()
+            bar.set_description(f"stage {stage} · {member.name}")
+            hops = _hop_level(member, contexts, instruction, store, batch_size, stats, bar)
+            stats.unique_hops += len(hops)
+            return hops
+
+        for _level in walk(config, pool, roots, hops_for):
+            stage += 1
     stats.wall_s = time.perf_counter() - began
     return stats
 
@@ -242,7 +195,7 @@ def record_in_chunks(
 
     Why: a level-by-level pass over thousands of items finishes no item until the last level, so
     hours of recording that get cut off leave nothing trainable. Chunks trade a little batching
-    for trees that complete continuously (``complete_items`` finds them).
+    for trees that complete continuously (``training.tree.complete_items`` finds them).
 
     ``shard=(k, n)`` records only the chunks whose index is ``k`` modulo ``n``: on a machine whose
     single generation cannot use every core, ``n`` processes sharing one store split the chunks
@@ -271,60 +224,6 @@ def record_in_chunks(
         if on_chunk is not None:
             on_chunk()
     return total
-
-
-def complete_items(
-    config: RouterConfig, pool: Mapping[str, PoolMember], items: Sequence[Item], store: ReplyCache
-) -> list[Item]:
-    """The items whose full outcome tree (every route of length 1..L) is in ``store``.
-
-    Probes with the hop's own code (``_ProbeCache``), so "complete" means exactly "replay will
-    never miss on any route of this item".
-    """
-    members = [pool[name] for name in config.model_names]
-    complete: list[Item] = []
-    for item in items:
-        level = [item.prompt]
-        ok = True
-        for stage in range(config.horizon):
-            instruction = config.stage_prompt(stage)
-            following: list[str] = []
-            for member in members:
-                for context in level:
-                    hop = _recorded(member, context, instruction, store)
-                    if hop is None:
-                        ok = False
-                        break
-                    following.append(extend_context(context, hop.reply))
-                if not ok:
-                    break
-            if not ok:
-                break
-            level = list(dict.fromkeys(following))
-        if ok:
-            complete.append(item)
-    return complete
-
-
-def decision_contexts(
-    config: RouterConfig, pool: Mapping[str, PoolMember], items: Sequence[Item], cache: ReplyCache
-) -> list[str]:
-    """Every context a router decides in on the trees of ``items``: depth 0..L-1, distinct, in order.
-
-    Why: these (not the final contexts, where no decision is taken) are the states training and
-    evaluation encode, so they are what gets encoded in batches up front and shipped. Read from
-    ``cache`` with the hop's own code; an item whose tree is incomplete is generated through.
-    """
-    level = [item.prompt for item in items]
-    contexts = list(level)
-    for stage in range(config.horizon - 1):
-        following: list[str] = []
-        for name in config.model_names:
-            hops = run_hops(pool[name], level, config.stage_prompt(stage), cache)
-            following += [extend_context(c, hop.reply) for c, hop in zip(level, hops, strict=True)]
-        level = following
-        contexts += level
-    return list(dict.fromkeys(contexts))
 
 
 # ---------------------------------------------------------------------------------------- CLI

@@ -51,13 +51,15 @@ import torch
 
 from hierrouter_graph.confidence import Confidence
 from hierrouter_graph.encoder import SentenceEncoder
-from hierrouter_graph.hop import CachedReply
+from hierrouter_graph.hop import CachedReply, ReplyCache
 from training.replay_checks import check_replay_file
 
 __all__ = [
     "CONFIDENCE_SOURCES",
     "SCHEMA_VERSION",
     "CachedEncoder",
+    "ReplayMissError",
+    "ReplayOnlyCache",
     "ReplayStore",
     "StateEncoder",
     "text_sha",
@@ -412,3 +414,34 @@ class CachedEncoder:
             for text, vector in found.items():
                 self._remember(text, vector)
         return torch.stack([found[t] for t in texts])
+
+
+class ReplayMissError(LookupError):
+    """A hop is not in the replay store and live generation was not allowed."""
+
+
+class ReplayOnlyCache:
+    """A ``ReplyCache`` that replays and never lets the hop generate.
+
+    Why: training and evaluating from a recorded outcome tree should be pure replay; a miss means
+    the store was recorded for other items, prompts or generation settings, and silently
+    generating would turn a minutes-long run into hours. ``--live`` allows generation (and records
+    it) instead. It is also the probe of "is this hop recorded?" (``training.tree.complete_items``):
+    the key is built by the hop's own code, so it can never disagree with ``run_hop``.
+    """
+
+    def __init__(self, store: ReplyCache) -> None:
+        self.store = store
+
+    def get(self, fingerprint: str, prompt: str) -> CachedReply | None:
+        hit = self.store.get(fingerprint, prompt)
+        if hit is None:
+            raise ReplayMissError(
+                f"hop not in the replay store (model fingerprint {fingerprint[:80]!r}); record the "
+                "outcome tree first (python training/record.py --split train ...) with the same "
+                "config and items, or pass --live to generate missing hops"
+            )
+        return hit
+
+    def put(self, fingerprint: str, prompt: str, reply: CachedReply) -> None:  # pragma: no cover
+        raise ReplayMissError("ReplayOnlyCache never stores: the hop should not have generated")

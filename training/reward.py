@@ -12,12 +12,13 @@ itself and reward a route for nothing.
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict, cast
 
 from hierrouter_graph.hop import answer_text
+from training.datasets import Item
 from training.metrics import ScorableItem, evaluate_reply
 
-__all__ = ["EpisodeQuality", "episode_quality", "quality_text", "terminal_reward"]
+__all__ = ["EpisodeQuality", "ScoreMemo", "episode_quality", "quality_text", "terminal_reward"]
 
 
 class EpisodeQuality(TypedDict):
@@ -55,3 +56,31 @@ def episode_quality(
     report = evaluate_reply(item, quality_text(query, context))
     chosen = report["task_metric"] if reward_metric == "task" else report["f1"]
     return EpisodeQuality(quality=float(chosen), task_metric=report["task_metric"], f1=report["f1"])
+
+
+class ScoreMemo:
+    """Scores keyed by (item id, replies text, reward metric).
+
+    Why: MBPP runs code in a sandbox, and identical replies recur across routes, episodes, the
+    train and test trees and α sweeps; each distinct answer is scored once. Q depends on neither α
+    nor L, so one memo serves every setting. ``trees`` keeps the replay-only outcome trees scored
+    with it (``training.tree.outcome_tree``), so an α sweep replays each tree once.
+    """
+
+    def __init__(self) -> None:
+        self._scores: dict[tuple[str, str, str], EpisodeQuality] = {}
+        self.hits = 0
+        self.trees: dict[tuple[object, ...], Any] = {}
+
+    def __len__(self) -> int:
+        return len(self._scores)
+
+    def score(self, item: Item, context: str, reward_metric: str) -> EpisodeQuality:
+        key = (item.id, quality_text(item.prompt, context), reward_metric)
+        found = self._scores.get(key)
+        if found is not None:
+            self.hits += 1
+            return found
+        metric = cast(Literal["task", "f1"], reward_metric)
+        self._scores[key] = episode_quality(item, item.prompt, context, metric)
+        return self._scores[key]

@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.defaults import default_config
+from training.datasets import DEFAULT_PER_TASK
 from training.replay import ReplayStore, text_sha
 
 __all__ = [
@@ -40,8 +41,6 @@ __all__ = [
 
 SHIPPED_REPLAY = Path(__file__).parent / "data" / "offline_pool.replay.jsonl.gz"
 SHIPPED_EMBEDDINGS = Path(__file__).parent / "data" / "offline_pool.state_embeddings.safetensors"
-DEFAULT_PER_TASK = 100
-"""Routing items per task recorded for the default pool (70 train / 30 test per task)."""
 
 _SHA_KEY, _VECTOR_KEY = "text_sha256", "vectors"
 

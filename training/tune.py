@@ -35,11 +35,14 @@ from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.dynamic_policy import load_saved_policy
 from hierrouter_graph.pool import PoolMember
-from training import evaluate as ev
 from training.datasets import Item
-from training.ppo import PPOArgs, ReplayOnlyCache, build_env, encode_recorded_states, make_policy, train
-from training.replay import CachedEncoder, ReplayStore, StateEncoder
+from training.ppo import PPOArgs, build_env, make_policy, train
+from training.replay import CachedEncoder, ReplayOnlyCache, ReplayStore, StateEncoder
+from training.reports import write_marked_section
+from training.reward import ScoreMemo
 from training.sandbox import SandboxUnavailable
+from training.strategies import best_route, router_routes
+from training.tree import candidate_routes, complete_items, encode_recorded_states, outcome_tree, route_label
 
 __all__ = [
     "DEFAULT_ITERATIONS",
@@ -56,7 +59,7 @@ __all__ = [
 DEFAULT_LRS = (1e-4, 3e-4, 1e-3)
 DEFAULT_ITERATIONS = (8, 32, 96)
 SECTION = "tuning"
-"""Name of the marked block of docs/results.md this tool owns (``evaluate.write_marked_section``)."""
+"""Name of the marked block of docs/results.md this tool owns (``reports.write_marked_section``)."""
 
 
 def split_validation(items: Sequence[Item], share: float, seed: int) -> tuple[list[Item], list[Item]]:
@@ -131,14 +134,14 @@ def tune(
         raise ValueError(f"need items to fit and to validate on; got {len(fit)} and {len(val)}")
     cached = CachedEncoder(encoder, store)
     encode_recorded_states(cached, config, pool, [*fit, *val], store)
-    memo = ev.ScoreMemo()
-    fit_tree = ev.outcome_tree(config, pool, fit, store, memo=memo)
-    val_tree = ev.outcome_tree(config, pool, val, store, memo=memo)
-    fixed = ev.best_route(fit_tree, fit, ev.candidate_routes(config))
+    memo = ScoreMemo()
+    fit_tree = outcome_tree(config, pool, fit, store, memo=memo)
+    val_tree = outcome_tree(config, pool, val, store, memo=memo)
+    fixed = best_route(fit_tree, fit, candidate_routes(config))
     fixed_reward = float(np.mean([val_tree[item.id][fixed].reward for item in val]))
     log(
         f"fit on {len(fit)} items, validate on {len(val)}; best fixed route on fit: "
-        f"{ev.route_label(fixed)} (validation reward {fixed_reward:.4f})"
+        f"{route_label(fixed)} (validation reward {fixed_reward:.4f})"
     )
     base = base or PPOArgs()
     grid: list[GridResult] = []
@@ -155,13 +158,13 @@ def tune(
                 folder = run_dir / f"lr{lr:g}-it{n_iterations}-seed{seed}"
                 trained = train(env, make_policy(config, cached, args), args, folder, progress=False)
                 policy = load_saved_policy(trained.policy_dir, config, cached)
-                chosen = ev.router_routes(policy, config, val_tree, val)
+                chosen = router_routes(policy, config, val_tree, val)
                 outcomes = [val_tree[item.id][route] for item, route in zip(val, chosen, strict=True)]
                 rewards.append(float(np.mean([o.reward for o in outcomes])))
                 metrics.append(float(np.mean([o.task_metric for o in outcomes])))
                 if not routes:
                     for route in chosen:
-                        routes[ev.route_label(route)] = routes.get(ev.route_label(route), 0) + 1
+                        routes[route_label(route)] = routes.get(route_label(route), 0) + 1
             point = GridResult(
                 lr, n_iterations, float(np.mean(rewards)), float(np.mean(metrics)), tuple(rewards), routes
             )
@@ -170,12 +173,12 @@ def tune(
                 f"(seeds {', '.join(f'{r:.4f}' for r in rewards)}), task metric {point.val_task_metric:.3f}"
             )
             grid.append(point)
-    return TuneResult(len(fit), len(val), ev.route_label(fixed), fixed_reward, grid)
+    return TuneResult(len(fit), len(val), route_label(fixed), fixed_reward, grid)
 
 
-def markdown_section(result: TuneResult, command: str, train_command: str) -> str:
+def markdown_section(result: TuneResult, command: str, train_command: str, *, shipped: bool = False) -> str:
     """The "PPO hyperparameters" block of docs/results.md: the grid, the fixed-route yardstick, the
-    choice and the command that trains it."""
+    choice and the command that trains it (``shipped``: the default pool, whose policy it is)."""
     best = result.best
     lines = [
         "## PPO hyperparameters, chosen on held-out train items",
@@ -201,7 +204,12 @@ def markdown_section(result: TuneResult, command: str, train_command: str) -> st
     lines += [
         "",
         f"Chosen: lr {best.learning_rate:g}, {best.iterations} iterations; trained on every recorded train "
-        f"item with `{train_command}` (the shipped default policy; evaluated once on the test split above).",
+        f"item with `{train_command}` "
+        + (
+            "(the shipped default policy; evaluated once on the test split above)."
+            if shipped
+            else "(then evaluated once on the test split)."
+        ),
     ]
     return "\n".join(lines) + "\n"
 
@@ -235,8 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hierrouter_graph.defaults import default_config
     from hierrouter_graph.encoder import load_encoder
     from hierrouter_graph.graph import build_pool
-    from training.ppo import load_items
-    from training.record import complete_items
+    from training.datasets import load_items
     from training.shipped import import_shipped_replay
 
     if ns.threads is not None:
@@ -287,8 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train_command": shlex.join(command),
     }
     if ns.report is not None:
-        body = markdown_section(result, tune_command, shlex.join(command))
-        ev.write_marked_section(ns.report, SECTION, body)
+        shipped = ns.config is None and ns.items is None
+        body = markdown_section(result, tune_command, shlex.join(command), shipped=shipped)
+        write_marked_section(ns.report, SECTION, body)
         print(f"report: {ns.report} (section '{SECTION}')")
     ns.run_dir.mkdir(parents=True, exist_ok=True)
     (ns.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

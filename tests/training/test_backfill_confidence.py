@@ -11,8 +11,15 @@ import torch
 
 from hierrouter_graph import RouterConfig
 from hierrouter_graph.graph import build_pool
-from hierrouter_graph.hop import CachedReply, _cache_key, build_hop_messages, extend_context, run_hops
-from training.backfill_confidence import backfill, messages_from_key
+from hierrouter_graph.hop import (
+    CachedReply,
+    build_hop_messages,
+    cache_key,
+    extend_context,
+    messages_from_cache_key,
+    run_hops,
+)
+from training.backfill_confidence import backfill
 from training.replay import ReplayStore
 
 QUERIES = ["Name a colour.", "What is two plus two?", "Say hello to the reader in French, please."]
@@ -21,7 +28,7 @@ QUERIES = ["Name a colour.", "What is two plus two?", "Say hello to the reader i
 def _reply_round_trips(generator: Any, key: str) -> bool:
     """Whether the reply's text tokenizes back to the ids greedy generation produced."""
     prompt_ids = list(
-        generator.tokenizer(generator.counter.render_prompt(messages_from_key(key)))["input_ids"]
+        generator.tokenizer(generator.counter.render_prompt(messages_from_cache_key(key)))["input_ids"]
     )
     with torch.inference_mode():
         output = generator.model.generate(torch.tensor([prompt_ids]), **generator.generate_kwargs)
@@ -38,9 +45,9 @@ def test_messages_round_trip_through_the_replay_key(tiny_config: RouterConfig) -
     pool = build_pool(tiny_config)
     for name in ("tiny-a", "tiny-b"):  # tiny-b has a system prompt
         messages = build_hop_messages(pool[name], tiny_config.stage_prompt(0), QUERIES[0])
-        assert _cache_key(messages_from_key(_cache_key(messages))) == _cache_key(messages)
+        assert cache_key(messages_from_cache_key(cache_key(messages))) == cache_key(messages)
     with pytest.raises(ValueError, match="'ai' message"):
-        messages_from_key("ai\x1fhello")
+        messages_from_cache_key("ai\x1fhello")
 
 
 def test_backfill_reproduces_the_generation_confidence_of_decision_hops(
@@ -56,7 +63,7 @@ def test_backfill_reproduces_the_generation_confidence_of_decision_hops(
     for name, hops in [*stage0.items(), ("tiny-b", last)]:
         for _hop, context in zip(hops, QUERIES if hops is not last else contexts, strict=True):
             stage = 1 if hops is last else 0
-            key = _cache_key(build_hop_messages(pool[name], tiny_config.stage_prompt(stage), context))
+            key = cache_key(build_hop_messages(pool[name], tiny_config.stage_prompt(stage), context))
             stored = generated.get(pool[name].fingerprint, key)
             assert stored is not None and stored.confidence is not None
             rows.append((pool[name].fingerprint, key, dataclasses.replace(stored, confidence=None)))
@@ -90,7 +97,7 @@ def test_backfill_can_be_limited_to_the_trees_of_given_queries(
     store = ReplayStore(tmp_path / "r.sqlite")
     hops = run_hops(pool["tiny-a"], QUERIES, tiny_config.stage_prompt(0))  # no store: nothing recorded
     for query, hop in zip(QUERIES, hops, strict=True):
-        key = _cache_key(build_hop_messages(pool["tiny-a"], tiny_config.stage_prompt(0), query))
+        key = cache_key(build_hop_messages(pool["tiny-a"], tiny_config.stage_prompt(0), query))
         store.put(pool["tiny-a"].fingerprint, key, CachedReply(hop.reply, hop.tokens_in, hop.tokens_out))
     added = backfill(store, tiny_config, pool, queries=QUERIES[:1], progress=False)
     assert added == {"tiny-a": 1, "tiny-b": 0}

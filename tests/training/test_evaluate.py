@@ -33,33 +33,16 @@ from hierrouter_graph.pool import PoolMember
 from tests.training.scripted_pool import POOL, RATES
 from tests.training.scripted_pool import ScriptedChat as PlanThenSolve
 from tests.training.scripted_pool import reply as shared_reply
+from training.cli.evaluate import main, parse_args, run_from_cli
 from training.datasets import Item, write_jsonl_dataset
-from training.evaluate import (
-    NO_SWEEP,
-    ORACLE,
-    RANDOM,
-    ROUTER,
-    TASK_ORACLE,
-    EvaluationResult,
-    OutcomeTree,
-    ScoreMemo,
-    aiq,
-    alpha_sweep_points,
-    best_route,
-    bootstrap_interval,
-    candidate_routes,
-    evaluate,
-    main,
-    outcome_tree,
-    parse_args,
-    plot_cost_quality,
-    print_table,
-    run_from_cli,
-    write_report,
-)
-from training.ppo import ReplayMissError
+from training.evaluate import EvaluationResult, alpha_sweep_points, evaluate
 from training.record import record_outcome_tree
-from training.replay import ReplayStore
+from training.replay import ReplayMissError, ReplayStore
+from training.reports import NO_SWEEP, plot_cost_quality, print_table, write_report
+from training.reward import ScoreMemo
+from training.statistics import aiq, bootstrap_interval
+from training.strategies import ORACLE, RANDOM, ROUTER, TASK_ORACLE, best_route
+from training.tree import OutcomeTree, candidate_routes, outcome_tree
 
 
 def reply(role: str, prompt: str) -> str:

@@ -30,21 +30,20 @@ from tests.training.scripted_pool import (
     reply,
     scripted_config,
 )
+from training.cli.ppo import parse_args, run_from_cli
 from training.datasets import write_jsonl_dataset
 from training.env import HierRouterEnv
 from training.ppo import (
     LOG_COLUMNS,
     PPOArgs,
-    ReplayMissError,
     TrainablePolicy,
     TrainResult,
     build_env,
     compute_gae,
     make_policy,
-    parse_args,
-    run_from_cli,
     train,
 )
+from training.replay import ReplayMissError
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -328,8 +327,8 @@ def test_recorded_states_are_encoded_in_batches_before_training(
 ) -> None:
     """Every context a decision is taken in (depth 0..L-1) is encoded up front, in batches; the
     training env does not encode final contexts at all."""
-    from training.ppo import encode_recorded_states
     from training.replay import CachedEncoder, ReplayStore
+    from training.tree import encode_recorded_states
 
     calls: list[int] = []
 

@@ -19,14 +19,13 @@ from hierrouter_graph.graph import build_pool
 from hierrouter_graph.hop import extend_context, run_hop
 from training.datasets import Item, write_jsonl_dataset
 from training.record import (
-    complete_items,
     interleave_tasks,
     main,
     record_in_chunks,
     record_outcome_tree,
-    tree_size,
 )
 from training.replay import ReplayStore
+from training.tree import complete_items, tree_size
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPTS = ["What is seven times six?", "def add(a, b):", "Which planet is largest? A. Mars B. Jupiter", "q"]

@@ -24,13 +24,10 @@ from training.datasets import (
     load_specialization_items,
 )
 from training.metrics import score
-from training.specialize import (
-    CARD_NAME,
-    CHECKPOINT_NAME,
+from training.specialists.examples import (
     DOMAINS,
     Example,
     PromptFormat,
-    SpecializeArgs,
     answer_loss,
     build_examples,
     code_target,
@@ -39,8 +36,13 @@ from training.specialize import (
     encode_example,
     length_bucketed_batches,
     math_target,
-    resolve_precision,
     train_schedule,
+)
+from training.specialists.specialize import (
+    CARD_NAME,
+    CHECKPOINT_NAME,
+    SpecializeArgs,
+    resolve_precision,
     train_specialist,
 )
 
@@ -382,7 +384,7 @@ def test_output_folder_is_a_bf16_peft_adapter_with_a_card(
 
 
 def test_evaluation_items_are_the_routers_test_split_of_the_domain() -> None:
-    from training.specialist_eval import eval_items
+    from training.specialists.specialist_eval import eval_items
 
     items = eval_items("code")
     expected = [it for it in build_routing_dataset(per_task=100).test if it.task == "mbpp"]
@@ -394,7 +396,7 @@ def test_evaluation_items_are_the_routers_test_split_of_the_domain() -> None:
 
 
 def test_paired_comparison_keeps_only_a_win_beyond_the_noise() -> None:
-    from training.specialist_eval import mcnemar_exact, paired_comparison
+    from training.specialists.specialist_eval import mcnemar_exact, paired_comparison
 
     assert mcnemar_exact(0, 0) == 1.0
     assert mcnemar_exact(10, 0) == pytest.approx(2 / 1024)
@@ -414,7 +416,7 @@ def test_paired_comparison_keeps_only_a_win_beyond_the_noise() -> None:
 def test_evaluation_runs_both_members_through_the_pool_and_resumes(
     tiny_spec: ModelSpec, tiny_pool: RouterConfig, tmp_path: Path
 ) -> None:
-    from training.specialist_eval import evaluate_specialist
+    from training.specialists.specialist_eval import evaluate_specialist
 
     adapter = tmp_path / "adapter"
     args = SpecializeArgs(**{**FAST.as_dict(), "steps": 2})
@@ -436,11 +438,11 @@ def test_evaluation_runs_both_members_through_the_pool_and_resumes(
 
 
 def test_the_bare_code_command_is_the_shipped_adapters_recipe() -> None:
-    """``python training/specialize.py --domain code`` must rebuild the adapter the pool ships."""
+    """``python training/specialists/specialize.py --domain code`` must rebuild the adapter the pool ships."""
     import json
 
     from hierrouter_graph.defaults import CODE_SPECIALIST_DIR
-    from training.specialize import args_from, parse_args
+    from training.specialists.specialize import args_from, parse_args
 
     card = json.loads((CODE_SPECIALIST_DIR / "card.json").read_text())
     ns = parse_args(["--domain", "code"])

@@ -27,11 +27,13 @@ from hierrouter_graph.hop import extend_context
 from hierrouter_graph.policy import PolicyMismatchError
 from training.datasets import Item
 from training.env import HierRouterEnv, StopNotAllowedError
-from training.evaluate import ROUTER, evaluate, outcome_tree, router_routes
+from training.evaluate import evaluate
 from training.metrics import score
 from training.ppo import PPOArgs, TrainResult, collect_rollouts, compute_gae, make_policy, train
 from training.record import record_outcome_tree
 from training.replay import ReplayStore
+from training.strategies import ROUTER, router_routes
+from training.tree import outcome_tree
 
 POOL = ("solver", "guesser")
 RATES = {"solver": 0.002, "guesser": 0.001}
@@ -298,9 +300,9 @@ def test_router_routes_follow_fixed_early_stops_and_refuse_bad_stops(
 
 
 def test_cli_allow_stop_flags_train_and_evaluate_a_stop_router(encoder: TextEncoder, tmp_path: Path) -> None:
-    from training import evaluate as ev
+    from training.cli import evaluate as ev
+    from training.cli.ppo import parse_args, run_from_cli
     from training.datasets import write_jsonl_dataset
-    from training.ppo import parse_args, run_from_cli
 
     make_config(allow_stop=False).to_file(tmp_path / "router.yaml")  # the flag adds STOP on top
     write_jsonl_dataset(make_items(4), tmp_path / "train.jsonl")

@@ -23,18 +23,20 @@ from tests.training.scripted_pool import POOL, chat_models, make_items, scripted
 from training import evaluate as ev
 from training.ppo import PPOArgs
 from training.record import _parser as record_parser
-from training.record import record_outcome_tree, with_horizon
+from training.record import record_outcome_tree
 from training.replay import ReplayStore
+from training.reports import write_marked_section, write_report
+from training.strategies import ROUTER
 from training.sweep import (
     SECTION,
     Setting,
     SweepResult,
-    markdown_section,
-    plot_pareto,
     run_sweep,
     setting_config,
     settings_grid,
 )
+from training.sweep_report import markdown_section, plot_pareto
+from training.tree import outcome_tree, with_horizon
 
 TRAIN, TEST = make_items(6, offset=100), make_items(4, offset=0)
 ALPHAS = (0.0, 0.05)
@@ -126,7 +128,7 @@ def test_runs_what_is_recorded_and_skips_the_rest_naming_record_py(
             assert hops == result.setting.horizon and result.lengths == {result.setting.horizon: len(TEST)}
     assert set(sweep.aiq) == {"L=1", "L=2", "L=2 + STOP"}
     for values in sweep.aiq.values():
-        assert isinstance(values[f"{ev.ROUTER} (α sweep)"], float)
+        assert isinstance(values[f"{ROUTER} (α sweep)"], float)
         assert isinstance(values["oracle (same α values)"], float)
 
 
@@ -137,7 +139,7 @@ def test_each_setting_has_its_own_baselines(
     for result in sweep.results:
         setting = result.setting
         config = setting_config(base, setting)
-        tree = ev.outcome_tree(config, pool, TEST, store, alpha=setting.alpha)
+        tree = outcome_tree(config, pool, TEST, store, alpha=setting.alpha)
         routes = [r for k in range(1, setting.horizon + 1) for r in itertools.product(POOL, repeat=k)]
         oracle = np.mean([max(tree[i.id][r].reward for r in routes) for i in TEST])  # by hand
         assert result.oracle["reward"] == pytest.approx(oracle)
@@ -202,15 +204,15 @@ def test_report_section_plot_and_marked_block(
 
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("# Evaluation\n\nthe tables\n")
-    ev.write_marked_section(report, SECTION, body)
-    ev.write_marked_section(report, SECTION, body.replace("## Sweeps", "## Sweeps (again)"))
+    write_marked_section(report, SECTION, body)
+    write_marked_section(report, SECTION, body.replace("## Sweeps", "## Sweeps (again)"))
     text = report.read_text()
     assert text.startswith("# Evaluation\n\nthe tables\n")  # the rest of the file is kept
     assert text.count(f"<!-- {SECTION}:begin -->") == 1 and "## Sweeps (again)" in text  # replaced in place
     # the evaluation rewrites its own tables and carries the sweep's block over
-    ev.write_report(ev.evaluate(base, pool, None, TRAIN, TEST, store), report, command="EVAL")
+    write_report(ev.evaluate(base, pool, None, TRAIN, TEST, store), report, command="EVAL")
     text = report.read_text()
     assert text.startswith("# HierRouter evaluation") and "`EVAL`" in text and "the tables" not in text
     assert text.count(f"<!-- {SECTION}:begin -->") == 1 and "## Sweeps (again)" in text
     with pytest.raises(ValueError, match="section name"):
-        ev.write_marked_section(report, "Bad Name", "x")
+        write_marked_section(report, "Bad Name", "x")

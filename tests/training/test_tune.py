@@ -12,11 +12,12 @@ from hierrouter_graph.dynamic_policy import load_saved_policy
 from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import build_pool
 from tests.training.scripted_pool import chat_models, make_items, scripted_config
-from training import evaluate as ev
 from training.datasets import Item
 from training.ppo import PPOArgs
 from training.record import record_outcome_tree
 from training.replay import CachedEncoder, ReplayStore
+from training.strategies import best_route, router_routes
+from training.tree import candidate_routes, outcome_tree
 from training.tune import split_validation, tune
 
 
@@ -62,8 +63,8 @@ def test_every_grid_point_is_trained_on_fit_items_and_scored_on_held_out_ones(
         fit, val = split_validation(items, 0.25, 0)
         assert (result.fit_items, result.val_items) == (len(fit), len(val)) == (6, 2)
         assert result.best_fixed_route == "planner → solver"  # the only right route, chosen on fit
-        tree = ev.outcome_tree(config, pool, val, store)
-        fixed = ev.best_route(tree, val, ev.candidate_routes(config))
+        tree = outcome_tree(config, pool, val, store)
+        fixed = best_route(tree, val, candidate_routes(config))
         assert result.best_fixed_val_reward == pytest.approx(np.mean([tree[i.id][fixed].reward for i in val]))
         assert [(g.learning_rate, g.iterations) for g in result.grid] == [
             (1e-4, 1),
@@ -75,7 +76,7 @@ def test_every_grid_point_is_trained_on_fit_items_and_scored_on_held_out_ones(
         for point in result.grid:  # each score is its saved policy's greedy routes on the held-out tree
             folder = tmp_path / "tune" / f"lr{point.learning_rate:g}-it{point.iterations}-seed42" / "policy"
             policy = load_saved_policy(folder, config, CachedEncoder(encoder, store))
-            routes = ev.router_routes(policy, config, tree, val)
+            routes = router_routes(policy, config, tree, val)
             assert point.per_seed_reward == (
                 pytest.approx(np.mean([tree[i.id][r].reward for i, r in zip(val, routes, strict=True)])),
             )

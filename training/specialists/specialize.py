@@ -35,8 +35,8 @@ will use it in, on data the router never sees:
   ``PeftModel.from_pretrained(base, OUT)`` and ``ModelSpec(adapter=OUT)`` read it) and
   ``OUT/card.json`` (method, data counts, steps, time, seed, tokens/s).
 
-    python training/specialize.py --domain code   # the shipped adapter's recipe (DOMAIN_RECIPES)
-    python training/specialist_eval.py --adapter runs/specialists/code     # pass@1 vs generalist
+    python training/specialists/specialize.py --domain code   # the shipped adapter's recipe (DOMAIN_RECIPES)
+    python training/specialists/specialist_eval.py --adapter runs/specialists/code     # pass@1 vs generalist
 
 On a CPU shared with other jobs pass ``--threads 1``: two OpenMP threads on two busy cores wait on
 each other at every barrier (measured: 12 tok/s with 2 threads, 43 with 1).
@@ -45,13 +45,9 @@ each other at every barrier (measured: 12 tok/s with 2 threads, 43 with 1).
 from __future__ import annotations
 
 import argparse
-import ast
-import csv
 import json
 import math
 import os
-import random
-import re
 import shlex
 import shutil
 import sys
@@ -63,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 import torch
@@ -72,38 +68,40 @@ from tqdm import tqdm
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.config import ModelSpec, RouterConfig
 from hierrouter_graph.defaults import default_config
-from hierrouter_graph.hop import build_hop_messages
 from hierrouter_graph.models import build_pool_member, load_causal_lm, resolve_model_folder
-from hierrouter_graph.pool import PoolMember, TokenizerCounter, messages_to_chat_dicts
-from training.datasets import SPECIALIZATION, Item, load_specialization_items
+from training.datasets import SPECIALIZATION, Item
+from training.run import (
+    load_checkpoint,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+    seed_everything,
+    write_log,
+)
 from training.sandbox import SandboxUnavailable
+from training.specialists.examples import (
+    DOMAINS,
+    Example,
+    PromptFormat,
+    answer_loss,
+    build_examples,
+    collate,
+    domain_items,
+    epoch_batches,
+    train_schedule,
+)
 
 __all__ = [
     "CARD_NAME",
     "CHECKPOINT_NAME",
-    "DOMAINS",
     "GENERALIST",
-    "Example",
-    "PromptFormat",
     "SpecializeArgs",
     "SpecializeResult",
-    "answer_loss",
     "bf16_supported",
-    "build_examples",
-    "code_target",
-    "collate",
-    "domain_items",
-    "encode_example",
-    "length_bucketed_batches",
     "main",
-    "math_target",
     "resolve_precision",
-    "target_for",
-    "train_schedule",
     "train_specialist",
 ]
-
-DOMAINS: dict[str, tuple[str, ...]] = {"code": ("mbpp", "humaneval"), "math": ("gsm8k", "math")}
 
 DOMAIN_RECIPES: dict[str, dict[str, Any]] = {
     "code": {"steps": 64, "batch_tokens": 1024, "lr": 3e-4, "threads": 1, "checkpoint_every": 8},
@@ -111,7 +109,7 @@ DOMAIN_RECIPES: dict[str, dict[str, Any]] = {
 }
 """The recorded runs of docs/specialists.md, the CLI defaults for each ``--domain``.
 
-Why per domain: ``python training/specialize.py --domain code`` alone must rebuild the shipped
+Why per domain: ``python training/specialists/specialize.py --domain code`` alone must rebuild the shipped
 adapter (hierrouter_graph/specialists/smollm2-135m-code). One CPU thread is part of the recipe:
 the float sums of a GEMM split over more threads can differ in the last bit, so other thread
 counts give a close, not bit-identical, adapter (and a new fingerprint, so no stale replay).
@@ -122,255 +120,11 @@ GENERALIST = "smollm2-135m"
 CHECKPOINT_NAME = "checkpoint.pt"
 CARD_NAME = "card.json"
 LOG_NAME = "train_log.csv"
+LOG_COLUMNS = ("step", "loss", "lr", "tokens", "answer_tokens", "seconds")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 _TMP_PREFIXES = (".ckpt-", ".final-")
 # Hyperparameters that may differ between a checkpoint and the run resuming it (no effect on weights).
 RESUMABLE_CHANGES = frozenset({"checkpoint_every"})
-
-
-# ------------------------------------------------------------------------------------------- data
-
-
-def _strip_docstrings(tree: ast.AST) -> ast.AST:
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            continue
-        body = node.body
-        first = body[0] if body else None
-        is_docstring = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
-        if is_docstring and isinstance(first.value.value, str):  # type: ignore[union-attr]
-            node.body = body[1:] or [ast.Pass()]
-    return tree
-
-
-def _compact_python(source: str) -> str:
-    """Reference code in one consistent style, without docstrings.
-
-    Why: MBPP references mix CRLF, tabs and odd spacing, and HumanEval's docstrings would double
-    the reply length (the prompt already shows them); both cost tokens under a 128-token budget.
-    Code that does not parse is kept as written.
-    """
-    text = source.replace("\r\n", "\n").replace("\r", "\n")
-    try:
-        return ast.unparse(_strip_docstrings(ast.parse(text)))
-    except (SyntaxError, ValueError):
-        return text.strip()
-
-
-def code_target(item: Item) -> str:
-    """The reply a code specialist should give: one fenced python block, nothing else."""
-    if item.task == "humaneval":
-        source = str(item.meta["code_prompt"]) + item.references[0]
-    else:
-        source = item.references[0]
-    return f"```python\n{_compact_python(source)}\n```"
-
-
-_CALCULATOR = re.compile(r"<<[^<>]*>>")
-
-
-def math_target(item: Item) -> str:
-    """A worked solution ending in ``\\boxed{answer}`` (what ``math_boxed``/``gsm8k_number`` read)."""
-    solution = str(item.meta["solution"]).strip()
-    if item.task == "gsm8k":
-        steps = _CALCULATOR.sub("", solution.rpartition("####")[0]).strip()
-        return f"{steps}\nThe final answer is \\boxed{{{item.references[0]}}}."
-    return solution
-
-
-def target_for(item: Item) -> str:
-    if item.task in DOMAINS["code"]:
-        return code_target(item)
-    if item.task in DOMAINS["math"]:
-        return math_target(item)
-    raise ValueError(f"{item.id}: no specialist target for task {item.task!r}")
-
-
-def domain_items(domain: str) -> list[Item]:
-    """Every specialization-half item of the domain's tasks (never a routing item)."""
-    if domain not in DOMAINS:
-        raise ValueError(f"unknown domain {domain!r}; known: {sorted(DOMAINS)}")
-    items = [it for task in DOMAINS[domain] for it in load_specialization_items(task)]
-    leaked = [it.id for it in items if it.half != SPECIALIZATION]
-    if leaked:  # defence in depth: load_specialization_items already filters on the half
-        raise AssertionError(f"routing items in the specialization data: {leaked[:5]}")
-    return items
-
-
-@dataclass(frozen=True)
-class PromptFormat:
-    """The stage-0 hop prompt of one pool member, rendered exactly as ``hop.run_hop`` renders it."""
-
-    member: PoolMember
-    instruction: str
-
-    @classmethod
-    def for_pool(cls, member: PoolMember, config: RouterConfig, stage: int = 0) -> PromptFormat:
-        return cls(member=member, instruction=config.stage_prompt(stage))
-
-    def chat(self, query: str) -> list[dict[str, str]]:
-        """The hop's messages as role/content dicts (what the chat template receives)."""
-        return messages_to_chat_dicts(build_hop_messages(self.member, self.instruction, query))
-
-    def render(self, query: str) -> str:
-        counter = self.member.counter
-        if not isinstance(counter, TokenizerCounter):
-            raise TypeError(f"{self.member.name}: a specialist needs a member with a tokenizer counter")
-        return counter.render_prompt(build_hop_messages(self.member, self.instruction, query))
-
-
-@dataclass(frozen=True)
-class Example:
-    """One tokenized training example: the prompt's tokens, then the answer's."""
-
-    id: str
-    task: str
-    input_ids: tuple[int, ...]
-    n_prompt: int
-
-    @property
-    def labels(self) -> list[int]:
-        """-100 on the prompt (no loss there), the token itself on the answer."""
-        return [-100] * self.n_prompt + list(self.input_ids[self.n_prompt :])
-
-    @property
-    def n_answer(self) -> int:
-        return len(self.input_ids) - self.n_prompt
-
-
-def _completion_text(tokenizer: Any, chat: list[dict[str, str]], prompt: str, answer: str) -> str:
-    """``answer`` plus the template's turn terminator (``<|im_end|>`` for ChatML).
-
-    Taken from the template itself (the full conversation minus the rendered prompt) so any chat
-    format works; trailing whitespace after the terminator is not trained on.
-    """
-    full = str(
-        tokenizer.apply_chat_template(
-            [*chat, {"role": "assistant", "content": answer}], tokenize=False, add_generation_prompt=False
-        )
-    )
-    if full.startswith(prompt) and answer in full[len(prompt) :]:
-        return full[len(prompt) :].rstrip()
-    return answer + str(tokenizer.eos_token or "")
-
-
-def encode_example(
-    tokenizer: Any, fmt: PromptFormat, item_id: str, task: str, query: str, answer: str
-) -> Example:
-    """Prompt and answer tokenized SEPARATELY: the prompt exactly as the model sees it at inference."""
-    prompt = fmt.render(query)
-    completion = _completion_text(tokenizer, fmt.chat(query), prompt, answer)
-    prompt_ids = [int(i) for i in tokenizer(prompt)["input_ids"]]
-    answer_ids = [int(i) for i in tokenizer(completion, add_special_tokens=False)["input_ids"]]
-    if not answer_ids:
-        raise ValueError(f"{item_id}: empty answer")
-    return Example(item_id, task, tuple(prompt_ids + answer_ids), len(prompt_ids))
-
-
-def build_examples(
-    tokenizer: Any,
-    fmt: PromptFormat,
-    items: Sequence[Item],
-    max_answer_tokens: int,
-    target: Callable[[Item], str] = target_for,
-) -> tuple[list[Example], dict[str, dict[str, int]]]:
-    """Examples in item order, and per task counts: available, used, dropped (answer too long)."""
-    examples: list[Example] = []
-    counts: dict[str, dict[str, int]] = {}
-    for item in items:
-        row = counts.setdefault(item.task, {"available": 0, "used": 0, "dropped_too_long": 0})
-        row["available"] += 1
-        example = encode_example(tokenizer, fmt, item.id, item.task, item.prompt, target(item))
-        if example.n_answer > max_answer_tokens:
-            row["dropped_too_long"] += 1
-            continue
-        row["used"] += 1
-        examples.append(example)
-    return examples, counts
-
-
-# ---------------------------------------------------------------------------------------- batches
-
-
-def length_bucketed_batches(lengths: Sequence[int], batch_tokens: int, rng: random.Random) -> list[list[int]]:
-    """Indices grouped so each batch holds similar lengths and ``rows × longest ≤ batch_tokens``.
-
-    Ties are broken at random (shuffle, then a stable sort), and the batch order is shuffled, so
-    epochs differ while padding stays minimal. A single example longer than the budget gets a
-    batch of its own. The number of batches depends only on the lengths, not on ``rng``.
-    """
-    if batch_tokens < 1:
-        raise ValueError(f"batch_tokens must be >= 1, got {batch_tokens}")
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    order.sort(key=lambda i: lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for index in order:
-        grown = max(longest, lengths[index])
-        if current and grown * (len(current) + 1) > batch_tokens:
-            batches.append(current)
-            current, grown = [], lengths[index]
-        current.append(index)
-        longest = grown
-    if current:
-        batches.append(current)
-    rng.shuffle(batches)
-    return batches
-
-
-def _epoch_batches(lengths: Sequence[int], batch_tokens: int, seed: int, epoch: int) -> list[list[int]]:
-    return length_bucketed_batches(lengths, batch_tokens, random.Random(f"{seed}:epoch:{epoch}"))
-
-
-def train_schedule(lengths: Sequence[int], batch_tokens: int, seed: int, steps: int) -> list[list[int]]:
-    """The first ``steps`` batches of the epoch sequence: a pure function of its arguments, so a
-    resumed run sees exactly the batches the killed run would have seen."""
-    out: list[list[int]] = []
-    epoch = 0
-    while len(out) < steps:
-        out.extend(_epoch_batches(lengths, batch_tokens, seed, epoch))
-        epoch += 1
-    return out[:steps]
-
-
-def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded tensors; padding is masked out of attention and labels.
-
-    The pad id may equal the turn terminator (SmolLM2: ``<|im_end|>``), so labels are built from
-    the example lengths, never by comparing ids with ``pad_id``.
-    """
-    width = max(len(ex.input_ids) for ex in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, ex in enumerate(examples):
-        n = len(ex.input_ids)
-        ids[row, :n] = torch.tensor(ex.input_ids)
-        labels[row, :n] = torch.tensor(ex.labels)
-        mask[row, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def answer_loss(model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy over the answer tokens, projecting only answer positions onto the vocabulary.
-
-    Why: about 70% of the tokens are prompt; running the LM head (49k outputs for SmolLM2) on them
-    costs ~15% of the compute and most of the activation memory for labels that are -100 anyway.
-    Same value as the model's own ``loss`` (shifted labels, mean over labelled tokens, fp32). Falls
-    back to that ``loss`` for models that do more than ``lm_head(hidden)`` (Gemma's soft-capping)
-    or do not expose ``.model`` / ``.lm_head``.
-    """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    body, head = getattr(base, "model", None), getattr(base, "lm_head", None)
-    if body is None or head is None or getattr(base.config, "final_logit_softcapping", None) is not None:
-        return model(**batch).loss
-    hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    targets = batch["labels"][:, 1:]
-    keep = targets != -100
-    logits = head(hidden[:, :-1][keep])
-    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
 
 
 # --------------------------------------------------------------------------------------- precision
@@ -457,20 +211,6 @@ def _lr_lambda(total: int, warmup_fraction: float) -> Callable[[int], float]:
     return factor
 
 
-def _rng_states() -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-
-
-def _restore_rng_states(states: Mapping[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
-
-
 def _trainable_state(model: Any) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -482,41 +222,15 @@ def _clean_temporaries(out: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _save_checkpoint(out: Path, state: Mapping[str, Any]) -> None:
-    """``torch.save`` into a fresh temporary folder, then ``os.replace`` onto ``checkpoint.pt``.
-
-    A kill at any moment leaves either the previous checkpoint or the new one, never half a file.
-    """
-    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIXES[0], dir=out))
-    try:
-        torch.save(dict(state), tmp / CHECKPOINT_NAME)
-        os.replace(tmp / CHECKPOINT_NAME, out / CHECKPOINT_NAME)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _load_checkpoint(path: Path, args: SpecializeArgs, total_steps: int) -> dict[str, Any]:
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
-    saved, current = dict(state["args"]), args.as_dict()
-    changed = sorted(
-        k for k in set(saved) | set(current) if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)
-    )
-    if changed or int(state["total_steps"]) != total_steps:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+    advice = "use another --out or pass --no-resume to start over"
+    state = load_checkpoint(path, args.as_dict(), RESUMABLE_CHANGES, advice=advice)
+    if int(state["total_steps"]) != total_steps:
         raise ValueError(
-            f"{path} was written by a run with other settings ({details or 'total steps differ'}); "
-            "resuming would not reproduce it — use another --out or pass --no-resume to start over"
+            f"{path} was written by a run with other settings (total steps differ); resuming would not "
+            f"reproduce it — {advice}"
         )
     return state
-
-
-def _write_log(out: Path, history: Sequence[Mapping[str, float]]) -> None:
-    tmp = out / f".{LOG_NAME}.{os.getpid()}.tmp"
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["step", "loss", "lr", "tokens", "answer_tokens", "seconds"])
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, out / LOG_NAME)
 
 
 def _save_final(model: Any, out: Path, card: Mapping[str, Any], base_source: str) -> None:
@@ -575,12 +289,6 @@ def _trainable_model(spec: ModelSpec, cache_dir: Path, args: SpecializeArgs) -> 
     return model, tokenizer
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def train_specialist(
     spec: ModelSpec,
     config: RouterConfig,
@@ -608,7 +316,7 @@ def train_specialist(
     cache = cache_dir if cache_dir is not None else config.resolved_cache_dir
     precision = resolve_precision(args.precision)
 
-    _seed_everything(args.seed)
+    seed_everything(args.seed)
     member = build_pool_member(spec, cache)
     fmt = PromptFormat.for_pool(member, config, stage=0)
     model, tokenizer = _trainable_model(spec, cache, args)
@@ -616,7 +324,7 @@ def train_specialist(
     if not examples:
         raise ValueError("no training examples left (every answer longer than max_answer_tokens?)")
     lengths = [len(ex.input_ids) for ex in examples]
-    per_epoch = len(_epoch_batches(lengths, args.batch_tokens, args.seed, 0))
+    per_epoch = len(epoch_batches(lengths, args.batch_tokens, args.seed, 0))
     total = args.steps if args.steps is not None else max(1, math.ceil(args.epochs * per_epoch))
     schedule = train_schedule(lengths, args.batch_tokens, args.seed, total)
 
@@ -632,7 +340,7 @@ def train_specialist(
         model.load_state_dict(state["adapter"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _restore_rng_states(state["rng"])
+        restore_rng_states(state["rng"])
         start, elapsed = int(state["step"]), float(state["elapsed_s"])
         history, resumes = list(state["history"]), [*state.get("resumes", []), int(state["step"])]
 
@@ -672,8 +380,8 @@ def train_specialist(
             bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens'] / seconds:.0f}", refresh=False)
             done = step + 1
             if done % args.checkpoint_every == 0 or done == total:
-                _save_checkpoint(
-                    folder,
+                save_checkpoint(
+                    checkpoint,
                     {
                         "format": 1,
                         "step": done,
@@ -681,14 +389,14 @@ def train_specialist(
                         "adapter": _trainable_state(model),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
-                        "rng": _rng_states(),
+                        "rng": rng_states(),
                         "args": args.as_dict(),
                         "history": history,
                         "elapsed_s": elapsed,
                         "resumes": resumes,
                     },
                 )
-                _write_log(folder, history)
+                write_log(folder / LOG_NAME, LOG_COLUMNS, history)
         else:
             step = total
     finally:
@@ -852,7 +560,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = config.spec(ns.base)
     args = args_from(ns)
     out = ns.out or Path("runs/specialists") / ns.domain
-    command = "python training/specialize.py " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    given = sys.argv[1:] if argv is None else list(argv)
+    command = "python training/specialists/specialize.py " + shlex.join(given)
     result = train_specialist(
         spec,
         config,

@@ -17,8 +17,8 @@ lies entirely above 0.
 Replies are appended to ``OUT/<model>.jsonl`` chunk by chunk, so a killed run resumes where it
 stopped; ``OUT/summary.json`` holds the result.
 
-    python training/specialist_eval.py --adapter runs/specialists/code                 # routing test split
-    python training/specialist_eval.py --adapter runs/specialists/code --items routing # every routing item
+    python training/specialists/specialist_eval.py --adapter runs/specialists/code     # routing test split
+    python training/specialists/specialist_eval.py --adapter runs/specialists/code --items routing   # all
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 from tqdm import tqdm
@@ -46,10 +46,10 @@ from hierrouter_graph.hop import build_hop_messages
 from hierrouter_graph.models import build_pool_member
 from hierrouter_graph.pool import PoolMember
 from training.datasets import Item, build_routing_dataset, load_routing_items
-from training.evaluate import Interval, bootstrap_indices, bootstrap_interval
 from training.metrics import score
 from training.sandbox import SandboxUnavailable
-from training.specialize import CARD_NAME
+from training.specialists.specialize import CARD_NAME
+from training.statistics import Interval, bootstrap_indices, bootstrap_interval
 
 __all__ = [
     "EVAL_TASKS",
@@ -295,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = evaluate_specialist(
         ns.adapter, items, out, config=config, chunk=ns.chunk, progress=not ns.no_progress
     )
-    summary["command"] = "python training/specialist_eval.py " + shlex.join(
+    summary["command"] = "python training/specialists/specialist_eval.py " + shlex.join(
         sys.argv[1:] if argv is None else list(argv)
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

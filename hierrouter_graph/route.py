@@ -1,0 +1,76 @@
+"""The route step: the state a router decides in, and what one hop does to it.
+
+Why a module of its own: the graph's router and model nodes, the training environment, the
+outcome-tree walker (recording, replay, evaluation) and the evaluator's greedy router all move
+through the same states — c_{t+1} = c_t ‖ r_t, ℓ_{t+1} = ℓ_t + 1, C_{t+1} = C_t + δ_t, the last
+reply's confidence carried to the next decision, STOP checked where a decision is consumed. Writing
+that step once (``advance``, ``decide_next``) keeps them from drifting apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .hop import HopResult, extend_context
+from .policy import STOP_ACTION, Decision, LastConfidence, RoutingPolicy, check_stop_allowed
+
+__all__ = ["Route", "RouteState", "advance", "decide_next"]
+
+Route = tuple[str, ...]
+"""The models called so far, in order."""
+
+
+@dataclass(frozen=True)
+class RouteState:
+    """(c_t, ℓ_t, C_t) of one query, with the route taken and the last reply's confidence."""
+
+    query: str
+    context: str
+    stage: int = 0
+    cost: float = 0.0
+    route: Route = ()
+    confidence: LastConfidence = None
+    """The last reply's confidence (None before the first hop): an uncertainty router reads it."""
+
+    @classmethod
+    def start(cls, query: str) -> RouteState:
+        """c_0 = the query, ℓ = 0, C = 0."""
+        return cls(query, query)
+
+
+def advance(state: RouteState, model: str, hop: HopResult) -> RouteState:
+    """The state after ``model`` answered ``hop``: the reply appended, one more stage, δ added."""
+    return RouteState(
+        query=state.query,
+        context=extend_context(state.context, hop.reply),
+        stage=state.stage + 1,
+        cost=state.cost + hop.cost,
+        route=(*state.route, model),
+        confidence=hop.confidence,
+    )
+
+
+def decide_next(
+    policy: RoutingPolicy,
+    state: RouteState,
+    allow_stop: bool,
+    *,
+    sample: bool | None = None,
+    generator: torch.Generator | None = None,
+) -> Decision:
+    """The policy's decision in ``state``; a STOP the config does not allow (or at stage 0) raises.
+
+    The last reply's confidence is passed only to a policy that reads it (``uncertainty = True``);
+    ``sample``/``generator`` only when given (``sample=None``: the policy's greedy default).
+    """
+    extra: dict[str, object] = {}
+    if sample is not None:
+        extra.update(sample=sample, generator=generator)
+    if getattr(policy, "uncertainty", False):
+        extra["confidence"] = state.confidence
+    decision = policy.decide(state.context, state.stage, state.cost, **extra)  # type: ignore[arg-type]
+    if decision.model == STOP_ACTION:
+        check_stop_allowed(state.stage, allow_stop)
+    return decision

@@ -1,0 +1,182 @@
+"""``python training/ppo.py``: train the router with PPO on the recorded train items, then
+evaluate it on the test split and print the table.
+
+    python training/ppo.py --run-dir runs/ppo --replay runs/replay.sqlite --reward task
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hierrouter_graph.cli_errors import run_cli
+from hierrouter_graph.hop import ReplyCache
+from training.cli.context import RunContext, add_data_flags, add_router_flags, load_run_context
+from training.ppo import POLICY_KINDS, PPOArgs, TrainResult, build_env, make_policy, train
+from training.replay import ReplayMissError, ReplayOnlyCache, StateEncoder
+from training.sandbox import SandboxUnavailable
+from training.tree import encode_recorded_states, recorded_only
+
+__all__ = ["evaluate_trained", "main", "parse_args", "ppo_args_from", "run_from_cli"]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The CLI's flags; defaults are ``PPOArgs``'s, so the CLI and the library cannot drift apart."""
+    defaults = PPOArgs()
+    parser = argparse.ArgumentParser(
+        description="Train the HierRouter policy with PPO (paper defaults) on the routing train split."
+    )
+    add_router_flags(parser)
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/ppo"), help="log, checkpoint, policy/")
+    parser.add_argument("--iterations", type=int, default=defaults.iterations)
+    parser.add_argument("--rollouts", type=int, default=defaults.rollouts, help="episodes per iteration")
+    parser.add_argument("--minibatches", type=int, default=defaults.num_minibatches)
+    parser.add_argument("--epochs", type=int, default=defaults.update_epochs, help="update epochs")
+    parser.add_argument("--lr", type=float, default=defaults.learning_rate)
+    parser.add_argument("--ent-coef", type=float, default=defaults.ent_coef)
+    parser.add_argument("--hidden-size", type=int, default=defaults.hidden_size)
+    parser.add_argument("--stage-dim", type=int, default=defaults.stage_dim)
+    parser.add_argument("--cost-scale", type=float, default=defaults.cost_scale)
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="PPO seed (init, actions, items)")
+    parser.add_argument("--device", default=defaults.device, help="torch device of the policy")
+    parser.add_argument(
+        "--policy-kind",
+        choices=POLICY_KINDS,
+        default=defaults.policy_kind,
+        help="mlp: RouterPolicy (fixed pool); descriptor: DescriptorPolicy (pool may change after training)",
+    )
+    add_data_flags(parser, items_help="a JSONL dataset instead of the benchmarks")
+    parser.add_argument("--no-resume", action="store_true", help="ignore a checkpoint in --run-dir")
+    parser.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation afterwards")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="also write the evaluation as markdown (+ PNG plot beside it)",
+    )
+    return parser.parse_args(argv)
+
+
+def ppo_args_from(ns: argparse.Namespace) -> PPOArgs:
+    """Parsed flags → ``PPOArgs`` (hyperparameters the CLI does not expose keep the paper's values)."""
+    return PPOArgs(
+        iterations=ns.iterations,
+        rollouts=ns.rollouts,
+        num_minibatches=ns.minibatches,
+        update_epochs=ns.epochs,
+        learning_rate=ns.lr,
+        ent_coef=ns.ent_coef,
+        hidden_size=ns.hidden_size,
+        stage_dim=ns.stage_dim,
+        cost_scale=ns.cost_scale,
+        seed=ns.seed,
+        reward=ns.reward,
+        device=ns.device,
+        policy_kind=ns.policy_kind,
+    )
+
+
+def run_from_cli(
+    ns: argparse.Namespace,
+    *,
+    chat_models: Mapping[str, Any] | None = None,
+    encoder: StateEncoder | None = None,
+    context: RunContext | None = None,
+) -> TrainResult:
+    """The CLI's wiring, callable from tests: ``chat_models``/``encoder`` replace the real ones."""
+    args = ppo_args_from(ns)
+    context = context or load_run_context(ns, chat_models=chat_models, encoder=encoder)
+    config, pool, items, data_info = context.config, context.pool, context.train, context.data_info
+    with context.open_store() as store:
+        if not ns.live:
+            items, data_info = recorded_only(config, pool, items, data_info, store)
+        cache: ReplyCache = store if ns.live else ReplayOnlyCache(store)
+        state_encoder = context.state_encoder(store)
+        if not ns.live:
+            encode_recorded_states(state_encoder, config, pool, items, cache)
+        env = build_env(config, items, pool, state_encoder, reward=args.reward, cache=cache)
+        policy = make_policy(config, context.encoder(), args)
+        metadata = {
+            "dataset": data_info,
+            "config": str(ns.config) if ns.config is not None else "default_config()",
+            "alpha": config.alpha,
+            "horizon": config.horizon,
+            "allow_stop": config.allow_stop,
+            "uncertainty_state": config.uncertainty_state,
+            "replay": str(ns.replay),
+            "live": bool(ns.live),
+        }
+        return train(
+            env,
+            policy,
+            args,
+            ns.run_dir,
+            progress=not ns.no_progress,
+            resume=not ns.no_resume,
+            metadata=metadata,
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python training/ppo.py ...``: parse, wire, train, print a one-line summary, evaluate."""
+    ns = parse_args(argv)
+    try:
+        context = load_run_context(ns)
+        result = run_from_cli(ns, context=context)
+    except ReplayMissError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    final = result.final
+    how = f"resumed after iteration {result.start_iteration}" if result.resumed else "fresh run"
+    nan = float("nan")
+    print(
+        f"trained {len(result.history)} iterations ({how}); last iteration: mean return "
+        f"{final.get('mean_return', nan):.4f}, quality {final.get('mean_quality', nan):.4f}, "
+        f"cost {final.get('mean_cost', nan):.4f}; policy saved to {result.policy_dir}"
+    )
+    if ns.no_eval or ns.items is not None:
+        return 0
+    return evaluate_trained(ns, context, result.policy_dir)
+
+
+def evaluate_trained(ns: argparse.Namespace, context: RunContext, policy_dir: Path) -> int:
+    """Evaluate the policy just trained on the TEST split of the same data, and print the table."""
+    from training.cli.context import evaluation_splits
+    from training.cli.evaluate import evaluate_saved
+    from training.reports import plot_cost_quality, print_table, write_report
+
+    train_items, test_items, info = evaluation_splits(ns)
+    split = RunContext(
+        context.config, context.pool, train_items, test_items, info, ns.replay, context.shipped
+    )
+    split.given_encoder = context.encoder()
+    command = "python training/ppo.py " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python training/ppo.py"
+    try:
+        with split.open_store() as store:
+            results = evaluate_saved(
+                split,
+                store,
+                policy_dir,
+                reward=ns.reward,
+                live=ns.live,
+                progress=not ns.no_progress,
+                data_info={
+                    "config": str(ns.config) if ns.config else "default_config()",
+                    "replay": str(ns.replay),
+                },
+            )
+    except ReplayMissError as error:
+        print(f"evaluation skipped: {error}", file=sys.stderr)
+        return 2
+    if ns.report is not None:
+        write_report(results, ns.report, command=command, seed=0)
+        plot_cost_quality(results, ns.report.with_name("cost_quality.png"))
+    print_table(results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
