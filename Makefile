@@ -40,7 +40,7 @@ install: $(VENV)/.installed
 # hyperparameters"); the paper's defaults are ppo.py's own.
 DEMO_PPO_FLAGS ?= --lr 0.0003 --iterations 96
 
-demo: install
+demo: install sandbox-tools
 	$(PY) training/ppo.py $(DEMO_PPO_FLAGS) --run-dir runs/demo-ppo --replay runs/demo-replay.sqlite --no-resume
 	$(PY) examples/demo.py --policy runs/demo-ppo/policy
 
