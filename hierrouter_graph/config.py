@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .loading_errors import validation_error_in
+from .loading_errors import LoadError, validation_error_in
 
 __all__ = [
     "DEFAULT_ENCODER",
@@ -418,11 +418,11 @@ class RouterConfig(BaseModel):
         try:
             data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as error:
-            raise ValueError(
+            raise LoadError(
                 f"{file}: not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {error}"
             ) from error
         if not isinstance(data, dict):
-            raise ValueError(f"{file}: expected a mapping at the top level, got {type(data).__name__}")
+            raise LoadError(f"{file}: expected a mapping at the top level, got {type(data).__name__}")
         try:
             return cls.model_validate(data)
         except ValidationError as error:

@@ -110,3 +110,16 @@ def test_fingerprint_tracks_generation_not_price() -> None:
     assert base.fingerprint() == ModelSpec(**_spec(base_rate=0.5)).fingerprint()
     assert base.fingerprint() != ModelSpec(**_spec(max_new_tokens=7)).fingerprint()
     assert base.fingerprint() != ModelSpec(**_spec(system_prompt="x")).fingerprint()
+
+
+def test_an_unparsable_config_is_a_load_error_naming_the_file(tmp_path: Path) -> None:
+    """CLIs print LoadError as one line; a YAML syntax error must be one, not a bare ValueError."""
+    from hierrouter_graph.loading_errors import LoadError
+
+    bad = tmp_path / "router.yaml"
+    bad.write_text("models: [\n")
+    with pytest.raises(LoadError, match=r"router\.yaml: not valid YAML"):
+        RouterConfig.from_file(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(LoadError, match=r"router\.yaml: expected a mapping"):
+        RouterConfig.from_file(bad)
