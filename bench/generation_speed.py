@@ -46,18 +46,18 @@ def tokens_per_s(spec: ModelSpec, batch: int, new_tokens: int) -> float:
     return batch * new_tokens / (time.perf_counter() - started)
 
 
-def quality(spec: ModelSpec, per_task: int) -> tuple[dict[str, float], list[str]]:
-    """Task metric per task on the first ``per_task`` specialization items, and the replies."""
+def quality(spec: ModelSpec, per_task: int) -> tuple[dict[str, float], dict[str, str]]:
+    """Task metric per task on the first ``per_task`` specialization items, and each item's reply."""
     from training.datasets import load_specialization_items
     from training.metrics import score
 
     member = build_pool_member(spec, default_cache_dir())
     results: dict[str, float] = {}
-    replies: list[str] = []
+    replies: dict[str, str] = {}
     for task in TASKS:
         items = load_specialization_items(task)[:per_task]
         hops = run_hops(member, [item.prompt for item in items], INSTRUCTION)
-        replies += [hop.reply for hop in hops]
+        replies.update({item.id: hop.reply for item, hop in zip(items, hops, strict=True)})
         results[task] = sum(score(item, hop.reply) for item, hop in zip(items, hops, strict=True)) / len(
             items
         )
@@ -105,12 +105,7 @@ def main() -> None:
     from training.datasets import load_specialization_items
 
     items = [item for task in TASKS for item in load_specialization_items(task)[: min(args.per_task, 4)]]
-    alone = [run_hops(member, [item.prompt], INSTRUCTION)[0].reply for item in items]
-    sample = [
-        batched[TASKS.index(item.task) * args.per_task + k % min(args.per_task, 4)]
-        for k, item in enumerate(items)
-    ]
-    same = sum(a == b for a, b in zip(alone, sample, strict=True))
+    same = sum(run_hops(member, [item.prompt], INSTRUCTION)[0].reply == batched[item.id] for item in items)
     print(f"batched vs one-by-one greedy replies identical: {same}/{len(items)}")
 
 
