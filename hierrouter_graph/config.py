@@ -334,6 +334,15 @@ class RouterConfig(BaseModel):
         "models) and the state before the first hop give the neutral (0, 0, 0). Off by default: "
         "the paper's state is (context, stage, cost). See hierrouter_graph/confidence.py.",
     )
+    alpha_range: tuple[float, float] | None = Field(
+        default=None,
+        description="Train ONE policy for every cost weight in [lo, hi] instead of one per α: PPO "
+        "draws α log-uniformly from the range per episode and the policy reads log α as an input, "
+        "so at inference any α in the range is chosen per query (HierRouterGraph(alpha=...), "
+        "config={'configurable': {'alpha': ...}}, the server's per-request alpha) without "
+        "retraining. `alpha` is then the default α and must lie in the range. None (default): the "
+        "paper's single α, fixed at training time.",
+    )
     stage_prompts: list[str] = Field(
         default_factory=lambda: list(PAPER_STAGE_PROMPTS),
         description="Instruction for hop ℓ (one per stage).",
@@ -370,6 +379,21 @@ class RouterConfig(BaseModel):
                 f"stage_prompts: horizon={self.horizon} needs {self.horizon} stage prompts but "
                 f"{len(self.stage_prompts)} are given; add prompts or set stage_prompt_fallback"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _alpha_in_range(self) -> RouterConfig:
+        if self.alpha_range is not None:
+            lo, hi = self.alpha_range
+            if not 0 < lo < hi:
+                raise ValueError(
+                    f"alpha_range: expected [lo, hi] with 0 < lo < hi, got {list(self.alpha_range)}"
+                )
+            if not lo <= self.alpha <= hi:
+                raise ValueError(
+                    f"alpha: {self.alpha} is the default cost weight of an α-conditioned router and "
+                    f"must lie in alpha_range [{lo}, {hi}]"
+                )
         return self
 
     @model_validator(mode="after")

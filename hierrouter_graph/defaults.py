@@ -84,7 +84,8 @@ def untrained_policy(config: RouterConfig, seed: int = 0) -> RouterPolicy:
             encoder,
             horizon=config.horizon,
             allow_stop=config.allow_stop,
-            uncertainty=config.uncertainty_state,
+            uncertainty_state=config.uncertainty_state,
+            alpha_range=config.alpha_range,
         )
 
 

@@ -42,7 +42,7 @@ from torch import nn
 
 from .config import ModelSpec, RouterConfig
 from .cost import RATE_PER_BILLION_PARAMS, base_rate_from_param_count, param_count_from_name
-from .encoder import SentenceEncoder, TextEncoder
+from .encoder import SentenceEncoder
 from .policy import (
     PolicyMismatchError,
     PolicySignature,
@@ -169,20 +169,6 @@ class DescriptorPolicy(TrainedPolicy):
         self._cards: torch.Tensor | None = None  # [M, D] card embeddings, computed on first use
         self._set_pool(pool)
 
-    @classmethod
-    def for_encoder(
-        cls, pool: Sequence[ModelSpec | ModelDescriptor], encoder: TextEncoder, **kwargs: Any
-    ) -> DescriptorPolicy:
-        """An untrained policy sized for ``encoder``."""
-        return cls(
-            pool,
-            encoder_name=encoder.name,
-            embedding_dim=encoder.dim,
-            encoder=encoder,
-            max_seq_len=encoder.max_seq_len,
-            **kwargs,
-        )
-
     # ------------------------------------------------------------------------------ the pool
 
     def _set_pool(self, pool: Sequence[ModelSpec | ModelDescriptor]) -> None:
@@ -219,19 +205,7 @@ class DescriptorPolicy(TrainedPolicy):
     def with_pool(self, pool: Sequence[PoolEntry]) -> DescriptorPolicy:
         """A copy routing over ``pool`` with the same weights (copied, so training one leaves the
         other alone); members may be added, removed or reordered freely."""
-        twin = DescriptorPolicy(
-            self._resolve(pool),
-            encoder_name=self.encoder_name,
-            embedding_dim=self.embedding_dim,
-            horizon=self.horizon,
-            hidden_size=self.hidden_size,
-            stage_dim=self.stage_dim,
-            cost_scale=self.cost_scale,
-            encoder=self._encoder,
-            max_seq_len=self.max_seq_len,
-            allow_stop=self.allow_stop,
-            uncertainty=self.uncertainty,
-        )
+        twin = DescriptorPolicy(self._resolve(pool), **self.shape())
         twin.load_state_dict(self.state_dict())
         twin.to(next(self.parameters()).device)
         twin.train(self.training)
@@ -239,7 +213,7 @@ class DescriptorPolicy(TrainedPolicy):
 
     def for_config(self, config: RouterConfig) -> DescriptorPolicy:
         """This policy over ``config``'s pool (itself when already so), after checking what cannot
-        change without retraining: encoder, horizon, allow_stop and uncertainty."""
+        change without retraining: encoder, horizon, allow_stop, uncertainty_state and alpha_range."""
         PolicySignature.from_config(config, pool=False).check(PolicySignature.of(self))
         wanted = [describe(spec) for spec in config.models]
         return self if wanted == self._descriptors else self.with_pool(wanted)
@@ -278,7 +252,7 @@ class DescriptorPolicy(TrainedPolicy):
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any], encoder: SentenceEncoder | str | None) -> DescriptorPolicy:
         """Unlike ``RouterPolicy``, ``load`` gives it any pool — that is the point; the encoder, horizon,
-        allow_stop and uncertainty are still checked (they shape the weights)."""
+        allow_stop, uncertainty_state and alpha_range are still checked (they shape the weights)."""
         return cls([ModelDescriptor(**d) for d in meta["descriptors"]], **cls.shape_from_meta(meta, encoder))
 
     def set_pool(self, pool: Sequence[PoolEntry]) -> None:

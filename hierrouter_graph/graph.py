@@ -28,7 +28,14 @@ from .dynamic_policy import DescriptorPolicy, load_saved_policy
 from .encoder import load_encoder
 from .hop import answer_text
 from .models import build_pool_member
-from .policy import STOP_ACTION, PolicyMismatchError, PolicySignature, RouterPolicy, RoutingPolicy
+from .policy import (
+    STOP_ACTION,
+    PolicyMismatchError,
+    PolicySignature,
+    RouterPolicy,
+    RoutingPolicy,
+    check_alpha,
+)
 from .pool import PoolMember
 from .remote import fallback_members, run_hop_with_fallback
 from .route import RouteState, advance, decide_next
@@ -40,6 +47,7 @@ __all__ = [
     "build_pool",
     "create_hierrouter_graph",
     "resolve_policy",
+    "routing_alpha",
 ]
 
 
@@ -128,6 +136,29 @@ def _query_from(state: RouterState) -> tuple[str, str]:
     return query, "query"
 
 
+def routing_alpha(config: RouterConfig, policy: RoutingPolicy, requested: Any = None) -> float:
+    """The cost weight a query is routed for: ``requested`` (a run's or the graph's) or the config's.
+
+    An α-conditioned policy (an ``alpha_range``) serves any α in its range; any other policy was
+    trained for the config's α only, so asking it for another raises instead of silently routing
+    with the trained trade-off.
+    """
+    if requested is None:
+        return float(config.alpha)
+    if isinstance(requested, bool) or not isinstance(requested, int | float):
+        raise ValueError(f"alpha: expected a number, got {type(requested).__name__}")
+    alpha_range = getattr(policy, "alpha_range", None)
+    if alpha_range is not None:
+        return check_alpha(float(requested), alpha_range)
+    if abs(float(requested) - config.alpha) > 1e-12 * max(1.0, config.alpha):
+        raise ValueError(
+            f"alpha: this policy was trained for alpha={config.alpha} only (no alpha_range), so "
+            f"alpha={requested} cannot be served; train an α-conditioned policy (alpha_range in the "
+            "config) to choose α per query"
+        )
+    return float(config.alpha)
+
+
 def create_hierrouter_graph(
     config: RouterConfig,
     policy: RoutingPolicy | str | os.PathLike[str] | None = None,
@@ -135,24 +166,35 @@ def create_hierrouter_graph(
     *,
     sample: bool = False,
     seed: int | None = None,
+    alpha: float | None = None,
 ) -> StateGraph:
     """Build (uncompiled) the L-hop routing graph for ``config``.
 
-    ``policy``: a RoutingPolicy, a folder saved by ``RouterPolicy.save`` or ``DescriptorPolicy.save``
-    (told apart by its ``kind``), or None for the default.
-    ``chat_models``: chat models or PoolMembers by name; members not given are built from their
-    ModelSpec. ``sample``/``seed``: draw routes from π instead of argmax (a run can override with
-    ``config={"configurable": {"sample": True}}``).
+    Args:
+        config: the pool, L, stage prompts, encoder and cost weight.
+        policy: a RoutingPolicy, a folder saved by ``RouterPolicy.save`` or
+            ``DescriptorPolicy.save`` (told apart by its ``kind``), or None for the default.
+        chat_models: chat models or PoolMembers by name; members not given are built from their
+            ModelSpec.
+        sample: draw routes from π instead of argmax (a run can override with
+            ``config={"configurable": {"sample": True}}``); ``seed`` seeds the draws.
+        alpha: the cost weight to route for by default (an α-conditioned policy: any α in its
+            ``alpha_range``; otherwise only the config's). A run can override it with
+            ``config={"configurable": {"alpha": 0.02}}``; the output's ``alpha`` says which was used.
     """
+    config_ = config  # the node functions below take LangGraph's run config, also named config
     pool = build_pool(config, chat_models)
     router_policy = resolve_policy(config, policy)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     horizon, allow_stop = config.horizon, config.allow_stop
+    default_alpha = routing_alpha(config, router_policy, alpha)
 
-    def ingest(state: RouterState) -> dict[str, Any]:
+    def ingest(state: RouterState, config: RunnableConfig) -> dict[str, Any]:
         query, source = _query_from(state)
         if not query.strip():
             raise InvalidQueryError("query: expected a non-empty string, got an empty one")
+        requested = (config.get("configurable") or {}).get("alpha")
+        run_alpha = default_alpha if requested is None else routing_alpha(config_, router_policy, requested)
         return {
             "query": query,
             "context": query,
@@ -162,6 +204,7 @@ def create_hierrouter_graph(
             "answer": "",
             "decision": None,
             "stopped": False,
+            "alpha": run_alpha,
             "input_source": source,
         }
 
@@ -172,7 +215,14 @@ def create_hierrouter_graph(
         draw = bool((config.get("configurable") or {}).get("sample", sample))
         trace = state["trace"]
         confidence = trace[-1].get("confidence") if trace else None  # the last reply's, in its state
-        at = RouteState(state["query"], state["context"], stage, state["cost"], confidence=confidence)
+        at = RouteState(
+            state["query"],
+            state["context"],
+            stage,
+            state["cost"],
+            confidence=confidence,
+            alpha=state.get("alpha", default_alpha),
+        )
         decision = decide_next(router_policy, at, allow_stop, sample=draw, generator=generator)
         if decision.model == STOP_ACTION:  # early exit: no more model calls, nothing more charged
             return Command(goto="finalize", update={"decision": decision.as_dict(), "stopped": True})
@@ -260,7 +310,10 @@ class HierRouterGraph:
         checkpointer: Any = None,
         sample: bool = False,
         seed: int | None = None,
+        alpha: float | None = None,
     ) -> None:
+        """Args as ``create_hierrouter_graph``; ``config`` may also be a YAML/JSON path or None
+        (the offline default pool), and ``checkpointer`` is handed to ``compile``."""
         if config is None:
             from .defaults import default_config
 
@@ -269,7 +322,11 @@ class HierRouterGraph:
             config = RouterConfig.from_file(config)
         self.config: RouterConfig = config
         self.policy: RoutingPolicy = resolve_policy(config, policy)
-        self.builder = create_hierrouter_graph(config, self.policy, chat_models, sample=sample, seed=seed)
+        self.alpha = routing_alpha(config, self.policy, alpha)
+        """The cost weight runs are routed for unless one sets ``configurable.alpha``."""
+        self.builder = create_hierrouter_graph(
+            config, self.policy, chat_models, sample=sample, seed=seed, alpha=self.alpha
+        )
         self.graph = self.builder.compile(checkpointer=checkpointer, name="hierrouter")
 
     @staticmethod

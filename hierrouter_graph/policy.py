@@ -1,11 +1,14 @@
 """Router policies: the PPO actor-critic ``RouterPolicy`` and the ``FixedRoutePolicy`` baseline.
 
 State s_t = (c_t, ℓ_t, C_t) → [frozen encoder(c_t) ⊕ stage embedding(ℓ_t) ⊕ C_t / cost_scale] →
-two-layer MLP → (logits over the pool, value). With ``uncertainty`` (``RouterConfig.uncertainty_state``)
+two-layer MLP → (logits over the pool, value). With ``uncertainty_state`` (as ``RouterConfig``)
 the input also holds the last reply's confidence features (``confidence.py``: mean token log-prob,
-mean entropy, known flag; neutral zeros before the first hop). Weights are saved as safetensors next to a JSON
-file naming the pool (in action order), the encoder and L: a policy loaded against another pool or
-encoder raises instead of silently sending queries to the wrong model.
+mean entropy, known flag; neutral zeros before the first hop). With ``alpha_range``
+(``RouterConfig.alpha_range``) it also holds the cost weight α, log-scaled onto [−1, 1] over the
+range: one policy then serves every trade-off in the range, chosen per query at inference.
+Weights are saved as safetensors next to a JSON file naming the pool (in action order), the
+encoder and L: a policy loaded against another pool or encoder raises instead of silently sending
+queries to the wrong model.
 
 With ``allow_stop`` the action space gains one last action, ``STOP_ACTION`` (the paper's Appendix A
 done flag): the router may end before L hops. STOP is masked at stage 0 inside ``forward`` — the
@@ -40,6 +43,8 @@ __all__ = [
     "RouterPolicy",
     "RoutingPolicy",
     "TrainedPolicy",
+    "alpha_feature",
+    "check_alpha",
     "check_stop_allowed",
     "confidence_tensor",
     "decision_from",
@@ -78,6 +83,51 @@ def check_stop_allowed(stage: int, allow_stop: bool) -> None:
         raise PolicyMismatchError("the policy chose STOP before the first hop (the answer would be empty)")
 
 
+class Unchecked:
+    """The type of ``UNCHECKED``: a loader argument left unchecked where None is a real value."""
+
+
+UNCHECKED = Unchecked()
+
+
+def _range_tuple(alpha_range: Sequence[float] | None) -> tuple[float, ...]:
+    """``()`` for a fixed-α policy or config, else (lo, hi) as floats."""
+    return () if alpha_range is None else tuple(float(a) for a in alpha_range)
+
+
+def _range_text(alpha_range: tuple[float, ...] | None) -> str:
+    return "null (one fixed α)" if not alpha_range else f"[{alpha_range[0]:g}, {alpha_range[1]:g}]"
+
+
+def saved_uncertainty(meta: Mapping[str, Any]) -> bool:
+    """A ``policy.json``'s confidence-input flag: ``uncertainty_state`` (as the config names it), or
+    ``uncertainty`` in files written before the two names were made one."""
+    return bool(meta.get("uncertainty_state", meta.get("uncertainty", False)))
+
+
+def check_alpha(alpha: float | None, alpha_range: Sequence[float]) -> float:
+    """α for an α-conditioned policy: given, and inside the range it was trained on (the policy
+    never saw a trade-off outside it, so a value there would be a guess, not a decision)."""
+    lo, hi = alpha_range
+    if alpha is None:
+        raise ValueError(
+            f"this policy is α-conditioned (trained for alpha in [{lo:g}, {hi:g}]): pass alpha="
+        )
+    if not math.isfinite(alpha) or not lo * (1 - 1e-9) <= alpha <= hi * (1 + 1e-9):
+        raise ValueError(f"alpha={alpha!r} is outside the range [{lo:g}, {hi:g}] this policy was trained for")
+    return float(alpha)
+
+
+def alpha_feature(alphas: torch.Tensor, alpha_range: Sequence[float]) -> torch.Tensor:
+    """log α mapped linearly onto [−1, 1] over ``alpha_range``: the policy's α input.
+
+    Why log-scaled: the trade-offs worth telling apart span orders of magnitude (α = 0.01 and 0.1
+    differ as much as 0.1 and 1), and a bounded input keeps the MLP's first layer well scaled.
+    """
+    lo, hi = (math.log(a) for a in alpha_range)
+    return 2.0 * (torch.log(alphas.clamp_min(1e-30)) - lo) / (hi - lo) - 1.0
+
+
 @dataclass(frozen=True)
 class PolicySignature:
     """What a policy's weights are shaped by (encoder, L, STOP, confidence input) and the pool it
@@ -91,7 +141,9 @@ class PolicySignature:
     encoder: str | None = None
     horizon: int | None = None
     allow_stop: bool | None = None
-    uncertainty: bool | None = None
+    uncertainty_state: bool | None = None
+    alpha_range: tuple[float, ...] | None = None
+    """(lo, hi) of an α-conditioned policy, ``()`` for one trained at a fixed α."""
 
     @classmethod
     def from_config(cls, config: Any, *, pool: bool = True, encoder: bool = True) -> PolicySignature:
@@ -101,7 +153,8 @@ class PolicySignature:
             encoder=config.encoder if encoder else None,
             horizon=config.horizon,
             allow_stop=config.allow_stop,
-            uncertainty=config.uncertainty_state,
+            uncertainty_state=config.uncertainty_state,
+            alpha_range=_range_tuple(config.alpha_range),
         )
 
     @classmethod
@@ -113,19 +166,21 @@ class PolicySignature:
             encoder=getattr(policy, "encoder_name", None),
             horizon=getattr(policy, "horizon", None),
             allow_stop=getattr(policy, "allow_stop", None),
-            uncertainty=getattr(policy, "uncertainty", None),
+            uncertainty_state=getattr(policy, "uncertainty_state", None),
+            alpha_range=_range_tuple(getattr(policy, "alpha_range", None)),
         )
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any]) -> PolicySignature:
-        """What a saved ``policy.json`` is; files written before ``allow_stop``/``uncertainty``
-        existed have neither."""
+        """What a saved ``policy.json`` is; files written before ``allow_stop``,
+        ``uncertainty_state`` (once ``uncertainty``) or ``alpha_range`` existed lack them."""
         return cls(
             pool=tuple(meta["pool"]),
             encoder=meta["encoder"]["name"],
             horizon=meta["horizon"],
             allow_stop=bool(meta.get("allow_stop", False)),
-            uncertainty=bool(meta.get("uncertainty", False)),
+            uncertainty_state=saved_uncertainty(meta),
+            alpha_range=_range_tuple(meta.get("alpha_range")),
         )
 
     @classmethod
@@ -136,15 +191,18 @@ class PolicySignature:
         encoder: Any = None,
         horizon: int | None = None,
         allow_stop: bool | None = None,
-        uncertainty: bool | None = None,
+        uncertainty_state: bool | None = None,
+        alpha_range: Sequence[float] | Unchecked | None = UNCHECKED,
     ) -> PolicySignature:
-        """What a loader's arguments ask for (``encoder``: a name, an encoder or None)."""
+        """What a loader's arguments ask for (``encoder``: a name, an encoder or None;
+        ``alpha_range``: None = a fixed-α policy, ``UNCHECKED`` = either)."""
         return cls(
             pool=None if pool is None else tuple(pool),
             encoder=encoder if isinstance(encoder, str) else encoder.name if encoder else None,
             horizon=horizon,
             allow_stop=allow_stop,
-            uncertainty=uncertainty,
+            uncertainty_state=uncertainty_state,
+            alpha_range=None if isinstance(alpha_range, Unchecked) else _range_tuple(alpha_range),
         )
 
     def mismatches(self, policy: PolicySignature) -> list[str]:
@@ -170,11 +228,17 @@ class PolicySignature:
                 f"allow_stop={self.allow_stop}; set the config's allow_stop to {policy.allow_stop} or "
                 "retrain (the STOP action is part of the policy's outputs)"
             )
-        if differs("uncertainty"):
+        if differs("uncertainty_state"):
             out.append(
-                f"policy was trained with uncertainty_state={policy.uncertainty} but the config has "
-                f"uncertainty_state={self.uncertainty}; set the config's uncertainty_state to "
-                f"{policy.uncertainty} or retrain (the confidence is part of its inputs)"
+                f"policy was trained with uncertainty_state={policy.uncertainty_state} but the config "
+                f"has uncertainty_state={self.uncertainty_state}; set the config's uncertainty_state to "
+                f"{policy.uncertainty_state} or retrain (the confidence is part of its inputs)"
+            )
+        if differs("alpha_range"):
+            out.append(
+                f"policy was trained with alpha_range={_range_text(policy.alpha_range)} but the config "
+                f"has alpha_range={_range_text(self.alpha_range)}; set the config's alpha_range to "
+                f"{_range_text(policy.alpha_range)} or retrain (α is an α-conditioned policy's input)"
             )
         return out
 
@@ -214,7 +278,9 @@ class RoutingPolicy(Protocol):
     A policy that may return ``STOP_ACTION`` declares it with an ``allow_stop = True`` attribute
     (optional, read with ``getattr``: policies without it never stop); the graph refuses it unless
     the config has ``allow_stop`` too. Likewise a policy that reads the last reply's confidence
-    declares ``uncertainty = True`` and then takes ``decide(..., confidence=...)``.
+    declares ``uncertainty_state = True`` and then takes ``decide(..., confidence=...)``; one that
+    takes the cost weight as an input declares ``alpha_range = (lo, hi)`` and takes
+    ``decide(..., alpha=...)``.
     """
 
     @property
@@ -281,13 +347,18 @@ class FixedRoutePolicy:
 class _StateShaped(Protocol):
     horizon: int
     cost_scale: float
-    uncertainty: bool
+    uncertainty_state: bool
+    alpha_range: tuple[float, float] | None
     stage_embedding: nn.Embedding
 
 
-def state_input_size(embedding_dim: int, stage_dim: int, uncertainty: bool) -> int:
-    """Width of ``state_features``: embedding ⊕ stage embedding ⊕ cost (⊕ confidence features)."""
-    return embedding_dim + stage_dim + 1 + (CONFIDENCE_FEATURES if uncertainty else 0)
+def state_input_size(
+    embedding_dim: int, stage_dim: int, uncertainty_state: bool, alpha_input: bool = False
+) -> int:
+    """Width of ``state_features``: embedding ⊕ stage embedding ⊕ cost (⊕ confidence features)
+    (⊕ log-scaled α)."""
+    confidence = CONFIDENCE_FEATURES if uncertainty_state else 0
+    return embedding_dim + stage_dim + 1 + confidence + int(alpha_input)
 
 
 def state_features(
@@ -296,16 +367,18 @@ def state_features(
     stages: torch.Tensor,
     costs: torch.Tensor,
     confidences: torch.Tensor | None = None,
+    alphas: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The state s_t as the policy MLPs read it (both policy kinds: one definition of the state).
 
-    ``confidences`` [B, 3] only (and always) for a policy with ``uncertainty``.
+    ``confidences`` [B, 3] only (and always) for a policy with ``uncertainty_state``; ``alphas``
+    [B] (each state's cost weight) only (and always) for one with an ``alpha_range``.
     """
     if int(stages.max()) >= policy.horizon or int(stages.min()) < 0:
         raise ValueError(f"stage out of range [0, {policy.horizon - 1}]: {stages.tolist()}")
     cost_feature = (costs.to(embeddings.dtype) / policy.cost_scale).unsqueeze(-1)
     parts = [embeddings, policy.stage_embedding(stages.long()), cost_feature]
-    if policy.uncertainty:
+    if policy.uncertainty_state:
         if confidences is None or tuple(confidences.shape) != (len(stages), CONFIDENCE_FEATURES):
             got = None if confidences is None else tuple(confidences.shape)
             raise ValueError(
@@ -315,6 +388,16 @@ def state_features(
         parts.append(confidences.to(device=embeddings.device, dtype=embeddings.dtype))
     elif confidences is not None:
         raise ValueError("confidences given to a policy trained without uncertainty_state")
+    if policy.alpha_range is not None:
+        if alphas is None or tuple(alphas.shape) != (len(stages),):
+            got = None if alphas is None else tuple(alphas.shape)
+            raise ValueError(
+                f"this policy is α-conditioned: expected alphas of shape [{len(stages)}], got {got}"
+            )
+        alpha = alphas.to(device=embeddings.device, dtype=embeddings.dtype)
+        parts.append(alpha_feature(alpha, policy.alpha_range).unsqueeze(-1))
+    elif alphas is not None:
+        raise ValueError("alphas given to a policy trained at one fixed α (no alpha_range)")
     return torch.cat(parts, dim=-1)
 
 
@@ -382,7 +465,8 @@ class TrainedPolicy(nn.Module):
         encoder: SentenceEncoder | None = None,
         max_seq_len: int = 512,
         allow_stop: bool = False,
-        uncertainty: bool = False,
+        uncertainty_state: bool = False,
+        alpha_range: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if horizon < 1:
@@ -401,11 +485,18 @@ class TrainedPolicy(nn.Module):
         self.cost_scale = cost_scale
         self.max_seq_len = max_seq_len
         self.allow_stop = bool(allow_stop)
-        self.uncertainty = bool(uncertainty)
+        self.uncertainty_state = bool(uncertainty_state)
+        self.alpha_range: tuple[float, float] | None = None
+        if alpha_range is not None:
+            lo, hi = (float(a) for a in alpha_range)
+            if not 0 < lo < hi:
+                raise ValueError(f"alpha_range must be (lo, hi) with 0 < lo < hi, got {list(alpha_range)}")
+            self.alpha_range = (lo, hi)
         self._encoder = encoder
         self.stage_embedding = nn.Embedding(horizon, stage_dim)
+        inputs = state_input_size(embedding_dim, stage_dim, self.uncertainty_state, self.alpha_conditioned)
         self.trunk = nn.Sequential(
-            _layer(state_input_size(embedding_dim, stage_dim, self.uncertainty), hidden_size, math.sqrt(2)),
+            _layer(inputs, hidden_size, math.sqrt(2)),
             nn.Tanh(),
             _layer(hidden_size, hidden_size, math.sqrt(2)),
             nn.Tanh(),
@@ -437,6 +528,7 @@ class TrainedPolicy(nn.Module):
         stages: torch.Tensor,
         costs: torch.Tensor,
         confidences: torch.Tensor | None = None,
+        alphas: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits [B, A], value [B]) for a batch of encoded states; A = M (+1 for STOP).
 
@@ -444,11 +536,44 @@ class TrainedPolicy(nn.Module):
         ``decide``, PPO's rollouts and its update — computes probabilities over the same
         allowed set and the log-probs of rollout and update agree.
         """
-        hidden = self.trunk(state_features(self, embeddings, stages, costs, confidences))
+        hidden = self.trunk(state_features(self, embeddings, stages, costs, confidences, alphas))
         logits = self.member_logits(hidden, embeddings)
         if self.allow_stop:
             logits = logits.masked_fill(~self.action_mask(stages.to(logits.device)), _MASKED_LOGIT)
         return logits, self.critic(hidden).squeeze(-1)
+
+    @property
+    def alpha_conditioned(self) -> bool:
+        """α is an input (``alpha_range`` set): one policy serves every trade-off in the range."""
+        return self.alpha_range is not None
+
+    def shape(self) -> dict[str, Any]:
+        """The constructor keyword arguments that make another policy of this one's shape."""
+        return {
+            "encoder_name": self.encoder_name,
+            "embedding_dim": self.embedding_dim,
+            "horizon": self.horizon,
+            "hidden_size": self.hidden_size,
+            "stage_dim": self.stage_dim,
+            "cost_scale": self.cost_scale,
+            "encoder": self._encoder,
+            "max_seq_len": self.max_seq_len,
+            "allow_stop": self.allow_stop,
+            "uncertainty_state": self.uncertainty_state,
+            "alpha_range": self.alpha_range,
+        }
+
+    @classmethod
+    def for_encoder(cls, pool: Any, encoder: TextEncoder, **kwargs: Any) -> Self:
+        """An untrained policy over ``pool`` sized for ``encoder`` (the subclasses take the pool first)."""
+        return cls(  # type: ignore[misc]
+            pool,
+            encoder_name=encoder.name,
+            embedding_dim=encoder.dim,
+            encoder=encoder,
+            max_seq_len=encoder.max_seq_len,
+            **kwargs,
+        )
 
     @property
     def encoder(self) -> SentenceEncoder:
@@ -470,12 +595,18 @@ class TrainedPolicy(nn.Module):
         sample: bool = False,
         generator: torch.Generator | None = None,
         confidence: LastConfidence = None,
+        alpha: float | None = None,
     ) -> Decision:
         """Greedy (argmax) by default; ``sample=True`` draws from π, seeded by ``generator``.
 
-        ``confidence``: the last reply's (an ``uncertainty`` policy's input; ignored otherwise).
-        The inputs go to the weights' device, so a policy moved to a GPU decides there.
+        ``confidence``: the last reply's (an ``uncertainty_state`` policy's input; ignored
+        otherwise). ``alpha``: the cost weight to decide for (an α-conditioned policy needs it,
+        inside its ``alpha_range``; ignored otherwise). The inputs go to the weights' device, so
+        a policy moved to a GPU decides there.
         """
+        alphas = None
+        if self.alpha_range is not None:
+            alphas = torch.tensor([check_alpha(alpha, self.alpha_range)], dtype=torch.float32)
         embedding = self.encoder.encode([context])
         device = next(self.parameters()).device
         with torch.inference_mode():
@@ -483,7 +614,8 @@ class TrainedPolicy(nn.Module):
                 embedding.to(device),
                 torch.tensor([stage], device=device),
                 torch.tensor([cost], device=device),
-                confidence_tensor(confidence, device) if self.uncertainty else None,
+                confidence_tensor(confidence, device) if self.uncertainty_state else None,
+                None if alphas is None else alphas.to(device),
             )
         return decision_from(logits, value, self.actions, sample=sample, generator=generator)
 
@@ -503,7 +635,8 @@ class TrainedPolicy(nn.Module):
             },
             "horizon": self.horizon,
             "allow_stop": self.allow_stop,
-            "uncertainty": self.uncertainty,
+            "uncertainty_state": self.uncertainty_state,
+            **({"alpha_range": list(self.alpha_range)} if self.alpha_range is not None else {}),
             "hidden_size": self.hidden_size,
             "stage_dim": self.stage_dim,
             "cost_scale": self.cost_scale,
@@ -529,7 +662,8 @@ class TrainedPolicy(nn.Module):
             "encoder": None if encoder is None or isinstance(encoder, str) else encoder,
             "max_seq_len": enc_meta.get("max_seq_len", 512),
             "allow_stop": bool(meta.get("allow_stop", False)),
-            "uncertainty": bool(meta.get("uncertainty", False)),
+            "uncertainty_state": saved_uncertainty(meta),
+            "alpha_range": meta.get("alpha_range"),
         }
 
     @staticmethod
@@ -582,21 +716,25 @@ class TrainedPolicy(nn.Module):
         encoder: SentenceEncoder | str | None = None,
         horizon: int | None = None,
         allow_stop: bool | None = None,
-        uncertainty: bool | None = None,
+        uncertainty_state: bool | None = None,
+        alpha_range: Sequence[float] | Unchecked | None = UNCHECKED,
     ) -> Self:
-        """Load a saved policy, checking it against the pool/encoder/horizon/allow_stop/uncertainty
-        it will serve (``PolicyMismatchError``); ``None`` leaves that one unchecked.
+        """Load a saved policy, checking it against the pool/encoder/horizon/allow_stop/
+        uncertainty_state/alpha_range it will serve (``PolicyMismatchError``); ``None`` leaves that
+        one unchecked (for ``alpha_range``, ``UNCHECKED`` does: None asks for a fixed-α policy).
 
-        A file without ``allow_stop`` (or ``uncertainty``), written before it existed, is a policy
-        without STOP (or without the confidence input). A policy whose pool is an input
-        (``FIXED_POOL = False``) is given ``pool`` instead of being checked against it.
+        A file without ``allow_stop`` (or ``uncertainty_state``, or ``alpha_range``), written
+        before it existed, is a policy without STOP (without the confidence input, trained at one
+        α). A policy whose pool is an input (``FIXED_POOL = False``) is given ``pool`` instead of
+        being checked against it.
         """
         wanted = PolicySignature.wanted(
             pool=pool if cls.FIXED_POOL else None,
             encoder=encoder,
             horizon=horizon,
             allow_stop=allow_stop,
-            uncertainty=uncertainty,
+            uncertainty_state=uncertainty_state,
+            alpha_range=alpha_range,
         )
         folder, meta = cls.read_checked(directory, wanted, cls.FORMAT_VERSION, cls.KIND, cls.META_FIELDS)
         policy = cls.from_meta(meta, encoder)
@@ -623,14 +761,16 @@ class TrainedPolicy(nn.Module):
     def load_for(
         cls, directory: str | os.PathLike[str], config: Any, encoder: SentenceEncoder | None = None
     ) -> Self:
-        """A saved policy checked against ``config`` (pool, encoder name, L, STOP, confidence input)."""
+        """A saved policy checked against ``config`` (pool, encoder name, L, STOP, confidence
+        input, α range)."""
         return cls.load(
             directory,
             pool=cls.pool_of(config),
             encoder=encoder,
             horizon=config.horizon,
             allow_stop=config.allow_stop,
-            uncertainty=config.uncertainty_state,
+            uncertainty_state=config.uncertainty_state,
+            alpha_range=config.alpha_range,
         )
 
 
@@ -647,18 +787,6 @@ class RouterPolicy(TrainedPolicy):
         self._pool = list(pool)
         self.actor = _layer(self.hidden_size, len(self.actions), 0.01)
         self.critic = _layer(self.hidden_size, 1, 1.0)
-
-    @classmethod
-    def for_encoder(cls, pool: Sequence[str], encoder: TextEncoder, **kwargs: Any) -> RouterPolicy:
-        """An untrained policy sized for ``encoder``."""
-        return cls(
-            pool,
-            encoder_name=encoder.name,
-            embedding_dim=encoder.dim,
-            encoder=encoder,
-            max_seq_len=encoder.max_seq_len,
-            **kwargs,
-        )
 
     @property
     def pool(self) -> list[str]:

@@ -33,11 +33,14 @@ class RouteState:
     route: Route = ()
     confidence: LastConfidence = None
     """The last reply's confidence (None before the first hop): an uncertainty router reads it."""
+    alpha: float | None = None
+    """The cost weight this query is routed for: an α-conditioned router reads it (None: the
+    policy's own, fixed at training time)."""
 
     @classmethod
-    def start(cls, query: str) -> RouteState:
+    def start(cls, query: str, alpha: float | None = None) -> RouteState:
         """c_0 = the query, ℓ = 0, C = 0."""
-        return cls(query, query)
+        return cls(query, query, alpha=alpha)
 
 
 def advance(state: RouteState, model: str, hop: HopResult) -> RouteState:
@@ -49,6 +52,7 @@ def advance(state: RouteState, model: str, hop: HopResult) -> RouteState:
         cost=state.cost + hop.cost,
         route=(*state.route, model),
         confidence=hop.confidence,
+        alpha=state.alpha,
     )
 
 
@@ -62,14 +66,17 @@ def decide_next(
 ) -> Decision:
     """The policy's decision in ``state``; a STOP the config does not allow (or at stage 0) raises.
 
-    The last reply's confidence is passed only to a policy that reads it (``uncertainty = True``);
+    The last reply's confidence is passed only to a policy that reads it (``uncertainty_state =
+    True``), α only to an α-conditioned one (an ``alpha_range``; it checks α lies inside);
     ``sample``/``generator`` only when given (``sample=None``: the policy's greedy default).
     """
     extra: dict[str, object] = {}
     if sample is not None:
         extra.update(sample=sample, generator=generator)
-    if getattr(policy, "uncertainty", False):
+    if getattr(policy, "uncertainty_state", False):
         extra["confidence"] = state.confidence
+    if getattr(policy, "alpha_range", None) is not None:
+        extra["alpha"] = state.alpha
     decision = policy.decide(state.context, state.stage, state.cost, **extra)  # type: ignore[arg-type]
     if decision.model == STOP_ACTION:
         check_stop_allowed(state.stage, allow_stop)

@@ -49,6 +49,8 @@ class OutputState(TypedDict, total=False):
     trace: list[HopRecord]
     stopped: bool
     """True when the router chose STOP before L hops (``RouterConfig.allow_stop``)."""
+    alpha: float
+    """The cost weight the query was routed for (``RouterConfig.alpha`` unless the run set one)."""
     messages: Annotated[list[AnyMessage], add_messages]
 
 
@@ -64,4 +66,5 @@ class RouterState(TypedDict):
     trace: NotRequired[list[HopRecord]]
     decision: NotRequired[dict[str, Any] | None]
     stopped: NotRequired[bool]
+    alpha: NotRequired[float]
     input_source: NotRequired[Literal["query", "messages"]]

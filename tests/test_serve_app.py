@@ -213,3 +213,40 @@ def test_streamed_answer_skips_refusals_like_the_plain_one(
     deltas = [e["choices"][0]["delta"].get("content", "") for e in _events(streamed) if e["choices"]]
     assert "".join(deltas) == plain["choices"][0]["message"]["content"]
     assert plain["choices"][0]["message"]["content"]
+
+
+class ThresholdPolicy:
+    """An α-conditioned policy with a known rule: ``tiny-a`` below α = 1, ``tiny-b`` above."""
+
+    pool = ("tiny-a", "tiny-b")
+    alpha_range = (0.01, 10.0)
+
+    def decide(self, context: str, stage: int, cost: float, *, alpha: float | None = None, **_: Any) -> Any:
+        policy = FixedRoutePolicy(self.pool, ["tiny-a" if alpha is not None and alpha < 1 else "tiny-b"])
+        return policy.decide(context, stage, cost)
+
+
+def test_an_alpha_conditioned_server_routes_each_request_for_its_own_alpha(
+    tiny_specs: list[ModelSpec], tmp_path: Path
+) -> None:
+    config = RouterConfig(
+        models=tiny_specs, horizon=2, alpha=0.1, alpha_range=(0.01, 10.0), cache_dir=tmp_path / "cache"
+    )
+    service = RouterService(HierRouterGraph(config, ThresholdPolicy()), max_concurrency=2)
+    with TestClient(create_app(service)) as client:
+        routes = {}
+        for alpha in (None, 0.05, 5.0):
+            body = {"model": "hierrouter", "messages": QUERY, **({"alpha": alpha} if alpha else {})}
+            ext = client.post("/v1/chat/completions", json=body).json()["hierrouter"]
+            routes[alpha] = (ext["route"], ext["alpha"])
+        assert routes == {
+            None: (["tiny-a", "tiny-a"], 0.1),  # the config's α is the default
+            0.05: (["tiny-a", "tiny-a"], 0.05),
+            5.0: (["tiny-b", "tiny-b"], 5.0),
+        }
+        body = {"model": "hierrouter:alpha=50", "messages": QUERY}
+        refused = client.post("/v1/chat/completions", json=body)
+        error = refused.json()["error"]
+        assert refused.status_code == 400 and error["code"] == "unsupported_alpha"
+        assert error["param"] == "model" and "[0.01, 10]" in error["message"]
+    service.close()

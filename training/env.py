@@ -13,10 +13,15 @@ With ``config.allow_stop`` there is one more action, index M = STOP (Appendix A'
 runs no model, charges nothing, and terminates with R = Q(c_t) − α·C_t on the context so far. It is
 invalid at stage 0 (no reply yet: the answer would be empty); ``action_masks()`` says which actions
 are allowed now, and ``step`` refuses a forbidden one rather than guessing what was meant.
+
+With ``config.alpha_range`` each episode draws its own cost weight α log-uniformly from the range
+(or takes ``reset(options={"alpha": ...})``), observes it as ``"alpha"`` and is rewarded with it:
+one policy learns the whole range of trade-offs (``policy.alpha_feature``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
@@ -94,14 +99,18 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
         """Index of STOP in the action space (the last one), or None without ``allow_stop``."""
         self.n_actions = len(self.members) + int(config.allow_stop)
         self.action_space = spaces.Discrete(self.n_actions)
-        self.uncertainty = config.uncertainty_state
+        self.uncertainty_state = config.uncertainty_state
+        self.alpha_range = config.alpha_range
+        self._alpha = float(config.alpha)
         observation: dict[str, spaces.Space[Any]] = {
             "embedding": spaces.Box(-np.inf, np.inf, (encoder.dim,), np.float32),
             "stage": spaces.Discrete(self.horizon + 1),
             "cost": spaces.Box(0.0, np.inf, (1,), np.float32),
         }
-        if self.uncertainty:  # the last reply's (mean log-prob, mean entropy, known flag)
+        if self.uncertainty_state:  # the last reply's (mean log-prob, mean entropy, known flag)
             observation["confidence"] = spaces.Box(-np.inf, np.inf, (CONFIDENCE_FEATURES,), np.float32)
+        if self.alpha_range is not None:  # this episode's cost weight
+            observation["alpha"] = spaces.Box(0.0, np.inf, (1,), np.float32)
         self.observation_space = spaces.Dict(observation)
         self._item: Item | None = None
         self._state = RouteState.start("")
@@ -132,8 +141,10 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
             "stage": int(stage),
             "cost": np.array([cost / self.cost_scale], dtype=np.float32),
         }
-        if self.uncertainty:
+        if self.uncertainty_state:
             observation["confidence"] = np.array(confidence_features(confidence), dtype=np.float32)
+        if self.alpha_range is not None:
+            observation["alpha"] = np.array([self._alpha], dtype=np.float32)
         return observation
 
     def action_masks(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
@@ -152,13 +163,15 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Observation, dict[str, Any]]:
         """c_0 = the item's prompt, ℓ = 0, C = 0; the item is drawn uniformly unless
-        ``options={"item_index": i}`` picks it."""
+        ``options={"item_index": i}`` picks it. With ``alpha_range`` the episode's α is drawn
+        log-uniformly from it (after the item) unless ``options={"alpha": a}`` sets it."""
         super().reset(seed=seed)
         index = (options or {}).get("item_index")
         if index is None:
             index = int(self.np_random.integers(len(self.items)))
         elif not 0 <= int(index) < len(self.items):
             raise IndexError(f"item_index {index} out of range for {len(self.items)} items")
+        self._alpha = self._episode_alpha((options or {}).get("alpha"))
         self._item = self.items[int(index)]
         self._state, self._stopped = RouteState.start(self._item.prompt), False
         info = {
@@ -166,8 +179,24 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
             "item_id": self._item.id,
             "task": self._item.task,
             "action_mask": self.action_masks(),
+            "alpha": self._alpha,
         }
         return self.encode_state(self._context, 0, 0.0), info
+
+    def _episode_alpha(self, requested: float | None) -> float:
+        if self.alpha_range is None:
+            if requested is not None and float(requested) != self.config.alpha:
+                raise ValueError(
+                    f"options['alpha']={requested} but the config has no alpha_range: every episode "
+                    f"is rewarded with alpha={self.config.alpha}"
+                )
+            return float(self.config.alpha)
+        lo, hi = self.alpha_range
+        if requested is not None:
+            if not lo <= float(requested) <= hi:
+                raise ValueError(f"options['alpha']={requested} is outside alpha_range [{lo}, {hi}]")
+            return float(requested)
+        return float(math.exp(self.np_random.uniform(math.log(lo), math.log(hi))))
 
     def step(self, action: int | np.integer[Any]) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         """One hop with model ``action`` (or STOP); the reward is paid on the last step only."""
@@ -198,7 +227,7 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
         state = self._state
         if terminated:
             quality = self._quality_memo.score(self._item, state.context, self.reward_metric)
-            reward = terminal_reward(quality["quality"], state.cost, self.config.alpha)
+            reward = terminal_reward(quality["quality"], state.cost, self._alpha)
             info.update(
                 quality=quality["quality"],
                 task_metric=quality["task_metric"],
@@ -209,6 +238,7 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
                 item_id=self._item.id,
                 task=self._item.task,
                 context=state.context,
+                alpha=self._alpha,
             )
         else:
             info["action_mask"] = self.action_masks()

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -44,25 +44,18 @@ from torch import nn
 from torch.distributions import Categorical
 from tqdm import tqdm
 
-from hierrouter_graph.config import RouterConfig
-from hierrouter_graph.dynamic_policy import DescriptorPolicy
-from hierrouter_graph.hop import ReplyCache
-from hierrouter_graph.policy import PolicySignature, RouterPolicy
-from hierrouter_graph.pool import PoolMember
-from training.datasets import Item
+from training.policy_setup import POLICY_KINDS, TrainablePolicy, build_env, check_compatible, make_policy
 from training.run import (
     TensorBoard,
+    env_rng_state,
     load_checkpoint,
     restore_rng_states,
     rng_states,
     save_checkpoint,
     seed_everything,
+    set_env_rng_state,
     write_log,
 )
-
-if TYPE_CHECKING:
-    from hierrouter_graph.encoder import TextEncoder
-    from training.replay import StateEncoder
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -87,12 +80,6 @@ __all__ = [
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.csv"
 POLICY_DIRNAME = "policy"
-POLICY_KINDS: tuple[str, ...] = ("mlp", "descriptor")
-"""``PPOArgs.policy_kind``: "mlp" = ``RouterPolicy`` (one logit per pool index, the paper's), "descriptor"
-= ``DescriptorPolicy`` (one shared scorer of (state, model descriptor): the pool may change later)."""
-
-TrainablePolicy = RouterPolicy | DescriptorPolicy
-"""What ``train`` accepts: both have the same forward (embeddings, stages, costs) → (logits, value)."""
 
 LOG_COLUMNS: tuple[str, ...] = (
     "iteration",
@@ -213,13 +200,29 @@ class Rollout:
     dones: torch.Tensor  # [T] float32
     episodes: list[EpisodeSummary]
     confidences: torch.Tensor | None = None  # [T, 3] float32, only with uncertainty_state
+    alphas: torch.Tensor | None = None  # [T] float32, each episode's α, only with alpha_range
 
 
-def _observation_tensors(obs: Mapping[str, Any]) -> tuple[torch.Tensor, int, float, torch.Tensor | None]:
-    embedding = torch.as_tensor(np.asarray(obs["embedding"], dtype=np.float32))
-    confidence = obs.get("confidence")
-    features = None if confidence is None else torch.as_tensor(np.asarray(confidence, dtype=np.float32))
-    return embedding, int(obs["stage"]), float(np.asarray(obs["cost"]).reshape(-1)[0]), features
+@dataclass
+class _Observation:
+    """One observation as tensors: what the policy's ``forward`` reads of a state."""
+
+    embedding: torch.Tensor
+    stage: int
+    cost: float
+    confidence: torch.Tensor | None
+    alpha: float | None
+
+    @classmethod
+    def of(cls, obs: Mapping[str, Any]) -> _Observation:
+        confidence, alpha = obs.get("confidence"), obs.get("alpha")
+        return cls(
+            torch.as_tensor(np.asarray(obs["embedding"], dtype=np.float32)),
+            int(obs["stage"]),
+            float(np.asarray(obs["cost"]).reshape(-1)[0]),
+            None if confidence is None else torch.as_tensor(np.asarray(confidence, dtype=np.float32)),
+            None if alpha is None else float(np.asarray(alpha).reshape(-1)[0]),
+        )
 
 
 def collect_rollouts(
@@ -246,34 +249,38 @@ def collect_rollouts(
     rewards: list[float] = []
     dones: list[float] = []
     confidences: list[torch.Tensor] = []
+    alphas: list[float] = []
     summaries: list[EpisodeSummary] = []
     for episode in range(episodes):
         obs, info = env.reset(seed=seed if episode == 0 else None)
         episode_return, done = 0.0, False
         while not done:
-            embedding, stage, cost, confidence = _observation_tensors(obs)
+            seen = _Observation.of(obs)
             with torch.no_grad():
                 logits, value = policy(
-                    embedding.unsqueeze(0).to(device),
-                    torch.tensor([stage], device=device),
-                    torch.tensor([cost], device=device),
-                    None if confidence is None else confidence.unsqueeze(0).to(device),
+                    seen.embedding.unsqueeze(0).to(device),
+                    torch.tensor([seen.stage], device=device),
+                    torch.tensor([seen.cost], device=device),
+                    None if seen.confidence is None else seen.confidence.unsqueeze(0).to(device),
+                    None if seen.alpha is None else torch.tensor([seen.alpha], device=device),
                 )
                 dist = Categorical(logits=logits[0].float().cpu())
                 action = int(torch.multinomial(dist.probs, 1, generator=generator).item())
                 logprob = float(dist.log_prob(torch.tensor(action)))
             obs, reward, terminated, truncated, info = env.step(action)
             done = bool(terminated or truncated)  # truncation: treated as the end (no bootstrap)
-            emb.append(embedding)
-            stages.append(stage)
-            costs.append(cost)
+            emb.append(seen.embedding)
+            stages.append(seen.stage)
+            costs.append(seen.cost)
             actions.append(action)
             logprobs.append(logprob)
             values.append(float(value[0]))
             rewards.append(float(reward))
             dones.append(float(done))
-            if confidence is not None:
-                confidences.append(confidence)
+            if seen.confidence is not None:
+                confidences.append(seen.confidence)
+            if seen.alpha is not None:
+                alphas.append(seen.alpha)
             episode_return += float(reward)
         summary = EpisodeSummary(
             item_id=str(info.get("item_id", "")),
@@ -299,6 +306,7 @@ def collect_rollouts(
         dones=torch.tensor(dones, dtype=torch.float32),
         episodes=summaries,
         confidences=torch.stack(confidences) if confidences else None,
+        alphas=torch.tensor(alphas, dtype=torch.float32) if alphas else None,
     )
 
 
@@ -357,6 +365,7 @@ def ppo_update(
     ]
     b_emb, b_stage, b_cost, b_act, b_logp, b_val, b_adv, b_ret = tensors
     b_conf = None if rollout.confidences is None else rollout.confidences.to(device)
+    b_alpha = None if rollout.alphas is None else rollout.alphas.to(device)
     sums = dict.fromkeys(("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"), 0.0)
     steps = 0
     for _epoch in range(args.update_epochs):
@@ -365,7 +374,8 @@ def ppo_update(
         for mb in order.tensor_split(min(args.num_minibatches, batch)):
             mb = mb.to(device)
             mb_conf = None if b_conf is None else b_conf[mb]
-            logits, new_value = policy(b_emb[mb], b_stage[mb], b_cost[mb], mb_conf)
+            mb_alpha = None if b_alpha is None else b_alpha[mb]
+            logits, new_value = policy(b_emb[mb], b_stage[mb], b_cost[mb], mb_conf, mb_alpha)
             dist = Categorical(logits=logits)
             new_logp = dist.log_prob(b_act[mb])
             entropy = dist.entropy().mean()
@@ -412,17 +422,6 @@ def ppo_update(
 # ------------------------------------------------------------------------------------ training
 
 
-def _env_rng_state(env: gym.Env[Any, Any]) -> dict[str, Any]:
-    return dict(env.unwrapped.np_random.bit_generator.state)
-
-
-def _set_env_rng_state(env: gym.Env[Any, Any], state: Mapping[str, Any]) -> None:
-    bit_generator = getattr(np.random, str(state["bit_generator"]))()
-    bit_generator.state = dict(state)
-    env.unwrapped.np_random = np.random.Generator(bit_generator)
-
-
-
 @dataclass
 class TrainResult:
     """What ``train`` leaves behind; ``history`` holds every logged row, resumed ones included."""
@@ -443,28 +442,6 @@ class TrainResult:
     @property
     def final(self) -> dict[str, float]:
         return self.history[-1] if self.history else {}
-
-
-def _check_compatible(env: gym.Env[Any, Any], policy: TrainablePolicy, args: PPOArgs) -> None:
-    """Fail before the first episode on a mismatch that would otherwise train a useless policy."""
-    base = env.unwrapped
-    n_actions = getattr(env.action_space, "n", None)
-    if n_actions is not None and int(n_actions) != len(policy.actions):
-        raise ValueError(
-            f"the env has {n_actions} actions but the policy has {len(policy.actions)} "
-            f"(pool {policy.pool}{' + STOP' if policy.allow_stop else ''})"
-        )
-    config = getattr(base, "config", None)
-    if isinstance(config, RouterConfig):  # the encoder is the env's own: its name is not the config's
-        PolicySignature.from_config(config, encoder=False).check(PolicySignature.of(policy))
-    metric = getattr(base, "reward_metric", args.reward)
-    if metric != args.reward:
-        raise ValueError(f"args.reward={args.reward!r} but the environment rewards {metric!r}")
-    if float(getattr(base, "cost_scale", 1.0)) != 1.0:
-        raise ValueError(
-            "the env scales the observed cost, but the graph gives the policy the raw cost at inference; "
-            "build the env with cost_scale=1.0 and set PPOArgs.cost_scale (the policy's) instead"
-        )
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -490,7 +467,7 @@ def train(
     policy=...)``), with the training arguments and ``metadata`` in its ``policy.json``.
     """
     env = env if isinstance(env, gym.Env) else env()
-    _check_compatible(env, policy, args)
+    check_compatible(env, policy, args.reward)
     folder = Path(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint, log_path = folder / CHECKPOINT_NAME, folder / LOG_NAME
@@ -513,7 +490,7 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         restore_rng_states(state["rng"])
         generator.set_state(state["rng"]["action_generator"])
-        _set_env_rng_state(env, state["rng"]["env"])
+        set_env_rng_state(env, state["rng"]["env"])
         start, history = int(state["iteration"]), list(state["history"])
         write_log(log_path, LOG_COLUMNS, history)  # the CSV may lag the checkpoint if killed in between
     else:
@@ -567,7 +544,7 @@ def train(
                     "iteration": iteration + 1,  # iterations completed
                     "policy": {k: v.detach().cpu() for k, v in policy.state_dict().items()},
                     "optimizer": optimizer.state_dict(),
-                    "rng": rng_states(action_generator=generator.get_state(), env=_env_rng_state(env)),
+                    "rng": rng_states(action_generator=generator.get_state(), env=env_rng_state(env)),
                     "args": args.as_dict(),
                     "history": history,
                 },
@@ -600,52 +577,6 @@ def train(
     }
     policy_dir = policy.save(folder / POLICY_DIRNAME, extra=json.loads(json.dumps(extra, default=str)))
     return TrainResult(policy, folder, policy_dir, checkpoint, log_path, history, start)
-
-
-# ------------------------------------------------------------------------------------ policy and environment
-
-
-def make_policy(config: RouterConfig, encoder: TextEncoder | StateEncoder, args: PPOArgs) -> TrainablePolicy:
-    """A fresh ``args.policy_kind`` policy for ``config``; its initialisation is seeded by ``args.seed``.
-
-    The descriptor policy embeds its members' model cards with ``encoder`` right away (the same
-    encoder as the states, as it will at inference).
-    """
-    shape: dict[str, Any] = {
-        "encoder_name": encoder.name,
-        "embedding_dim": encoder.dim,
-        "horizon": config.horizon,
-        "hidden_size": args.hidden_size,
-        "stage_dim": args.stage_dim,
-        "cost_scale": args.cost_scale,
-        "max_seq_len": config.max_seq_len,
-        "allow_stop": config.allow_stop,
-        "uncertainty": config.uncertainty_state,
-    }
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed)
-        if args.policy_kind == "descriptor":
-            return DescriptorPolicy(config.models, encoder=encoder, **shape)
-        return RouterPolicy(config.model_names, **shape)
-
-
-def build_env(
-    config: RouterConfig,
-    items: Sequence[Item],
-    pool: Mapping[str, PoolMember],
-    encoder: StateEncoder,
-    *,
-    reward: str = "task",
-    cache: ReplyCache | None = None,
-) -> gym.Env[Any, Any]:
-    """The training environment. Observed cost is left raw (cost_scale 1): the policy scales it,
-    exactly as it will when the graph hands it the raw cost at inference. Terminal states are not
-    encoded: the rollout never reads their observation."""
-    from training.env import HierRouterEnv
-
-    return HierRouterEnv(
-        config, items, pool, encoder, reward_metric=reward, cache=cache, cost_scale=1.0, encode_terminal=False
-    )
 
 
 if __name__ == "__main__":  # `python training/ppo.py` runs the command line, training/cli/ppo.py

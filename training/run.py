@@ -24,11 +24,13 @@ import torch
 __all__ = [
     "TensorBoard",
     "atomic_write",
+    "env_rng_state",
     "load_checkpoint",
     "restore_rng_states",
     "rng_states",
     "save_checkpoint",
     "seed_everything",
+    "set_env_rng_state",
     "write_log",
 ]
 
@@ -49,6 +51,18 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def env_rng_state(env: Any) -> dict[str, Any]:
+    """A Gymnasium env's own generator state (item and α draws), for a checkpoint."""
+    return dict(env.unwrapped.np_random.bit_generator.state)
+
+
+def set_env_rng_state(env: Any, state: Mapping[str, Any]) -> None:
+    """Put back what ``env_rng_state`` saved, so a resumed run draws the same items."""
+    bit_generator = getattr(np.random, str(state["bit_generator"]))()
+    bit_generator.state = dict(state)
+    env.unwrapped.np_random = np.random.Generator(bit_generator)
 
 
 def rng_states(**extra: Any) -> dict[str, Any]:

@@ -275,7 +275,7 @@ def run_sweep(
             encoder=cached,  # the evaluation's states are read back from the store too
             horizon=setting.horizon,
             allow_stop=setting.allow_stop,
-            uncertainty=setting.uncertainty,
+            uncertainty_state=setting.uncertainty,
         )
         result = ev.evaluate(
             config,

@@ -136,8 +136,10 @@ class RouterService:
             router.builder.compile(checkpointer=checkpointer, name=MODEL_ID) if checkpointer else None
         )
         self.pool = frozenset(router.config.model_names)
-        self.trained_alpha = router.config.alpha if trained_alpha is None else trained_alpha
-        self.alpha_conditioned = bool(getattr(router.policy, "alpha_conditioned", False))
+        self.trained_alpha = router.alpha if trained_alpha is None else trained_alpha
+        """The α a request gets when it names none (the policy's trained α unless α-conditioned)."""
+        self.alpha_range: tuple[float, float] | None = getattr(router.policy, "alpha_range", None)
+        """(lo, hi) of an α-conditioned policy: any α in it may be requested; None: only trained_alpha."""
         self.max_concurrency = max_concurrency
         self.executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="route")
         self.created = int(time.time())
@@ -162,8 +164,12 @@ class RouterService:
     def run(self, request: ParsedRequest, sink: Sink) -> None:
         """Run one route (worker thread); reports ``delta``s, then ``done`` or ``error``."""
         try:
+            # an α-conditioned graph routes for the request's α; any other was trained for one α,
+            # which parse_request has already checked the request asks for
+            routing = {"alpha": request.alpha} if self.alpha_range is not None else {}
             if request.thread_id is None:
-                output = self._stream(self.stateless, {"messages": request.messages}, None, request, sink)
+                config = {"configurable": routing}
+                output = self._stream(self.stateless, {"messages": request.messages}, config, request, sink)
             else:
                 if self.threaded is None:
                     raise APIError(
@@ -176,7 +182,7 @@ class RouterService:
                     fresh = (
                         request.messages[len(stored) :] if sent[: len(stored)] == stored else request.messages
                     )
-                    config = {"configurable": {"thread_id": request.thread_id}}
+                    config = {"configurable": {**routing, "thread_id": request.thread_id}}
                     output = self._stream(self.threaded, {"messages": fresh}, config, request, sink)
             sink("done", output)
         except InvalidQueryError as error:
@@ -194,7 +200,8 @@ class RouterService:
     ) -> dict[str, Any]:
         answer = _AnswerStream(self.pool, sink) if request.stream else None
         modes = ["messages", "updates", "values"] if answer else ["values"]
-        extra = {"durability": "sync"} if config is not None else {}
+        threaded = "thread_id" in config["configurable"]
+        extra = {"durability": "sync"} if threaded else {}
         output: dict[str, Any] = {}
         for mode, payload in graph.stream(graph_input, config, stream_mode=modes, **extra):
             if mode == "values":
@@ -266,7 +273,7 @@ def create_app(service: RouterService) -> FastAPI:
             body = json.loads(await http.body())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise APIError(400, f"The request body is not valid JSON: {error}") from None
-        request = parse_request(body, service.trained_alpha, service.alpha_conditioned)
+        request = parse_request(body, service.trained_alpha, service.alpha_range)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 

@@ -42,10 +42,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _trained_alpha(config: RouterConfig, policy: str | None) -> float:
-    """The α the served policy was trained with: its ``policy.json`` says, else the config's."""
+    """The α the served policy was trained with: its ``policy.json`` says, else the config's (also
+    the default α of an α-conditioned policy, which serves any in its range)."""
     if policy is None:
         return config.alpha
     meta = read_policy_meta(Path(policy))
+    if meta.get("alpha_range") is not None:
+        return config.alpha
     return float((meta.get("training") or {}).get("alpha", meta.get("alpha", config.alpha)))
 
 

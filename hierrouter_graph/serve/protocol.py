@@ -164,12 +164,14 @@ def _alpha_from_model(model: str) -> float | None:
     return value
 
 
-def parse_request(body: Any, trained_alpha: float, alpha_conditioned: bool = False) -> ParsedRequest:
+def parse_request(
+    body: Any, trained_alpha: float, alpha_range: tuple[float, float] | None = None
+) -> ParsedRequest:
     """Validate a decoded JSON body; raises ``APIError`` (400) naming the offending field.
 
-    ``alpha_conditioned``: the policy takes α as an input and may serve any α ≥ 0. Otherwise only
-    the α it was trained for is served, and any other value is refused rather than silently
-    routed with the trained trade-off.
+    ``trained_alpha``: the α of a request that names none. ``alpha_range``: the policy takes α as
+    an input and serves any α in the range. Otherwise only the α it was trained for is served,
+    and any other value is refused rather than silently routed with the trained trade-off.
     """
     if not isinstance(body, dict):
         raise APIError(400, "The request body must be a JSON object.")
@@ -202,7 +204,15 @@ def parse_request(body: Any, trained_alpha: float, alpha_conditioned: bool = Fal
         raise APIError(400, f"alpha: {from_body} contradicts the model's alpha={from_model}", param="alpha")
     asked = from_body if from_body is not None else from_model
     alpha = trained_alpha if asked is None else asked
-    if not alpha_conditioned and abs(alpha - trained_alpha) > _ALPHA_TOLERANCE:
+    if alpha_range is not None and not alpha_range[0] <= alpha <= alpha_range[1]:
+        raise APIError(
+            400,
+            f"alpha: this server's policy is α-conditioned on [{alpha_range[0]:g}, {alpha_range[1]:g}]; "
+            f"alpha={alpha} is outside the range it was trained for.",
+            param="alpha" if from_body is not None else "model",
+            code="unsupported_alpha",
+        )
+    if alpha_range is None and abs(alpha - trained_alpha) > _ALPHA_TOLERANCE:
         raise APIError(
             400,
             f"alpha: this server's policy was trained for alpha={trained_alpha} only, and no "
