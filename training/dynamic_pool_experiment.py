@@ -47,11 +47,12 @@ from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.defaults import default_config
 from hierrouter_graph.dynamic_policy import KIND_PHRASES, DescriptorPolicy, ModelDescriptor, describe
 from hierrouter_graph.pool import PoolMember
-from training.datasets import DEFAULT_PER_TASK, Item, load_items
+from training.datasets import DEFAULT_PER_TASK, Item
 from training.ppo import PPOArgs, TrainablePolicy, build_env, make_policy, train
 from training.replay import ReplayOnlyCache
 from training.reports import write_marked_section
 from training.reward import ScoreMemo
+from training.routing_data import load_items
 from training.sandbox import SandboxUnavailable
 from training.shipped import import_shipped_replay
 from training.statistics import Interval, bootstrap_interval
@@ -326,8 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(ns.threads)
     from hierrouter_graph.encoder import load_encoder
     from hierrouter_graph.graph import build_pool
-    from training.datasets import build_routing_dataset
     from training.replay import CachedEncoder, ReplayStore
+    from training.routing_data import build_routing_dataset
 
     full, held = experiment_configs(ns.hold_out)
     base = PPOArgs(iterations=ns.iterations)

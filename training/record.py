@@ -231,11 +231,11 @@ def record_in_chunks(
 
 def _load_items(args: argparse.Namespace) -> list[Item]:
     if args.items is not None:
-        from training.datasets import load_jsonl_dataset
+        from training.jsonl_datasets import load_jsonl_dataset
 
         items = load_jsonl_dataset(args.items)
         return items[: args.per_task] if args.per_task else items
-    from training.datasets import build_routing_dataset
+    from training.routing_data import build_routing_dataset
 
     data = build_routing_dataset(args.tasks, per_task=args.per_task or DEFAULT_PER_TASK, seed=args.seed)
     return {"test": data.test, "train": data.train, "all": data.train + data.test}[args.split]

@@ -243,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hierrouter_graph.defaults import default_config
     from hierrouter_graph.encoder import load_encoder
     from hierrouter_graph.graph import build_pool
-    from training.datasets import load_items
+    from training.routing_data import load_items
     from training.shipped import import_shipped_replay
 
     if ns.threads is not None:

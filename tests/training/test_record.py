@@ -17,7 +17,8 @@ import pytest
 from hierrouter_graph import RouterConfig
 from hierrouter_graph.graph import build_pool
 from hierrouter_graph.hop import extend_context, run_hop
-from training.datasets import Item, write_jsonl_dataset
+from training.datasets import Item
+from training.jsonl_datasets import write_jsonl_dataset
 from training.record import (
     interleave_tasks,
     main,

@@ -16,14 +16,10 @@ import torch
 from hierrouter_graph import ModelSpec, RouterConfig
 from hierrouter_graph.hop import build_hop_messages
 from hierrouter_graph.models import build_pool_member
-from training.datasets import (
-    ALL_TASKS,
-    Item,
-    build_routing_dataset,
-    load_routing_items,
-    load_specialization_items,
-)
+from training.benchmarks import load_routing_items, load_specialization_items
+from training.datasets import ALL_TASKS, Item
 from training.metrics import score
+from training.routing_data import build_routing_dataset
 from training.specialists.examples import (
     DOMAINS,
     Example,

@@ -17,8 +17,9 @@ from typing import Any
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.pool import PoolMember
-from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item, build_routing_dataset, load_items
+from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item
 from training.replay import CachedEncoder, ReplayMissError, ReplayStore, StateEncoder
+from training.routing_data import build_routing_dataset, load_items
 from training.shipped import import_shipped_replay
 
 __all__ = [

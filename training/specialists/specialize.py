@@ -5,7 +5,7 @@ Why: HierRouter only helps when the pool holds models that are better than the g
 (a few MB, one shared base in memory). The adapter must be trained in exactly the format the pool
 will use it in, on data the router never sees:
 
-- **Data**: only ``training.datasets.load_specialization_items`` (the hash-assigned half that the
+- **Data**: only ``training.benchmarks.load_specialization_items`` (the hash-assigned half that the
   routing dataset never draws from). ``code`` = MBPP + HumanEval, ``math`` = GSM8K + MATH.
 - **Prompt**: the stage-0 hop exactly as the pool renders it — ``hop.build_hop_messages`` of the
   pool member (its system prompt, the stage-0 instruction of ``RouterConfig.stage_prompts`` + two
