@@ -165,8 +165,9 @@ def load_run_context(
 
         torch.set_num_threads(ns.threads)
     config = load_config(ns)
+    test: list[Item] = []
     if items is not None:
-        train, test, info = list(items), [], {"items": len(items)}
+        train, info = list(items), {"items": len(items)}
     elif split == "evaluation":
         train, test, info = evaluation_splits(ns)
     else:
@@ -176,7 +177,6 @@ def load_run_context(
             per_task=getattr(ns, "per_task", DEFAULT_PER_TASK),
             data_seed=getattr(ns, "data_seed", 42),
         )
-        test = []
     if shipped is None:
         shipped = ns.config is None and getattr(ns, "items", None) is None
     live = bool(getattr(ns, "live", False))
