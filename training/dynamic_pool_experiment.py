@@ -304,7 +304,7 @@ def run_experiment(
     return ExperimentResult(outcomes, context_rows, comparisons, notes)
 
 
-if __name__ == "__main__":  # `python training/dynamic_pool_experiment.py` runs its command line in training/cli/
+if __name__ == "__main__":  # the command line is training/cli/dynamic_pool_experiment.py
     import runpy
 
     runpy.run_module("training.cli.dynamic_pool_experiment", run_name="__main__", alter_sys=True)
