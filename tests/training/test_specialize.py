@@ -20,6 +20,7 @@ from training.benchmarks import load_routing_items, load_specialization_items
 from training.datasets import ALL_TASKS, Item
 from training.metrics import score
 from training.routing_data import build_routing_dataset
+from training.specialists.card import CARD_NAME
 from training.specialists.examples import (
     DOMAINS,
     Example,
@@ -34,13 +35,8 @@ from training.specialists.examples import (
     math_target,
     train_schedule,
 )
-from training.specialists.specialize import (
-    CARD_NAME,
-    CHECKPOINT_NAME,
-    SpecializeArgs,
-    resolve_precision,
-    train_specialist,
-)
+from training.specialists.precision import resolve_precision
+from training.specialists.specialize import CHECKPOINT_NAME, SpecializeArgs, train_specialist
 
 # ------------------------------------------------------------------------------------- data halves
 
@@ -438,7 +434,7 @@ def test_the_bare_code_command_is_the_shipped_adapters_recipe() -> None:
     import json
 
     from hierrouter_graph.defaults import CODE_SPECIALIST_DIR
-    from training.specialists.specialize import args_from, parse_args
+    from training.cli.specialize import args_from, parse_args
 
     card = json.loads((CODE_SPECIALIST_DIR / "card.json").read_text())
     ns = parse_args(["--domain", "code"])

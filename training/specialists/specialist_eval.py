@@ -50,7 +50,7 @@ from training.datasets import Item
 from training.metrics import score
 from training.routing_data import build_routing_dataset
 from training.sandbox import SandboxUnavailable
-from training.specialists.specialize import CARD_NAME
+from training.specialists.card import CARD_NAME
 from training.statistics import Interval, bootstrap_indices, bootstrap_interval
 
 __all__ = [
