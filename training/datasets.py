@@ -119,11 +119,11 @@ class Item:
             meta=dict(data.get("meta") or {}),
         )
 
+
 def half_for(task: str, native_id: str) -> str:
     """The permanent half of an item; see the module docstring for the exact string hashed."""
     digest = hashlib.sha256(f"{task}:{native_id}".encode()).digest()
     return ROUTING if digest[0] < 128 else SPECIALIZATION
-
 
 
 class DatasetFormatError(LoadError):
@@ -147,4 +147,3 @@ def decode_line(path: Path, lineno: int, raw: bytes) -> str:
     except UnicodeDecodeError as exc:
         got = f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
         raise DatasetFormatError(path, lineno, None, "UTF-8 text", got) from exc
-

@@ -244,9 +244,7 @@ def run_experiment(
     routes: dict[str, list[list[Route]]] = {name: [] for _, _, name in variants}
     control_name = f"control: same weights, {hold_out} added with a generic card"
     control_pool: list[ModelDescriptor] = [
-        dataclasses.replace(describe(spec), card=CONTROL_CARD)
-        if spec.name == hold_out
-        else describe(spec)
+        dataclasses.replace(describe(spec), card=CONTROL_CARD) if spec.name == hold_out else describe(spec)
         for spec in full.models
     ]
     for extra in (after_name, control_name):
@@ -258,9 +256,7 @@ def run_experiment(
             tag = f"without-{hold_out}" if config is held else "full"
             # keyed by the number of train items: a store recorded further trains anew
             run_dir = run_dir / f"n{len(train_items)}" / f"seed{seed}" / f"{kind}-{tag}"
-            policy = _train(
-                kind, config, train_items, pool, state_encoder, cache, seed, run_dir, base
-            )
+            policy = _train(kind, config, train_items, pool, state_encoder, cache, seed, run_dir, base)
             policy_routes = router_routes(policy, config, tree, test_items)
             scores[name].append(_routes_scores(tree, test_items, policy_routes))
             routes[name].append(policy_routes)

@@ -133,4 +133,3 @@ def write_jsonl_dataset(items: Iterable[Item], path: str | Path) -> Path:
         for item in items:
             fh.write(json.dumps(item.to_dict(), ensure_ascii=False) + "\n")
     return path
-

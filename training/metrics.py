@@ -59,7 +59,6 @@ TASK_METRICS: tuple[str, ...] = (
 )
 
 
-
 class ScorableItem(Protocol):
     """What scoring needs from an item; ``training.datasets.Item`` satisfies it."""
 
@@ -141,7 +140,6 @@ def _score_mc(item: ScorableItem, text: str) -> float:
     return 1.0 if extract_choice(text, options) == gold else 0.0
 
 
-
 def _score_number(item: ScorableItem, text: str) -> float:
     predicted = extract_number(text)
     if predicted is None:
@@ -154,7 +152,6 @@ def _score_math(item: ScorableItem, text: str) -> float:
     if predicted is None:
         return 0.0
     return 1.0 if any(math_equal(predicted, ref) for ref in item.references) else 0.0
-
 
 
 @functools.lru_cache(maxsize=4096)

@@ -99,6 +99,7 @@ CONFIDENCE_SOURCES = ("generation", "teacher_forced")
 """Where a stored confidence came from: the generation itself, or a backfill that re-scored a
 recorded reply with one forward pass (``training/backfill_confidence.py``)."""
 
+
 def text_sha(text: str) -> str:
     """Hex sha256 of a text: fixed-size keys however long the prompt or context grows."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -40,7 +40,6 @@ class RoutingDataset:
         return out
 
 
-
 def _is_test_position(position: int, test_fraction: float) -> bool:
     return math.floor((position + 1) * test_fraction) > math.floor(position * test_fraction)
 
@@ -76,7 +75,6 @@ def build_routing_dataset(
     random.Random(f"{seed}:train").shuffle(train)
     random.Random(f"{seed}:test").shuffle(test)
     return RoutingDataset(train=train, test=test)
-
 
 
 def load_items(

@@ -1,6 +1,6 @@
 """``python training/dynamic_pool_experiment.py``: hold a member out of a DescriptorPolicy, add it back.
 
-    python training/dynamic_pool_experiment.py --report docs/results.md
+python training/dynamic_pool_experiment.py --report docs/results.md
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``python training/record.py``: record the full outcome tree of the chosen items into the store.
 
-    python training/record.py --split test --per-task 30 --db runs/replay.sqlite
-    python training/record.py --split all --horizon 3     # a deeper tree (extends the L=2 one)
+python training/record.py --split test --per-task 30 --db runs/replay.sqlite
+python training/record.py --split all --horizon 3     # a deeper tree (extends the L=2 one)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``python training/specialists/specialize.py``: train a LoRA specialist of the generalist.
 
-    python training/specialists/specialize.py --domain code   # the shipped adapter's recipe (DOMAIN_RECIPES)
+python training/specialists/specialize.py --domain code   # the shipped adapter's recipe (DOMAIN_RECIPES)
 """
 
 from __future__ import annotations

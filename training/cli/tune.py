@@ -1,7 +1,7 @@
 """``python training/tune.py``: choose PPO's lr and length on held-out train items, print the winner.
 
-    python training/tune.py                                  # lr {1e-4, 3e-4, 1e-3} × iterations {8, 32, 96}
-    python training/tune.py --lrs 3e-4 1e-3 --iterations 16 --val-share 0.3 --seeds 42 43
+python training/tune.py                                  # lr {1e-4, 3e-4, 1e-3} × iterations {8, 32, 96}
+python training/tune.py --lrs 3e-4 1e-3 --iterations 16 --val-share 0.3 --seeds 42 43
 """
 
 from __future__ import annotations
