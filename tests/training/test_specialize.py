@@ -35,8 +35,8 @@ from training.specialists.examples import (
     math_target,
     train_schedule,
 )
-from training.specialists.precision import resolve_precision
-from training.specialists.specialize import CHECKPOINT_NAME, SpecializeArgs, train_specialist
+from training.specialists.settings import SpecializeArgs, resolve_precision
+from training.specialists.specialize import CHECKPOINT_NAME, train_specialist
 
 # ------------------------------------------------------------------------------------- data halves
 

@@ -20,7 +20,8 @@ from hierrouter_graph.cli_errors import run_cli
 from training.cli.context import load_config
 from training.sandbox import SandboxUnavailable
 from training.specialists.examples import DOMAINS, domain_items
-from training.specialists.specialize import GENERALIST, SpecializeArgs, train_specialist
+from training.specialists.settings import SpecializeArgs
+from training.specialists.specialize import GENERALIST, train_specialist
 
 __all__ = ["DOMAIN_RECIPES", "args_from", "main", "parse_args"]
 

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,9 +22,7 @@ import torch
 from hierrouter_graph.config import ModelSpec, RouterConfig
 from training.datasets import SPECIALIZATION
 from training.specialists.examples import Example
-
-if TYPE_CHECKING:
-    from training.specialists.specialize import SpecializeArgs
+from training.specialists.settings import SpecializeArgs
 
 __all__ = ["ADAPTER_FILES", "CARD_NAME", "FINAL_PREFIX", "save_adapter", "specialist_card"]
 

@@ -50,7 +50,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ from training.specialists.examples import (
     epoch_batches,
     train_schedule,
 )
-from training.specialists.precision import resolve_precision
+from training.specialists.settings import SpecializeArgs, resolve_precision
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -102,38 +102,6 @@ RESUMABLE_CHANGES = frozenset({"checkpoint_every"})
 
 
 # ----------------------------------------------------------------------------------------- training
-
-
-@dataclass(frozen=True)
-class SpecializeArgs:
-    """Everything that determines the trained weights (plus ``checkpoint_every``)."""
-
-    domain: str = "code"
-    steps: int | None = None
-    epochs: float = 1.0
-    lr: float = 2e-4
-    rank: int = 16
-    alpha: int | None = None  # None: 2 × rank
-    dropout: float = 0.05
-    target_modules: str | tuple[str, ...] = "all-linear"
-    batch_tokens: int = 4096
-    max_answer_tokens: int = 128
-    warmup_fraction: float = 0.05
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    precision: str = "auto"
-    checkpoint_every: int = 10
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        if isinstance(data["target_modules"], tuple):
-            data["target_modules"] = list(data["target_modules"])
-        return data
-
-    @property
-    def lora_alpha(self) -> int:
-        return self.alpha if self.alpha is not None else 2 * self.rank
 
 
 @dataclass
