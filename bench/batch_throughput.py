@@ -31,7 +31,8 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 from hierrouter_graph import HierRouterGraph, MicroBatchedChatModel, PoolMember, RouterConfig, default_config
 from hierrouter_graph.encoder import load_encoder
 from hierrouter_graph.graph import build_pool
-from training.datasets import Item, build_routing_dataset
+from training.datasets import Item
+from training.routing_data import build_routing_dataset
 
 NUMERIC_TOLERANCE = 1e-4
 """Differences below this in probabilities, values and confidences are float rounding (padded

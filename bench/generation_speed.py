@@ -48,7 +48,7 @@ def tokens_per_s(spec: ModelSpec, batch: int, new_tokens: int) -> float:
 
 def quality(spec: ModelSpec, per_task: int) -> tuple[dict[str, float], dict[str, str]]:
     """Task metric per task on the first ``per_task`` specialization items, and each item's reply."""
-    from training.datasets import load_specialization_items
+    from training.benchmarks import load_specialization_items
     from training.metrics import score
 
     member = build_pool_member(spec, default_cache_dir())
@@ -102,7 +102,7 @@ def main() -> None:
     for task in TASKS:
         print(f"{task:<8} {full[task]:>8.1%} {quick[task]:>8.1%}")
     member = build_pool_member(fast.model_copy(update={"max_batch_size": 1}), default_cache_dir())
-    from training.datasets import load_specialization_items
+    from training.benchmarks import load_specialization_items
 
     items = [item for task in TASKS for item in load_specialization_items(task)[: min(args.per_task, 4)]]
     same = sum(run_hops(member, [item.prompt], INSTRUCTION)[0].reply == batched[item.id] for item in items)

@@ -37,7 +37,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,18 +49,12 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
+from local_server import OFFLINE_ENV, free_port, stop, wait_ready
 
 from hierrouter_graph import RouterConfig, default_config
 from hierrouter_graph.hop import answer_text, extend_context
 
 ROOT = Path(__file__).resolve().parents[1]
-OFFLINE_ENV = {
-    "LANGGRAPH_CLI_NO_ANALYTICS": "1",
-    "LANGGRAPH_NO_VERSION_CHECK": "true",
-    "LANGSMITH_TRACING": "false",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-}
 ASSISTANT = "hierrouter"
 SAMPLE_QUERIES = [
     "What is 12 * 7? Put the final answer in \\boxed{}.",
@@ -91,12 +84,6 @@ class RunOutcome:
     status: int
     seconds: float
     body: Any
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def server_config(args: argparse.Namespace) -> RouterConfig:
@@ -130,20 +117,6 @@ def start_server(
         command += ["--n-jobs-per-worker", str(jobs)]
     with log.open("wb") as sink:
         return subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
-
-
-def wait_ready(process: subprocess.Popen[bytes], log: Path, url: str, timeout: float = 900) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited early:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"the server was not ready after {timeout}s:\n{log.read_text()[-4000:]}")
 
 
 async def one_run(client: httpx.AsyncClient, index: int, payload: dict[str, Any]) -> RunOutcome:
@@ -498,7 +471,8 @@ def main() -> None:
     started = time.perf_counter()
     process = start_server(args.server, config_file, port, log, args.jobs or args.concurrency, workdir)
     try:
-        wait_ready(process, log, f"{base}/health" if args.server == "openai" else f"{base}/ok")
+        ready_url = f"{base}/health" if args.server == "openai" else f"{base}/ok"
+        wait_ready(process, log, ready_url, 900, error=SystemExit)
         if args.server == "langgraph" and not re.search(rf"127\.0\.0\.1:{port}", log.read_text()):
             raise SystemExit(f"the server did not take port {port} (it picks another silently); see {log}")
         name = "python -m hierrouter_graph serve" if args.server == "openai" else "langgraph dev"
@@ -511,11 +485,7 @@ def main() -> None:
         drive_fn = drive_openai if args.server == "openai" else drive
         ok = asyncio.run(drive_fn(args, base, config.horizon, config.model_names))
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, timeout=30)
     print("ALL CHECKS PASSED" if ok else "SOME CHECKS FAILED")
     sys.exit(0 if ok else 1)
 

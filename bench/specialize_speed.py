@@ -26,13 +26,9 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 import torch
 
 from hierrouter_graph.defaults import default_config
-from training.specialists.specialize import (
-    GENERALIST,
-    SpecializeArgs,
-    bf16_supported,
-    domain_items,
-    train_specialist,
-)
+from training.specialists.examples import domain_items
+from training.specialists.settings import SpecializeArgs, bf16_supported
+from training.specialists.specialize import GENERALIST, train_specialist
 
 
 def _tokens_per_s(history: list[dict[str, float]]) -> tuple[float, int]:

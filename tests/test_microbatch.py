@@ -272,7 +272,7 @@ def test_a_much_longer_prompt_gets_its_own_generate_call(pools, monkeypatch) -> 
 
 
 def test_chunks_keep_at_least_half_of_the_prompt_tokens_real() -> None:
-    from hierrouter_graph.models import BatchGenerator
+    from hierrouter_graph.generation import BatchGenerator
 
     generator = BatchGenerator(model=None, tokenizer=None, generate_kwargs={}, max_batch=4)
     assert generator._chunks([30, 10, 20, 10]) == [[1, 3, 2, 0]]  # shortest first, one call

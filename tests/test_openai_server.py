@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 from langchain_core.messages import AIMessageChunk
 from langchain_openai import ChatOpenAI
 
+from bench.local_server import free_port, stop
 from hierrouter_graph import ModelSpec, RouterConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,16 +29,10 @@ QUERY = "What is seven times six?"
 pytestmark = [pytest.mark.integration, pytest.mark.enable_socket]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
 def serve(config_file: Path, db: Path, log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """The server as users start it; yields its base URL once ``/health`` answers."""
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "hierrouter_graph", "serve", "--config", str(config_file)]
     command += ["--port", str(port), "--threads-db", str(db), "--max-concurrency", "4"]
     with log.open("ab") as sink:
@@ -61,13 +55,7 @@ def serve(config_file: Path, db: Path, log: Path) -> Iterator[tuple[str, subproc
             time.sleep(0.3)
         yield base, process
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process, timeout=20)
 
 
 def _config(specs: list[ModelSpec], root: Path, **update: object) -> Path:

@@ -23,6 +23,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 from transformers import AutoTokenizer
 
+from bench.local_server import free_port, stop
 from hierrouter_graph import FixedRoutePolicy, HierRouterGraph, ModelSpec, RemoteModelError, RouterConfig
 from hierrouter_graph.pool import TokenizerCounter
 
@@ -33,12 +34,6 @@ HOST = "127.0.0.1"
 SERVED_RATE = 0.003
 LOCAL_RATE = 0.001  # tiny-a's base_rate in conftest
 READY_TIMEOUT_S = 180  # generous: startup is import-bound and slow on busy CPUs
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -58,7 +53,7 @@ def _server(tiny_folders: dict[str, Path], tmp_path_factory: pytest.TempPathFact
     folder = tiny_folders["tiny-b"]
     workdir = tmp_path_factory.mktemp("serve")
     (workdir / "hub").mkdir()
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -72,12 +67,7 @@ def _server(tiny_folders: dict[str, Path], tmp_path_factory: pytest.TempPathFact
     try:
         yield _Server(process, f"http://{HOST}:{port}", folder, log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop(process)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +94,7 @@ def _remote_spec(name: str, url: str, source: str, **endpoint: object) -> ModelS
 
 
 def test_a_dead_url_fails_fast_naming_model_and_url(tiny_specs: list[ModelSpec], tmp_path: Path) -> None:
-    dead = f"http://{HOST}:{_free_port()}"  # nothing listens there
+    dead = f"http://{HOST}:{free_port()}"  # nothing listens there
     config = RouterConfig(
         models=[tiny_specs[0], _remote_spec("dead", dead, "org/Dead-1B")], horizon=1, cache_dir=tmp_path
     )
@@ -120,7 +110,7 @@ def test_a_dead_url_fails_fast_naming_model_and_url(tiny_specs: list[ModelSpec],
 
 
 def test_a_dead_url_falls_back_and_charges_the_fallback(tiny_specs: list[ModelSpec], tmp_path: Path) -> None:
-    dead = f"http://{HOST}:{_free_port()}"
+    dead = f"http://{HOST}:{free_port()}"
     remote = _remote_spec("dead", dead, "org/Dead-1B", on_error="fallback", fallback_model="tiny-a")
     config = RouterConfig(models=[tiny_specs[0], remote], horizon=1, cache_dir=tmp_path)
     out = HierRouterGraph(config, FixedRoutePolicy(config.model_names, ["dead"])).invoke("Largest planet?")

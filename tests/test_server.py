@@ -5,47 +5,18 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from bench.local_server import OFFLINE_ENV, free_port, stop, wait_ready
 from hierrouter_graph import RouterConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-OFFLINE_ENV = {
-    "LANGGRAPH_CLI_NO_ANALYTICS": "1",
-    "LANGGRAPH_NO_VERSION_CHECK": "true",
-    "LANGSMITH_TRACING": "false",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-}
-
 pytestmark = [pytest.mark.integration, pytest.mark.enable_socket]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_ready(process: subprocess.Popen[str], log: Path, port: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"langgraph dev exited early:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ok", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"langgraph dev not ready after {timeout}s:\n{log.read_text()[-4000:]}")
 
 
 def test_langgraph_dev_serves_the_graph(tiny_config: RouterConfig, tmp_path: Path) -> None:
@@ -53,7 +24,7 @@ def test_langgraph_dev_serves_the_graph(tiny_config: RouterConfig, tmp_path: Pat
     assert cli, "langgraph-cli[inmem] is a dev dependency"
     config_file = tmp_path / "router.yaml"
     tiny_config.to_file(config_file)
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "server.log"
     env = {**os.environ, **OFFLINE_ENV, "HIERROUTER_CONFIG": str(config_file)}
     with log.open("w") as sink:
@@ -66,7 +37,7 @@ def test_langgraph_dev_serves_the_graph(tiny_config: RouterConfig, tmp_path: Pat
             text=True,
         )
     try:
-        _wait_ready(process, log, port)
+        wait_ready(process, log, f"http://127.0.0.1:{port}/ok", 120, name="langgraph dev")
         assert re.search(rf"127\.0\.0\.1:{port}", log.read_text()), "server must use the port we chose"
         base = f"http://127.0.0.1:{port}"
         assistants = httpx.post(
@@ -90,8 +61,4 @@ def test_langgraph_dev_serves_the_graph(tiny_config: RouterConfig, tmp_path: Pat
         drawn = httpx.get(f"{base}/assistants/{assistants[0]['assistant_id']}/graph", timeout=10).json()
         assert {n["id"] for n in drawn["nodes"]} >= {"router", "tiny-a", "tiny-b", "finalize"}
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)

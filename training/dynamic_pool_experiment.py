@@ -20,16 +20,16 @@ Each variant is trained with each ``--seeds`` seed; test numbers are per seed, a
 query with 95% paired bootstrap intervals over the test queries (``evaluate.bootstrap_interval``).
 
     python training/dynamic_pool_experiment.py --report docs/results.md
+
+The tables are ``training/dynamic_pool_report.py``; the command line is
+``training/cli/dynamic_pool_experiment.py``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import shlex
 import sqlite3
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,23 +40,17 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
-import torch
 
-from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.defaults import default_config
 from hierrouter_graph.dynamic_policy import KIND_PHRASES, DescriptorPolicy, ModelDescriptor, describe
 from hierrouter_graph.pool import PoolMember
-from training.datasets import DEFAULT_PER_TASK, Item, load_items
+from training.datasets import Item
 from training.ppo import PPOArgs, TrainablePolicy, build_env, make_policy, train
-from training.replay import ReplayOnlyCache
-from training.reports import write_marked_section
+from training.replay import CachedEncoder, ReplayOnlyCache, ReplayStore, StateEncoder
 from training.reward import ScoreMemo
-from training.sandbox import SandboxUnavailable
-from training.shipped import import_shipped_replay
-from training.statistics import Interval, bootstrap_interval
 from training.strategies import Scores, oracle_routes, router_routes
-from training.tree import OutcomeTree, Route, candidate_routes, outcome_tree, recorded_only, route_label
+from training.tree import OutcomeTree, Route, candidate_routes, outcome_tree, recorded_only
 
 __all__ = [
     "CONTROL_CARD",
@@ -64,11 +58,11 @@ __all__ = [
     "FALLBACK_CARDS",
     "MC_TASKS",
     "SECTION",
+    "ExperimentResult",
     "Outcome",
     "copy_store",
     "experiment_configs",
-    "main",
-    "parse_args",
+    "run_experiment",
     "stage0_probabilities",
 ]
 
@@ -190,220 +184,94 @@ def stage0_probabilities(policy: DescriptorPolicy, items: Sequence[Item]) -> np.
     return np.stack([probs[mc].mean(axis=0), probs[~mc].mean(axis=0)])
 
 
-# ---------------------------------------------------------------------------------- report
+# ---------------------------------------------------------------------------------- experiment
 
 
-def _cell(interval: Interval, digits: int = 3) -> str:
-    return interval.format(digits)
+@dataclass
+class ExperimentResult:
+    """What ``dynamic_pool_report`` tabulates: the strategies, the single-model and oracle rows, the
+    paired comparisons (label, strategy a, strategy b) and the notes on how it was run."""
+
+    outcomes: list[Outcome]
+    context_rows: list[tuple[str, Scores, list[Route]]]
+    comparisons: list[tuple[str, str, str]]
+    notes: list[str]
 
 
-def _subset(values: np.ndarray, mask: np.ndarray) -> str:
-    return f"{float(values[mask].mean()):.3f}" if mask.any() else "n/a"
-
-
-def _report(
-    outcomes: Sequence[Outcome],
-    context_rows: Sequence[tuple[str, Scores, list[Route]]],
-    items: Sequence[Item],
+def run_experiment(
     hold_out: str,
-    comparisons: Sequence[tuple[str, str, str]],
+    pool: Mapping[str, PoolMember],
+    train_items: list[Item],
+    data_info: dict[str, Any],
+    test_items: Sequence[Item],
+    store: ReplayStore,
+    encoder: StateEncoder,
+    run_dir: Path,
+    *,
     seeds: Sequence[int],
-    notes: Sequence[str],
-    command: str,
-    resamples: int,
-) -> str:
-    mc = np.array([item.task in MC_TASKS for item in items])
-    header = (
-        "| strategy | task metric | mean cost | reward Q − αC | routes using "
-        f"`{hold_out}` | task metric, MC tasks | task metric, other tasks |"
+    base: PPOArgs,
+    notes: Sequence[str] = (),
+) -> ExperimentResult:
+    """Train every variant with every seed on the recorded train items (replay only, from
+    ``store``), route the test items, and compare: before adding ``hold_out``, after adding it with
+    its own card and with the control card, and retrained from scratch."""
+    full, held = experiment_configs(hold_out)
+    notes = list(notes)
+    train_items, info = recorded_only(full, pool, train_items, data_info, store)
+    per_task = ", ".join(f"{t} {n}" for t, n in info["recorded_per_task"].items())
+    notes.append(
+        f"Train: the {len(train_items)} of {info['items_requested']} train items whose full-pool "
+        f"tree is recorded ({per_task}); the same items for every variant."
     )
-    rule = "|---|---:|---:|---:|---:|---:|---:|"
-    lines = [
-        "## Dynamic pool" if hold_out == DEFAULT_HOLD_OUT else f"### Dynamic pool, holding out `{hold_out}`",
-        "",
-        f"- **Command:** `{command}`",
-        f"- **What:** `DescriptorPolicy` (hierrouter_graph/dynamic_policy.py) trained without `{hold_out}`, "
-        "then given the full pool with the same weights; compared with retraining from scratch. Test split "
-        f"of the default pool (n = {len(items)}), replayed from a copy of the recorded store.",
-        f"- **Seeds:** {', '.join(map(str, seeds))} (PPO, paper defaults). Cells: the per-query mean over "
-        f"seeds, averaged over queries, with a 95% paired bootstrap interval over queries ({resamples} "
-        "resamples, seed 0); the interval covers query sampling, not seed-to-seed variation — see the "
-        "per-seed table.",
-        *(f"- {note}" for note in notes),
-        "",
-        header,
-        rule,
+    cache = ReplayOnlyCache(store)
+    state_encoder = CachedEncoder(encoder, store)
+    memo = ScoreMemo()
+    tree = outcome_tree(full, pool, test_items, store, memo=memo)
+    notes.append(
+        "Cards: "
+        + "; ".join(f"`{spec.name}`: “{describe(spec).card}”" for spec in full.models)
+        + " (plus ln price and ln size; see docs/architecture.md)."
+    )
+
+    variants = [
+        ("descriptor", held, f"descriptor, trained without {hold_out} — before adding"),
+        ("descriptor", full, "descriptor, retrained on the full pool"),
+        ("mlp", full, "MLP RouterPolicy, retrained on the full pool"),
+        ("mlp", held, f"MLP RouterPolicy, trained without {hold_out}"),
     ]
-
-    def row(name: str, reward: np.ndarray, metric: np.ndarray, cost: np.ndarray, using: float) -> str:
-        cells = [
-            name,
-            _cell(bootstrap_interval(metric, resamples=resamples)),
-            _cell(bootstrap_interval(cost, resamples=resamples), 4),
-            _cell(bootstrap_interval(reward, resamples=resamples), 4),
-            f"{using:.0%}",
-            _subset(metric, mc),
-            _subset(metric, ~mc),
-        ]
-        return "| " + " | ".join(cells) + " |"
-
-    for outcome in outcomes:
-        using = float(np.mean([[hold_out in r for r in routes] for routes in outcome.routes]))
-        lines.append(
-            row(
-                f"**{outcome.name}**",
-                outcome.mean("reward"),
-                outcome.mean("task_metric"),
-                outcome.mean("cost"),
-                using,
-            )
-        )
-    for name, scores, routes in context_rows:
-        using = float(np.mean([hold_out in r for r in routes]))
-        lines.append(row(name, scores.reward, scores.task_metric, scores.cost, using))
-
-    by_name = {o.name: o for o in outcomes}
-    lines += ["", "Paired differences (seed-averaged per query; 95% bootstrap interval over queries):", ""]
-    lines += ["| comparison | Δ reward | Δ task metric |", "|---|---:|---:|"]
-    for label, a, b in comparisons:
-        reward = by_name[a].mean("reward") - by_name[b].mean("reward")
-        metric = by_name[a].mean("task_metric") - by_name[b].mean("task_metric")
-        verdict = lambda i: _cell(i, 4) + (" ≈ 0" if i.contains(0.0) else "")  # noqa: E731
-        lines.append(
-            f"| {label} | {verdict(bootstrap_interval(reward, resamples=resamples))} | "
-            f"{verdict(bootstrap_interval(metric, resamples=resamples))} |"
-        )
-
-    lines += ["", "Per seed (mean reward on test · share of routes using the held-out member):", ""]
-    lines += ["| strategy | " + " | ".join(f"seed {s}" for s in seeds) + " |"]
-    lines += ["|---|" + "---:|" * len(seeds)]
-    for outcome in outcomes:
-        cells = [
-            f"{float(s.reward.mean()):.4f} · {np.mean([hold_out in r for r in routes]):.0%}"
-            for s, routes in zip(outcome.scores, outcome.routes, strict=True)
-        ]
-        lines.append(f"| {outcome.name} | " + " | ".join(cells) + " |")
-    lines.append("")
-    for outcome in outcomes:
-        counts: dict[str, int] = {}
-        for routes in outcome.routes:
-            for route in routes:
-                counts[route_label(route)] = counts.get(route_label(route), 0) + 1
-        total = sum(counts.values())
-        top = sorted(counts.items(), key=lambda kv: -kv[1])[:4]
-        shares = ", ".join(f"`{label}` {count / total:.0%}" for label, count in top)
-        lines.append(f"- Routes of *{outcome.name}* (all seeds): {shares}.")
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------------- CLI
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Hold a member out of a DescriptorPolicy, add it back.")
-    parser.add_argument("--hold-out", default=DEFAULT_HOLD_OUT, help="member trained without, then added")
-    parser.add_argument(
-        "--replay",
-        type=Path,
-        default=Path("runs/replay.sqlite"),
-        help="recorded store to COPY (never written); missing: the shipped tree only",
-    )
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/dynamic_pool"), help="PPO run dirs")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
-    parser.add_argument("--iterations", type=int, default=PPOArgs().iterations)
-    parser.add_argument("--per-task", type=int, default=DEFAULT_PER_TASK)
-    parser.add_argument("--data-seed", type=int, default=42)
-    parser.add_argument("--resamples", type=int, default=1000)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--report", type=Path, default=None, help="write the section into this markdown")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    ns = parse_args(args_list)
-    command = shlex.join(["python", "training/dynamic_pool_experiment.py", *args_list])
-    torch.set_num_threads(ns.threads)
-    from hierrouter_graph.encoder import load_encoder
-    from hierrouter_graph.graph import build_pool
-    from training.datasets import build_routing_dataset
-    from training.replay import CachedEncoder, ReplayStore
-
-    full, held = experiment_configs(ns.hold_out)
-    base = PPOArgs(iterations=ns.iterations)
-    train_items, info = load_items(per_task=ns.per_task, data_seed=ns.data_seed)
-    test_items = build_routing_dataset(per_task=ns.per_task, seed=ns.data_seed).test
-    encoder = load_encoder(full.encoder, full.max_seq_len, cache_dir=full.resolved_cache_dir)
-    pool = build_pool(full)
-    notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="dynamic-pool-") as tmp:
-        copy_path = Path(tmp) / "replay.sqlite"
-        if ns.replay.is_file():
-            copy_store(ns.replay, copy_path)
-            notes.append(f"Replay: a backup-API copy of `{ns.replay}` plus the shipped tree.")
-        else:
-            notes.append("Replay: the shipped tree (`training/data/offline_pool.replay.jsonl.gz`) only.")
-        with ReplayStore(copy_path) as store:
-            import_shipped_replay(store)
-            train_items, info = recorded_only(full, pool, train_items, info, store)
-            per_task = ", ".join(f"{t} {n}" for t, n in info["recorded_per_task"].items())
-            notes.append(
-                f"Train: the {len(train_items)} of {info['items_requested']} train items whose full-pool "
-                f"tree is recorded ({per_task}); the same items for every variant."
-            )
-            cache = ReplayOnlyCache(store)
-            state_encoder = CachedEncoder(encoder, store)
-            memo = ScoreMemo()
-            tree = outcome_tree(full, pool, test_items, store, memo=memo)
-            notes.append(
-                "Cards: "
-                + "; ".join(f"`{spec.name}`: “{describe(spec).card}”" for spec in full.models)
-                + " (plus ln price and ln size; see docs/architecture.md)."
-            )
-
-            variants = [
-                ("descriptor", held, f"descriptor, trained without {ns.hold_out} — before adding"),
-                ("descriptor", full, "descriptor, retrained on the full pool"),
-                ("mlp", full, "MLP RouterPolicy, retrained on the full pool"),
-                ("mlp", held, f"MLP RouterPolicy, trained without {ns.hold_out}"),
-            ]
-            after_name = f"descriptor, same weights, {ns.hold_out} added (no retraining)"
-            scores: dict[str, list[Scores]] = {name: [] for _, _, name in variants}
-            routes: dict[str, list[list[Route]]] = {name: [] for _, _, name in variants}
-            control_name = f"control: same weights, {ns.hold_out} added with a generic card"
-            control_pool: list[ModelDescriptor] = [
-                dataclasses.replace(describe(spec), card=CONTROL_CARD)
-                if spec.name == ns.hold_out
-                else describe(spec)
-                for spec in full.models
-            ]
-            for extra in (after_name, control_name):
-                scores[extra], routes[extra] = [], []
-            probability: list[np.ndarray] = []
-            probability_control: list[np.ndarray] = []
-            for seed in ns.seeds:
-                for kind, config, name in variants:
-                    tag = f"without-{ns.hold_out}" if config is held else "full"
-                    # keyed by the number of train items: a store recorded further trains anew
-                    run_dir = ns.run_dir / f"n{len(train_items)}" / f"seed{seed}" / f"{kind}-{tag}"
-                    policy = _train(
-                        kind, config, train_items, pool, state_encoder, cache, seed, run_dir, base
-                    )
-                    policy_routes = router_routes(policy, config, tree, test_items)
-                    scores[name].append(_routes_scores(tree, test_items, policy_routes))
-                    routes[name].append(policy_routes)
-                    if kind == "descriptor" and config is held:
-                        assert isinstance(policy, DescriptorPolicy)
-                        added = policy.with_pool(full.models)  # the point: no retraining
-                        added_routes = router_routes(added, full, tree, test_items)
-                        scores[after_name].append(_routes_scores(tree, test_items, added_routes))
-                        routes[after_name].append(added_routes)
-                        probability.append(stage0_probabilities(added, test_items))
-                        control = policy.with_pool(control_pool)
-                        control_routes = router_routes(control, full, tree, test_items)
-                        probability_control.append(stage0_probabilities(control, test_items))
-                        scores[control_name].append(_routes_scores(tree, test_items, control_routes))
-                        routes[control_name].append(control_routes)
+    after_name = f"descriptor, same weights, {hold_out} added (no retraining)"
+    scores: dict[str, list[Scores]] = {name: [] for _, _, name in variants}
+    routes: dict[str, list[list[Route]]] = {name: [] for _, _, name in variants}
+    control_name = f"control: same weights, {hold_out} added with a generic card"
+    control_pool: list[ModelDescriptor] = [
+        dataclasses.replace(describe(spec), card=CONTROL_CARD) if spec.name == hold_out else describe(spec)
+        for spec in full.models
+    ]
+    for extra in (after_name, control_name):
+        scores[extra], routes[extra] = [], []
+    probability: list[np.ndarray] = []
+    probability_control: list[np.ndarray] = []
+    for seed in seeds:
+        for kind, config, name in variants:
+            tag = f"without-{hold_out}" if config is held else "full"
+            # keyed by the number of train items: a store recorded further trains anew
+            run_dir = run_dir / f"n{len(train_items)}" / f"seed{seed}" / f"{kind}-{tag}"
+            policy = _train(kind, config, train_items, pool, state_encoder, cache, seed, run_dir, base)
+            policy_routes = router_routes(policy, config, tree, test_items)
+            scores[name].append(_routes_scores(tree, test_items, policy_routes))
+            routes[name].append(policy_routes)
+            if kind == "descriptor" and config is held:
+                assert isinstance(policy, DescriptorPolicy)
+                added = policy.with_pool(full.models)  # the point: no retraining
+                added_routes = router_routes(added, full, tree, test_items)
+                scores[after_name].append(_routes_scores(tree, test_items, added_routes))
+                routes[after_name].append(added_routes)
+                probability.append(stage0_probabilities(added, test_items))
+                control = policy.with_pool(control_pool)
+                control_routes = router_routes(control, full, tree, test_items)
+                probability_control.append(stage0_probabilities(control, test_items))
+                scores[control_name].append(_routes_scores(tree, test_items, control_routes))
+                routes[control_name].append(control_routes)
 
     order = [variants[0][2], after_name, control_name, variants[1][2], variants[2][2], variants[3][2]]
     outcomes = [Outcome(name, scores[name], routes[name]) for name in order]
@@ -429,16 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("after adding − MLP retrained on full pool", after_name, order[4]),
         ("descriptor retrained − MLP retrained (full pool)", order[3], order[4]),
     ]
-    text = _report(
-        outcomes, context_rows, test_items, ns.hold_out, comparisons, ns.seeds, notes, command, ns.resamples
-    )
-    print(text)
-    if ns.report is not None:
-        section = SECTION if ns.hold_out == DEFAULT_HOLD_OUT else f"{SECTION}-{ns.hold_out}"
-        write_marked_section(ns.report, section, text)
-        print(f"section '{section}' written to {ns.report}", file=sys.stderr)
-    return 0
+    return ExperimentResult(outcomes, context_rows, comparisons, notes)
 
 
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
+if __name__ == "__main__":  # the command line is training/cli/dynamic_pool_experiment.py
+    import runpy
+
+    runpy.run_module("training.cli.dynamic_pool_experiment", run_name="__main__", alter_sys=True)

@@ -31,9 +31,10 @@ def export_shipped(store: ReplayStore, seed: int = 42, batch_size: int = 256) ->
     from hierrouter_graph.defaults import default_config
     from hierrouter_graph.encoder import load_encoder
     from hierrouter_graph.graph import build_pool
-    from training.datasets import ALL_TASKS, build_routing_dataset
+    from training.datasets import ALL_TASKS, DEFAULT_PER_TASK
     from training.replay import CachedEncoder
-    from training.shipped import DEFAULT_PER_TASK, export_shipped_embeddings, export_shipped_replay
+    from training.routing_data import build_routing_dataset
+    from training.shipped import export_shipped_embeddings, export_shipped_replay
     from training.tree import complete_items, decision_contexts
 
     config = default_config()

@@ -9,38 +9,11 @@ Two families of scores, both in [0, 1]:
 - the task metric named by ``item.metric``: ``mc_letter``, ``gsm8k_number``, ``math_boxed``,
   ``mbpp_pass``, ``humaneval_pass`` (``token_f1`` is also accepted as an item metric).
 
-The router's final context is ``query ‖ reply1 ‖ reply2``; callers pass the replies part. When
-several answers are stated, the LAST explicit answer statement wins, because the later hop is
-the one that had the chance to correct the earlier one.
 
-Multiple choice (``extract_choice``), in order of precedence:
-
-1. explicit statements, last one wins: ``Answer: B``, ``answer is (B)``, ``correct option is B``,
-   ``I choose B``, ``\\boxed{B}`` (the letter must be upper case: "the answer is a ..." is
-   English, not option A);
-2. a line that is only a letter (``B``, ``B.``, ``(B)``, ``**B**``), last one wins; a line
-   *starting* with a letter marker (``B. text`` / ``B) text``) only counts when the reply names
-   no other letter that way, since several such lines are an echo of the option list;
-3. the full text of exactly one option appearing in the reply (case-insensitive, whole words);
-4. a parenthesised letter ``(B)`` anywhere, last one wins.
-
-GSM8K (``extract_number``): the last of ``#### N``, ``\\boxed{N}`` and ``answer is/: N``;
-otherwise the last number in the reply. Numbers lose ``$``, ``%``, thousands commas and a
-trailing period, and compare as decimals (``18.0 == 18``).
-
-MATH (``extract_math_answer`` / ``normalize_math_answer``): the last ``\\boxed{...}``/``\\fbox``
-with balanced braces, else the text after the last "final answer is". Normalisation drops
-spaces, ``\\left``/``\\right``, ``\\!``/``\\,``/``\\;``, ``$``, ``\\%``, degree marks, a trailing
-period, ``\\text{...}`` units after a value (other ``\\text{x}`` become ``x``), a leading
-``x =``, and thousands commas; it maps ``\\dfrac``/``\\tfrac`` to ``\\frac``, ``\\frac12`` to
-``\\frac{1}{2}``, ``\\sqrt2`` to ``\\sqrt{2}``, ``.5`` to ``0.5`` and ``a/b`` to ``\\frac{a}{b}``.
-Two answers match when the normalised strings are equal or both are plain numbers (integers,
-decimals, ``\\frac{a}{b}``, ``a/b``, optionally negative) with the same exact rational value.
-
-Code (``extract_code``): the last fenced block tagged python/py/python3, else the last fenced
-block of any tag, else the whole reply; an unterminated final fence (a truncated reply) counts
-up to the end. MBPP runs ``code``, then ``test_setup_code``, then every assert in the sandbox
-(the setup goes after the code because MBPP's setup code uses classes the solution defines).
+Extracting the answer a reply states (its option letter, number, MATH expression or code) is
+``training/answers.py``'s job; this module compares it with the gold. MBPP runs ``code``, then
+``test_setup_code``, then every assert in the sandbox (the setup goes after the code because
+MBPP's setup code uses classes the solution defines).
 """
 
 from __future__ import annotations
@@ -50,10 +23,17 @@ import re
 import string
 from collections import Counter
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
-from fractions import Fraction
 from typing import Any, Literal, Protocol, TypedDict
 
+from training.answers import (
+    MC_LETTERS,
+    extract_choice,
+    extract_code,
+    extract_math_answer,
+    extract_number,
+    math_equal,
+    numbers_equal,
+)
 from training.sandbox import SandboxLimits, run_python
 
 __all__ = [
@@ -62,14 +42,7 @@ __all__ = [
     "RewardMetric",
     "ScorableItem",
     "evaluate_reply",
-    "extract_choice",
-    "extract_code",
-    "extract_math_answer",
-    "extract_number",
-    "math_equal",
-    "normalize_math_answer",
     "normalize_text",
-    "numbers_equal",
     "score",
     "token_f1",
 ]
@@ -84,8 +57,6 @@ TASK_METRICS: tuple[str, ...] = (
     "humaneval_pass",
     "token_f1",
 )
-
-_LETTERS = "ABCDEFGHIJ"
 
 
 class ScorableItem(Protocol):
@@ -145,77 +116,16 @@ def token_f1(prediction: str, references: Sequence[str] | str) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# Multiple choice
+# Scoring each task metric
 # --------------------------------------------------------------------------------------------
-
-
-@functools.cache
-def _choice_patterns(n_options: int) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
-    letters = f"[{_LETTERS[:n_options]}]"
-    explicit = re.compile(
-        r"(?:(?i:\b(?:final\s+|correct\s+|right\s+|best\s+)?answer\b"
-        r"|\bcorrect\s+(?:option|choice)\b|\bbest\s+(?:option|choice)\b"
-        r"|\bI\s+(?:choose|pick|select|go\s+with)\b)"
-        r"(?i:\s*(?:is|would\s+be|should\s+be|will\s+be|must\s+be)?\s*[:=\-]?"
-        r"\s*(?:option|choice|letter)?)[\s*_\"'(\[]*"
-        rf"|\\boxed\{{\s*(?:\\text\{{)?)({letters})(?![A-Za-z0-9])"
-    )
-    line_marker = re.compile(
-        rf"^[ \t>*_#]*(?:\(({letters})\)|({letters})(?:[.):]|(?=[ \t*_]*$)))(.*)$", re.MULTILINE
-    )
-    paren = re.compile(rf"\(({letters})\)")
-    return explicit, line_marker, paren
-
-
-def _option_index(text: str, choices: Sequence[str]) -> int | None:
-    haystack = " ".join(text.lower().split())
-    found = []
-    for index, choice in enumerate(choices):
-        needle = " ".join(str(choice).lower().split())
-        if needle and re.search(rf"(?<!\w){re.escape(needle)}(?!\w)", haystack):
-            found.append(index)
-    # Several options present means the reply discusses or echoes them: no decision here.
-    return found[0] if len(found) == 1 else None
-
-
-def extract_choice(text: str, choices: Sequence[str] | int = 4) -> int | None:
-    """Index of the option a (possibly verbose, multi-reply) text answers, or None.
-
-    ``choices`` is the list of option texts (enables rule 3) or just their number.
-    See the module docstring for the precedence of the rules.
-    """
-    n_options = choices if isinstance(choices, int) else len(choices)
-    n_options = max(1, min(n_options, len(_LETTERS)))
-    explicit, line_marker, paren = _choice_patterns(n_options)
-
-    hits = list(explicit.finditer(text))
-    if hits:
-        return _LETTERS.index(hits[-1].group(1))
-
-    markers = [(m.group(1) or m.group(2), m.group(3)) for m in line_marker.finditer(text)]
-    bare = [letter for letter, rest in markers if not rest.strip(" \t*_.):")]
-    if bare:
-        return _LETTERS.index(bare[-1])
-    if markers and len({letter for letter, _ in markers}) == 1:
-        return _LETTERS.index(markers[-1][0])
-
-    if not isinstance(choices, int):
-        index = _option_index(text, choices)
-        if index is not None:
-            return index
-
-    hits = list(paren.finditer(text))
-    if hits:
-        return _LETTERS.index(hits[-1].group(1))
-    return None
 
 
 def _gold_index(item: ScorableItem) -> int | None:
     gold = item.meta.get("gold_index")
     if isinstance(gold, int):
         return gold
-    if item.references and len(item.references[0]) == 1 and item.references[0] in _LETTERS:
-        return _LETTERS.index(item.references[0])
+    if item.references and len(item.references[0]) == 1 and item.references[0] in MC_LETTERS:
+        return MC_LETTERS.index(item.references[0])
     return None
 
 
@@ -230,66 +140,6 @@ def _score_mc(item: ScorableItem, text: str) -> float:
     return 1.0 if extract_choice(text, options) == gold else 0.0
 
 
-# --------------------------------------------------------------------------------------------
-# Numbers (GSM8K)
-# --------------------------------------------------------------------------------------------
-
-_NUMBER = r"-?(?:\$\s?)?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)"
-_NUMBER_RE = re.compile(rf"(?<![\w.])(?:{_NUMBER})")
-_NUMBER_STATEMENTS = (
-    re.compile(rf"####\s*(?P<n>{_NUMBER})"),
-    re.compile(rf"(?i:\banswer\b)(?:\s+is|\s*:)?[\s:=*$]*(?P<n>{_NUMBER})"),
-)
-
-
-def _boxed_spans(text: str) -> list[tuple[int, str]]:
-    """(position, content) of every ``\\boxed{...}``/``\\fbox{...}`` with balanced braces."""
-    spans = []
-    for match in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
-        depth, j = 1, match.end()
-        while j < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[j], 0)
-            j += 1
-        if depth == 0:
-            spans.append((match.start(), text[match.end() : j - 1]))
-    return spans
-
-
-def _clean_number(raw: str) -> Decimal | None:
-    cleaned = raw.replace("$", "").replace(",", "").replace("%", "").replace(" ", "")
-    cleaned = cleaned.rstrip(".")
-    if cleaned.startswith("-."):
-        cleaned = "-0" + cleaned[1:]
-    elif cleaned.startswith("."):
-        cleaned = "0" + cleaned
-    try:
-        value = Decimal(cleaned)
-    except InvalidOperation:
-        return None
-    return value if value.is_finite() else None
-
-
-def extract_number(text: str) -> str | None:
-    """The final numeric answer of a reply (see module docstring), as written."""
-    candidates: list[tuple[int, str]] = []
-    for pattern in _NUMBER_STATEMENTS:
-        candidates += [(m.start(), m.group("n")) for m in pattern.finditer(text)]
-    for pos, content in _boxed_spans(text):
-        numbers = _NUMBER_RE.findall(content.replace("{,}", ","))
-        if numbers:
-            candidates.append((pos, numbers[-1]))
-    if candidates:
-        return max(candidates, key=lambda c: c[0])[1].strip()
-    numbers = _NUMBER_RE.findall(text)
-    return numbers[-1].strip() if numbers else None
-
-
-def numbers_equal(a: str, b: str) -> bool:
-    """Numeric equality after removing ``$``, ``%``, thousands commas and a trailing period."""
-    x, y = _clean_number(a), _clean_number(b)
-    return x is not None and y is not None and x == y
-
-
 def _score_number(item: ScorableItem, text: str) -> float:
     predicted = extract_number(text)
     if predicted is None:
@@ -297,116 +147,11 @@ def _score_number(item: ScorableItem, text: str) -> float:
     return 1.0 if any(numbers_equal(predicted, ref) for ref in item.references) else 0.0
 
 
-# --------------------------------------------------------------------------------------------
-# MATH
-# --------------------------------------------------------------------------------------------
-
-_FINAL_ANSWER = re.compile(r"(?i:final\s+answer\s*(?:is|:))")
-_ANSWER_END = re.compile(r"\.\s|\n|\.?\s*\Z")
-
-
-def extract_math_answer(text: str) -> str | None:
-    """Last balanced ``\\boxed{}`` content, else the text after the last "final answer is"."""
-    spans = _boxed_spans(text)
-    if spans:
-        return spans[-1][1].strip()
-    statements = list(_FINAL_ANSWER.finditer(text))
-    if not statements:
-        return None
-    rest = text[statements[-1].end() :]
-    end = _ANSWER_END.search(rest)
-    answer = rest[: end.start() if end else len(rest)].strip().strip("$").strip()
-    return answer or None
-
-
-def _strip_text_units(s: str) -> str:
-    # "5\text{ cm}" -> "5": a trailing \text{...} of letters after a value is a unit.
-    s = re.sub(r"(?<=\S)\s*\\(?:text|mbox|mathrm)\{\s*[A-Za-z][A-Za-z\s^.]*\}\s*$", "", s)
-    # Any other \text{x} is just formatting.
-    return re.sub(r"\\(?:text|textbf|mbox|mathrm)\{([^{}]*)\}", r"\1", s)
-
-
-def normalize_math_answer(answer: str) -> str:
-    """Canonical string for a MATH answer (see module docstring for every rule)."""
-    s = answer.strip().replace("\n", " ")
-    s = re.sub(r"\\(?:left|right)(?![A-Za-z])", "", s)
-    for token in ("\\!", "\\,", "\\;", "\\:", "\\ "):
-        s = s.replace(token, " ")
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?", "", s).replace("\\circ", "").replace("°", "")
-    s = s.replace("\\$", "").replace("$", "")
-    s = s.replace("\\%", "").replace("%", "")
-    s = _strip_text_units(s)
-    s = re.sub(r"\s+", "", s)
-    s = s.replace("{,}", ",")
-    s = s.rstrip(".")
-    equation = re.fullmatch(r"[A-Za-z]\w?=(.+)", s)
-    if equation:
-        s = equation.group(1)
-    s = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", s)
-    s = re.sub(r"\\frac\{([^{}]+)\}(\d)", r"\\frac{\1}{\2}", s)
-    s = re.sub(r"\\sqrt(\w)", r"\\sqrt{\1}", s)
-    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
-        s = s.replace(",", "")
-    s = re.sub(r"^(-?)\.(\d)", r"\g<1>0.\2", s)
-    fraction = re.fullmatch(r"(-?\d+)/(\d+)", s)
-    if fraction:
-        s = f"\\frac{{{fraction.group(1)}}}{{{fraction.group(2)}}}"
-    return s
-
-
-def _as_rational(s: str) -> Fraction | None:
-    sign = 1
-    if s.startswith("-"):
-        sign, s = -1, s[1:]
-    frac = re.fullmatch(r"\\frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}", s)
-    try:
-        if frac:
-            denominator = Fraction(frac.group(2))
-            if denominator == 0:
-                return None
-            return sign * Fraction(frac.group(1)) / denominator
-        if re.fullmatch(r"\d+(?:\.\d+)?", s):
-            return sign * Fraction(s)
-    except (ValueError, ZeroDivisionError):
-        return None
-    return None
-
-
-def math_equal(predicted: str, gold: str) -> bool:
-    """Equality of two MATH answers after normalisation, numerically when both are numbers."""
-    a, b = normalize_math_answer(predicted), normalize_math_answer(gold)
-    if not a or not b:
-        return False
-    if a == b:
-        return True
-    x, y = _as_rational(a), _as_rational(b)
-    return x is not None and x == y
-
-
 def _score_math(item: ScorableItem, text: str) -> float:
     predicted = extract_math_answer(text)
     if predicted is None:
         return 0.0
     return 1.0 if any(math_equal(predicted, ref) for ref in item.references) else 0.0
-
-
-# --------------------------------------------------------------------------------------------
-# Code (MBPP, HumanEval)
-# --------------------------------------------------------------------------------------------
-
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+\-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
-
-
-def extract_code(text: str) -> str:
-    """The code of a reply: last python-tagged fence, else last fence, else the whole text."""
-    blocks = [(m.group(1).lower(), m.group(2)) for m in _FENCE.finditer(text)]
-    python_blocks = [code for tag, code in blocks if tag in ("python", "py", "python3")]
-    if python_blocks:
-        return python_blocks[-1]
-    if blocks:
-        return blocks[-1][1]
-    return text
 
 
 @functools.lru_cache(maxsize=4096)

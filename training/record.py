@@ -12,11 +12,12 @@ nothing.
 
     python training/record.py --split test --per-task 30 --db runs/replay.sqlite
     python training/record.py --split all --horizon 3     # a deeper tree (extends the L=2 one)
+
+The command line is ``training/cli/record.py``.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,22 +29,20 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 
 from tqdm import tqdm
 
-from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import CachedReply, HopResult, run_hops
 from hierrouter_graph.pool import PoolMember
-from training.datasets import ALL_TASKS, Item
+from training.datasets import Item
 from training.replay import ReplayStore
-from training.sandbox import SandboxUnavailable
-from training.shipped import DEFAULT_PER_TASK, SHIPPED_EMBEDDINGS, SHIPPED_REPLAY, import_shipped_replay
-from training.tree import recorded_hop, tree_size, walk, with_horizon
+from training.tree import recorded_hop, tree_size, walk
 
 __all__ = [
     "RecordStats",
     "interleave_tasks",
-    "main",
     "record_in_chunks",
+    "record_meta_path",
     "record_outcome_tree",
+    "write_record_meta",
 ]
 
 
@@ -226,29 +225,8 @@ def record_in_chunks(
     return total
 
 
-# ---------------------------------------------------------------------------------------- CLI
-
-
-def _load_items(args: argparse.Namespace) -> list[Item]:
-    if args.items is not None:
-        from training.datasets import load_jsonl_dataset
-
-        items = load_jsonl_dataset(args.items)
-        return items[: args.per_task] if args.per_task else items
-    from training.datasets import build_routing_dataset
-
-    data = build_routing_dataset(args.tasks, per_task=args.per_task or DEFAULT_PER_TASK, seed=args.seed)
-    return {"test": data.test, "train": data.train, "all": data.train + data.test}[args.split]
-
-
-def _shard(text: str) -> tuple[int, int]:
-    index, sep, count = text.partition("/")
-    if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
-        raise argparse.ArgumentTypeError(f"--shard expects K/N with 0 <= K < N (e.g. 0/2), got {text!r}")
-    return int(index), int(count)
-
-
-def _meta_path(record: Path) -> Path:
+def record_meta_path(record: Path) -> Path:
+    """Where ``write_record_meta`` describes the record ``record`` (``x.jsonl.gz`` → ``x.meta.json``)."""
     return record.with_name(record.name.removesuffix(".jsonl.gz") + ".meta.json")
 
 
@@ -283,121 +261,7 @@ def write_record_meta(config: RouterConfig, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
-    parser.add_argument("--split", choices=("test", "train", "all"), default="test")
-    parser.add_argument(
-        "--per-task", type=int, default=None, help=f"items per task (default {DEFAULT_PER_TASK}, as shipped)"
-    )
-    parser.add_argument("--tasks", nargs="+", default=list(ALL_TASKS), choices=ALL_TASKS)
-    parser.add_argument("--items", type=Path, default=None, help="a JSONL dataset instead of the benchmarks")
-    parser.add_argument("--db", type=Path, default=Path("runs/replay.sqlite"))
-    parser.add_argument(
-        "--horizon",
-        type=int,
-        default=None,
-        help="record routes up to this many hops instead of the config's L (stages beyond the "
-        "stage prompts reuse the last prompt unless the config sets stage_prompt_fallback)",
-    )
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument(
-        "--chunk-items",
-        type=int,
-        default=None,
-        help="finish the whole tree of this many task-interleaved items before the next "
-        "(default: one pass over all items, level by level)",
-    )
-    parser.add_argument(
-        "--shard",
-        type=_shard,
-        default=(0, 1),
-        metavar="K/N",
-        help="with --chunk-items: record only chunks K, K+N, K+2N, ... (run N processes on one --db)",
-    )
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument(
-        "--export-to",
-        type=Path,
-        default=None,
-        help="a gzip JSONL record of this config's replies (e.g. training/data/<pool>.replay.jsonl.gz): "
-        "imported before recording, rewritten (atomically) after every completed chunk",
-    )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument(
-        "--export-shipped",
-        action="store_true",
-        help="default pool only: after recording, rewrite the shipped record (replies and state "
-        "embeddings; as training/export_shipped.py does)",
-    )
-    return parser
+if __name__ == "__main__":  # `python training/record.py` runs the command line, training/cli/record.py
+    import runpy
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    from hierrouter_graph.graph import build_pool
-
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
-
-    if args.config is None:
-        from hierrouter_graph.defaults import default_config
-
-        config = default_config()
-    else:
-        config = RouterConfig.from_file(args.config)
-    if args.horizon is not None:
-        config = with_horizon(config, args.horizon)
-    items = _load_items(args)
-    pool = build_pool(config)
-    with ReplayStore(args.db) as store:
-        if args.config is None:
-            import_shipped_replay(store)  # resume from the committed pieces, regenerate nothing
-        fingerprints = [spec.fingerprint() for spec in config.models]
-        if args.export_to is not None and args.export_to.is_file():
-            store.import_jsonl_gz(args.export_to)
-
-        def export_pieces() -> None:
-            if args.export_to is not None:
-                store.export_jsonl_gz(args.export_to, fingerprints=fingerprints)
-                write_record_meta(config, _meta_path(args.export_to))
-
-        if args.chunk_items is None:
-            stats = record_outcome_tree(
-                config, pool, items, store, batch_size=args.batch_size, progress=not args.no_progress
-            )
-        else:
-            stats = record_in_chunks(
-                config,
-                pool,
-                items,
-                store,
-                args.chunk_items,
-                batch_size=args.batch_size,
-                progress=not args.no_progress,
-                shard=args.shard,
-                on_chunk=export_pieces,
-            )
-        total = len(store)
-        if args.export_shipped and args.config is None:
-            from training.export_shipped import export_shipped
-
-            rows, complete, contexts = export_shipped(store, seed=args.seed)
-            print(
-                f"exported {rows} default-pool replies to {SHIPPED_REPLAY} and the embeddings of "
-                f"{contexts} decision contexts of {complete} complete items to {SHIPPED_EMBEDDINGS}"
-            )
-    print(
-        f"recorded the outcome tree of {stats.items} items (L={config.horizon}, M={len(pool)}): "
-        f"{stats.unique_hops} unique hops of {stats.tree_hops} — {stats.generated} generated, "
-        f"{stats.reused} reused; {stats.tokens_in + stats.tokens_out} tokens generated at "
-        f"{stats.tokens_per_s:.1f} tokens/s; {stats.wall_s:.1f} s; store {args.db} holds {total} replies"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
+    runpy.run_module("training.cli.record", run_name="__main__", alter_sys=True)

@@ -4,7 +4,7 @@ Why: training replays the SAME hops over and over (PPO samples routes of the sam
 small model's reply to an exact prompt never changes for a fixed generation setting. Keyed by
 (member fingerprint, exact prompt), a reply is generated once and replayed forever after — across
 epochs, runs and processes — and a whole recorded outcome tree can ship inside the repository as a
-small deterministic ``.jsonl.gz`` (``export_jsonl_gz`` / ``import_jsonl_gz``).
+small deterministic ``.jsonl.gz`` (``export_jsonl_gz`` / ``import_jsonl_gz``, format in ``replay_file.py``).
 
 Durability: SQLite in WAL mode with ``synchronous=NORMAL`` — a commit is atomic, a ``kill -9``
 loses at most the transaction in flight, readers never block the writer, and two processes can
@@ -33,9 +33,7 @@ changes under a running experiment.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import os
 import sqlite3
 import threading
@@ -53,6 +51,7 @@ from hierrouter_graph.confidence import Confidence
 from hierrouter_graph.encoder import SentenceEncoder
 from hierrouter_graph.hop import CachedReply, ReplyCache
 from training.replay_checks import check_replay_file
+from training.replay_file import RECORD_FIELDS, read_records, write_records
 
 __all__ = [
     "CONFIDENCE_SOURCES",
@@ -99,8 +98,6 @@ CREATE TABLE IF NOT EXISTS confidences (
 CONFIDENCE_SOURCES = ("generation", "teacher_forced")
 """Where a stored confidence came from: the generation itself, or a backfill that re-scored a
 recorded reply with one forward pass (``training/backfill_confidence.py``)."""
-
-_EXPORT_FIELDS = ("fingerprint", "prompt", "reply", "tokens_in", "tokens_out")
 
 
 def text_sha(text: str) -> str:
@@ -306,18 +303,11 @@ class ReplayStore:
     # ------------------------------------------------------------------------------ export/import
 
     def export_jsonl_gz(self, path: str | os.PathLike[str], fingerprints: Iterable[str] | None = None) -> int:
-        """Write the replies (optionally only some fingerprints) as a reproducible gzip JSONL.
-
-        Rows are sorted by (fingerprint, prompt_sha), keys are sorted, the gzip header carries no
-        name and mtime 0, and ``created`` is left out — so the same replies always give the same
-        bytes and a committed file only changes when its content does. Embeddings are not
-        exported (they are recomputed from the encoder). The file is written to a temporary name
-        and renamed, so a reader never sees half a file. Returns the number of rows.
-        """
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        """Write the replies (optionally only some fingerprints) as a reproducible gzip JSONL
+        (``training/replay_file.py``: same replies, same bytes; written atomically). Returns the
+        number of rows."""
         wanted = None if fingerprints is None else sorted(set(fingerprints))
-        columns = ", ".join(f"r.{name}" for name in _EXPORT_FIELDS)
+        columns = ", ".join(f"r.{name}" for name in RECORD_FIELDS)
         query = (
             f"SELECT {columns}, c.mean_logprob, c.mean_entropy, c.source FROM replies r LEFT JOIN "
             "confidences c ON c.fingerprint = r.fingerprint AND c.prompt_sha = r.prompt_sha"
@@ -327,41 +317,12 @@ class ReplayStore:
             query += f" WHERE r.fingerprint IN ({','.join('?' * len(wanted))})" if wanted else " WHERE 0"
             params = tuple(wanted)
         query += " ORDER BY r.fingerprint, r.prompt_sha"
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        count = 0
         with self._lock:
-            rows = self._conn.execute(query, params)
-            with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-                for row in rows:
-                    width = len(_EXPORT_FIELDS)
-                    record: dict[str, Any] = dict(zip(_EXPORT_FIELDS, row[:width], strict=True))
-                    mean_logprob, mean_entropy, source = row[width:]
-                    if mean_logprob is not None:
-                        record["confidence"] = {"mean_logprob": mean_logprob, "mean_entropy": mean_entropy}
-                        record["confidence_source"] = source
-                    gz.write((json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
-                    count += 1
-        os.replace(tmp, target)
-        return count
+            return write_records(path, self._conn.execute(query, params))
 
     def import_jsonl_gz(self, path: str | os.PathLike[str]) -> int:
         """Load an exported file (one transaction); existing keys are kept. Returns rows added."""
-        rows: list[tuple[str, str, CachedReply]] = []
-        confidences: list[tuple[str, str, Confidence, str]] = []
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    data = json.loads(line)
-                    reply = CachedReply(str(data["reply"]), int(data["tokens_in"]), int(data["tokens_out"]))
-                    rows.append((str(data["fingerprint"]), str(data["prompt"]), reply))
-                    confidence = Confidence.from_any(data.get("confidence"))
-                    if confidence is not None:
-                        source = str(data.get("confidence_source", "generation"))
-                        confidences.append((rows[-1][0], rows[-1][1], confidence, source))
-                except (KeyError, TypeError, ValueError) as error:
-                    raise ValueError(f"{path}:{number}: not a replay record ({error})") from error
+        rows, confidences = read_records(path)
         added = self.put_many(rows)
         if confidences:
             self.put_confidences(confidences)

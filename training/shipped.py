@@ -25,11 +25,9 @@ from safetensors.torch import save_file
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.defaults import default_config
-from training.datasets import DEFAULT_PER_TASK
 from training.replay import ReplayStore, text_sha
 
 __all__ = [
-    "DEFAULT_PER_TASK",
     "SHIPPED_EMBEDDINGS",
     "SHIPPED_REPLAY",
     "ShippedFileError",

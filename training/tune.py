@@ -12,15 +12,13 @@ once on the test split.
     python training/tune.py --lrs 3e-4 1e-3 --iterations 16 --val-share 0.3 --seeds 42 43
 
 Writes ``run_dir/summary.json``. Replay only: it uses the train items whose whole tree is recorded
-(``training/record.py``; the default pool's shipped record needs nothing more).
+(``training/record.py``; the default pool's shipped record needs nothing more). The command line is
+``training/cli/tune.py``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
-import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -31,18 +29,15 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 
 import numpy as np
 
-from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.dynamic_policy import load_saved_policy
 from hierrouter_graph.pool import PoolMember
 from training.datasets import Item
 from training.ppo import PPOArgs, build_env, make_policy, train
 from training.replay import CachedEncoder, ReplayOnlyCache, ReplayStore, StateEncoder
-from training.reports import write_marked_section
 from training.reward import ScoreMemo
-from training.sandbox import SandboxUnavailable
 from training.strategies import best_route, router_routes
-from training.tree import candidate_routes, complete_items, encode_recorded_states, outcome_tree, route_label
+from training.tree import candidate_routes, encode_recorded_states, outcome_tree, route_label
 
 __all__ = [
     "DEFAULT_ITERATIONS",
@@ -50,7 +45,6 @@ __all__ = [
     "SECTION",
     "GridResult",
     "TuneResult",
-    "main",
     "markdown_section",
     "split_validation",
     "tune",
@@ -214,99 +208,7 @@ def markdown_section(result: TuneResult, command: str, train_command: str, *, sh
     return "\n".join(lines) + "\n"
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
-    parser.add_argument("--items", type=Path, default=None, help="a JSONL dataset instead of the benchmarks")
-    parser.add_argument("--lrs", type=float, nargs="+", default=list(DEFAULT_LRS))
-    parser.add_argument("--iterations", type=int, nargs="+", default=list(DEFAULT_ITERATIONS))
-    parser.add_argument(
-        "--seeds", type=int, nargs="+", default=[42], help="PPO seeds per grid point (averaged)"
-    )
-    parser.add_argument(
-        "--val-share", type=float, default=0.25, help="share of each task's train items held out"
-    )
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of the held-out draw")
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/tune"))
-    parser.add_argument("--replay", type=Path, default=Path("runs/replay.sqlite"))
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument(
-        "--report", type=Path, default=None, help=f"write the '{SECTION}' section of this markdown file"
-    )
-    return parser.parse_args(argv)
+if __name__ == "__main__":  # `python training/tune.py` runs the command line, training/cli/tune.py
+    import runpy
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ns = parse_args(argv)
-    import torch
-
-    from hierrouter_graph.defaults import default_config
-    from hierrouter_graph.encoder import load_encoder
-    from hierrouter_graph.graph import build_pool
-    from training.datasets import load_items
-    from training.shipped import import_shipped_replay
-
-    if ns.threads is not None:
-        torch.set_num_threads(ns.threads)
-    config = RouterConfig.from_file(ns.config) if ns.config is not None else default_config()
-    items, _ = load_items(items_path=ns.items)
-    pool = build_pool(config)
-    encoder = load_encoder(config.encoder, config.max_seq_len, cache_dir=config.resolved_cache_dir)
-    with ReplayStore(ns.replay) as store:
-        if ns.config is None and ns.items is None:
-            import_shipped_replay(store)  # the default pool's recorded outcome tree (and its states)
-        recorded = complete_items(config, pool, items, store)
-        result = tune(
-            config,
-            pool,
-            recorded,
-            store,
-            encoder,
-            ns.run_dir,
-            lrs=ns.lrs,
-            iterations=ns.iterations,
-            seeds=ns.seeds,
-            val_share=ns.val_share,
-            split_seed=ns.split_seed,
-        )
-    best = result.best
-    own = (["--config", str(ns.config)] if ns.config else []) + (
-        ["--items", str(ns.items)] if ns.items else []
-    )
-    command = [
-        "python",
-        "training/ppo.py",
-        *own,
-        "--lr",
-        f"{best.learning_rate:g}",
-        "--iterations",
-        str(best.iterations),
-    ]
-    tune_command = shlex.join(["python", "training/tune.py", *(sys.argv[1:] if argv is None else argv)])
-    summary = {
-        "command": tune_command,
-        "fit_items": result.fit_items,
-        "val_items": result.val_items,
-        "best_fixed_route": result.best_fixed_route,
-        "best_fixed_val_reward": result.best_fixed_val_reward,
-        "grid": [asdict(point) for point in result.grid],
-        "chosen": asdict(best),
-        "train_command": shlex.join(command),
-    }
-    if ns.report is not None:
-        shipped = ns.config is None and ns.items is None
-        body = markdown_section(result, tune_command, shlex.join(command), shipped=shipped)
-        write_marked_section(ns.report, SECTION, body)
-        print(f"report: {ns.report} (section '{SECTION}')")
-    ns.run_dir.mkdir(parents=True, exist_ok=True)
-    (ns.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    print(
-        f"chosen: lr {best.learning_rate:g}, {best.iterations} iterations "
-        f"(validation reward {best.val_reward:.4f})"
-    )
-    print(f"train it on every train item: {shlex.join(command)}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
+    runpy.run_module("training.cli.tune", run_name="__main__", alter_sys=True)

@@ -34,8 +34,9 @@ from tests.training.scripted_pool import POOL, RATES
 from tests.training.scripted_pool import ScriptedChat as PlanThenSolve
 from tests.training.scripted_pool import reply as shared_reply
 from training.cli.evaluate import main, parse_args, run_from_cli
-from training.datasets import Item, write_jsonl_dataset
+from training.datasets import Item
 from training.evaluate import EvaluationResult, alpha_sweep_points, evaluate
+from training.jsonl_datasets import write_jsonl_dataset
 from training.record import record_outcome_tree
 from training.replay import ReplayMissError, ReplayStore
 from training.reports import NO_SWEEP, plot_cost_quality, print_table, write_report

@@ -10,7 +10,8 @@ import pytest
 
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.hop import CachedReply
-from training.datasets import DatasetFormatError, load_jsonl_dataset
+from training.datasets import DatasetFormatError
+from training.jsonl_datasets import load_jsonl_dataset
 from training.replay import ReplayStore
 from training.replay_checks import ReplayStoreError
 from training.sandbox import SandboxUnavailable

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from training.datasets import Item, load_task
-from training.metrics import (
-    evaluate_reply,
+from training.answers import (
     extract_choice,
     extract_code,
     extract_math_answer,
     extract_number,
     math_equal,
     normalize_math_answer,
-    normalize_text,
     numbers_equal,
-    score,
-    token_f1,
 )
+from training.benchmarks import load_task
+from training.datasets import Item
+from training.metrics import evaluate_reply, normalize_text, score, token_f1
 
 CHOICES = ["The rainbow", "Circumcision", "A son", "Bar mitzvah"]
 

@@ -31,8 +31,8 @@ from tests.training.scripted_pool import (
     scripted_config,
 )
 from training.cli.ppo import parse_args, run_from_cli
-from training.datasets import write_jsonl_dataset
 from training.env import HierRouterEnv
+from training.jsonl_datasets import write_jsonl_dataset
 from training.ppo import (
     LOG_COLUMNS,
     PPOArgs,

@@ -17,13 +17,10 @@ import pytest
 from hierrouter_graph import RouterConfig
 from hierrouter_graph.graph import build_pool
 from hierrouter_graph.hop import extend_context, run_hop
-from training.datasets import Item, write_jsonl_dataset
-from training.record import (
-    interleave_tasks,
-    main,
-    record_in_chunks,
-    record_outcome_tree,
-)
+from training.cli.record import main
+from training.datasets import Item
+from training.jsonl_datasets import write_jsonl_dataset
+from training.record import interleave_tasks, record_in_chunks, record_outcome_tree
 from training.replay import ReplayStore
 from training.tree import complete_items, tree_size
 

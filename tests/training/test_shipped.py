@@ -90,8 +90,8 @@ def test_the_shipped_file_covers_every_test_prompt_for_the_default_encoder(tmp_p
     """Every test query's first state is shipped, so evaluating the default policy encodes nothing
     at depth 0 (deeper states are covered for the items whose tree is complete)."""
     from hierrouter_graph.defaults import default_config
-    from training.datasets import ALL_TASKS, build_routing_dataset
-    from training.shipped import DEFAULT_PER_TASK
+    from training.datasets import ALL_TASKS, DEFAULT_PER_TASK
+    from training.routing_data import build_routing_dataset
 
     store = ReplayStore(tmp_path / "shipped.sqlite")
     added = import_shipped_embeddings(store, SHIPPED_EMBEDDINGS)

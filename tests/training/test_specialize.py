@@ -16,14 +16,11 @@ import torch
 from hierrouter_graph import ModelSpec, RouterConfig
 from hierrouter_graph.hop import build_hop_messages
 from hierrouter_graph.models import build_pool_member
-from training.datasets import (
-    ALL_TASKS,
-    Item,
-    build_routing_dataset,
-    load_routing_items,
-    load_specialization_items,
-)
+from training.benchmarks import load_routing_items, load_specialization_items
+from training.datasets import ALL_TASKS, Item
 from training.metrics import score
+from training.routing_data import build_routing_dataset
+from training.specialists.card import CARD_NAME
 from training.specialists.examples import (
     DOMAINS,
     Example,
@@ -38,13 +35,8 @@ from training.specialists.examples import (
     math_target,
     train_schedule,
 )
-from training.specialists.specialize import (
-    CARD_NAME,
-    CHECKPOINT_NAME,
-    SpecializeArgs,
-    resolve_precision,
-    train_specialist,
-)
+from training.specialists.settings import SpecializeArgs, resolve_precision
+from training.specialists.specialize import CHECKPOINT_NAME, train_specialist
 
 # ------------------------------------------------------------------------------------- data halves
 
@@ -442,7 +434,7 @@ def test_the_bare_code_command_is_the_shipped_adapters_recipe() -> None:
     import json
 
     from hierrouter_graph.defaults import CODE_SPECIALIST_DIR
-    from training.specialists.specialize import args_from, parse_args
+    from training.cli.specialize import args_from, parse_args
 
     card = json.loads((CODE_SPECIALIST_DIR / "card.json").read_text())
     ns = parse_args(["--domain", "code"])

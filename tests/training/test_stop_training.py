@@ -302,7 +302,7 @@ def test_router_routes_follow_fixed_early_stops_and_refuse_bad_stops(
 def test_cli_allow_stop_flags_train_and_evaluate_a_stop_router(encoder: TextEncoder, tmp_path: Path) -> None:
     from training.cli import evaluate as ev
     from training.cli.ppo import parse_args, run_from_cli
-    from training.datasets import write_jsonl_dataset
+    from training.jsonl_datasets import write_jsonl_dataset
 
     make_config(allow_stop=False).to_file(tmp_path / "router.yaml")  # the flag adds STOP on top
     write_jsonl_dataset(make_items(4), tmp_path / "train.jsonl")

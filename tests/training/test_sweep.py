@@ -21,8 +21,8 @@ from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import build_pool
 from tests.training.scripted_pool import POOL, chat_models, make_items, scripted_config
 from training import evaluate as ev
+from training.cli.record import parser as record_parser
 from training.ppo import PPOArgs
-from training.record import _parser as record_parser
 from training.record import record_outcome_tree
 from training.replay import ReplayStore
 from training.reports import write_marked_section, write_report

@@ -86,7 +86,7 @@ def test_every_grid_point_is_trained_on_fit_items_and_scored_on_held_out_ones(
 
 
 def test_cli_defaults_are_the_documented_grid() -> None:
-    from training.tune import parse_args
+    from training.cli.tune import parse_args
 
     assert parse_args([]).lrs == [1e-4, 3e-4, 1e-3]
     assert parse_args(["--iterations", "16"]).iterations == [16]

@@ -10,15 +10,16 @@ record seeds the store, which split is train).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.pool import PoolMember
-from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item, build_routing_dataset, load_items
+from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item
 from training.replay import CachedEncoder, ReplayMissError, ReplayStore, StateEncoder
+from training.routing_data import build_routing_dataset, load_items
 from training.shipped import import_shipped_replay
 
 __all__ = [
@@ -145,12 +146,17 @@ def load_run_context(
     chat_models: Mapping[str, Any] | None = None,
     encoder: StateEncoder | None = None,
     require_replay: bool = False,
+    items: Sequence[Item] | None = None,
+    shipped: bool | None = None,
 ) -> RunContext:
     """Config, items, pool and replay store of a command (``chat_models``/``encoder``: tests' own).
 
     ``split="train"``: the training items (``load_items``); ``"evaluation"``: train and test
-    (``evaluation_splits``). ``require_replay``: replay-only (no ``--live``) needs the store to exist
-    unless the shipped record seeds it — say so before building the pool.
+    (``evaluation_splits``); ``items``: the command's own choice instead (``record.py --split``).
+    Flags a command does not have take ``load_items``'s defaults. ``shipped``: whether the shipped
+    record seeds the store (default: the default pool on the benchmarks). ``require_replay``:
+    replay-only (no ``--live``) needs the store to exist unless the shipped record seeds it — say
+    so before building the pool.
     """
     from hierrouter_graph.graph import build_pool
 
@@ -159,17 +165,20 @@ def load_run_context(
 
         torch.set_num_threads(ns.threads)
     config = load_config(ns)
-    if split == "evaluation":
+    test: list[Item] = []
+    if items is not None:
+        train, info = list(items), {"items": len(items)}
+    elif split == "evaluation":
         train, test, info = evaluation_splits(ns)
     else:
         train, info = load_items(
             items_path=getattr(ns, "items", None),
-            tasks=ns.tasks,
-            per_task=ns.per_task,
-            data_seed=ns.data_seed,
+            tasks=getattr(ns, "tasks", ALL_TASKS),
+            per_task=getattr(ns, "per_task", DEFAULT_PER_TASK),
+            data_seed=getattr(ns, "data_seed", 42),
         )
-        test = []
-    shipped = ns.config is None and getattr(ns, "items", None) is None
+    if shipped is None:
+        shipped = ns.config is None and getattr(ns, "items", None) is None
     live = bool(getattr(ns, "live", False))
     if require_replay and not live and not shipped and not ns.replay.is_file():
         raise ReplayMissError(

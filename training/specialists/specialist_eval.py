@@ -45,10 +45,12 @@ from hierrouter_graph.defaults import default_config
 from hierrouter_graph.hop import build_hop_messages
 from hierrouter_graph.models import build_pool_member
 from hierrouter_graph.pool import PoolMember
-from training.datasets import Item, build_routing_dataset, load_routing_items
+from training.benchmarks import load_routing_items
+from training.datasets import Item
 from training.metrics import score
+from training.routing_data import build_routing_dataset
 from training.sandbox import SandboxUnavailable
-from training.specialists.specialize import CARD_NAME
+from training.specialists.card import CARD_NAME
 from training.statistics import Interval, bootstrap_indices, bootstrap_interval
 
 __all__ = [

@@ -5,7 +5,7 @@ Why: HierRouter only helps when the pool holds models that are better than the g
 (a few MB, one shared base in memory). The adapter must be trained in exactly the format the pool
 will use it in, on data the router never sees:
 
-- **Data**: only ``training.datasets.load_specialization_items`` (the hash-assigned half that the
+- **Data**: only ``training.benchmarks.load_specialization_items`` (the hash-assigned half that the
   routing dataset never draws from). ``code`` = MBPP + HumanEval, ``math`` = GSM8K + MATH.
 - **Prompt**: the stage-0 hop exactly as the pool renders it — ``hop.build_hop_messages`` of the
   pool member (its system prompt, the stage-0 instruction of ``RouterConfig.stage_prompts`` + two
@@ -44,146 +44,57 @@ each other at every barrier (measured: 12 tok/s with 2 threads, 43 with 1).
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
-import shlex
 import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.config import ModelSpec, RouterConfig
-from hierrouter_graph.defaults import default_config
 from hierrouter_graph.models import build_pool_member, load_causal_lm, resolve_model_folder
-from training.datasets import SPECIALIZATION, Item
-from training.run import (
-    load_checkpoint,
-    restore_rng_states,
-    rng_states,
-    save_checkpoint,
-    seed_everything,
-    write_log,
-)
-from training.sandbox import SandboxUnavailable
+from training import run
+from training.datasets import Item
+from training.specialists.card import FINAL_PREFIX, save_adapter, specialist_card
 from training.specialists.examples import (
-    DOMAINS,
-    Example,
     PromptFormat,
     answer_loss,
     build_examples,
     collate,
-    domain_items,
     epoch_batches,
     train_schedule,
 )
+from training.specialists.settings import SpecializeArgs, resolve_precision
 
 __all__ = [
-    "CARD_NAME",
     "CHECKPOINT_NAME",
     "GENERALIST",
     "SpecializeArgs",
     "SpecializeResult",
-    "bf16_supported",
-    "main",
-    "resolve_precision",
     "train_specialist",
 ]
 
-DOMAIN_RECIPES: dict[str, dict[str, Any]] = {
-    "code": {"steps": 64, "batch_tokens": 1024, "lr": 3e-4, "threads": 1, "checkpoint_every": 8},
-    "math": {"steps": 48, "batch_tokens": 1024, "lr": 3e-4, "threads": 1, "checkpoint_every": 8},
-}
-"""The recorded runs of docs/specialists.md, the CLI defaults for each ``--domain``.
-
-Why per domain: ``python training/specialists/specialize.py --domain code`` alone must rebuild the shipped
-adapter (hierrouter_graph/specialists/smollm2-135m-code). One CPU thread is part of the recipe:
-the float sums of a GEMM split over more threads can differ in the last bit, so other thread
-counts give a close, not bit-identical, adapter (and a new fingerprint, so no stale replay).
-"""
 GENERALIST = "smollm2-135m"
 """The pool member (of ``default_config()``) whose weights the specialists adapt."""
 
 CHECKPOINT_NAME = "checkpoint.pt"
-CARD_NAME = "card.json"
 LOG_NAME = "train_log.csv"
 LOG_COLUMNS = ("step", "loss", "lr", "tokens", "answer_tokens", "seconds")
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-_TMP_PREFIXES = (".ckpt-", ".final-")
+_TMP_PREFIXES = (".ckpt-", FINAL_PREFIX)
 # Hyperparameters that may differ between a checkpoint and the run resuming it (no effect on weights).
 RESUMABLE_CHANGES = frozenset({"checkpoint_every"})
 
 
-# --------------------------------------------------------------------------------------- precision
-
-
-def bf16_supported(device: str = "cpu") -> bool:
-    """Native bf16 matmuls: avx512_bf16 or AMX on a CPU, compute capability on CUDA.
-
-    Without them bf16 autocast still runs on a CPU, but emulated, and is slower than fp32.
-    """
-    if device.startswith("cuda"):
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    cpu = torch.cpu
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
-
-
-def resolve_precision(precision: str, device: str = "cpu") -> str:
-    """'auto' → 'bf16' when ``bf16_supported(device)``, else 'fp32'."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
-    if precision != "auto":
-        return precision
-    return "bf16" if bf16_supported(device) else "fp32"
-
-
 # ----------------------------------------------------------------------------------------- training
-
-
-@dataclass(frozen=True)
-class SpecializeArgs:
-    """Everything that determines the trained weights (plus ``checkpoint_every``)."""
-
-    domain: str = "code"
-    steps: int | None = None
-    epochs: float = 1.0
-    lr: float = 2e-4
-    rank: int = 16
-    alpha: int | None = None  # None: 2 × rank
-    dropout: float = 0.05
-    target_modules: str | tuple[str, ...] = "all-linear"
-    batch_tokens: int = 4096
-    max_answer_tokens: int = 128
-    warmup_fraction: float = 0.05
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    precision: str = "auto"
-    checkpoint_every: int = 10
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        if isinstance(data["target_modules"], tuple):
-            data["target_modules"] = list(data["target_modules"])
-        return data
-
-    @property
-    def lora_alpha(self) -> int:
-        return self.alpha if self.alpha is not None else 2 * self.rank
 
 
 @dataclass
@@ -224,40 +135,13 @@ def _clean_temporaries(out: Path) -> None:
 
 def _load_checkpoint(path: Path, args: SpecializeArgs, total_steps: int) -> dict[str, Any]:
     advice = "use another --out or pass --no-resume to start over"
-    state = load_checkpoint(path, args.as_dict(), RESUMABLE_CHANGES, advice=advice)
+    state = run.load_checkpoint(path, args.as_dict(), RESUMABLE_CHANGES, advice=advice)
     if int(state["total_steps"]) != total_steps:
         raise ValueError(
             f"{path} was written by a run with other settings (total steps differ); resuming would not "
             f"reproduce it — {advice}"
         )
     return state
-
-
-def _save_final(model: Any, out: Path, card: Mapping[str, Any], base_source: str) -> None:
-    """Adapter in bf16 safetensors + card, each file moved into ``out`` with ``os.replace``.
-
-    The card goes last: its presence means the adapter beside it is complete.
-    """
-    from safetensors.torch import load_file, save_file
-
-    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIXES[1], dir=out))
-    try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        weights = tmp / "adapter_model.safetensors"
-        tensors = load_file(str(weights))
-        bf16 = {k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()}
-        save_file(bf16, str(weights), {"format": "pt"})
-        # The member's source, not this machine's cache path: adapters.py checks it against the spec.
-        config_file = tmp / "adapter_config.json"
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-        config["base_model_name_or_path"] = base_source
-        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        (tmp / CARD_NAME).write_text(json.dumps(card, indent=2, default=str) + "\n", encoding="utf-8")
-        for name in (*ADAPTER_FILES, CARD_NAME):
-            (tmp / name).chmod(0o644)
-            os.replace(tmp / name, out / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _trainable_model(spec: ModelSpec, cache_dir: Path, args: SpecializeArgs) -> tuple[Any, Any]:
@@ -316,7 +200,7 @@ def train_specialist(
     cache = cache_dir if cache_dir is not None else config.resolved_cache_dir
     precision = resolve_precision(args.precision)
 
-    seed_everything(args.seed)
+    run.seed_everything(args.seed)
     member = build_pool_member(spec, cache)
     fmt = PromptFormat.for_pool(member, config, stage=0)
     model, tokenizer = _trainable_model(spec, cache, args)
@@ -340,7 +224,7 @@ def train_specialist(
         model.load_state_dict(state["adapter"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        restore_rng_states(state["rng"])
+        run.restore_rng_states(state["rng"])
         start, elapsed = int(state["step"]), float(state["elapsed_s"])
         history, resumes = list(state["history"]), [*state.get("resumes", []), int(state["step"])]
 
@@ -380,7 +264,7 @@ def train_specialist(
             bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens'] / seconds:.0f}", refresh=False)
             done = step + 1
             if done % args.checkpoint_every == 0 or done == total:
-                save_checkpoint(
+                run.save_checkpoint(
                     checkpoint,
                     {
                         "format": 1,
@@ -389,14 +273,14 @@ def train_specialist(
                         "adapter": _trainable_state(model),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
-                        "rng": rng_states(),
+                        "rng": run.rng_states(),
                         "args": args.as_dict(),
                         "history": history,
                         "elapsed_s": elapsed,
                         "resumes": resumes,
                     },
                 )
-                write_log(folder / LOG_NAME, LOG_COLUMNS, history)
+                run.write_log(folder / LOG_NAME, LOG_COLUMNS, history)
         else:
             step = total
     finally:
@@ -407,179 +291,15 @@ def train_specialist(
     if not finished:
         return result
     model.eval()
-    result.card = _card(
+    result.card = specialist_card(
         spec, config, args, precision, counts, examples, per_epoch, total, history, elapsed, resumes, command
     )
     result.card["wall_s_this_process"] = round(time.perf_counter() - started_wall, 1)
-    _save_final(model, folder, result.card, spec.source)
+    save_adapter(model, folder, result.card, spec.source)
     return result
 
 
-def _card(
-    spec: ModelSpec,
-    config: RouterConfig,
-    args: SpecializeArgs,
-    precision: str,
-    counts: Mapping[str, Mapping[str, int]],
-    examples: Sequence[Example],
-    per_epoch: int,
-    total: int,
-    history: Sequence[Mapping[str, float]],
-    elapsed: float,
-    resumes: Sequence[int],
-    command: str | None,
-) -> dict[str, Any]:
-    import peft
+if __name__ == "__main__":  # the command line is training/cli/specialize.py
+    import runpy
 
-    tokens = int(sum(r["tokens"] for r in history))
-    answer_tokens = int(sum(r["answer_tokens"] for r in history))
-    window = max(1, min(10, len(history) // 4))
-    spec_dump = spec.model_dump(mode="json", exclude_none=True)
-    spec_dump.update(name=f"{spec.name}-{args.domain}", adapter="<this folder>")
-    return {
-        "format": "hierrouter-specialist/1",
-        "name": f"{spec.name}-{args.domain}",
-        "domain": args.domain,
-        "base": {"member": spec.name, "source": spec.source},
-        "method": {
-            "type": "LoRA",
-            "library": f"peft {peft.__version__}, torch {torch.__version__}",
-            "rank": args.rank,
-            "alpha": args.lora_alpha,
-            "dropout": args.dropout,
-            "target_modules": args.as_dict()["target_modules"],
-            "optimizer": f"AdamW lr={args.lr} weight_decay={args.weight_decay} "
-            f"grad_clip={args.max_grad_norm}",
-            "schedule": f"linear warm-up over {args.warmup_fraction:.0%} of the steps, "
-            "then linear decay to 0",
-            "loss": "cross-entropy on answer tokens only (prompt labels -100)",
-            "batches": f"length-bucketed, rows x longest <= {args.batch_tokens} tokens",
-            "precision": f"fp32 weights, {'bf16 autocast' if precision == 'bf16' else 'fp32 compute'}",
-            "saved_dtype": "bfloat16",
-        },
-        "prompt_format": {
-            "stage": 0,
-            "instruction": config.stage_prompt(0),
-            "system_prompt": spec.system_prompt,
-            "rendering": "hop.build_hop_messages + the tokenizer's chat template (generation prompt on)",
-            "target": "direct answer + turn terminator; code: one ```python block (ast-normalised, "
-            "no docstrings); math: worked solution ending in \\boxed{answer}",
-        },
-        "data": {
-            "half": SPECIALIZATION,
-            "tasks": {k: dict(v) for k, v in counts.items()},
-            "examples": len(examples),
-            "max_answer_tokens": args.max_answer_tokens,
-            "example_tokens": int(sum(len(e.input_ids) for e in examples)),
-            "example_answer_tokens": int(sum(e.n_answer for e in examples)),
-        },
-        "training": {
-            "steps": total,
-            "batches_per_epoch": per_epoch,
-            "epochs": round(total / per_epoch, 3),
-            "tokens": tokens,
-            "answer_tokens": answer_tokens,
-            "seconds": round(elapsed, 1),
-            "tokens_per_s": round(tokens / elapsed, 1) if elapsed > 0 else None,
-            "first_loss": round(float(np.mean([r["loss"] for r in history[:window]])), 4),
-            "final_loss": round(float(np.mean([r["loss"] for r in history[-window:]])), 4),
-            "resumed_at_steps": list(resumes),
-            "torch_threads": torch.get_num_threads(),
-        },
-        "seed": args.seed,
-        "args": args.as_dict(),
-        "use_in_pool": spec_dump,
-        "command": command,
-    }
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    defaults = SpecializeArgs()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--domain", choices=sorted(DOMAINS), required=True)
-    parser.add_argument(
-        "--out", type=Path, default=None, help="adapter folder (default runs/specialists/DOMAIN)"
-    )
-    parser.add_argument(
-        "--steps", type=int, default=None, help="optimizer steps, overrides --epochs (default: the recipe)"
-    )
-    parser.add_argument("--epochs", type=float, default=defaults.epochs)
-    parser.add_argument("--lr", type=float, default=None, help=f"default: the recipe, else {defaults.lr}")
-    parser.add_argument("--rank", type=int, default=defaults.rank)
-    parser.add_argument("--alpha", type=int, default=None, help="LoRA alpha (default 2 x rank)")
-    parser.add_argument("--dropout", type=float, default=defaults.dropout)
-    parser.add_argument(
-        "--batch-tokens", type=int, default=None, help=f"default: the recipe, else {defaults.batch_tokens}"
-    )
-    parser.add_argument("--max-answer-tokens", type=int, default=defaults.max_answer_tokens)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=defaults.precision)
-    parser.add_argument("--checkpoint-every", type=int, default=None, help="default: the recipe")
-    parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
-    parser.add_argument("--base", default=GENERALIST, help="pool member whose weights are adapted")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: the recipe's, on CPU)"
-    )
-    parser.add_argument("--no-progress", action="store_true")
-    ns = parser.parse_args(argv)
-    recipe = DOMAIN_RECIPES.get(ns.domain, {})
-    fallback = {"lr": defaults.lr, "batch_tokens": defaults.batch_tokens}
-    fallback["checkpoint_every"] = defaults.checkpoint_every
-    for field_name in ("steps", "lr", "batch_tokens", "checkpoint_every", "threads"):
-        if getattr(ns, field_name) is None:
-            setattr(ns, field_name, recipe.get(field_name, fallback.get(field_name)))
-    return ns
-
-
-def args_from(ns: argparse.Namespace) -> SpecializeArgs:
-    return SpecializeArgs(
-        domain=ns.domain,
-        steps=ns.steps,
-        epochs=ns.epochs,
-        lr=ns.lr,
-        rank=ns.rank,
-        alpha=ns.alpha,
-        dropout=ns.dropout,
-        batch_tokens=ns.batch_tokens,
-        max_answer_tokens=ns.max_answer_tokens,
-        seed=ns.seed,
-        precision=ns.precision,
-        checkpoint_every=ns.checkpoint_every,
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ns = parse_args(argv)
-    if ns.threads and not torch.cuda.is_available():  # the recipe's CPU threads; GPUs ignore it
-        torch.set_num_threads(ns.threads)
-    config = RouterConfig.from_file(ns.config) if ns.config else default_config()
-    spec = config.spec(ns.base)
-    args = args_from(ns)
-    out = ns.out or Path("runs/specialists") / ns.domain
-    given = sys.argv[1:] if argv is None else list(argv)
-    command = "python training/specialists/specialize.py " + shlex.join(given)
-    result = train_specialist(
-        spec,
-        config,
-        domain_items(ns.domain),
-        out,
-        args,
-        resume=ns.resume,
-        progress=not ns.no_progress,
-        command=command,
-    )
-    training = result.card["training"]
-    print(
-        f"{result.card['name']}: {training['steps']} steps ({training['epochs']} epochs), "
-        f"{training['tokens']} tokens in {training['seconds']} s = {training['tokens_per_s']} tok/s, "
-        f"loss {training['first_loss']} -> {training['final_loss']}; adapter + card in {result.out}"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
+    runpy.run_module("training.cli.specialize", run_name="__main__", alter_sys=True)
