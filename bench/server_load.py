@@ -52,7 +52,7 @@ import httpx
 from local_server import OFFLINE_ENV, free_port, stop, wait_ready
 
 from hierrouter_graph import RouterConfig, default_config
-from hierrouter_graph.hop import answer_text, extend_context
+from hierrouter_graph.hop import answer_text
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSISTANT = "hierrouter"
@@ -157,15 +157,9 @@ def trace_problems(outcome: RunOutcome, horizon: int, pool: list[str]) -> list[s
         problems.append(f"stages {[hop.get('stage') for hop in trace]} != 0..{horizon - 1}")
     if any(hop.get("model") not in pool for hop in trace):
         problems.append(f"unknown model in route {[hop.get('model') for hop in trace]}")
-    context = str(body.get("query", ""))
-    for hop in trace:
-        context = extend_context(context, str(hop.get("reply", "")))
-    if (
-        not isinstance(body.get("answer"), str)
-        or not trace
-        or body["answer"] != answer_text(outcome.query, context)
-    ):
-        problems.append("answer missing or not the trace's replies (hop.answer_text)")
+    replies = [str(hop.get("reply", "")) for hop in trace]
+    if not isinstance(body.get("answer"), str) or not trace or body["answer"] != answer_text(replies):
+        problems.append("answer missing or not the trace's last reply (hop.answer_text)")
     if body.get("query") != outcome.query:
         problems.append(f"answered {str(body.get('query'))[:40]!r}, not its own query")
     if not math.isclose(body.get("cost", -1.0), sum(hop.get("cost", 0.0) for hop in trace), rel_tol=1e-9):
@@ -333,12 +327,9 @@ def completion_problems(reply: Reply, query: str, thread: str, horizon: int, poo
         problems.append(f"route {ext.get('route')} is not {horizon} hops")
     if any(hop.get("model") not in pool for hop in trace):
         problems.append(f"unknown model in route {ext.get('route')}")
-    context = query
-    for hop in trace:
-        context = extend_context(context, str(hop.get("reply", "")))
     answer = reply.streamed if reply.streamed is not None else body["choices"][0]["message"]["content"]
-    if answer != answer_text(query, context):
-        problems.append("answer is not the trace's replies (hop.answer_text)")
+    if answer != answer_text([str(hop.get("reply", "")) for hop in trace]):
+        problems.append("answer is not the trace's last reply (hop.answer_text)")
     if ext.get("thread_id") != thread:
         problems.append(f"answered on thread {ext.get('thread_id')}, not {thread}")
     if not math.isclose(ext.get("cost", -1.0), sum(hop.get("cost", 0.0) for hop in trace), rel_tol=1e-9):

@@ -268,7 +268,7 @@ def create_hierrouter_graph(
 
     def finalize(state: RouterState) -> dict[str, Any]:
         trace = state["trace"]
-        answer = answer_text(state["query"], state["context"])
+        answer = answer_text([hop["reply"] for hop in trace])
         update: dict[str, Any] = {"answer": answer}
         if state.get("input_source") == "messages":
             update["messages"] = [

@@ -29,6 +29,7 @@ __all__ = [
     "answer_text",
     "build_hop_messages",
     "cache_key",
+    "declined",
     "extend_context",
     "messages_from_cache_key",
     "run_hop",
@@ -90,33 +91,30 @@ DECLINED_REPLIES: tuple[str, ...] = (REFUSAL,)
 """Replies that say "not mine" rather than answer (the cloze specialist's refusal)."""
 
 
-def answer_text(query: str, context: str) -> str:
-    """The answer of a finished route: the replies of c_L, minus replies that only declined.
+def declined(reply: str) -> bool:
+    """The reply answers nothing: a specialist's refusal (``DECLINED_REPLIES``) or empty text."""
+    text = reply.strip()
+    return not text or text in DECLINED_REPLIES
+
+
+def answer_text(replies: Sequence[str]) -> str:
+    """The answer of a finished route: its LAST reply that did not decline.
+
+    Why the last: every stage asks for a complete answer and a later stage checks or improves the
+    earlier one, so the final hop's reply is the route's answer — joining the replies would hand
+    users (and the reward) an answer repeated or contradicting itself ("B. Carbon dioxide B. Carbon
+    dioxide"). A reply that only declined (the cloze specialist on a math query) or came back empty
+    is skipped, so ``generalist → cloze-mc`` answers with the generalist's reply. When every reply
+    declined, the answer is the last refusal, so the user sees why nothing was answered; a route
+    without replies answers "".
 
     Why one function: the graph returns this text and the reward's Q scores this text, so the
-    router is trained on exactly what users get. The query is dropped (it holds every option of a
-    multiple-choice item, which would match any gold answer), and so is a specialist's refusal: a
-    route ``generalist → cloze-mc`` on a math query answers with the generalist's reply, not with
-    "I can only answer multiple-choice questions". When every reply declined, the answer is the last
-    refusal, so the user sees why nothing was answered.
-
-    Raises ``ValueError`` when ``context`` does not start with ``query``: it was not grown from it.
+    router is trained on exactly what users get.
     """
-    if not context.startswith(query):
-        raise ValueError(
-            f"context does not start with the query (query starts {query[:60]!r}, "
-            f"context starts {context[:60]!r}); an answer is only defined on contexts grown from it"
-        )
-    everything = context[len(query) :].removeprefix(CONTEXT_SEPARATOR)
-    replies = f"{CONTEXT_SEPARATOR}{everything}{CONTEXT_SEPARATOR}"
-    last_declined = ""
-    for declined in DECLINED_REPLIES:
-        marker = f"{CONTEXT_SEPARATOR}{declined}{CONTEXT_SEPARATOR}"
-        while marker in replies:
-            replies = replies.replace(marker, CONTEXT_SEPARATOR)
-            last_declined = declined
-    kept = replies.removeprefix(CONTEXT_SEPARATOR).removesuffix(CONTEXT_SEPARATOR)
-    return kept if kept or not everything else last_declined
+    for reply in reversed(replies):
+        if not declined(reply):
+            return reply
+    return replies[-1] if replies else ""
 
 
 def _user_prompt(instruction: str, context: str) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .hop import HopResult, extend_context
+from .hop import HopResult, answer_text, extend_context
 from .policy import STOP_ACTION, Decision, LastConfidence, RoutingPolicy, check_stop_allowed
 
 __all__ = ["Route", "RouteState", "advance", "decide_next"]
@@ -36,6 +36,15 @@ class RouteState:
     alpha: float | None = None
     """The cost weight this query is routed for: an α-conditioned router reads it (None: the
     policy's own, fixed at training time)."""
+    replies: tuple[str, ...] = ()
+    """Each hop's reply, in order (the context holds them too, but joined: a reply may itself
+    contain the separator, so the answer is taken from here)."""
+
+    @property
+    def answer(self) -> str:
+        """What the route answers so far: ``hop.answer_text`` of its replies (the last that did
+        not decline) — the text the graph returns and Q scores."""
+        return answer_text(self.replies)
 
     @classmethod
     def start(cls, query: str, alpha: float | None = None) -> RouteState:
@@ -53,6 +62,7 @@ def advance(state: RouteState, model: str, hop: HopResult) -> RouteState:
         route=(*state.route, model),
         confidence=hop.confidence,
         alpha=state.alpha,
+        replies=(*state.replies, hop.reply),
     )
 
 

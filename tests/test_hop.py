@@ -97,36 +97,43 @@ def test_batched_hops_equal_single_hops(tiny_config) -> None:
 # ------------------------------------------------------------------------------ answer_text
 
 
-def test_answer_text_is_the_replies_without_the_query() -> None:
-    from hierrouter_graph.hop import answer_text, extend_context
+def test_answer_text_is_the_last_reply() -> None:
+    from hierrouter_graph.hop import answer_text
 
-    context = extend_context(extend_context("q?", "plan"), "solution")
-    assert answer_text("q?", context) == "plan\n\nsolution"
-    assert answer_text("q?", "q?") == ""
+    assert answer_text(["plan", "solution"]) == "solution"
+    assert answer_text(["B. Carbon dioxide", "B. Carbon dioxide"]) == "B. Carbon dioxide"  # not twice
+    assert answer_text(["first\n\nwith a blank line"]) == "first\n\nwith a blank line"
+    assert answer_text([]) == ""
 
 
-def test_answer_text_drops_a_specialists_refusal_wherever_it_is() -> None:
+def test_answer_text_skips_a_specialists_refusal_or_an_empty_reply() -> None:
     from hierrouter_graph.cloze import REFUSAL
-    from hierrouter_graph.hop import answer_text, extend_context
+    from hierrouter_graph.hop import answer_text
 
-    assert answer_text("q", extend_context(extend_context("q", "42"), REFUSAL)) == "42"
-    assert answer_text("q", extend_context(extend_context("q", REFUSAL), "42")) == "42"
-    three = extend_context(extend_context(extend_context("q", "a"), REFUSAL), "b")
-    assert answer_text("q", three) == "a\n\nb"
+    assert answer_text(["42", REFUSAL]) == "42"
+    assert answer_text([REFUSAL, "42"]) == "42"
+    assert answer_text(["a", REFUSAL, "b"]) == "b"
+    assert answer_text(["a", "  "]) == "a"
     # a reply that merely quotes the refusal inside a longer text is an answer, kept whole
     quoting = f"He said: {REFUSAL} Then 7."
-    assert answer_text("q", extend_context("q", quoting)) == quoting
+    assert answer_text(["x", quoting]) == quoting
 
 
 def test_answer_text_keeps_the_refusal_when_nothing_else_answered() -> None:
     from hierrouter_graph.cloze import REFUSAL
-    from hierrouter_graph.hop import answer_text, extend_context
-
-    assert answer_text("q", extend_context(extend_context("q", REFUSAL), REFUSAL)) == REFUSAL
-
-
-def test_answer_text_rejects_a_context_not_grown_from_the_query() -> None:
     from hierrouter_graph.hop import answer_text
 
-    with pytest.raises(ValueError, match="does not start with the query"):
-        answer_text("the query", "another context\n\nreply")
+    assert answer_text([REFUSAL, REFUSAL]) == REFUSAL
+
+
+def test_the_route_state_answers_with_its_last_reply() -> None:
+    from hierrouter_graph.cloze import REFUSAL
+    from hierrouter_graph.hop import HopResult
+    from hierrouter_graph.route import RouteState, advance
+
+    def hop(reply: str) -> HopResult:
+        return HopResult(model="m", prompt="p", reply=reply, tokens_in=1, tokens_out=1, cost=0.5)
+
+    state = advance(advance(RouteState.start("q?"), "m", hop("7")), "m", hop(REFUSAL))
+    assert state.replies == ("7", REFUSAL) and state.answer == "7"
+    assert state.context == f"q?\n\n7\n\n{REFUSAL}" and state.cost == 1.0

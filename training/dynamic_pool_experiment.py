@@ -46,7 +46,8 @@ from hierrouter_graph.defaults import default_config
 from hierrouter_graph.dynamic_policy import KIND_PHRASES, DescriptorPolicy, ModelDescriptor, describe
 from hierrouter_graph.pool import PoolMember
 from training.datasets import Item
-from training.ppo import PPOArgs, TrainablePolicy, build_env, make_policy, train
+from training.policy_setup import TrainablePolicy, build_env, make_policy
+from training.ppo import PPOArgs, train
 from training.replay import CachedEncoder, ReplayOnlyCache, ReplayStore, StateEncoder
 from training.reward import ScoreMemo
 from training.strategies import Scores, oracle_routes, router_routes

@@ -226,7 +226,7 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
         reward = 0.0
         state = self._state
         if terminated:
-            quality = self._quality_memo.score(self._item, state.context, self.reward_metric)
+            quality = self._quality_memo.score(self._item, state.answer, self.reward_metric)
             reward = terminal_reward(quality["quality"], state.cost, self._alpha)
             info.update(
                 quality=quality["quality"],

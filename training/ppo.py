@@ -29,7 +29,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,13 +38,13 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import gymnasium as gym
-import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Categorical
 from tqdm import tqdm
 
-from training.policy_setup import POLICY_KINDS, TrainablePolicy, build_env, check_compatible, make_policy
+from training.policy_setup import POLICY_KINDS, TrainablePolicy, check_compatible
+from training.rollout_data import LOG_COLUMNS, EpisodeSummary, StateBatch, log_row
 from training.run import (
     TensorBoard,
     env_rng_state,
@@ -62,17 +62,12 @@ __all__ = [
     "LOG_COLUMNS",
     "LOG_NAME",
     "POLICY_DIRNAME",
-    "POLICY_KINDS",
     "RESUMABLE_CHANGES",
-    "EpisodeSummary",
     "PPOArgs",
     "Rollout",
     "TrainResult",
-    "TrainablePolicy",
-    "build_env",
     "collect_rollouts",
     "compute_gae",
-    "make_policy",
     "ppo_update",
     "train",
 ]
@@ -80,26 +75,6 @@ __all__ = [
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.csv"
 POLICY_DIRNAME = "policy"
-
-LOG_COLUMNS: tuple[str, ...] = (
-    "iteration",
-    "episodes",
-    "mean_return",
-    "mean_quality",
-    "mean_task_metric",
-    "mean_f1",
-    "mean_cost",
-    "mean_hops",
-    "policy_loss",
-    "value_loss",
-    "entropy",
-    "approx_kl",
-    "clipfrac",
-    "wall_seconds",
-)
-"""Columns of ``run_dir/log.csv``: one row per iteration; ``episodes`` is the running total;
-``mean_hops`` is the mean number of model calls per episode (below L only when the router STOPs)."""
-
 
 # ------------------------------------------------------------------------------------ arguments
 
@@ -162,25 +137,6 @@ RESUMABLE_CHANGES: frozenset[str] = frozenset({"iterations", "device"})
 
 
 @dataclass
-class EpisodeSummary:
-    """What one finished episode reports: the numbers the log averages, and its route."""
-
-    item_id: str
-    task: str
-    route: list[str]
-    episode_return: float
-    quality: float
-    task_metric: float
-    f1: float
-    cost: float
-
-    @property
-    def hops(self) -> int:
-        """Model calls in the episode (the route's length; < L when the router chose STOP)."""
-        return len(self.route)
-
-
-@dataclass
 class Rollout:
     """``rollouts`` whole episodes, flattened to T transitions in the order they happened.
 
@@ -190,39 +146,13 @@ class Rollout:
     episodes. Every episode is complete, so nothing needs bootstrapping past the buffer.
     """
 
-    embeddings: torch.Tensor  # [T, D] float32
-    stages: torch.Tensor  # [T] long
-    costs: torch.Tensor  # [T] float32 (raw cumulative cost C_t; the policy scales it)
+    states: StateBatch  # the T states acted in, as the policy reads them
     actions: torch.Tensor  # [T] long
     logprobs: torch.Tensor  # [T] float32, under the policy that acted
     values: torch.Tensor  # [T] float32, V(s_t) under the policy that acted
     rewards: torch.Tensor  # [T] float32
     dones: torch.Tensor  # [T] float32
     episodes: list[EpisodeSummary]
-    confidences: torch.Tensor | None = None  # [T, 3] float32, only with uncertainty_state
-    alphas: torch.Tensor | None = None  # [T] float32, each episode's α, only with alpha_range
-
-
-@dataclass
-class _Observation:
-    """One observation as tensors: what the policy's ``forward`` reads of a state."""
-
-    embedding: torch.Tensor
-    stage: int
-    cost: float
-    confidence: torch.Tensor | None
-    alpha: float | None
-
-    @classmethod
-    def of(cls, obs: Mapping[str, Any]) -> _Observation:
-        confidence, alpha = obs.get("confidence"), obs.get("alpha")
-        return cls(
-            torch.as_tensor(np.asarray(obs["embedding"], dtype=np.float32)),
-            int(obs["stage"]),
-            float(np.asarray(obs["cost"]).reshape(-1)[0]),
-            None if confidence is None else torch.as_tensor(np.asarray(confidence, dtype=np.float32)),
-            None if alpha is None else float(np.asarray(alpha).reshape(-1)[0]),
-        )
 
 
 def collect_rollouts(
@@ -240,73 +170,42 @@ def collect_rollouts(
     ``seed`` seeds the environment at the first reset only (a fresh run); later resets continue
     the environment's own RNG, which the checkpoint saves, so item draws survive a resume.
     """
-    emb: list[torch.Tensor] = []
-    stages: list[int] = []
-    costs: list[float] = []
+    observations: list[Mapping[str, Any]] = []
     actions: list[int] = []
     logprobs: list[float] = []
     values: list[float] = []
     rewards: list[float] = []
     dones: list[float] = []
-    confidences: list[torch.Tensor] = []
-    alphas: list[float] = []
     summaries: list[EpisodeSummary] = []
     for episode in range(episodes):
         obs, info = env.reset(seed=seed if episode == 0 else None)
         episode_return, done = 0.0, False
         while not done:
-            seen = _Observation.of(obs)
             with torch.no_grad():
-                logits, value = policy(
-                    seen.embedding.unsqueeze(0).to(device),
-                    torch.tensor([seen.stage], device=device),
-                    torch.tensor([seen.cost], device=device),
-                    None if seen.confidence is None else seen.confidence.unsqueeze(0).to(device),
-                    None if seen.alpha is None else torch.tensor([seen.alpha], device=device),
-                )
+                logits, value = policy(*StateBatch.of([obs]).to(device).inputs())
                 dist = Categorical(logits=logits[0].float().cpu())
                 action = int(torch.multinomial(dist.probs, 1, generator=generator).item())
                 logprob = float(dist.log_prob(torch.tensor(action)))
+            observations.append(obs)
             obs, reward, terminated, truncated, info = env.step(action)
             done = bool(terminated or truncated)  # truncation: treated as the end (no bootstrap)
-            emb.append(seen.embedding)
-            stages.append(seen.stage)
-            costs.append(seen.cost)
             actions.append(action)
             logprobs.append(logprob)
             values.append(float(value[0]))
             rewards.append(float(reward))
             dones.append(float(done))
-            if seen.confidence is not None:
-                confidences.append(seen.confidence)
-            if seen.alpha is not None:
-                alphas.append(seen.alpha)
             episode_return += float(reward)
-        summary = EpisodeSummary(
-            item_id=str(info.get("item_id", "")),
-            task=str(info.get("task", "")),
-            route=list(info.get("route", [])),
-            episode_return=episode_return,
-            quality=float(info.get("quality", float("nan"))),
-            task_metric=float(info.get("task_metric", float("nan"))),
-            f1=float(info.get("f1", float("nan"))),
-            cost=float(info.get("total_cost", info.get("cost", float("nan")))),
-        )
-        summaries.append(summary)
+        summaries.append(EpisodeSummary.of(info, episode_return))
         if on_episode is not None:
-            on_episode(summary)
+            on_episode(summaries[-1])
     return Rollout(
-        embeddings=torch.stack(emb),
-        stages=torch.tensor(stages, dtype=torch.long),
-        costs=torch.tensor(costs, dtype=torch.float32),
+        states=StateBatch.of(observations),
         actions=torch.tensor(actions, dtype=torch.long),
         logprobs=torch.tensor(logprobs, dtype=torch.float32),
         values=torch.tensor(values, dtype=torch.float32),
         rewards=torch.tensor(rewards, dtype=torch.float32),
         dones=torch.tensor(dones, dtype=torch.float32),
         episodes=summaries,
-        confidences=torch.stack(confidences) if confidences else None,
-        alphas=torch.tensor(alphas, dtype=torch.float32) if alphas else None,
     )
 
 
@@ -350,22 +249,9 @@ def ppo_update(
 ) -> dict[str, float]:
     """``update_epochs`` passes of clipped PPO over shuffled minibatches; returns mean stats."""
     batch = len(rollout.actions)
-    tensors = [
-        t.to(device)
-        for t in (
-            rollout.embeddings,
-            rollout.stages,
-            rollout.costs,
-            rollout.actions,
-            rollout.logprobs,
-            rollout.values,
-            advantages,
-            returns,
-        )
-    ]
-    b_emb, b_stage, b_cost, b_act, b_logp, b_val, b_adv, b_ret = tensors
-    b_conf = None if rollout.confidences is None else rollout.confidences.to(device)
-    b_alpha = None if rollout.alphas is None else rollout.alphas.to(device)
+    states = rollout.states.to(device)
+    tensors = (rollout.actions, rollout.logprobs, rollout.values, advantages, returns)
+    b_act, b_logp, b_val, b_adv, b_ret = (t.to(device) for t in tensors)
     sums = dict.fromkeys(("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"), 0.0)
     steps = 0
     for _epoch in range(args.update_epochs):
@@ -373,9 +259,7 @@ def ppo_update(
         kl_this_epoch = 0.0
         for mb in order.tensor_split(min(args.num_minibatches, batch)):
             mb = mb.to(device)
-            mb_conf = None if b_conf is None else b_conf[mb]
-            mb_alpha = None if b_alpha is None else b_alpha[mb]
-            logits, new_value = policy(b_emb[mb], b_stage[mb], b_cost[mb], mb_conf, mb_alpha)
+            logits, new_value = policy(*states[mb].inputs())
             dist = Categorical(logits=logits)
             new_logp = dist.log_prob(b_act[mb])
             entropy = dist.entropy().mean()
@@ -442,10 +326,6 @@ class TrainResult:
     @property
     def final(self) -> dict[str, float]:
         return self.history[-1] if self.history else {}
-
-
-def _mean(values: Sequence[float]) -> float:
-    return float(np.mean(values)) if values else float("nan")
 
 
 def train(
@@ -523,19 +403,8 @@ def train(
                 rollout.rewards, rollout.values, rollout.dones, args.gamma, args.gae_lambda
             )
             stats = ppo_update(policy, optimizer, rollout, advantages, returns, args, generator, device)
-            eps = rollout.episodes
-            row: dict[str, float] = {
-                "iteration": iteration + 1,
-                "episodes": (iteration + 1) * args.rollouts,
-                "mean_return": _mean([e.episode_return for e in eps]),
-                "mean_quality": _mean([e.quality for e in eps]),
-                "mean_task_metric": _mean([e.task_metric for e in eps]),
-                "mean_f1": _mean([e.f1 for e in eps]),
-                "mean_cost": _mean([e.cost for e in eps]),
-                "mean_hops": _mean([float(e.hops) for e in eps]),
-                **stats,
-                "wall_seconds": time.perf_counter() - began,
-            }
+            seconds = time.perf_counter() - began
+            row = log_row(iteration + 1, (iteration + 1) * args.rollouts, rollout.episodes, stats, seconds)
             history.append(row)
             save_checkpoint(
                 checkpoint,

@@ -3,22 +3,20 @@
 The environment, PPO, evaluation and the outcome-tree tools all call these functions, so a router
 is trained, evaluated and compared on exactly the same number.
 
-Q is computed on the *replies* part of c_L (minus replies that only declined, such as the cloze
-specialist's refusal: ``hop.answer_text``, the same text the graph returns), never on the query:
-the query of a multiple-choice item contains every option and a reading-comprehension query
-contains the passage, so scoring the whole context would match the gold text against the question
-itself and reward a route for nothing.
+Q is computed on the route's *answer* — its last reply that did not decline (``hop.answer_text``,
+the same text the graph returns) — never on the context: the query of a multiple-choice item
+contains every option and a reading-comprehension query contains the passage, so scoring the whole
+context would match the gold text against the question itself and reward a route for nothing.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal, TypedDict, cast
 
-from hierrouter_graph.hop import answer_text
 from training.datasets import Item
 from training.metrics import ScorableItem, evaluate_reply
 
-__all__ = ["EpisodeQuality", "ScoreMemo", "episode_quality", "quality_text", "terminal_reward"]
+__all__ = ["EpisodeQuality", "ScoreMemo", "episode_quality", "terminal_reward"]
 
 
 class EpisodeQuality(TypedDict):
@@ -29,37 +27,29 @@ class EpisodeQuality(TypedDict):
     f1: float
 
 
-def quality_text(query: str, context: str) -> str:
-    """The text Q scores: the graph's answer (``hop.answer_text``), so training scores what users get.
-
-    Raises ``ValueError`` when ``context`` does not start with ``query`` — that means the context was
-    not built by ``extend_context`` from this query, and scoring it would be meaningless.
-    """
-    return answer_text(query, context)
-
-
 def terminal_reward(quality: float, total_cost: float, alpha: float) -> float:
     """R = Q(c_L) − α·C_L (paper §3.1); the reward of every non-terminal step is 0."""
     return quality - alpha * total_cost
 
 
 def episode_quality(
-    item: ScorableItem, query: str, context: str, reward_metric: Literal["task", "f1"] = "task"
+    item: ScorableItem, answer: str, reward_metric: Literal["task", "f1"] = "task"
 ) -> EpisodeQuality:
-    """Both quality numbers of a finished episode, and the one the reward uses.
+    """Both quality numbers of a finished episode's ``answer`` (``RouteState.answer``), and the one
+    the reward uses.
 
     ``reward_metric="task"`` rewards the item's own metric (letter accuracy, exact number, tests
     passing); ``"f1"`` reproduces the paper's token-F1 reward.
     """
     if reward_metric not in ("task", "f1"):
         raise ValueError(f"reward_metric must be 'task' or 'f1', got {reward_metric!r}")
-    report = evaluate_reply(item, quality_text(query, context))
+    report = evaluate_reply(item, answer)
     chosen = report["task_metric"] if reward_metric == "task" else report["f1"]
     return EpisodeQuality(quality=float(chosen), task_metric=report["task_metric"], f1=report["f1"])
 
 
 class ScoreMemo:
-    """Scores keyed by (item id, replies text, reward metric).
+    """Scores keyed by (item id, answer text, reward metric).
 
     Why: MBPP runs code in a sandbox, and identical replies recur across routes, episodes, the
     train and test trees and α sweeps; each distinct answer is scored once. Q depends on neither α
@@ -75,12 +65,13 @@ class ScoreMemo:
     def __len__(self) -> int:
         return len(self._scores)
 
-    def score(self, item: Item, context: str, reward_metric: str) -> EpisodeQuality:
-        key = (item.id, quality_text(item.prompt, context), reward_metric)
+    def score(self, item: Item, answer: str, reward_metric: str) -> EpisodeQuality:
+        """Q of ``answer`` (``RouteState.answer``) for ``item``, scored once per distinct text."""
+        key = (item.id, answer, reward_metric)
         found = self._scores.get(key)
         if found is not None:
             self.hits += 1
             return found
         metric = cast(Literal["task", "f1"], reward_metric)
-        self._scores[key] = episode_quality(item, item.prompt, context, metric)
+        self._scores[key] = episode_quality(item, answer, metric)
         return self._scores[key]

@@ -41,7 +41,8 @@ from hierrouter_graph.policy import RouterPolicy
 from hierrouter_graph.pool import PoolMember
 from training import evaluate as ev
 from training.datasets import DEFAULT_PER_TASK, Item
-from training.ppo import PPOArgs, build_env, make_policy, train
+from training.policy_setup import build_env, make_policy
+from training.ppo import PPOArgs, train
 from training.replay import CachedEncoder, ReplayOnlyCache, ReplayStore, StateEncoder
 from training.reward import ScoreMemo
 from training.statistics import Interval

@@ -309,7 +309,7 @@ def outcome_tree(
         for level in walk(config, pool, [item.prompt for item in items], _replayed(hop_cache, batch_size)):
             for index, state in level:
                 item = items[index]
-                quality = memo.score(item, state.context, reward_metric)
+                quality = memo.score(item, state.answer, reward_metric)
                 tree[item.id][state.route] = RouteOutcome(
                     route=state.route,
                     context=state.context,

@@ -33,7 +33,8 @@ from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.dynamic_policy import load_saved_policy
 from hierrouter_graph.pool import PoolMember
 from training.datasets import Item
-from training.ppo import PPOArgs, build_env, make_policy, train
+from training.policy_setup import build_env, make_policy
+from training.ppo import PPOArgs, train
 from training.replay import CachedEncoder, ReplayOnlyCache, ReplayStore, StateEncoder
 from training.reward import ScoreMemo
 from training.strategies import best_route, router_routes

@@ -116,7 +116,7 @@ def test_reward_is_quality_minus_alpha_cost_recomputed_independently() -> None:
         words_in = len(f"{env.config.stage_prompt(stage)}\n\n{context}".split())
         cost += rates[hop["model"]] * (words_in + len(hop["reply"].split()))
         context = extend_context(context, hop["reply"])
-    quality = score(item, "\n\n".join(replies))  # the replies only, not the query
+    quality = score(item, replies[-1])  # the answer: the last reply, never the query
     assert quality == 1.0
     assert steps[0][1] == 0.0
     assert steps[1][1] == pytest.approx(quality - 0.01 * cost, abs=1e-12)

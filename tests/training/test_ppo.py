@@ -33,17 +33,10 @@ from tests.training.scripted_pool import (
 from training.cli.ppo import parse_args, run_from_cli
 from training.env import HierRouterEnv
 from training.jsonl_datasets import write_jsonl_dataset
-from training.ppo import (
-    LOG_COLUMNS,
-    PPOArgs,
-    TrainablePolicy,
-    TrainResult,
-    build_env,
-    compute_gae,
-    make_policy,
-    train,
-)
+from training.policy_setup import TrainablePolicy, build_env, make_policy
+from training.ppo import PPOArgs, TrainResult, compute_gae, train
 from training.replay import ReplayMissError
+from training.rollout_data import LOG_COLUMNS
 
 
 @pytest.fixture(scope="module", autouse=True)

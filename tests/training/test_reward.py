@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hierrouter_graph.hop import extend_context
 from training.datasets import Item
-from training.reward import episode_quality, quality_text, terminal_reward
+from training.reward import episode_quality, terminal_reward
 
 CHOICES = ["Mars", "Jupiter", "Venus", "Earth"]
 QUERY = "Which planet is largest?\nA. Mars\nB. Jupiter\nC. Venus\nD. Earth"
@@ -32,33 +31,22 @@ def test_terminal_reward_is_quality_minus_alpha_cost(quality, cost, alpha, expec
     assert terminal_reward(quality, cost, alpha) == pytest.approx(expected, abs=1e-12)
 
 
-def test_quality_text_strips_the_query_and_separator() -> None:
-    context = extend_context(extend_context("q?", "r1"), "r2")
-    assert quality_text("q?", context) == "r1\n\nr2"
-    assert quality_text("q?", "q?") == ""
-
-
-def test_quality_text_rejects_a_foreign_context() -> None:
-    with pytest.raises(ValueError, match="does not start with the query"):
-        quality_text("the query", "another context\n\nreply")
-
-
 def test_the_query_alone_earns_nothing() -> None:
     """The query names the gold option; scoring it would reward an empty route."""
     item = _mc_item()
-    empty = episode_quality(item, QUERY, extend_context(QUERY, "I am not sure."), "task")
+    empty = episode_quality(item, "I am not sure.", "task")
     assert empty["task_metric"] == 0.0
     assert empty["f1"] == 0.0
 
 
 def test_episode_quality_picks_the_reward_metric() -> None:
     item = _mc_item()
-    context = extend_context(extend_context(QUERY, "Let me think about sizes."), "Answer: B")
-    task = episode_quality(item, QUERY, context, "task")
-    f1 = episode_quality(item, QUERY, context, "f1")
+    answer = "Let me think about sizes. Answer: B"
+    task = episode_quality(item, answer, "task")
+    f1 = episode_quality(item, answer, "f1")
     assert task["task_metric"] == f1["task_metric"] == 1.0
     assert task["quality"] == 1.0
     assert f1["quality"] == f1["f1"] == task["f1"]
     assert 0.0 < f1["f1"] < 1.0
     with pytest.raises(ValueError, match="reward_metric"):
-        episode_quality(item, QUERY, context, "bleu")  # type: ignore[arg-type]
+        episode_quality(item, answer, "bleu")  # type: ignore[arg-type]

@@ -29,7 +29,8 @@ from training.datasets import Item
 from training.env import HierRouterEnv, StopNotAllowedError
 from training.evaluate import evaluate
 from training.metrics import score
-from training.ppo import PPOArgs, TrainResult, collect_rollouts, compute_gae, make_policy, train
+from training.policy_setup import make_policy
+from training.ppo import PPOArgs, TrainResult, collect_rollouts, compute_gae, train
 from training.record import record_outcome_tree
 from training.replay import ReplayStore
 from training.strategies import ROUTER, router_routes
@@ -190,7 +191,7 @@ def test_rollout_masks_stop_at_stage_0_and_logprobs_agree_with_the_update(encode
     with torch.no_grad():
         policy.actor.bias.copy_(torch.tensor([0.0, 0.0, 2.0]))  # STOP likely wherever it is allowed
     rollout = collect_rollouts(make_env(encoder), policy, 24, torch.Generator().manual_seed(0), seed=0)
-    stages, actions = rollout.stages, rollout.actions
+    stages, actions = rollout.states.stages, rollout.actions
     assert not bool(((stages == 0) & (actions == STOP)).any())  # never STOP before the first hop
     assert bool(((stages > 0) & (actions == STOP)).any())
     # variable lengths: an episode ends at every STOP and at every third hop, nowhere else
@@ -200,7 +201,7 @@ def test_rollout_masks_stop_at_stage_0_and_logprobs_agree_with_the_update(encode
     assert all((e.quality == 1.0) == (e.route == ["solver"]) for e in rollout.episodes)
     assert sum(e.hops for e in rollout.episodes) + int((actions == STOP).sum()) == len(actions)
     # the update's forward gives the rollout's log-probs exactly (same mask): ratio 1 before any step
-    logits, _ = policy(rollout.embeddings, rollout.stages, rollout.costs)
+    logits, _ = policy(*rollout.states.inputs())
     recomputed = Categorical(logits=logits).log_prob(rollout.actions)
     assert torch.allclose(recomputed, rollout.logprobs, atol=1e-5)
     assert torch.isfinite(Categorical(logits=logits).entropy()).all()

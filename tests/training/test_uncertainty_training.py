@@ -30,7 +30,8 @@ from hierrouter_graph.graph import HierRouterGraph, build_pool
 from hierrouter_graph.hop import extend_context
 from training.datasets import Item
 from training.env import HierRouterEnv
-from training.ppo import PPOArgs, make_policy, train
+from training.policy_setup import make_policy
+from training.ppo import PPOArgs, train
 
 POOL = ("probe", "keep", "fixer")
 PROMPT = "What number am I thinking of?"

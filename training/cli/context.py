@@ -53,6 +53,15 @@ def add_router_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the router reads the last reply's confidence (RouterConfig.uncertainty_state)",
     )
+    parser.add_argument(
+        "--alpha-range",
+        nargs=2,
+        type=float,
+        default=None,
+        metavar=("LO", "HI"),
+        help="train ONE α-conditioned policy for every α in [LO, HI] (RouterConfig.alpha_range); "
+        "the config's alpha must lie inside",
+    )
 
 
 def add_data_flags(parser: argparse.ArgumentParser, *, items_help: str) -> None:
@@ -72,7 +81,8 @@ def add_data_flags(parser: argparse.ArgumentParser, *, items_help: str) -> None:
 
 
 def load_config(ns: argparse.Namespace) -> RouterConfig:
-    """``--config`` (default: the offline pool), with ``--allow-stop`` / ``--uncertainty`` on top."""
+    """``--config`` (default: the offline pool), with ``--allow-stop`` / ``--uncertainty`` /
+    ``--alpha-range`` on top."""
     from hierrouter_graph.defaults import default_config
 
     config = RouterConfig.from_file(ns.config) if ns.config is not None else default_config()
@@ -80,6 +90,8 @@ def load_config(ns: argparse.Namespace) -> RouterConfig:
         config = config.model_copy(update={"allow_stop": True})
     if getattr(ns, "uncertainty", False):
         config = config.model_copy(update={"uncertainty_state": True})
+    if getattr(ns, "alpha_range", None) is not None:  # validated: the config's α must lie inside
+        config = RouterConfig.model_validate({**config.model_dump(), "alpha_range": tuple(ns.alpha_range)})
     return config
 
 

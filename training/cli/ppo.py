@@ -15,7 +15,8 @@ from typing import Any
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.hop import ReplyCache
 from training.cli.context import RunContext, add_data_flags, add_router_flags, load_run_context
-from training.ppo import POLICY_KINDS, PPOArgs, TrainResult, build_env, make_policy, train
+from training.policy_setup import POLICY_KINDS, build_env, make_policy
+from training.ppo import PPOArgs, TrainResult, train
 from training.replay import ReplayMissError, ReplayOnlyCache, StateEncoder
 from training.sandbox import SandboxUnavailable
 from training.tree import encode_recorded_states, recorded_only
@@ -106,6 +107,7 @@ def run_from_cli(
             "horizon": config.horizon,
             "allow_stop": config.allow_stop,
             "uncertainty_state": config.uncertainty_state,
+            "alpha_range": config.alpha_range,
             "replay": str(ns.replay),
             "live": bool(ns.live),
         }
