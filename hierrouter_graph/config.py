@@ -347,6 +347,14 @@ class RouterConfig(BaseModel):
         default_factory=lambda: list(PAPER_STAGE_PROMPTS),
         description="Instruction for hop ℓ (one per stage).",
     )
+    stage_max_new_tokens: list[int] | None = Field(
+        default=None,
+        description="Reply budget per stage (index ℓ), on top of each member's max_new_tokens: a "
+        "hop at stage ℓ generates at most min(member budget, stage_max_new_tokens[ℓ]) tokens, e.g. "
+        "a long worked answer at stage 0 and a short check at stage 1. Stages beyond the list, "
+        "endpoint members and chat models you pass yourself keep their own budget. A capped hop "
+        "is a different replay key (its reply may be cut shorter). None: members' budgets only.",
+    )
     stage_prompt_fallback: str | None = Field(
         default=None,
         description="Instruction for stages beyond len(stage_prompts); None makes that an error.",
@@ -359,6 +367,14 @@ class RouterConfig(BaseModel):
     cache_dir: Path | None = Field(
         default=None, description="Converted models and assembled encoders; None: default_cache_dir()."
     )
+
+    @field_validator("stage_max_new_tokens")
+    @classmethod
+    def _caps_positive(cls, value: list[int] | None) -> list[int] | None:
+        for index, cap in enumerate(value or []):
+            if cap < 1:
+                raise ValueError(f"stage_max_new_tokens[{index}] must be >= 1, got {cap}")
+        return value
 
     @field_validator("stage_prompts")
     @classmethod
@@ -414,6 +430,11 @@ class RouterConfig(BaseModel):
     @property
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir if self.cache_dir is not None else default_cache_dir()
+
+    def stage_token_cap(self, stage: int) -> int | None:
+        """``stage_max_new_tokens[stage]``, or None (no stage cap)."""
+        caps = self.stage_max_new_tokens or []
+        return caps[stage] if 0 <= stage < len(caps) else None
 
     def stage_prompt(self, stage: int) -> str:
         """Instruction for hop ``stage`` (0-based)."""

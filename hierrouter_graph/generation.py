@@ -64,6 +64,7 @@ class BatchGenerator:
         self,
         prompts: list[list[BaseMessage]],
         on_text: Sequence[Callable[[str], None] | None] | None = None,
+        max_new_tokens: Sequence[int | None] | None = None,
     ) -> list[tuple[str, Confidence | None]]:
         """Replies and, when decoding greedily, each reply's confidence from the same ``generate``.
 
@@ -75,6 +76,9 @@ class BatchGenerator:
         generated, piece by piece (the pieces concatenate to the returned reply). This is how a
         micro-batched member streams tokens (``graph.stream(..., stream_mode="messages")``) while
         sharing one batched ``generate`` with other requests.
+
+        ``max_new_tokens``: per prompt, a reply budget instead of the member's own (a stage budget,
+        ``RouterConfig.stage_max_new_tokens``); prompts of one budget share a ``generate``.
         """
         import torch
         from transformers import LogitsProcessorList
@@ -85,8 +89,20 @@ class BatchGenerator:
         greedy = not self.generate_kwargs.get("do_sample")
         stop_ids = self.generate_kwargs.get("eos_token_id") or []
         stop_ids = [stop_ids] if isinstance(stop_ids, int) else list(stop_ids)
+        budgets = list(max_new_tokens) if max_new_tokens is not None else [None] * len(ids)
+        groups: dict[int | None, list[int]] = {}
+        for index, budget in enumerate(budgets):
+            groups.setdefault(budget, []).append(index)
+        work = [
+            (budget, [members[i] for i in chunk])
+            for budget, members in groups.items()
+            for chunk in self._chunks([len(ids[i]) for i in members])
+        ]
         with self._lock, torch.inference_mode():
-            for chunk in self._chunks([len(row) for row in ids]):
+            for budget, chunk in work:
+                kwargs = dict(self.generate_kwargs)
+                if budget is not None:
+                    kwargs["max_new_tokens"] = budget
                 batch = self.left_padded([ids[i] for i in chunk])
                 recorder = ConfidenceRecorder()
                 extra: dict[str, Any] = (
@@ -95,7 +111,7 @@ class BatchGenerator:
                 sinks = [on_text[i] if on_text is not None else None for i in chunk]
                 if any(sink is not None for sink in sinks):
                     extra["streamer"] = RowStreamer(self.tokenizer, sinks, stop_ids)
-                output = self.model.generate(**batch, **self.generate_kwargs, **extra)
+                output = self.model.generate(**batch, **kwargs, **extra)
                 new_tokens = output[:, batch["input_ids"].shape[1] :]
                 confidences = recorder.summarize(reply_lengths(new_tokens, stop_ids)) if greedy else None
                 for row, index in enumerate(chunk):

@@ -234,7 +234,11 @@ def create_hierrouter_graph(
         def hop(state: RouterState) -> dict[str, Any]:
             stage, decision = state["stage"], state.get("decision") or {}
             result, failure = run_hop_with_fallback(
-                member, state["context"], config.stage_prompt(stage), fallbacks.get(member.name)
+                member,
+                state["context"],
+                config.stage_prompt(stage),
+                fallbacks.get(member.name),
+                max_new_tokens=config.stage_token_cap(stage),
             )
             before = RouteState(state["query"], state["context"], stage, state["cost"])
             after = advance(before, result.model, result)

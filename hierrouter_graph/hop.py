@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
@@ -27,10 +27,12 @@ __all__ = [
     "ReplyCache",
     "TokenCountUnavailableError",
     "answer_text",
+    "applied_budget",
     "build_hop_messages",
     "cache_key",
     "declined",
     "extend_context",
+    "hop_key",
     "messages_from_cache_key",
     "run_hop",
     "run_hops",
@@ -151,20 +153,44 @@ def _usage(message: AIMessage) -> tuple[int, int] | None:
     return int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
 
 
+def applied_budget(member: PoolMember, stage_cap: int | None) -> int | None:
+    """The reply budget a stage cap imposes on ``member``'s hop, or None (its own budget).
+
+    A cap applies only where it is tighter than the member's ``max_new_tokens`` and the member
+    can be capped per call (``PoolMember.cap_new_tokens``: local members; endpoint and user chat
+    models keep their own budget).
+    """
+    if stage_cap is None or member.cap_new_tokens is None:
+        return None
+    if member.max_new_tokens is not None and stage_cap >= member.max_new_tokens:
+        return None
+    return stage_cap
+
+
+def hop_key(messages: list[BaseMessage], budget: int | None = None) -> str:
+    """The replay key of a hop: ``cache_key`` of its prompt, plus the budget when a stage cap
+    applied (a reply cut at another length is another reply; uncapped keys stay as they were)."""
+    key = cache_key(messages)
+    return key if budget is None else f"{key}{_BUDGET_MARK}{budget}"
+
+
 def run_hop(
     member: PoolMember,
     context: str,
     instruction: str,
     cache: ReplyCache | None = None,
+    max_new_tokens: int | None = None,
 ) -> HopResult:
     """Gen(m_t, c_t) and Cost(m_t, c_t): prompt, generate (or replay), count, price.
 
     Token counts come from the model's own usage report when it sends one (endpoints), else from
-    its tokenizer; a member with neither raises rather than inventing a cost.
+    its tokenizer; a member with neither raises rather than inventing a cost. ``max_new_tokens``:
+    the stage's cap (``RouterConfig.stage_max_new_tokens``), applied as ``applied_budget`` says.
     """
     messages = build_hop_messages(member, instruction, context)
     prompt = str(messages[-1].content)
-    key = cache_key(messages)
+    budget = applied_budget(member, max_new_tokens)
+    key = hop_key(messages, budget)
     hit = cache.get(member.fingerprint, key) if cache is not None else None
     if hit is not None:
         return HopResult(
@@ -178,7 +204,8 @@ def run_hop(
             confidence=hit.confidence,
         )
 
-    message = member.chat_model.invoke(messages)
+    capped = member.cap_new_tokens(budget) if budget is not None and member.cap_new_tokens else {}
+    message = member.chat_model.invoke(messages, **capped)
     reply = message.text if isinstance(message, AIMessage) else str(message.content)
     counts = _usage(message) if isinstance(message, AIMessage) else None
     if counts is None:
@@ -208,6 +235,7 @@ def run_hops(
     contexts: Sequence[str],
     instruction: str,
     cache: ReplyCache | None = None,
+    max_new_tokens: int | None = None,
 ) -> list[HopResult]:
     """``run_hop`` for many contexts of one stage at once (recording the outcome tree).
 
@@ -216,14 +244,21 @@ def run_hops(
     call; its ``generate_scored`` when it has one, which also returns each reply's confidence).
     Members without it fall back to one ``run_hop`` per context.
     """
-    if member.batch_generate is None or member.counter is None:
-        return [run_hop(member, context, instruction, cache) for context in contexts]
+    budget = applied_budget(member, max_new_tokens)
+    scored = getattr(member.batch_generate, "generate_scored", None)
+    if member.batch_generate is None or member.counter is None or (budget is not None and scored is None):
+        return [run_hop(member, context, instruction, cache, max_new_tokens) for context in contexts]
     all_messages = [build_hop_messages(member, instruction, context) for context in contexts]
-    keys = [cache_key(messages) for messages in all_messages]
+    keys = [hop_key(messages, budget) for messages in all_messages]
     hits = [cache.get(member.fingerprint, key) if cache is not None else None for key in keys]
     todo = [i for i, hit in enumerate(hits) if hit is None]
-    generate = getattr(member.batch_generate, "generate_scored", member.batch_generate)
-    fresh = generate([all_messages[i] for i in todo]) if todo else []
+    prompts = [all_messages[i] for i in todo]
+    if not todo:
+        fresh: list[Any] = []
+    elif budget is not None and scored is not None:
+        fresh = scored(prompts, max_new_tokens=[budget] * len(prompts))
+    else:
+        fresh = (scored or member.batch_generate)(prompts)
     for index, generated in zip(todo, fresh, strict=True):
         reply, confidence = (generated, None) if isinstance(generated, str) else generated
         counts = member.counter.count_prompt(all_messages[index]), member.counter.count_text(reply)
@@ -254,10 +289,13 @@ def cache_key(messages: list[BaseMessage]) -> str:
     return "\x1e".join(f"{m.type}\x1f{m.content}" for m in messages)
 
 
+_BUDGET_MARK = "\x1dmax_new_tokens="
+
+
 def messages_from_cache_key(key: str) -> list[BaseMessage]:
-    """The hop's messages back from its replay key (the inverse of ``cache_key``)."""
+    """The hop's messages back from its replay key (the inverse of ``cache_key``/``hop_key``)."""
     messages: list[BaseMessage] = []
-    for part in key.split("\x1e"):
+    for part in key.partition(_BUDGET_MARK)[0].split("\x1e"):
         role, _, text = part.partition("\x1f")
         if role == "system":
             messages.append(SystemMessage(text))

@@ -76,6 +76,8 @@ class GenerationRequest:
 
     messages: list[BaseMessage]
     on_text: Callable[[str], None] | None = None
+    max_new_tokens: int | None = None
+    """A reply budget for this request (a stage budget); None: the member's own."""
 
 
 @dataclass
@@ -262,13 +264,18 @@ class MicroBatchedChatModel(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {"model_id": self.model_id}
 
-    def _check_no_call_arguments(self, stop: list[str] | None, kwargs: dict[str, Any]) -> None:
+    def _request(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any], **extra: Any
+    ) -> GenerationRequest:
+        """The request of one call; only ``max_new_tokens`` (a stage budget) may vary per call."""
+        budget = kwargs.pop("max_new_tokens", None)
         if stop or kwargs:
             raise ValueError(
-                f"{self.model_id}: per-call stop/generation arguments are not supported by the "
-                "micro-batched model (one generate serves many callers); set "
+                f"{self.model_id}: per-call stop/generation arguments other than max_new_tokens are "
+                "not supported by the micro-batched model (one generate serves many callers); set "
                 "ModelSpec.generation_kwargs, or max_batch_size: 1 to use the plain pipeline"
             )
+        return GenerationRequest(list(messages), max_new_tokens=budget, **extra)
 
     @staticmethod
     def _unpack(result: Any) -> tuple[str, dict[str, Any]]:
@@ -282,8 +289,7 @@ class MicroBatchedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        self._check_no_call_arguments(stop, kwargs)
-        text, metadata = self._unpack(self.batcher(GenerationRequest(list(messages))))
+        text, metadata = self._unpack(self.batcher(self._request(messages, stop, kwargs)))
         message = AIMessage(content=text, response_metadata=metadata)
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -300,9 +306,8 @@ class MicroBatchedChatModel(BaseChatModel):
         LangGraph ``stream_mode="messages"`` run); the pieces concatenate to the reply
         ``_generate`` would return, so the hop's reply, token counts and cost do not change.
         """
-        self._check_no_call_arguments(stop, kwargs)
         pieces: queue.SimpleQueue[str] = queue.SimpleQueue()
-        future = self.batcher.submit(GenerationRequest(list(messages), on_text=pieces.put))
+        future = self.batcher.submit(self._request(messages, stop, kwargs, on_text=pieces.put))
         streamed = ""
 
         def emit(piece: str) -> ChatGenerationChunk:

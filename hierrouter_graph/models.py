@@ -234,13 +234,25 @@ def _cloze_member(spec: ModelSpec, model: Any, tokenizer: Any) -> PoolMember:
     )
 
 
+def _pipeline_cap(tokens: int) -> dict[str, Any]:
+    """A stage budget for the plain pipeline: ChatHuggingFace hands ``pipeline_kwargs`` on per call."""
+    return {"pipeline_kwargs": {"max_new_tokens": tokens}}
+
+
+def _request_cap(tokens: int) -> dict[str, Any]:
+    """A stage budget for a micro-batched member: it travels with the request."""
+    return {"max_new_tokens": tokens}
+
+
 def _micro_batched(spec: ModelSpec, batch_generate: BatchGenerator) -> BaseChatModel:
     """The member's chat model when micro-batching is on: requests queue for one shared generate."""
     from .microbatch import GenerationRequest, MicroBatchedChatModel, MicroBatcher
 
     def generate(requests: list[GenerationRequest]) -> list[tuple[str, Confidence | None]]:
         return batch_generate.generate_scored(
-            [request.messages for request in requests], on_text=[request.on_text for request in requests]
+            [request.messages for request in requests],
+            on_text=[request.on_text for request in requests],
+            max_new_tokens=[request.max_new_tokens for request in requests],
         )
 
     batcher: MicroBatcher[GenerationRequest, tuple[str, Confidence | None]] = MicroBatcher(
@@ -294,8 +306,10 @@ def build_pool_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
     chat: BaseChatModel = ChatHuggingFace(
         llm=HuggingFacePipeline(pipeline=pipe, model_id=spec.name), tokenizer=tokenizer, model_id=spec.name
     )
+    cap = _pipeline_cap
     if spec.max_batch_size > 1:  # concurrent hops share one generate (see microbatch.py)
-        chat = _micro_batched(spec, batch_generate)
+        chat, cap = _micro_batched(spec, batch_generate), _request_cap
+
     limit = getattr(model.config, "max_position_embeddings", None)
     max_input = spec.max_input_tokens or (limit - spec.max_new_tokens if limit else None)
     return PoolMember(
@@ -307,4 +321,6 @@ def build_pool_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
         max_input_tokens=max_input,
         fingerprint=spec.fingerprint(),
         batch_generate=batch_generate,
+        max_new_tokens=spec.max_new_tokens,
+        cap_new_tokens=cap,
     )

@@ -101,6 +101,12 @@ class PoolMember:
     batch_generate: Callable[[list[list[BaseMessage]]], list[str]] | None = None
     """Optional: one batched forward for many prompts (local models); same replies as invoke. A
     ``generate_scored`` method on it (``generation.BatchGenerator``) also returns each reply's confidence."""
+    max_new_tokens: int | None = None
+    """The member's own reply budget (``ModelSpec.max_new_tokens``); None: unknown."""
+    cap_new_tokens: Callable[[int], dict[str, Any]] | None = None
+    """The ``invoke`` keyword arguments that cap a reply at n new tokens, for a stage budget
+    (``RouterConfig.stage_max_new_tokens``); None: the member cannot be capped per call (endpoint
+    and user chat models keep their own budget)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -342,6 +342,7 @@ def run_hop_with_fallback(
     instruction: str,
     fallback: PoolMember | None = None,
     cache: ReplyCache | None = None,
+    max_new_tokens: int | None = None,
 ) -> tuple[HopResult, RemoteModelError | None]:
     """``run_hop`` on ``member``; if its server fails and a fallback is given, on the fallback.
 
@@ -350,12 +351,12 @@ def run_hop_with_fallback(
     so a hop's worst-case time stays bounded.
     """
     try:
-        return run_hop(member, context, instruction, cache), None
+        return run_hop(member, context, instruction, cache, max_new_tokens), None
     except RemoteModelError as error:
         if fallback is None:
             raise
         try:
-            return run_hop(fallback, context, instruction, cache), error
+            return run_hop(fallback, context, instruction, cache, max_new_tokens), error
         except RemoteModelError as second:
             raise RemoteModelError(
                 second.model,

@@ -219,7 +219,9 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
             info["stopped"] = True
         else:
             member = self.members[int(action)]
-            hop = run_hop(member, self._context, self.config.stage_prompt(self._stage), self.cache)
+            stage = self._stage
+            instruction, cap = self.config.stage_prompt(stage), self.config.stage_token_cap(stage)
+            hop = run_hop(member, self._context, instruction, self.cache, cap)
             self._state = advance(self._state, member.name, hop)
             info.update(hop=hop.as_dict(), stage=self._stage)
         terminated = self._episode_over

@@ -91,6 +91,7 @@ def _hop_level(
     member: PoolMember,
     contexts: Sequence[str],
     instruction: str,
+    cap: int | None,
     store: ReplayStore,
     batch_size: int,
     stats: RecordStats,
@@ -100,7 +101,7 @@ def _hop_level(
     results: dict[str, HopResult] = {}
     missing: list[str] = []
     for context in contexts:
-        hit = recorded_hop(member, context, instruction, store)
+        hit = recorded_hop(member, context, instruction, store, cap)
         if hit is None:
             missing.append(context)
         else:
@@ -112,7 +113,7 @@ def _hop_level(
         chunk = missing[start : start + batch_size]
         writer = _BatchWriter(store)
         began = time.perf_counter()
-        fresh = run_hops(member, chunk, instruction, cache=writer)
+        fresh = run_hops(member, chunk, instruction, cache=writer, max_new_tokens=cap)
         stats.generation_s += time.perf_counter() - began
         writer.flush()
         for context, hop in zip(chunk, fresh, strict=True):
@@ -147,13 +148,15 @@ def record_outcome_tree(
     stage = 0
     with tqdm(total=None, unit="hop", disable=not progress, desc="recording") as bar:
 
-        def hops_for(member: PoolMember, contexts: list[str], instruction: str) -> dict[str, HopResult]:
+        def hops_for(
+            member: PoolMember, contexts: list[str], instruction: str, cap: int | None
+        ) -> dict[str, HopResult]:
             """One model over the distinct contexts of one level (``_hop_level``), counted."""
             if member is members[0]:
                 bar.total = (bar.total or 0) + len(contexts) * len(members)
                 bar.refresh()
             bar.set_description(f"stage {stage} · {member.name}")
-            hops = _hop_level(member, contexts, instruction, store, batch_size, stats, bar)
+            hops = _hop_level(member, contexts, instruction, cap, store, batch_size, stats, bar)
             stats.unique_hops += len(hops)
             return hops
 

@@ -52,7 +52,7 @@ __all__ = [
     "with_horizon",
 ]
 
-HopsFor = Callable[[PoolMember, list[str], str], Mapping[str, HopResult]]
+HopsFor = Callable[[PoolMember, list[str], str, int | None], Mapping[str, HopResult]]
 """How a level's hops are obtained: (member, distinct contexts, stage instruction) → context → hop."""
 
 
@@ -106,20 +106,22 @@ def walk(
     """
     frontier = [(index, RouteState.start(query)) for index, query in enumerate(roots)]
     for stage in range(config.horizon if depth is None else depth):
-        instruction = config.stage_prompt(stage)
+        instruction, cap = config.stage_prompt(stage), config.stage_token_cap(stage)
         contexts = list(dict.fromkeys(state.context for _, state in frontier))
         following: list[tuple[int, RouteState]] = []
         for name in config.model_names:
-            hops = hops_for(pool[name], contexts, instruction)
+            hops = hops_for(pool[name], contexts, instruction, cap)
             following += [(index, advance(state, name, hops[state.context])) for index, state in frontier]
         yield following
         frontier = following
 
 
-def recorded_hop(member: PoolMember, context: str, instruction: str, store: ReplyCache) -> HopResult | None:
+def recorded_hop(
+    member: PoolMember, context: str, instruction: str, store: ReplyCache, max_new_tokens: int | None = None
+) -> HopResult | None:
     """The hop as replayed from ``store``, or None when it is not recorded (nothing generates)."""
     try:
-        return run_hop(member, context, instruction, ReplayOnlyCache(store))
+        return run_hop(member, context, instruction, ReplayOnlyCache(store), max_new_tokens)
     except ReplayMissError:
         return None
 
@@ -127,11 +129,13 @@ def recorded_hop(member: PoolMember, context: str, instruction: str, store: Repl
 def _replayed(cache: ReplyCache | None, chunk: int = 0) -> HopsFor:
     """``run_hops`` (the graph's hop, batched) through ``cache``, in chunks of ``chunk`` contexts."""
 
-    def hops_for(member: PoolMember, contexts: list[str], instruction: str) -> dict[str, HopResult]:
+    def hops_for(
+        member: PoolMember, contexts: list[str], instruction: str, cap: int | None
+    ) -> dict[str, HopResult]:
         size = chunk or max(len(contexts), 1)
         results: list[HopResult] = []
         for start in range(0, len(contexts), size):
-            results += run_hops(member, contexts[start : start + size], instruction, cache)
+            results += run_hops(member, contexts[start : start + size], instruction, cache, cap)
         return dict(zip(contexts, results, strict=True))
 
     return hops_for
