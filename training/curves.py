@@ -18,8 +18,13 @@ set of every fixed route's point (``fixed_curve``), with no α.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 from numpy.typing import NDArray
@@ -294,3 +299,9 @@ def oracle_point(
             )
         )
     return float(np.mean([o.cost for o in chosen])), float(np.mean([o.quality for o in chosen]))
+
+
+if __name__ == "__main__":  # `python training/curves.py` runs the command line, training/cli/curves.py
+    import runpy
+
+    runpy.run_module("training.cli.curves", run_name="__main__", alter_sys=True)
