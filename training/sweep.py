@@ -255,7 +255,7 @@ def run_sweep(
             continue
         policy, seconds, trained_dir = train_setting(
             setting, config, pool, recorded_train, store, cached, args, run_dir,
-            live=live, progress=progress, log=log,
+            live=live, progress=progress, log=log, memo=memo,
         )  # fmt: skip
         result = ev.evaluate(
             config,
@@ -316,6 +316,7 @@ def train_setting(
     live: bool = False,
     progress: bool = False,
     log: Callable[[str], None] = print,
+    memo: ScoreMemo | None = None,
 ) -> tuple[RouterPolicy, float, Path]:
     """Train one setting with PPO in ``run_dir/setting.name`` (resuming a finished or interrupted
     run on the same train items) and load the policy back with the store's cached encoder.
@@ -324,13 +325,17 @@ def train_setting(
     store's ``CachedEncoder`` unless it is one, so one cache can serve many runs). Returns
     (policy, seconds, the run dir). Why a function: the sweep, the cost–quality curves
     (``training/curves.py``: one PPO run per α and seed) and anything else that needs "the policy
-    trained at this α" share one training path.
+    trained at this α" share one training path. ``memo``: scores already computed (e.g. while
+    replaying the train tree) handed to the environment, so its episodes never score an answer
+    twice across runs — MBPP answers run in the sandbox, which otherwise dominates a replay run.
     """
     cached = encoder if isinstance(encoder, CachedEncoder) else CachedEncoder(encoder, store)
     log(f"{setting.name}: training on {len(train_items)} train items …")
     began = time.perf_counter()
     cache = store if live else ReplayOnlyCache(store)
     env = build_env(config, train_items, pool, cached, reward=args.reward, cache=cache)
+    if memo is not None:  # Q depends on neither α nor the policy: one memo is right for every run
+        env.unwrapped._quality_memo = memo  # type: ignore[attr-defined]
     metadata = {
         "alpha": setting.alpha,
         "horizon": setting.horizon,

@@ -113,6 +113,7 @@ def run_study(
     alphas: Sequence[float],
     *,
     seeds: Sequence[int] = (),
+    extra_seeds: Sequence[int] = (),
     args: PPOArgs | None = None,
     run_dir: Path = Path("runs/curves"),
     resamples: int = 1000,
@@ -121,7 +122,9 @@ def run_study(
 ) -> CurveStudy:
     """Trace every family on ``alphas`` (HierRouter: one PPO run per α and seed in ``seeds``; none:
     baselines only) and score the curves. Replay only; the train tree is what the learned
-    baselines and the best fixed route are fitted on, and what PPO trains on."""
+    baselines and the best fixed route are fitted on, and what PPO trains on. ``extra_seeds`` are
+    trained at the config's α only (``run_dir/seed<S>/L<L>-a<α>``, beside the curve's own runs):
+    the seed runs ``evaluate.py --seed-run-dirs`` averages, sharing this process's scores."""
     cached = CachedEncoder(encoder, store)
     memo = ScoreMemo()
     candidates = candidate_routes(config)
@@ -140,16 +143,22 @@ def run_study(
     curves: list[cv.Curve] = []
     per_seed: dict[int, cv.Curve] = {}
     seconds: dict[str, float] = {}
-    for seed in seeds:
+
+    def trained(seed: int, alpha: float) -> RoutingPolicy:
         ppo = PPOArgs(**{**(args or PPOArgs()).as_dict(), "seed": seed})
-        policies: dict[float, RoutingPolicy] = {}
-        for alpha in grid:
-            setting = Setting(config.horizon, config.allow_stop, alpha, config.uncertainty_state)
-            policy, spent, _ = train_setting(
-                setting, setting_config(config, setting), pool, train, store, cached, ppo,
-                run_dir / f"seed{seed}", progress=progress, log=log,
-            )  # fmt: skip
-            policies[alpha], seconds[f"seed{seed}/{setting.name}"] = policy, spent
+        setting = Setting(config.horizon, config.allow_stop, alpha, config.uncertainty_state)
+        policy, spent, _ = train_setting(
+            setting, setting_config(config, setting), pool, train, store, cached, ppo,
+            run_dir / f"seed{seed}", progress=progress, log=log, memo=memo,
+        )  # fmt: skip
+        seconds[f"seed{seed}/{setting.name}"] = spent
+        log(f"seed {seed}, α = {alpha:g}: trained in {spent:.0f} s")
+        return policy
+
+    for seed in extra_seeds:
+        trained(seed, config.alpha)
+    for seed in seeds:
+        policies = {alpha: trained(seed, alpha) for alpha in grid}
         per_seed[seed] = traced(
             f"{ROUTER_FAMILY}, seed {seed}", cv.policy_family(policies, config, test_tree, test_items)
         )
@@ -192,6 +201,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-items", type=Path, default=None, help="JSONL train items (with --items)")
     parser.add_argument("--alphas", type=float, nargs="+", default=list(DEFAULT_CURVE_ALPHAS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="PPO seeds of HierRouter's curve")
+    parser.add_argument(
+        "--extra-seeds",
+        type=int,
+        nargs="*",
+        default=[],
+        help="PPO seeds trained at the config's α only (for evaluate.py --seed-run-dirs)",
+    )
     parser.add_argument("--no-router", action="store_true", help="baselines only: train no PPO policy")
     parser.add_argument("--lr", type=float, default=3e-4, help="PPO lr (default: the shipped policy's)")
     parser.add_argument("--iterations", type=int, default=96, help="PPO iterations (default: shipped's)")
@@ -220,7 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with context.open_store() as store:
         study = run_study(
             context.config, context.pool, context.train, context.test, store, context.encoder(), ns.alphas,
-            seeds=[] if ns.no_router else ns.seeds, args=ppo, run_dir=ns.run_dir, resamples=ns.resamples,
+            seeds=[] if ns.no_router else ns.seeds, extra_seeds=[] if ns.no_router else ns.extra_seeds,
+            args=ppo, run_dir=ns.run_dir, resamples=ns.resamples,
             progress=not ns.no_progress,
         )  # fmt: skip
     study.info = {"ppo": ppo.as_dict(), "wall_seconds": time.perf_counter() - began}
