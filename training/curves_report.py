@@ -70,15 +70,24 @@ def _seed_lines(study: CurveStudy) -> list[str]:
 
 
 def _routellm_table(study: CurveStudy) -> list[str]:
+    """One row per (table, family) where the pair spans a trade-off; one line per table where the
+    cheapest member is also the best (nothing to recover: every family is n/a there)."""
     lines = [
         "| table | weak (cheapest member) | strong (best member) | family | APGR | CPT(50%) |",
         "|---|---|---|---|---:|---:|",
     ]
+    degenerate: dict[str, str] = {}
     for row in study.routellm:
+        if row.weak == row.strong:
+            degenerate[row.group] = row.weak
+            continue
         lines.append(
             f"| {row.group} | `{row.weak}` | `{row.strong}` | {row.family} | {_num(row.apgr)} "
             f"| {_num(row.cpt, percent=True)} |"
         )
+    if degenerate:
+        same = ", ".join(f"{group} (`{member}`)" for group, member in degenerate.items())
+        lines += ["", f"n/a (the cheapest member is also the best, no trade-off to recover): {same}."]
     return lines
 
 
