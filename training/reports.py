@@ -137,7 +137,7 @@ def _aiq_lines(results: EvaluationResult) -> list[str]:
     lines = [
         f"- **AIQ** (quality = Q; over the fixed routes' cost range [{lo:.4g}, {hi:.4g}], a family's curve "
         f"being 0 below its cheapest point): {values}"
-        + ("" if results.sweep else "; every family's curve and AIQ with intervals: `python training/curves.py`")
+        + ("" if results.sweep else "; every family's curve and AIQ, with intervals: `training/curves.py`")
     ]
     for point in results.sweep:
         lines.append(
