@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import statistics
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +60,7 @@ def _seed_lines(study: CurveStudy) -> list[str]:
     if not study.seed_aiq:
         return []
     values = list(study.seed_aiq.values())
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    spread = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     each = ", ".join(f"seed {seed}: {value:.4f}" for seed, value in study.seed_aiq.items())
     return [
         f"- HierRouter AIQ per PPO seed (one PPO run per α and seed): {each}; mean {np.mean(values):.4f}, "

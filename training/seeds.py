@@ -10,7 +10,6 @@ its query-bootstrap interval keeps its usual meaning) and ``EvaluationResult.see
 
 from __future__ import annotations
 
-import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -72,5 +71,5 @@ def seed_spread(runs: Sequence[SeedRun]) -> tuple[float, float, float]:
     rewards = [run.reward for run in runs]
     if not rewards:
         raise ValueError("seed_spread needs at least one seed run")
-    std = statistics.stdev(rewards) if len(rewards) > 1 else 0.0
+    std = float(np.std(rewards, ddof=1)) if len(rewards) > 1 else 0.0
     return std, min(rewards), max(rewards)
