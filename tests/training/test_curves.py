@@ -30,6 +30,8 @@ from training.learned import KNN, MLP, fit_routers, query_embeddings
 from training.ppo import PPOArgs
 from training.record import record_outcome_tree
 from training.replay import ReplayStore
+from training.reports import write_report
+from training.seeds import seed_spread
 from training.statistics import aiq, apgr, cpt, quality_curve
 from training.strategies import oracle_routes
 from training.tree import OutcomeTree, candidate_routes, outcome_tree
@@ -113,7 +115,7 @@ def test_learned_rows_are_left_out_with_a_note_without_train_tree_or_encoder(
 
 
 def test_seed_mean_row_is_the_per_query_mean_of_the_seeds(
-    config: RouterConfig, pool: dict[str, PoolMember], store: ReplayStore
+    config: RouterConfig, pool: dict[str, PoolMember], store: ReplayStore, tmp_path: Path
 ) -> None:
     seeds = {
         1: FixedRoutePolicy(POOL, ["guesser", "solver"]),
@@ -126,6 +128,11 @@ def test_seed_mean_row_is_the_per_query_mean_of_the_seeds(
     assert [run.seed for run in results.seed_runs] == [1, 2]
     assert np.mean([run.reward for run in results.seed_runs]) == pytest.approx(row.scores.reward.mean())
     assert results.seed_runs[1].reward == pytest.approx(singles[0].scores.reward.mean())
+    std, low, high = seed_spread(results.seed_runs)
+    assert std == pytest.approx(float(np.std([r.reward for r in results.seed_runs], ddof=1)))
+    text = write_report(results, tmp_path / "results.md", command="CMD").read_text()
+    assert "### PPO seeds (overall)" in text and "| **HierRouter (mean of 2 seeds)** |" in text
+    assert f"range {low:.4f}–{high:.4f}" in text
 
 
 # ------------------------------------------------------------------------------------ AIQ, APGR, CPT
