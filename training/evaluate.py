@@ -195,6 +195,9 @@ class EvaluationResult:
     aiq_cost_range: tuple[float, float]
     sweep: list[SweepPoint] = field(default_factory=list)
     seed_runs: list[SeedRun] = field(default_factory=list)
+    router_pairs: dict[tuple[str, str], Interval] = field(default_factory=dict)
+    """(A, B) → paired interval of A − B mean reward over all test queries, for every pair of
+    learned routers (HierRouter rows, kNN, MLP): whether they differ from each other at all."""
     """Each PPO seed's overall result (``seed_policies``); their mean is the "mean of N seeds" row."""
     data_info: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -347,6 +350,13 @@ def evaluate(
 
     best_single = next(s for s in strategies if s.name == groups[OVERALL].best_single)
     seeds = seed_runs(list(seed_policies or {}), per_seed, best_single)
+    learners = [s for s in strategies if s.kind in ("router", "router_seeds", "learned")]
+    boot = bootstrap_indices(len(test_items), resamples, seed)
+    pairs = {
+        (a.name, b.name): mean_interval(a.scores.reward - b.scores.reward, boot)
+        for i, a in enumerate(learners)
+        for b in learners[i + 1 :]
+    }
     train_tasks = Counter(item.task for item in train_items)
     test_tasks = Counter(item.task for item in test_items)
     return EvaluationResult(
@@ -367,6 +377,7 @@ def evaluate(
         aiq_cost_range=span,
         sweep=points,
         seed_runs=seeds,
+        router_pairs=pairs,
         data_info=dict(data_info or {}),
         notes=notes,
     )

@@ -82,6 +82,21 @@ def _learned_sentences(group: GroupResult) -> list[str]:
     return lines
 
 
+def _pair_lines(results: EvaluationResult) -> list[str]:
+    """The learned routers against each other (overall, paired over queries)."""
+    if not results.router_pairs:
+        return []
+    lines = [
+        "### Learned routers against each other (overall)",
+        "",
+        "| A − B | Δ reward [95% CI] |",
+        "|---|---:|",
+    ]
+    for (a, b), delta in results.router_pairs.items():
+        lines.append(f"| {a} − {b} | {delta.format(4)}{' ≈' if delta.contains(0.0) else ''} |")
+    return [*lines, "", "≈: the paired interval (over test queries, not seeds) contains 0.", ""]
+
+
 def _seed_lines(results: EvaluationResult) -> list[str]:
     """Each PPO seed's overall result and the spread, beside the effect it is read against."""
     if not results.seed_runs:
@@ -240,7 +255,7 @@ def write_report(
     for group in _ordered_groups(results):
         lines += _markdown_table(group)
         if group.name == OVERALL:
-            lines += _seed_lines(results)
+            lines += _seed_lines(results) + _pair_lines(results)
     text = "\n".join(lines).rstrip() + "\n"
     target.write_text(text + "".join(f"\n{section}" for section in kept), encoding="utf-8")
     return target

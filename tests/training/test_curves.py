@@ -102,6 +102,9 @@ def test_knn_and_mlp_rows_recover_the_query_dependent_best_route(
     assert overall.row(learned[0].name).reward.mean == pytest.approx(
         overall.row("oracle (per query)").reward.mean
     )
+    pair = results.router_pairs[("HierRouter", learned[0].name)]  # paired per query: router − kNN
+    expected = overall.row("HierRouter").reward.mean - overall.row(learned[0].name).reward.mean
+    assert pair.mean == pytest.approx(expected) and pair.low <= pair.mean <= pair.high
 
 
 def test_learned_rows_are_left_out_with_a_note_without_train_tree_or_encoder(
