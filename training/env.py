@@ -69,11 +69,14 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
         cache: ReplyCache | None = None,
         cost_scale: float = 1.0,
         encode_terminal: bool = True,
+        memo: ScoreMemo | None = None,
     ) -> None:
         """``encode_terminal=False``: the observation returned with ``terminated`` carries a zero
         embedding instead of the encoded final context. Why: no decision is taken in a terminal
         state and PPO never reads its observation (its value is 0 by definition), while final
-        contexts are most of a tree (M^L of its states); training skips encoding them."""
+        contexts are most of a tree (M^L of its states); training skips encoding them.
+        ``memo``: a score memo to share (Q depends on neither α nor the policy, so runs of a sweep
+        can share one and never score an answer twice; MBPP runs code in the sandbox)."""
         if not items:
             raise ValueError("HierRouterEnv needs at least one item")
         missing = [name for name in config.model_names if name not in pool]
@@ -91,7 +94,7 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
         self.cache = cache
         # Q of a final context never changes, and replayed episodes revisit the same few leaves of
         # each item's tree: scoring once (MBPP runs a sandboxed subprocess) keeps replay fast.
-        self._quality_memo = ScoreMemo()
+        self._quality_memo = memo if memo is not None else ScoreMemo()
         self.cost_scale = cost_scale
         self.encode_terminal = encode_terminal
         self.horizon = config.horizon

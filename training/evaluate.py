@@ -22,7 +22,6 @@ best-single → oracle gap it recovers, and its paired difference with the best 
 
 from __future__ import annotations
 
-import math
 import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -38,30 +37,32 @@ from numpy.typing import NDArray
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import ReplyCache
-from hierrouter_graph.policy import RoutingPolicy
+from hierrouter_graph.policy import RoutingPolicy, TrainedPolicy
 from hierrouter_graph.pool import PoolMember
+from training.curves import SweepPoint, alpha_sweep_points, oracle_point
 from training.datasets import ALL_TASKS, Item
-from training.replay import ReplayMissError
-from training.reward import ScoreMemo, terminal_reward
+from training.learned import query_embeddings
+from training.replay import ReplayMissError, StateEncoder
+from training.reward import ScoreMemo
+from training.seeds import SeedRun, seed_runs, seed_strategies
 from training.statistics import Interval, aiq, bootstrap_indices, gap_interval, mean_interval
 from training.strategies import (
     BASELINES,
     ORACLE,
     ROUTER,
-    Scores,
     Strategy,
     StrategyBuilder,
     StrategyInputs,
     best_route,
-    router_routes,
     router_strategy,
 )
-from training.tree import OutcomeTree, Route, candidate_routes, outcome_tree, route_label, shared_tree
+from training.tree import OutcomeTree, Route, candidate_routes, route_label, shared_tree
 
 __all__ = [
     "OVERALL",
     "EvaluationResult",
     "GroupResult",
+    "SeedRun",
     "StrategyRow",
     "SweepPoint",
     "alpha_sweep_points",
@@ -108,6 +109,8 @@ class GroupResult:
     """How often the router took each route on this table's queries (empty without a router)."""
     router_lengths: dict[int, int] = field(default_factory=dict)
     """How often the router's route had each length (hops); < L only when it chose STOP."""
+    routes_taken: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per routing strategy (the router and the learned baselines): how often it took each route."""
 
     def row(self, name: str) -> StrategyRow:
         for row in self.rows:
@@ -150,75 +153,17 @@ def _group(
                 else mean_interval(own.reward - best_reward, boot),
             )
         )
+    routing = {
+        s.name: dict(Counter(route_label(cast(Route, s.routes[i])) for i in index).most_common())
+        for s in strategies
+        if s.kind in ("router", "learned")
+    }
     router = next((s for s in strategies if s.kind == "router"), None)
-    taken = Counter(route_label(cast(Route, router.routes[i])) for i in index) if router else Counter()
     lengths = Counter(len(cast(Route, router.routes[i])) for i in index) if router else Counter()
-    return GroupResult(name, len(index), rows, best, dict(taken.most_common()), dict(sorted(lengths.items())))
-
-
-# ---------------------------------------------------------------------------------- α sweep
-
-
-@dataclass(frozen=True)
-class SweepPoint:
-    """One trained policy of an α sweep, evaluated greedily on the test items."""
-
-    alpha: float
-    cost: float
-    quality: float
-    task_metric: float
-    mean_hops: float = math.nan
-    """Mean route length of the policy's greedy routes (< L only with STOP)."""
-
-
-def alpha_sweep_points(
-    config: RouterConfig,
-    pool: Mapping[str, PoolMember],
-    policies: Mapping[float, RoutingPolicy],
-    items: Sequence[Item],
-    cache: ReplyCache | None,
-    *,
-    reward_metric: str = "task",
-    tree: OutcomeTree | None = None,
-    live: bool = False,
-) -> list[SweepPoint]:
-    """(mean cost, mean quality) on ``items`` of policies already trained at each α, by α.
-
-    Quality is the reward's metric Q (independent of α), so the points trace the cost/quality
-    trade-off the α knob buys; ``tree`` reuses an outcome tree of ``items`` already replayed.
-    """
-    if tree is None:
-        tree = outcome_tree(config, pool, items, cache, reward_metric=reward_metric, live=live)
-    points = []
-    for alpha, policy in sorted(policies.items()):
-        routes = router_routes(policy, config, tree, items)
-        scores = Scores.of([tree[item.id][route] for item, route in zip(items, routes, strict=True)])
-        points.append(
-            SweepPoint(
-                float(alpha),
-                float(scores.cost.mean()),
-                float(scores.quality.mean()),
-                float(scores.task_metric.mean()),
-                float(np.mean([len(route) for route in routes])),
-            )
-        )
-    return points
-
-
-def _oracle_point(
-    tree: OutcomeTree, items: Sequence[Item], candidates: Sequence[Route], alpha: float
-) -> tuple[float, float]:
-    """(mean cost, mean quality) of the per-query oracle of R = Q − α·C at this α."""
-    chosen = []
-    for item in items:
-        node = tree[item.id]
-        chosen.append(
-            min(
-                (node[route] for route in candidates),
-                key=lambda o: (-terminal_reward(o.quality, o.cost, alpha), o.cost),
-            )
-        )
-    return float(np.mean([o.cost for o in chosen])), float(np.mean([o.quality for o in chosen]))
+    return GroupResult(
+        name, len(index), rows, best, routing.get(router.name, {}) if router else {},
+        dict(sorted(lengths.items())), routing,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------- evaluate
@@ -249,6 +194,11 @@ class EvaluationResult:
     """Family → AIQ over ``aiq_cost_range``; None where it cannot be computed honestly."""
     aiq_cost_range: tuple[float, float]
     sweep: list[SweepPoint] = field(default_factory=list)
+    seed_runs: list[SeedRun] = field(default_factory=list)
+    router_pairs: dict[tuple[str, str], Interval] = field(default_factory=dict)
+    """(A, B) → paired interval of A − B mean reward over all test queries, for every pair of
+    learned routers (HierRouter rows, kNN, MLP): whether they differ from each other at all."""
+    """Each PPO seed's overall result (``seed_policies``); their mean is the "mean of N seeds" row."""
     data_info: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -320,6 +270,8 @@ def evaluate(
     progress: bool = False,
     memo: ScoreMemo | None = None,
     baselines: Sequence[StrategyBuilder] = BASELINES,
+    encoder: StateEncoder | None = None,
+    seed_policies: Mapping[int, RoutingPolicy] | None = None,
 ) -> EvaluationResult:
     """Replay the test (and train) outcome trees and score every strategy (module docstring).
 
@@ -327,6 +279,10 @@ def evaluate(
     trained at that α, for AIQ. Replay-only unless ``live``. ``memo``: scores (and replayed trees)
     already computed — they do not depend on α — shared by the many evaluations of a sweep.
     ``baselines``: the rows after the router's (``strategies.BASELINES``; the oracle must be one).
+    ``encoder``: the frozen state encoder, for the query embeddings the learned baselines read
+    (default: the policy's own when it is a ``TrainedPolicy``; none: they are left out).
+    ``seed_policies``: PPO seed → policy trained like ``policy`` but for that seed; adds the
+    "mean of N seeds" row and ``seed_runs`` (the seed spread).
     """
     if not test_items:
         raise ValueError("evaluate needs at least one test item")
@@ -349,10 +305,19 @@ def evaluate(
     )
     candidates = candidate_routes(config)
     tasks = sorted({item.task for item in test_items}, key=_task_order)
-    inputs = StrategyInputs(config, tree, test_items, candidates, fixed, source, train_tree, fitted)
+    if encoder is None and isinstance(policy, TrainedPolicy):
+        encoder = policy.encoder
+    embeddings = query_embeddings(encoder, [*fitted, *test_items]) if encoder is not None and fitted else None
+    inputs = StrategyInputs(
+        config, tree, test_items, candidates, fixed, source, train_tree, fitted, alpha, embeddings, notes
+    )
     strategies: list[Strategy] = []
     if policy is not None:
         strategies.append(router_strategy(policy, config, tree, test_items))
+    per_seed: list[Strategy] = []
+    if seed_policies:
+        mean_row, per_seed = seed_strategies(seed_policies, config, tree, test_items)
+        strategies.append(mean_row)
     for build in baselines:
         strategies += build(inputs)
 
@@ -377,12 +342,21 @@ def evaluate(
             config, pool, sweep, test_items, cache, reward_metric=reward_metric, tree=tree
         )
         aiq_values[f"{ROUTER} (α sweep)"] = aiq([(p.cost, p.quality) for p in points], cost_range=span)
-        oracle_points = [_oracle_point(tree, test_items, candidates, a) for a in sorted(sweep)]
+        oracle_points = [oracle_point(tree, test_items, candidates, a) for a in sorted(sweep)]
         aiq_values["oracle (same α values)"] = aiq(oracle_points, cost_range=span)
     else:
         aiq_values[ROUTER] = None
         aiq_values["oracle"] = None
 
+    best_single = next(s for s in strategies if s.name == groups[OVERALL].best_single)
+    seeds = seed_runs(list(seed_policies or {}), per_seed, best_single)
+    learners = [s for s in strategies if s.kind in ("router", "router_seeds", "learned")]
+    boot = bootstrap_indices(len(test_items), resamples, seed)
+    pairs = {
+        (a.name, b.name): mean_interval(a.scores.reward - b.scores.reward, boot)
+        for i, a in enumerate(learners)
+        for b in learners[i + 1 :]
+    }
     train_tasks = Counter(item.task for item in train_items)
     test_tasks = Counter(item.task for item in test_items)
     return EvaluationResult(
@@ -402,6 +376,8 @@ def evaluate(
         aiq=aiq_values,
         aiq_cost_range=span,
         sweep=points,
+        seed_runs=seeds,
+        router_pairs=pairs,
         data_info=dict(data_info or {}),
         notes=notes,
     )

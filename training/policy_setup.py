@@ -21,6 +21,7 @@ from hierrouter_graph.hop import ReplyCache
 from hierrouter_graph.policy import PolicySignature, RouterPolicy
 from hierrouter_graph.pool import PoolMember
 from training.datasets import Item
+from training.reward import ScoreMemo
 
 if TYPE_CHECKING:
     from hierrouter_graph.encoder import TextEncoder
@@ -71,14 +72,23 @@ def build_env(
     *,
     reward: str = "task",
     cache: ReplyCache | None = None,
+    memo: ScoreMemo | None = None,
 ) -> gym.Env[Any, Any]:
     """The training environment. Observed cost is left raw (cost_scale 1): the policy scales it,
     exactly as it will when the graph hands it the raw cost at inference. Terminal states are not
-    encoded: the rollout never reads their observation."""
+    encoded: the rollout never reads their observation. ``memo``: scores to share with other runs."""
     from training.env import HierRouterEnv
 
     return HierRouterEnv(
-        config, items, pool, encoder, reward_metric=reward, cache=cache, cost_scale=1.0, encode_terminal=False
+        config,
+        items,
+        pool,
+        encoder,
+        reward_metric=reward,
+        cache=cache,
+        cost_scale=1.0,
+        encode_terminal=False,
+        memo=memo,
     )
 
 

@@ -67,11 +67,69 @@ def _router_sentence(group: GroupResult) -> list[str]:
     return [f"{ROUTER} {verdict}. Routes taken: {shares}. Route lengths: {lengths}."]
 
 
+def _learned_sentences(group: GroupResult) -> list[str]:
+    """Routes taken by each learned baseline (the router's are in ``_router_sentence``)."""
+    lines = []
+    for row in group.rows:
+        if row.kind != "learned" or row.name not in group.routes_taken:
+            continue
+        shares = ", ".join(
+            f"`{route}` {count / group.n:.0%}"
+            for route, count in list(group.routes_taken[row.name].items())[:4]
+        )
+        more = len(group.routes_taken[row.name]) - 4
+        lines.append(f"{row.name}: routes taken {shares}" + (f" (+{more} more)." if more > 0 else "."))
+    return lines
+
+
+def _pair_lines(results: EvaluationResult) -> list[str]:
+    """The learned routers against each other (overall, paired over queries)."""
+    if not results.router_pairs:
+        return []
+    lines = [
+        "### Learned routers against each other (overall)",
+        "",
+        "| A − B | Δ reward [95% CI] |",
+        "|---|---:|",
+    ]
+    for (a, b), delta in results.router_pairs.items():
+        lines.append(f"| {a} − {b} | {delta.format(4)}{' ≈' if delta.contains(0.0) else ''} |")
+    return [*lines, "", "≈: the paired interval (over test queries, not seeds) contains 0.", ""]
+
+
+def _seed_lines(results: EvaluationResult) -> list[str]:
+    """Each PPO seed's overall result and the spread, beside the effect it is read against."""
+    if not results.seed_runs:
+        return []
+    from training.seeds import seed_spread
+
+    std, low, high = seed_spread(results.seed_runs)
+    lines = [
+        "### PPO seeds (overall)",
+        "",
+        "| seed | task metric | mean cost | reward Q − αC | Δ reward vs best single | most taken route |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    for run in results.seed_runs:
+        lines.append(
+            f"| {run.seed} | {run.task_metric:.3f} | {run.cost:.4f} | {run.reward:.4f} "
+            f"| {run.vs_best_single:+.4f} | `{run.top_route}` |"
+        )
+    lines += [
+        "",
+        f"Seed spread of the mean test reward: standard deviation {std:.4f}, range {low:.4f}–{high:.4f} "
+        f"({high - low:.4f} wide) over {len(results.seed_runs)} seeds; the per-query mean of the seeds is "
+        'the "mean of N seeds" row above (its interval is over queries, not seeds).',
+        "",
+    ]
+    return lines
+
+
 def _markdown_table(group: GroupResult) -> list[str]:
     title = "Overall" if group.name == OVERALL else f"Task `{group.name}`"
     lines = [f"## {title} (n = {group.n})", "", _TABLE_HEADER, _TABLE_RULE]
     for row in group.rows:
-        name = f"**{row.name}**" if row.kind in ("router", "oracle") else row.name
+        name = f"**{row.name}**" if row.kind in ("router", "router_seeds", "oracle") else row.name
         cells = [
             name,
             f"`{row.description}`" if "→" in row.description or row.kind == "single" else row.description,
@@ -83,7 +141,8 @@ def _markdown_table(group: GroupResult) -> list[str]:
             _delta_cell(row),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Best single on this table: {group.best_single}.", *_router_sentence(group), ""]
+    lines += ["", f"Best single on this table: {group.best_single}.", *_router_sentence(group)]
+    lines += [*_learned_sentences(group), ""]
     return lines
 
 
@@ -93,6 +152,7 @@ def _aiq_lines(results: EvaluationResult) -> list[str]:
     lines = [
         f"- **AIQ** (quality = Q; over the fixed routes' cost range [{lo:.4g}, {hi:.4g}], a family's curve "
         f"being 0 below its cheapest point): {values}"
+        + ("" if results.sweep else "; every family's curve and AIQ, with intervals: `training/curves.py`")
     ]
     for point in results.sweep:
         lines.append(
@@ -127,13 +187,16 @@ def _header_lines(results: EvaluationResult, command: str, seed: int) -> list[st
         *_aiq_lines(results),
         *(f"- Note: {note}" for note in results.notes),
         "",
-        "Definitions: *single* = one model alone, one call (stage-0 prompt, its own cost) or L hops "
-        "of itself; *random* = exact mean over all M^L routes; *task oracle* = each task's best fixed "
-        "route in hindsight; *oracle* = each query's best route among all routes of length 1..L (the "
-        "ceiling); *gap recovered* = (S − best single)/(oracle − best single) on mean reward, n/a when "
-        "the oracle does no better than the best single; *best single* = the single-model row with the "
-        "best mean reward on that table. ≈ marks a difference with the best single whose paired interval "
-        "contains 0. See `training/strategies.py` for the exact construction.",
+        "Definitions: *single* = one model alone, one call (stage-0 prompt, its own cost) or L hops of "
+        "itself; *random* = exact mean over all M^L routes; *kNN router (k=…)* / *MLP router* = learned "
+        "single-hop baselines: from the query's frozen embedding, one route of length 1..L per query, "
+        "fitted on the train tree only at this α (k chosen on held-out train items); *task oracle* = "
+        "each task's best fixed route in hindsight; *oracle* = each query's best route among all routes "
+        "of length 1..L (the ceiling); *gap recovered* = (S − best single)/(oracle − best single) on "
+        "mean reward, n/a when the oracle does no better than the best single; *best single* = the "
+        "single-model row with the best mean reward on that table. ≈ marks a difference with the best "
+        "single whose paired interval contains 0. See `training/strategies.py` for the exact "
+        "construction.",
         "",
     ]
 
@@ -191,6 +254,8 @@ def write_report(
     )
     for group in _ordered_groups(results):
         lines += _markdown_table(group)
+        if group.name == OVERALL:
+            lines += _seed_lines(results) + _pair_lines(results)
     text = "\n".join(lines).rstrip() + "\n"
     target.write_text(text + "".join(f"\n{section}" for section in kept), encoding="utf-8")
     return target
@@ -227,7 +292,10 @@ def plot_cost_quality(results: EvaluationResult, path: str | Path = "docs/cost_q
     figure = Figure(figsize=(8, 5.5), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    markers = {"router": "*", "oracle": "^", "task_oracle": "^", "random": "x", "fixed": "s"}
+    markers = {
+        "router": "*", "router_seeds": "P", "learned": "D", "oracle": "^", "task_oracle": "^", "random": "x",
+        "fixed": "s",
+    }  # fmt: skip
     labels: dict[tuple[float, float], list[str]] = {}  # strategies on the same spot share one label
     for row in results.overall.rows:
         marker = markers.get(row.kind, "o")

@@ -17,6 +17,11 @@ Definitions (exact; "reward" is R = Q − α·C of ``training.reward.terminal_re
 - **best fixed route**: the candidate route with the highest mean reward over the whole TRAIN
   split, evaluated on test (ties: lower mean cost, then candidate order). Without a train tree it
   is chosen on test and labelled "hindsight".
+- **kNN router (k=…)** / **MLP router**: the learned single-hop baselines (``training.learned``):
+  from the frozen embedding of the query alone, one whole route of length 1..L per query — the
+  route with the best mean R among the k nearest train queries (k chosen on held-out train
+  items), or the best R = Q̂ − α·Ĉ of an MLP predicting every route's Q and C. Fitted on the
+  train tree only, at the table's α; left out (with a note) without a train tree or embeddings.
 - **task oracle**: per task, the candidate route with the highest mean reward on that task's test
   queries (hindsight); the overall row gives each query its own task's route.
 - **oracle**: per query, the candidate route with the highest reward (ties: lower cost, then
@@ -30,8 +35,8 @@ the candidates, the train tree and items when recorded) returning its ``Strategy
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -46,6 +51,7 @@ from hierrouter_graph.policy import (
 )
 from hierrouter_graph.route import RouteState, decide_next
 from training.datasets import Item
+from training.learned import KNN, MLP, fit_routers, stack
 from training.statistics import FloatArray
 from training.tree import OutcomeTree, Route, RouteOutcome, route_label
 
@@ -62,6 +68,7 @@ __all__ = [
     "best_fixed_strategy",
     "best_route",
     "fixed_strategy",
+    "learned_strategies",
     "oracle_routes",
     "oracle_strategy",
     "per_query_strategy",
@@ -115,7 +122,7 @@ class Strategy:
 
     name: str
     kind: str
-    """"router", "single", "random", "fixed", "task_oracle" or "oracle"."""
+    """"router", "router_seeds", "single", "random", "fixed", "learned", "task_oracle" or "oracle"."""
     scores: Scores
     routes: tuple[Route | None, ...]
     """The route per query (None for random routing, which is a mixture)."""
@@ -247,6 +254,17 @@ class StrategyInputs:
     train_tree: OutcomeTree | None = None
     """The train items' outcome tree when it is recorded (what a learned baseline fits on)."""
     train_items: Sequence[Item] = ()
+    alpha: float | None = None
+    """The α of the reward R = Q − α·C the tables use (None: the config's)."""
+    embeddings: Mapping[str, FloatArray] | None = None
+    """Item id → the frozen encoder's embedding of the item's stage-0 context (its query), for the
+    train and test items: what the learned single-hop baselines read (None: they are skipped)."""
+    notes: list[str] = field(default_factory=list)
+    """Builders append what a reader must know (e.g. a baseline left out, and why)."""
+
+    @property
+    def reward_alpha(self) -> float:
+        return self.config.alpha if self.alpha is None else self.alpha
 
 
 StrategyBuilder = Callable[[StrategyInputs], list[Strategy]]
@@ -256,6 +274,27 @@ StrategyBuilder = Callable[[StrategyInputs], list[Strategy]]
 def best_fixed_strategy(inputs: StrategyInputs) -> list[Strategy]:
     name = f"best fixed route ({inputs.fixed_source})"
     return [fixed_strategy(name, "fixed", inputs.tree, inputs.items, inputs.fixed_route)]
+
+
+def learned_strategies(inputs: StrategyInputs) -> list[Strategy]:
+    """The kNN and MLP rows, fitted on the train tree at the table's α (module docstring)."""
+    if inputs.train_tree is None or not inputs.train_items:
+        inputs.notes.append("kNN/MLP routers left out: no recorded train outcome tree to fit them on")
+        return []
+    if inputs.embeddings is None:
+        inputs.notes.append("kNN/MLP routers left out: no query embeddings (evaluate without an encoder)")
+        return []
+    fitted = fit_routers(inputs.train_tree, inputs.train_items, inputs.embeddings, inputs.candidates)
+    queries, alpha = stack(inputs.embeddings, inputs.items), inputs.reward_alpha
+    k = fitted.knn(alpha)[0].k
+    rows = []
+    for kind, name, how in (
+        (KNN, f"{KNN} (k={k})", f"best mean R of the {k} nearest train queries"),
+        (MLP, MLP, "argmax of predicted Q − α·C"),
+    ):
+        routes = fitted.routes(kind, alpha, queries)
+        rows.append(per_query_strategy(name, "learned", inputs.tree, inputs.items, routes, how))
+    return rows
 
 
 def task_oracle_strategy(inputs: StrategyInputs) -> list[Strategy]:
@@ -278,7 +317,9 @@ BASELINES: tuple[StrategyBuilder, ...] = (
     lambda inputs: single_model_strategies(inputs.config, inputs.tree, inputs.items),
     lambda inputs: [random_strategy(inputs.config, inputs.tree, inputs.items)],
     best_fixed_strategy,
+    learned_strategies,
     task_oracle_strategy,
     oracle_strategy,
 )
-"""The rows after the router's, in table order: singles, random, best fixed, task oracle, oracle."""
+"""The rows after the router's, in table order: singles, random, best fixed, kNN and MLP routers,
+task oracle, oracle."""

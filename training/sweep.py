@@ -63,6 +63,7 @@ __all__ = [
     "run_sweep",
     "setting_config",
     "settings_grid",
+    "train_setting",
 ]
 
 DEFAULT_HORIZONS = (1, 2, 3, 4)
@@ -253,31 +254,10 @@ def run_sweep(
             log(f"skip {setting.name}: {reason}")
             skipped.append(Skipped(setting, reason))
             continue
-        log(f"{setting.name}: training on {len(recorded_train)} train items …")
-        began = time.perf_counter()
-        cache = store if live else ReplayOnlyCache(store)
-        env = build_env(config, recorded_train, pool, cached, reward=args.reward, cache=cache)
-        metadata = {
-            "alpha": setting.alpha,
-            "horizon": setting.horizon,
-            "allow_stop": setting.allow_stop,
-            "uncertainty_state": setting.uncertainty,
-            "sweep": setting.name,
-            "train_items": len(recorded_train),
-        }
-        folder = run_dir / setting.name
-        resume = _same_train_items(folder, recorded_train, log)
-        fresh = make_policy(config, encoder, args)
-        trained = train(env, fresh, args, folder, progress, resume=resume, metadata=metadata)
-        seconds = time.perf_counter() - began
-        policy = RouterPolicy.load(
-            trained.policy_dir,
-            pool=config.model_names,
-            encoder=cached,  # the evaluation's states are read back from the store too
-            horizon=setting.horizon,
-            allow_stop=setting.allow_stop,
-            uncertainty_state=setting.uncertainty,
-        )
+        policy, seconds, trained_dir = train_setting(
+            setting, config, pool, recorded_train, store, cached, args, run_dir,
+            live=live, progress=progress, log=log, memo=memo,
+        )  # fmt: skip
         result = ev.evaluate(
             config,
             pool,
@@ -290,7 +270,7 @@ def run_sweep(
             memo=memo,
             live=live,
         )
-        results.append(_setting_result(setting, result, len(recorded_train), seconds, trained.run_dir))
+        results.append(_setting_result(setting, result, len(recorded_train), seconds, trained_dir))
         policies.setdefault(setting.family, {})[setting.alpha] = policy
         configs[setting.family] = config
         row = results[-1].router
@@ -322,6 +302,62 @@ def run_sweep(
         spans[family] = swept.aiq_cost_range
         singles[config.horizon] = [_summary(r) for r in swept.overall.rows if r.kind == "single"]
     return SweepResult(results, skipped, aiq, spans, singles, len(test_items), args.as_dict())
+
+
+def train_setting(
+    setting: Setting,
+    config: RouterConfig,
+    pool: Mapping[str, PoolMember],
+    train_items: Sequence[Item],
+    store: ReplayStore,
+    encoder: StateEncoder,
+    args: PPOArgs,
+    run_dir: Path,
+    *,
+    live: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+    memo: ScoreMemo | None = None,
+) -> tuple[RouterPolicy, float, Path]:
+    """Train one setting with PPO in ``run_dir/setting.name`` (resuming a finished or interrupted
+    run on the same train items) and load the policy back with the store's cached encoder.
+
+    ``config`` is ``setting_config(base, setting)``; ``encoder`` the state encoder (wrapped in the
+    store's ``CachedEncoder`` unless it is one, so one cache can serve many runs). Returns
+    (policy, seconds, the run dir). Why a function: the sweep, the cost–quality curves
+    (``training/curves.py``: one PPO run per α and seed) and anything else that needs "the policy
+    trained at this α" share one training path. ``memo``: scores already computed (e.g. while
+    replaying the train tree) handed to the environment, so its episodes never score an answer
+    twice across runs — MBPP answers run in the sandbox, which otherwise dominates a replay run.
+    """
+    cached = encoder if isinstance(encoder, CachedEncoder) else CachedEncoder(encoder, store)
+    log(f"{setting.name}: training on {len(train_items)} train items …")
+    began = time.perf_counter()
+    cache = store if live else ReplayOnlyCache(store)
+    # Q depends on neither α nor the policy: one memo is right for every run
+    env = build_env(config, train_items, pool, cached, reward=args.reward, cache=cache, memo=memo)
+    metadata = {
+        "alpha": setting.alpha,
+        "horizon": setting.horizon,
+        "allow_stop": setting.allow_stop,
+        "uncertainty_state": setting.uncertainty,
+        "sweep": setting.name,
+        "train_items": len(train_items),
+    }
+    folder = run_dir / setting.name
+    resume = _same_train_items(folder, train_items, log)
+    fresh = make_policy(config, encoder, args)
+    trained = train(env, fresh, args, folder, progress, resume=resume, metadata=metadata)
+    seconds = time.perf_counter() - began
+    policy = RouterPolicy.load(
+        trained.policy_dir,
+        pool=config.model_names,
+        encoder=cached,  # the evaluation's states are read back from the store too
+        horizon=setting.horizon,
+        allow_stop=setting.allow_stop,
+        uncertainty_state=setting.uncertainty,
+    )
+    return policy, seconds, trained.run_dir
 
 
 def _same_train_items(folder: Path, items: Sequence[Item], log: Callable[[str], None]) -> bool:

@@ -41,6 +41,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="PPO run dirs trained at different α (AIQ)",
     )
+    parser.add_argument(
+        "--seed-run-dirs",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="PPO run dirs trained like --policy but with other seeds (the mean-of-seeds row)",
+    )
     parser.add_argument("--report", type=Path, default=Path("docs/results.md"))
     parser.add_argument("--plot", type=Path, default=Path("docs/cost_quality.png"))
     parser.add_argument("--no-report", action="store_true", help="print the table only")
@@ -74,6 +81,23 @@ def _load_sweep(
     return policies
 
 
+def _load_seeds(run_dirs: Sequence[Path], load: Callable[[Path], RoutingPolicy]) -> dict[int, RoutingPolicy]:
+    """PPO seed (``training.args.seed`` in policy.json) → policy, for the mean-of-seeds row."""
+    policies: dict[int, RoutingPolicy] = {}
+    for run_dir in run_dirs:
+        folder = policy_folder(run_dir)
+        meta_path = folder / "policy.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"no policy in seed run dir {run_dir} (expected {meta_path})")
+        seed = json.loads(meta_path.read_text()).get("training", {}).get("args", {}).get("seed")
+        if seed is None:
+            raise ValueError(f"{meta_path} records no PPO seed (training.args.seed)")
+        if int(seed) in policies:
+            raise ValueError(f"two seed runs were trained with seed {seed}")
+        policies[int(seed)] = load(folder)
+    return policies
+
+
 def evaluate_saved(
     context: RunContext,
     store: ReplayStore,
@@ -85,14 +109,17 @@ def evaluate_saved(
     live: bool = False,
     progress: bool = True,
     sweep_run_dirs: Sequence[Path] | None = None,
+    seed_run_dirs: Sequence[Path] | None = None,
     data_info: Mapping[str, Any] | None = None,
 ) -> EvaluationResult:
     """``evaluate`` of the policy saved in ``policy`` (None: baselines only) on the context's test
-    split; its states are read through the store (recorded ones looked up, new ones kept)."""
+    split; its states (and the queries the kNN/MLP baselines read) are read through the store
+    (recorded ones looked up, new ones kept)."""
     config = context.config
+    encoder = context.state_encoder(store)
 
     def load(folder: Path) -> RoutingPolicy:
-        return load_saved_policy(folder, config, context.state_encoder(store))
+        return load_saved_policy(folder, config, encoder)
 
     return evaluate(
         config,
@@ -109,6 +136,8 @@ def evaluate_saved(
         sweep=_load_sweep(sweep_run_dirs, load) if sweep_run_dirs else None,
         progress=progress,
         data_info={**context.data_info, **dict(data_info or {})},
+        encoder=encoder,
+        seed_policies=_load_seeds(seed_run_dirs, load) if seed_run_dirs else None,
     )
 
 
@@ -134,6 +163,7 @@ def run_from_cli(
             live=ns.live,
             progress=not ns.no_progress,
             sweep_run_dirs=ns.sweep_run_dirs,
+            seed_run_dirs=ns.seed_run_dirs,
             data_info={
                 "config": str(ns.config) if ns.config else "default_config()",
                 "replay": str(ns.replay),

@@ -1,0 +1,263 @@
+"""``python training/curves.py``: every router family's cost–quality curve over an α grid on the
+test split, AIQ per family with bootstrap intervals, RouteLLM's APGR / CPT(50%), one PNG.
+
+HierRouter needs a policy per α (and per seed): each is one PPO run through ``sweep.train_setting``
+in ``--run-dir/seed<S>/L<L>-a<α>`` (a finished run is only loaded again, so a rerun is cheap). The
+kNN and MLP routers are fitted once on the train tree and asked at every α; the oracle and the best
+fixed route (chosen on train) are read off the trees. Writes the marked "curves" section of
+``--report`` and the ``--plot`` PNG.
+
+    python training/curves.py --seeds 42 43 44 45 46 --threads 1 --no-progress
+    python training/curves.py --no-router             # baselines only (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hierrouter_graph.cli_errors import run_cli
+from hierrouter_graph.config import RouterConfig
+from hierrouter_graph.policy import RoutingPolicy
+from hierrouter_graph.pool import PoolMember
+from training import curves as cv
+from training.cli.context import add_data_flags, add_router_flags, load_run_context
+from training.datasets import ALL_TASKS, Item
+from training.learned import KNN, MLP, fit_routers, query_embeddings
+from training.ppo import PPOArgs
+from training.replay import CachedEncoder, ReplayStore, StateEncoder
+from training.reward import ScoreMemo
+from training.sandbox import SandboxUnavailable
+from training.statistics import aiq
+from training.sweep import Setting, setting_config, train_setting
+from training.tree import candidate_routes, complete_items, shared_tree
+
+__all__ = [
+    "DEFAULT_CURVE_ALPHAS",
+    "ROUTER_FAMILY",
+    "CurveStudy",
+    "RouteLLMRow",
+    "main",
+    "parse_args",
+    "run_study",
+]
+
+DEFAULT_CURVE_ALPHAS = (0.0, 0.005, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
+"""α = 0 takes the best quality whatever it costs; on the default pool routes cost 0.01–0.2 per
+query while a right answer is worth 1, so by α = 100 even the per-query oracle takes each query's
+cheapest route: the grid spans "always best" to "always cheapest" (0.005 is the paper's α)."""
+ROUTER_FAMILY = "HierRouter (PPO per α)"
+SECTION = "curves"
+
+
+@dataclass(frozen=True)
+class RouteLLMRow:
+    """APGR and CPT(50%) of one family on one table's queries, between that table's weak/strong."""
+
+    group: str
+    weak: str
+    strong: str
+    family: str
+    apgr: float
+    cpt: float
+
+
+@dataclass
+class CurveStudy:
+    """Everything ``run_study`` measured: the curves, their AIQ, the RouteLLM scores."""
+
+    alphas: tuple[float, ...]
+    zero: cv.Curve
+    curves: list[cv.Curve]
+    aiq: dict[str, cv.AIQResult]
+    seed_aiq: dict[int, float]
+    """HierRouter's AIQ per PPO seed (same cost range as the table)."""
+    routellm: list[RouteLLMRow]
+    n_train: int
+    n_test: int
+    train_seconds: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _routellm(
+    families: Sequence[cv.Curve],
+    singles: cv.Curve,
+    single_routes: list[tuple[str, ...]],
+    groups: Mapping[str, Any],
+) -> list[RouteLLMRow]:
+    rows = []
+    for group, index in groups.items():
+        (weak_label, weak), (strong_label, strong) = cv.weak_and_strong(singles, single_routes, index)
+        for curve in families:
+            apgr_value, cpt_value = cv.routellm_scores(curve, weak, strong, index)
+            rows.append(RouteLLMRow(group, weak_label, strong_label, curve.family, apgr_value, cpt_value))
+    return rows
+
+
+def run_study(
+    config: RouterConfig,
+    pool: Mapping[str, PoolMember],
+    train_items: Sequence[Item],
+    test_items: Sequence[Item],
+    store: ReplayStore,
+    encoder: StateEncoder,
+    alphas: Sequence[float],
+    *,
+    seeds: Sequence[int] = (),
+    extra_seeds: Sequence[int] = (),
+    args: PPOArgs | None = None,
+    run_dir: Path = Path("runs/curves"),
+    resamples: int = 1000,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> CurveStudy:
+    """Trace every family on ``alphas`` (HierRouter: one PPO run per α and seed in ``seeds``; none:
+    baselines only) and score the curves. Replay only; the train tree is what the learned
+    baselines and the best fixed route are fitted on, and what PPO trains on. ``extra_seeds`` are
+    trained at the config's α only (``run_dir/seed<S>/L<L>-a<α>``, beside the curve's own runs):
+    the seed runs ``evaluate.py --seed-run-dirs`` averages, sharing this process's scores."""
+    cached = CachedEncoder(encoder, store)
+    memo = ScoreMemo()
+    candidates = candidate_routes(config)
+    train = complete_items(config, pool, train_items, store)
+    if not train:
+        raise ValueError("no train item has its whole outcome tree recorded: nothing to fit or train on")
+    test_tree = shared_tree(config, pool, test_items, store, memo, progress=progress)
+    train_tree = shared_tree(config, pool, train, store, memo, progress=progress)
+    embeddings = query_embeddings(cached, [*train, *test_items])
+    fitted = fit_routers(train_tree, train, embeddings, candidates)
+    grid = tuple(sorted(float(a) for a in alphas))
+
+    def traced(name: str, family: cv.RouteFamily) -> cv.Curve:
+        return cv.trace(name, family, grid, test_tree, test_items)
+
+    curves: list[cv.Curve] = []
+    per_seed: dict[int, cv.Curve] = {}
+    seconds: dict[str, float] = {}
+
+    def trained(seed: int, alpha: float) -> RoutingPolicy:
+        ppo = PPOArgs(**{**(args or PPOArgs()).as_dict(), "seed": seed})
+        setting = Setting(config.horizon, config.allow_stop, alpha, config.uncertainty_state)
+        policy, spent, _ = train_setting(
+            setting, setting_config(config, setting), pool, train, store, cached, ppo,
+            run_dir / f"seed{seed}", progress=progress, log=log, memo=memo,
+        )  # fmt: skip
+        seconds[f"seed{seed}/{setting.name}"] = spent
+        log(f"seed {seed}, α = {alpha:g}: trained in {spent:.0f} s")
+        return policy
+
+    for seed in extra_seeds:
+        trained(seed, config.alpha)
+    for seed in seeds:
+        policies = {alpha: trained(seed, alpha) for alpha in grid}
+        per_seed[seed] = traced(
+            f"{ROUTER_FAMILY}, seed {seed}", cv.policy_family(policies, config, test_tree, test_items)
+        )
+    if per_seed:
+        name = ROUTER_FAMILY + (f", mean of {len(per_seed)} seeds" if len(per_seed) > 1 else "")
+        curves.append(cv.mean_curve(name, list(per_seed.values())))
+    curves += [
+        traced(KNN, cv.learned_family(fitted, KNN, embeddings, test_items)),
+        traced(MLP, cv.learned_family(fitted, MLP, embeddings, test_items)),
+        traced(
+            "best fixed route (chosen on train)",
+            cv.best_fixed_family(train_tree, train, candidates, len(test_items)),
+        ),
+        traced("oracle (per query, hindsight)", cv.oracle_family(test_tree, test_items, candidates)),
+    ]
+    zero = cv.fixed_curve(test_tree, test_items, candidates)
+    scores = cv.aiq_intervals(curves, zero, resamples=resamples)
+    fixed_points = zero.points()
+    span = (min(c for c, _ in fixed_points), max(c for c, _ in fixed_points))
+    seed_aiq = {seed: aiq(curve.points(), cost_range=span) for seed, curve in per_seed.items()}
+
+    singles_routes = [r for m in config.model_names for r in dict.fromkeys([(m,), (m,) * config.horizon])]
+    singles = cv.fixed_curve(test_tree, test_items, singles_routes)
+    tasks = [t for t in ALL_TASKS if any(i.task == t for i in test_items)]
+    tasks += sorted({i.task for i in test_items} - set(tasks))
+    task_of = np.array([item.task for item in test_items])
+    groups: dict[str, Any] = {
+        "overall": None,
+        **{t: np.flatnonzero(task_of == t).astype(np.intp) for t in tasks},
+    }
+    routellm = _routellm([zero, *curves], singles, singles_routes, groups)
+    return CurveStudy(grid, zero, curves, scores, seed_aiq, routellm, len(train), len(test_items), seconds)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    defaults = PPOArgs()
+    parser = argparse.ArgumentParser(description="Cost–quality curves and AIQ of every router family.")
+    add_router_flags(parser)
+    add_data_flags(parser, items_help="JSONL of TEST items instead of the benchmarks")
+    parser.add_argument("--train-items", type=Path, default=None, help="JSONL train items (with --items)")
+    parser.add_argument("--alphas", type=float, nargs="+", default=list(DEFAULT_CURVE_ALPHAS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="PPO seeds of HierRouter's curve")
+    parser.add_argument(
+        "--extra-seeds",
+        type=int,
+        nargs="*",
+        default=[],
+        help="PPO seeds trained at the config's α only (for evaluate.py --seed-run-dirs)",
+    )
+    parser.add_argument("--no-router", action="store_true", help="baselines only: train no PPO policy")
+    parser.add_argument("--lr", type=float, default=3e-4, help="PPO lr (default: the shipped policy's)")
+    parser.add_argument("--iterations", type=int, default=96, help="PPO iterations (default: shipped's)")
+    parser.add_argument("--rollouts", type=int, default=defaults.rollouts)
+    parser.add_argument(
+        "--run-dir", type=Path, default=Path("runs/curves"), help="PPO runs: seed<S>/L<L>-a<α>"
+    )
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (AIQ intervals)")
+    parser.add_argument("--report", type=Path, default=Path("docs/results.md"))
+    parser.add_argument("--plot", type=Path, default=Path("docs/cost_quality_curves.png"))
+    parser.add_argument("--no-report", action="store_true", help="print only (no docs written)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python training/curves.py ...``: run the study, print it, write the section and the PNG."""
+    from training.curves_report import markdown_section, plot_curves, print_study
+    from training.reports import write_marked_section
+
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    ns = parse_args(args_list)
+    context = load_run_context(ns, split="evaluation", require_replay=True)
+    ppo = PPOArgs(iterations=ns.iterations, rollouts=ns.rollouts, learning_rate=ns.lr, reward=ns.reward)
+    began = time.perf_counter()
+    ns.replay.parent.mkdir(parents=True, exist_ok=True)
+    with context.open_store() as store:
+        study = run_study(
+            context.config, context.pool, context.train, context.test, store, context.encoder(), ns.alphas,
+            seeds=[] if ns.no_router else ns.seeds, extra_seeds=[] if ns.no_router else ns.extra_seeds,
+            args=ppo, run_dir=ns.run_dir, resamples=ns.resamples,
+            progress=not ns.no_progress,
+        )  # fmt: skip
+    study.info = {"ppo": ppo.as_dict(), "wall_seconds": time.perf_counter() - began}
+    print_study(study)
+    ns.run_dir.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "aiq": {k: [v.aiq.mean, v.aiq.low, v.aiq.high, v.vs_zero.mean] for k, v in study.aiq.items()},
+        "seed_aiq": study.seed_aiq,
+        "routellm": [vars(row) for row in study.routellm],
+        "train_seconds": study.train_seconds,
+        **study.info,
+    }
+    (ns.run_dir / "curves_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if not ns.no_report:
+        command = shlex.join(["python", "training/curves.py", *args_list])
+        plot_curves(study, ns.plot)
+        write_marked_section(ns.report, SECTION, markdown_section(study, command, ns.plot, ns.report))
+        print(f"report: {ns.report} (section '{SECTION}')  plot: {ns.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
