@@ -30,6 +30,7 @@ __all__ = [
     "KNNRouter",
     "MLPRouter",
     "RouteChooser",
+    "calibrate",
     "calibrate_alpha",
     "choose_k",
     "route_rewards",
@@ -192,7 +193,28 @@ def calibrate_alpha(
     high: float = 10.0,
     steps: int = 40,
 ) -> float:
-    """The α at which ``choose``'s mean cost per train query is closest to ``target_cost``.
+    """The α at which ``choose``'s mean cost per train query is closest to ``target_cost``
+    (``calibrate`` over the router's mean cost)."""
+
+    def mean_cost(alpha: float) -> float:
+        chosen = choose(embeddings, alpha)
+        return float(cost[np.arange(len(chosen)), chosen].mean())
+
+    return calibrate(mean_cost, target_cost, low=low, high=high, steps=steps)
+
+
+def calibrate(
+    mean_cost: Callable[[float], float],
+    target_cost: float,
+    *,
+    low: float = 1e-6,
+    high: float = 10.0,
+    steps: int = 40,
+) -> float:
+    """The α in [low, high] at which ``mean_cost(α)`` (a router's mean cost per query on TRAIN
+    items at that α) is closest to ``target_cost``: RouteLLM's ``calibrate_threshold`` for any
+    router that takes α — the kNN/MLP baselines, or one α-conditioned policy
+    (``curves.calibrate_family``).
 
     Bisection on log α (mean cost falls as α grows, up to ties between routes). The result is the
     α of the searched grid whose cost is nearest the target, so a target outside what the router
@@ -200,11 +222,8 @@ def calibrate_alpha(
     """
     if target_cost <= 0:
         raise ValueError(f"target_cost must be > 0, got {target_cost}")
-
-    def mean_cost(alpha: float) -> float:
-        chosen = choose(embeddings, alpha)
-        return float(cost[np.arange(len(chosen)), chosen].mean())
-
+    if not 0 < low < high:
+        raise ValueError(f"need 0 < low < high, got low={low}, high={high}")
     lo, hi = math.log(low), math.log(high)
     best_alpha, best_gap = low, math.inf
     for _ in range(steps):

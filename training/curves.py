@@ -33,6 +33,7 @@ from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import ReplyCache
 from hierrouter_graph.policy import RoutingPolicy
 from hierrouter_graph.pool import PoolMember
+from training.baselines import calibrate
 from training.datasets import Item
 from training.learned import KNN, MLP, FittedRouters, stack
 from training.reward import terminal_reward
@@ -49,6 +50,8 @@ __all__ = [
     "aiq_intervals",
     "alpha_sweep_points",
     "best_fixed_family",
+    "calibrate_family",
+    "conditioned_family",
     "fixed_curve",
     "learned_family",
     "mean_curve",
@@ -145,6 +148,35 @@ def policy_family(
 ) -> RouteFamily:
     """Greedy routes of the policy trained at each α (an α without a policy raises KeyError)."""
     return lambda alpha: router_routes(policies[alpha], config, tree, items)
+
+
+def conditioned_family(
+    policy: RoutingPolicy, config: RouterConfig, tree: OutcomeTree, items: Sequence[Item]
+) -> RouteFamily:
+    """Greedy routes of ONE α-conditioned policy asked at each α (no retraining); an α outside
+    its ``alpha_range`` is asked at the nearest end (α = 0 → the lower end)."""
+    lo, hi = getattr(policy, "alpha_range", None) or (config.alpha, config.alpha)
+    return lambda alpha: router_routes(policy, config, tree, items, alpha=min(max(alpha, lo), hi))
+
+
+def calibrate_family(
+    family: RouteFamily,
+    tree: OutcomeTree,
+    items: Sequence[Item],
+    target_cost: float,
+    *,
+    low: float = 1e-4,
+    high: float = 100.0,
+) -> float:
+    """The α at which ``family``'s mean cost per query on ``items`` (TRAIN items: never calibrate
+    on test) is closest to ``target_cost`` — e.g. "spend 0.05 per query on average" for an
+    α-conditioned policy, which then serves that α with no retraining."""
+
+    def mean_cost(alpha: float) -> float:
+        routes = family(alpha)
+        return float(np.mean([tree[item.id][route].cost for item, route in zip(items, routes, strict=True)]))
+
+    return calibrate(mean_cost, target_cost, low=low, high=high)
 
 
 def oracle_family(tree: OutcomeTree, items: Sequence[Item], candidates: Sequence[Route]) -> RouteFamily:

@@ -194,9 +194,18 @@ def oracle_routes(tree: OutcomeTree, items: Sequence[Item], candidates: Sequence
 
 
 def router_routes(
-    policy: RoutingPolicy, config: RouterConfig, tree: OutcomeTree, items: Sequence[Item], chunk: int = 64
+    policy: RoutingPolicy,
+    config: RouterConfig,
+    tree: OutcomeTree,
+    items: Sequence[Item],
+    chunk: int = 64,
+    *,
+    alpha: float | None = None,
 ) -> list[Route]:
     """Greedy routes of ``policy``, walking the tree with the graph's state (c_t, ℓ_t, C_t).
+
+    ``alpha``: the cost weight an α-conditioned policy routes for (default: the config's, as the
+    graph's); a policy trained at one α ignores it.
 
     A ``TrainedPolicy``'s encoder caches by text, so each chunk's
     reachable contexts are encoded in one batch first; the decisions themselves are the graph's
@@ -214,7 +223,7 @@ def router_routes(
                 reachable += [o.context for r, o in tree[item.id].items() if len(r) < config.horizon]
             policy.encoder.encode(list(dict.fromkeys(reachable)))
         for item in part:
-            state = RouteState.start(item.prompt)
+            state = RouteState.start(item.prompt, config.alpha if alpha is None else alpha)
             while state.stage < config.horizon:
                 decision = decide_next(policy, state, config.allow_stop)
                 if decision.model == STOP_ACTION:
@@ -223,7 +232,13 @@ def router_routes(
                     raise PolicyMismatchError(f"policy chose {decision.model!r}, not in {config.model_names}")
                 node = tree[item.id][(*state.route, decision.model)]
                 state = RouteState(
-                    item.prompt, node.context, state.stage + 1, node.cost, node.route, node.confidence
+                    item.prompt,
+                    node.context,
+                    state.stage + 1,
+                    node.cost,
+                    node.route,
+                    node.confidence,
+                    alpha=state.alpha,
                 )
             routes.append(state.route)
     return routes

@@ -8,6 +8,7 @@ gives the learned routers exactly what they need to find it.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -227,3 +228,50 @@ def test_study_trains_a_policy_per_alpha_and_writes_the_report(
     assert "`CMD`" in text and "| **HierRouter (PPO per α), mean of 2 seeds** |" in text and "APGR" in text
     png = plot_curves(study, tmp_path / "docs" / "curves.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class PricedPolicy:
+    """An α-conditioned policy with a known rule: the planner→solver route (right, dearer) below
+    α = 1, the guesser (cheap, wrong on sums) above."""
+
+    pool = POOL
+    alpha_range = (0.01, 100.0)
+
+    def decide(self, context: str, stage: int, cost: float, *, alpha: float | None = None, **_: Any) -> Any:
+        assert alpha is not None and 0.01 <= alpha <= 100.0  # the family clips into the range
+        route = ["planner", "solver"] if alpha < 1 else ["guesser", "guesser"]
+        return FixedRoutePolicy(POOL, route).decide(context, stage, cost)
+
+
+def test_one_conditioned_policy_traces_a_curve_and_calibrates_to_a_cost(
+    config: RouterConfig, pool: dict[str, PoolMember], store: ReplayStore, test_tree: OutcomeTree
+) -> None:
+    family = cv.conditioned_family(PricedPolicy(), config, test_tree, TEST)
+    assert set(family(0.0)) == {("planner", "solver")}  # α = 0 asked at the range's lower end
+    assert set(family(500.0)) == {("guesser", "guesser")}
+    curve = cv.trace("conditioned", family, [0.0, 0.5, 2.0], test_tree, TEST)
+    (dear, _), (same, _), (cheap, _) = curve.points()
+    assert dear == same > cheap
+    train_tree = outcome_tree(config, pool, TRAIN, store)
+    train_family = cv.conditioned_family(PricedPolicy(), config, train_tree, TRAIN)
+    dear_cost = float(np.mean([train_tree[i.id][("planner", "solver")].cost for i in TRAIN]))
+    cheap_cost = float(np.mean([train_tree[i.id][("guesser", "guesser")].cost for i in TRAIN]))
+    assert cv.calibrate_family(train_family, train_tree, TRAIN, dear_cost) < 1.0
+    assert cv.calibrate_family(train_family, train_tree, TRAIN, cheap_cost) >= 1.0
+
+
+def test_study_trains_one_conditioned_policy_for_the_whole_grid(
+    config: RouterConfig, pool: dict[str, PoolMember], store: ReplayStore, tmp_path: Path
+) -> None:
+    torch.set_num_threads(1)
+    args = PPOArgs(iterations=1, rollouts=8, num_minibatches=2, update_epochs=1, hidden_size=16)
+    study = run_study(
+        config, pool, TRAIN, TEST, store, TopicEncoder(), [0.0, 0.1, 1.0], conditioned_seeds=[3],
+        args=args, run_dir=tmp_path / "runs", resamples=20, log=lambda _: None,
+    )  # fmt: skip
+    assert study.curves[0].family == "HierRouter (one α-conditioned policy)"
+    run = tmp_path / "runs" / "seed3-conditioned" / "L2-a0.1"
+    meta = json.loads((run / "policy" / "policy.json").read_text())
+    assert meta["alpha_range"] == [0.1, 1.0]
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert checkpoint["iteration"] == 3  # the per-α family's total: 1 iteration × 3 grid points

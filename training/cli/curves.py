@@ -56,6 +56,7 @@ DEFAULT_CURVE_ALPHAS = (0.0, 0.005, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
 query while a right answer is worth 1, so by α = 100 even the per-query oracle takes each query's
 cheapest route: the grid spans "always best" to "always cheapest" (0.005 is the paper's α)."""
 ROUTER_FAMILY = "HierRouter (PPO per α)"
+CONDITIONED_FAMILY = "HierRouter (one α-conditioned policy)"
 SECTION = "curves"
 
 
@@ -114,6 +115,8 @@ def run_study(
     *,
     seeds: Sequence[int] = (),
     extra_seeds: Sequence[int] = (),
+    conditioned_seeds: Sequence[int] = (),
+    conditioned_iterations: int | None = None,
     args: PPOArgs | None = None,
     run_dir: Path = Path("runs/curves"),
     resamples: int = 1000,
@@ -124,7 +127,10 @@ def run_study(
     baselines only) and score the curves. Replay only; the train tree is what the learned
     baselines and the best fixed route are fitted on, and what PPO trains on. ``extra_seeds`` are
     trained at the config's α only (``run_dir/seed<S>/L<L>-a<α>``, beside the curve's own runs):
-    the seed runs ``evaluate.py --seed-run-dirs`` averages, sharing this process's scores."""
+    the seed runs ``evaluate.py --seed-run-dirs`` averages, sharing this process's scores.
+    ``conditioned_seeds``: per seed, ONE α-conditioned policy (``alpha_range`` = the grid's
+    positive ends) trained for ``conditioned_iterations`` (default: the per-α family's total,
+    iterations × grid points, so both families get the same episodes) and asked at every α."""
     cached = CachedEncoder(encoder, store)
     memo = ScoreMemo()
     candidates = candidate_routes(config)
@@ -165,6 +171,17 @@ def run_study(
     if per_seed:
         name = ROUTER_FAMILY + (f", mean of {len(per_seed)} seeds" if len(per_seed) > 1 else "")
         curves.append(cv.mean_curve(name, list(per_seed.values())))
+    conditioned: list[cv.Curve] = []
+    for seed in conditioned_seeds:
+        policy, cond_config = _trained_conditioned(
+            seed, grid, config, pool, train, store, cached, args or PPOArgs(), conditioned_iterations,
+            run_dir, memo, progress, log, seconds,
+        )  # fmt: skip
+        family = cv.conditioned_family(policy, cond_config, test_tree, test_items)
+        conditioned.append(traced(f"{CONDITIONED_FAMILY}, seed {seed}", family))
+    if conditioned:
+        name = CONDITIONED_FAMILY + (f", mean of {len(conditioned)} seeds" if len(conditioned) > 1 else "")
+        curves.append(cv.mean_curve(name, conditioned))
     curves += [
         traced(KNN, cv.learned_family(fitted, KNN, embeddings, test_items)),
         traced(MLP, cv.learned_family(fitted, MLP, embeddings, test_items)),
@@ -193,6 +210,40 @@ def run_study(
     return CurveStudy(grid, zero, curves, scores, seed_aiq, routellm, len(train), len(test_items), seconds)
 
 
+def _trained_conditioned(
+    seed: int,
+    grid: Sequence[float],
+    config: RouterConfig,
+    pool: Mapping[str, PoolMember],
+    train: Sequence[Item],
+    store: ReplayStore,
+    cached: CachedEncoder,
+    args: PPOArgs,
+    iterations: int | None,
+    run_dir: Path,
+    memo: ScoreMemo,
+    progress: bool,
+    log: Callable[[str], None],
+    seconds: dict[str, float],
+) -> tuple[RoutingPolicy, RouterConfig]:
+    """One α-conditioned PPO run over the grid's positive range, in ``run_dir/seed<S>-conditioned``."""
+    positive = [a for a in grid if a > 0]
+    if len(positive) < 2:
+        raise ValueError("an α-conditioned policy needs at least two positive α in the grid")
+    lo, hi = min(positive), max(positive)
+    cond = RouterConfig.model_validate({**config.model_dump(), "alpha": lo, "alpha_range": (lo, hi)})
+    total = iterations if iterations is not None else args.iterations * len(grid)
+    ppo = PPOArgs(**{**args.as_dict(), "seed": seed, "iterations": total})
+    setting = Setting(config.horizon, config.allow_stop, lo, config.uncertainty_state)
+    policy, spent, _ = train_setting(
+        setting, cond, pool, train, store, cached, ppo, run_dir / f"seed{seed}-conditioned",
+        progress=progress, log=log, memo=memo,
+    )  # fmt: skip
+    seconds[f"seed{seed}-conditioned"] = spent
+    log(f"seed {seed}, one α-conditioned policy on [{lo:g}, {hi:g}], {total} iterations: {spent:.0f} s")
+    return policy, cond
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     defaults = PPOArgs()
     parser = argparse.ArgumentParser(description="Cost–quality curves and AIQ of every router family.")
@@ -207,6 +258,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         nargs="*",
         default=[],
         help="PPO seeds trained at the config's α only (for evaluate.py --seed-run-dirs)",
+    )
+    parser.add_argument(
+        "--conditioned-seeds",
+        type=int,
+        nargs="*",
+        default=[],
+        help="PPO seeds of ONE α-conditioned policy each (alpha_range = the grid's positive ends)",
+    )
+    parser.add_argument(
+        "--conditioned-iterations",
+        type=int,
+        default=None,
+        help="its PPO iterations (default: --iterations × grid points, the per-α family's total)",
     )
     parser.add_argument("--no-router", action="store_true", help="baselines only: train no PPO policy")
     parser.add_argument("--lr", type=float, default=3e-4, help="PPO lr (default: the shipped policy's)")
@@ -237,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         study = run_study(
             context.config, context.pool, context.train, context.test, store, context.encoder(), ns.alphas,
             seeds=[] if ns.no_router else ns.seeds, extra_seeds=[] if ns.no_router else ns.extra_seeds,
+            conditioned_seeds=[] if ns.no_router else ns.conditioned_seeds,
+            conditioned_iterations=ns.conditioned_iterations,
             args=ppo, run_dir=ns.run_dir, resamples=ns.resamples,
             progress=not ns.no_progress,
         )  # fmt: skip
