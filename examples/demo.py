@@ -16,7 +16,7 @@ from hierrouter_graph import HierRouterGraph
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.defaults import DEFAULT_POLICY_DIR
 from hierrouter_graph.display import format_result
-from hierrouter_graph.policy import RouterPolicy
+from hierrouter_graph.trained_policy import RouterPolicy
 
 SAMPLE_QUERIES = [
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "

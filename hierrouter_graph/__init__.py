@@ -14,17 +14,12 @@ from .graph import HierRouterGraph, InvalidQueryError, build_pool, create_hierro
 from .hop import HopResult, run_hop
 from .microbatch import MicroBatchedChatModel, MicroBatcher
 from .models import ModelSourceError, build_pool_member
-from .policy import (
-    STOP_ACTION,
-    Decision,
-    FixedRoutePolicy,
-    PolicyMismatchError,
-    RouterPolicy,
-    RoutingPolicy,
-)
+from .policy import STOP_ACTION, Decision, FixedRoutePolicy, RoutingPolicy
+from .policy_signature import PolicyMismatchError
 from .pool import PoolMember, TokenizerCounter
 from .remote import RemoteModelError, build_endpoint_member
 from .state import HopRecord, RouterState
+from .trained_policy import RouterPolicy
 
 __all__ = [
     "PAPER_STAGE_PROMPTS",

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from .graph import InvalidQueryError
 from .loading_errors import LoadError
-from .policy import PolicyMismatchError
+from .policy_signature import PolicyMismatchError
 
 __all__ = ["INPUT_ERRORS", "one_line", "run_cli"]
 

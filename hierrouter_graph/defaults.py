@@ -15,7 +15,8 @@ import torch
 from .config import ModelSpec, RouterConfig
 from .encoder import load_encoder
 from .loading_errors import read_json_object
-from .policy import PolicySignature, RouterPolicy
+from .policy_signature import PolicySignature
+from .trained_policy import RouterPolicy
 
 __all__ = [
     "CODE_SPECIALIST_DIR",

@@ -43,13 +43,9 @@ from torch import nn
 from .config import ModelSpec, RouterConfig
 from .cost import RATE_PER_BILLION_PARAMS, base_rate_from_param_count, param_count_from_name
 from .encoder import SentenceEncoder
-from .policy import (
-    PolicyMismatchError,
-    PolicySignature,
-    RouterPolicy,
-    TrainedPolicy,
-    read_policy_meta,
-)
+from .policy_inputs import orthogonal_layer
+from .policy_signature import PolicyMismatchError, PolicySignature
+from .trained_policy import RouterPolicy, TrainedPolicy, read_policy_meta
 
 __all__ = [
     "DESCRIPTOR_FORMAT_VERSION",
@@ -120,14 +116,6 @@ def describe(spec: ModelSpec | ModelDescriptor) -> ModelDescriptor:
     return ModelDescriptor(spec.name, f"{phrase}. {body}", float(rate), int(params))
 
 
-def _layer(inputs: int, outputs: int, std: float) -> nn.Linear:
-    """CleanRL's orthogonal init (as RouterPolicy): small output heads → near-uniform at first."""
-    layer = nn.Linear(inputs, outputs)
-    nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, 0.0)
-    return layer
-
-
 PoolEntry = ModelSpec | ModelDescriptor | str
 """A member for ``with_pool``/``load``: a spec, a ready descriptor, or the name of a member the
 policy already describes (e.g. one of its training pool when loading)."""
@@ -153,18 +141,18 @@ class DescriptorPolicy(TrainedPolicy):
         super().__init__(**shape)
         hidden_size, embedding_dim = self.hidden_size, self.embedding_dim
         self.descriptor_net = nn.Sequential(
-            _layer(embedding_dim + 2, hidden_size, math.sqrt(2)),
+            orthogonal_layer(embedding_dim + 2, hidden_size, math.sqrt(2)),
             nn.Tanh(),
-            _layer(hidden_size, hidden_size, math.sqrt(2)),
+            orthogonal_layer(hidden_size, hidden_size, math.sqrt(2)),
             nn.Tanh(),
         )
         self.scorer = nn.Sequential(
-            _layer(3 * hidden_size + 1, hidden_size, math.sqrt(2)),
+            orthogonal_layer(3 * hidden_size + 1, hidden_size, math.sqrt(2)),
             nn.Tanh(),
-            _layer(hidden_size, 1, 0.01),
+            orthogonal_layer(hidden_size, 1, 0.01),
         )
-        self.stop_head = _layer(hidden_size, 1, 0.01) if self.allow_stop else None
-        self.critic = _layer(hidden_size, 1, 1.0)
+        self.stop_head = orthogonal_layer(hidden_size, 1, 0.01) if self.allow_stop else None
+        self.critic = orthogonal_layer(hidden_size, 1, 1.0)
         self._descriptors: list[ModelDescriptor] = []
         self._cards: torch.Tensor | None = None  # [M, D] card embeddings, computed on first use
         self._set_pool(pool)

@@ -28,18 +28,14 @@ from .dynamic_policy import DescriptorPolicy, load_saved_policy
 from .encoder import load_encoder
 from .hop import answer_text
 from .models import build_pool_member
-from .policy import (
-    STOP_ACTION,
-    PolicyMismatchError,
-    PolicySignature,
-    RouterPolicy,
-    RoutingPolicy,
-    check_alpha,
-)
+from .policy import STOP_ACTION, RoutingPolicy
+from .policy_inputs import check_alpha
+from .policy_signature import PolicyMismatchError, PolicySignature
 from .pool import PoolMember
 from .remote import fallback_members, run_hop_with_fallback
 from .route import RouteState, advance, decide_next
 from .state import HopRecord, InputState, OutputState, RouterState
+from .trained_policy import RouterPolicy
 
 __all__ = [
     "HierRouterGraph",

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from .hop import HopResult, answer_text, extend_context
-from .policy import STOP_ACTION, Decision, LastConfidence, RoutingPolicy, check_stop_allowed
+from .policy import STOP_ACTION, Decision, RoutingPolicy, check_stop_allowed
+from .policy_inputs import LastConfidence
 
 __all__ = ["Route", "RouteState", "advance", "decide_next"]
 

@@ -27,7 +27,8 @@ from hierrouter_graph.dynamic_policy import (
 from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import build_pool
 from hierrouter_graph.hop import extend_context
-from hierrouter_graph.policy import STOP_ACTION, PolicyMismatchError
+from hierrouter_graph.policy import STOP_ACTION
+from hierrouter_graph.policy_signature import PolicyMismatchError
 from tests.training.scripted_pool import BEST_ROUTE, PLAN, POOL, ScriptedChat, make_items, reply
 from training.cli.ppo import parse_args, ppo_args_from
 from training.env import HierRouterEnv

@@ -18,8 +18,9 @@ import torch
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.dynamic_policy import DescriptorPolicy
 from hierrouter_graph.hop import ReplyCache
-from hierrouter_graph.policy import PolicySignature, RouterPolicy
+from hierrouter_graph.policy_signature import PolicySignature
 from hierrouter_graph.pool import PoolMember
+from hierrouter_graph.trained_policy import RouterPolicy
 from training.datasets import Item
 from training.reward import ScoreMemo
 

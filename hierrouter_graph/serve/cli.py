@@ -13,7 +13,7 @@ from pathlib import Path
 from ..config import RouterConfig, default_cache_dir
 from ..defaults import default_config
 from ..graph import HierRouterGraph
-from ..policy import read_policy_meta
+from ..trained_policy import read_policy_meta
 from .app import RouterService, create_app
 
 __all__ = ["build_service", "main"]

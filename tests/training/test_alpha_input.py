@@ -24,7 +24,9 @@ from pydantic import ValidationError
 from hierrouter_graph import ModelSpec, RouterConfig
 from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import HierRouterGraph, build_pool
-from hierrouter_graph.policy import PolicyMismatchError, RouterPolicy, alpha_feature
+from hierrouter_graph.policy_inputs import alpha_feature
+from hierrouter_graph.policy_signature import PolicyMismatchError
+from hierrouter_graph.trained_policy import RouterPolicy
 from training.datasets import Item
 from training.env import HierRouterEnv
 from training.policy_setup import make_policy

@@ -28,8 +28,9 @@ import torch
 from hierrouter_graph import ModelSpec, RouterConfig
 from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import HierRouterGraph, build_pool
-from hierrouter_graph.policy import FixedRoutePolicy, RouterPolicy
+from hierrouter_graph.policy import FixedRoutePolicy
 from hierrouter_graph.pool import PoolMember
+from hierrouter_graph.trained_policy import RouterPolicy
 from tests.training.scripted_pool import POOL, RATES
 from tests.training.scripted_pool import ScriptedChat as PlanThenSolve
 from tests.training.scripted_pool import reply as shared_reply

@@ -24,7 +24,7 @@ from hierrouter_graph import STOP_ACTION, Decision, FixedRoutePolicy, ModelSpec,
 from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import HierRouterGraph, build_pool
 from hierrouter_graph.hop import extend_context
-from hierrouter_graph.policy import PolicyMismatchError
+from hierrouter_graph.policy_signature import PolicyMismatchError
 from training.datasets import Item
 from training.env import HierRouterEnv, StopNotAllowedError
 from training.evaluate import evaluate
