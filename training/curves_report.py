@@ -1,6 +1,6 @@
 """The curves' report: the marked "curves" section of docs/results.md, the console view, the PNG.
 
-Why apart from ``training/cli/curves.py``: the study is measured there; everything here only
+Why apart from ``training/curve_study.py``: the study is measured there; everything here only
 formats a ``CurveStudy`` (AIQ table with intervals and the paired difference with the zero router,
 the per-seed AIQ, the APGR / CPT(50%) table, the points of every curve and the cost–quality plot
 with the zero router's hull), so a new family or column is added in one place.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.cli.curves import CurveStudy
+from training.curve_study import CurveStudy
 from training.curves import Curve
 from training.statistics import Interval, quality_curve
 

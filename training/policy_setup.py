@@ -10,7 +10,7 @@ experiment share with the PPO command line.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gymnasium as gym
 import torch
@@ -26,10 +26,20 @@ from training.reward import ScoreMemo
 
 if TYPE_CHECKING:
     from hierrouter_graph.encoder import TextEncoder
-    from training.ppo import PPOArgs
     from training.replay import StateEncoder
 
-__all__ = ["POLICY_KINDS", "TrainablePolicy", "build_env", "check_compatible", "make_policy"]
+
+class PolicyShape(Protocol):
+    """What ``make_policy`` reads of the hyperparameters (``ppo.PPOArgs`` has these fields; a
+    protocol, so this module does not import the algorithm that imports it)."""
+
+    policy_kind: str
+    hidden_size: int
+    stage_dim: int
+    cost_scale: float
+    seed: int
+
+__all__ = ["POLICY_KINDS", "PolicyShape", "TrainablePolicy", "build_env", "check_compatible", "make_policy"]
 
 POLICY_KINDS: tuple[str, ...] = ("mlp", "descriptor")
 """``PPOArgs.policy_kind``: "mlp" = ``RouterPolicy`` (one logit per pool index, the paper's), "descriptor"
@@ -40,7 +50,9 @@ TrainablePolicy = RouterPolicy | DescriptorPolicy
 alphas) → (logits, value)."""
 
 
-def make_policy(config: RouterConfig, encoder: TextEncoder | StateEncoder, args: PPOArgs) -> TrainablePolicy:
+def make_policy(
+    config: RouterConfig, encoder: TextEncoder | StateEncoder, args: PolicyShape
+) -> TrainablePolicy:
     """A fresh ``args.policy_kind`` policy for ``config``; its initialisation is seeded by ``args.seed``.
 
     The descriptor policy embeds its members' model cards with ``encoder`` right away (the same

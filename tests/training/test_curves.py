@@ -24,7 +24,7 @@ from hierrouter_graph.pool import PoolMember
 from tests.training.scripted_pool import POOL, RATES
 from tests.training.test_evaluate import chat_models, lucky_items, sum_items
 from training import curves as cv
-from training.cli.curves import run_study
+from training.curve_study import run_study
 from training.curves_report import markdown_section, plot_curves
 from training.evaluate import evaluate
 from training.learned import KNN, MLP, fit_routers, query_embeddings
