@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.curve_study import CurveStudy
+from training.curve_study import CONDITIONED_FAMILY, CurveStudy
 from training.curves import Curve
 from training.statistics import Interval, quality_curve
 
@@ -97,6 +97,19 @@ def _points_lines(curve: Curve) -> str:
     return f"- *{curve.family}* (mean cost, mean Q): {points}"
 
 
+def _conditioned_note(study: CurveStudy) -> list[str]:
+    """The set-up line of the α-conditioned family, when the study trained one."""
+    if not any(c.family.startswith(CONDITIONED_FAMILY) for c in study.curves):
+        return []
+    positive = [a for a in study.alphas if a > 0]
+    return [
+        f"- **{CONDITIONED_FAMILY}:** ONE PPO run per seed with `alpha_range` = [{min(positive):g}, "
+        f"{max(positive):g}] (α drawn log-uniformly per episode, log α a state input), asked at every α "
+        "of the grid without retraining (α = 0 at the range's lower end); its iterations: the command's "
+        "`--conditioned-iterations` (default: the per-α family's total, iterations × grid points)."
+    ]
+
+
 def markdown_section(study: CurveStudy, command: str, plot: Path, report: Path) -> str:
     """The "curves" block: set-up, AIQ per family, seeds, APGR/CPT, the points, the plot."""
     lo, hi = _span(study)
@@ -112,6 +125,7 @@ def markdown_section(study: CurveStudy, command: str, plot: Path, report: Path) 
         f"{ppo.get('iterations', 'n/a')} iterations × {ppo.get('rollouts', 'n/a')} episodes (the shipped "
         "policy's, chosen by training/tune.py), greedy on test. With several seeds its curve is the "
         "per-query mean over seeds at each α (the expected curve of one seed).",
+        *_conditioned_note(study),
         "- **kNN / MLP routers:** fitted once on the train tree (Q and C of every route of length 1..L from "
         "the query's frozen embedding), asked at each α; the kNN's k re-chosen per α on held-out train "
         "items. **Best fixed route:** chosen on train at each α. **Oracle:** per query, in hindsight.",
