@@ -256,8 +256,14 @@ def test_one_conditioned_policy_traces_a_curve_and_calibrates_to_a_cost(
     train_family = cv.conditioned_family(PricedPolicy(), config, train_tree, TRAIN)
     dear_cost = float(np.mean([train_tree[i.id][("planner", "solver")].cost for i in TRAIN]))
     cheap_cost = float(np.mean([train_tree[i.id][("guesser", "guesser")].cost for i in TRAIN]))
-    assert cv.calibrate_family(train_family, train_tree, TRAIN, dear_cost) < 1.0
-    assert cv.calibrate_family(train_family, train_tree, TRAIN, cheap_cost) >= 1.0
+    for target in (dear_cost, cheap_cost):
+        alpha = cv.calibrate_family(train_family, train_tree, TRAIN, target)
+        routes = train_family(alpha)
+        spent = float(np.mean([train_tree[i.id][r].cost for i, r in zip(TRAIN, routes, strict=True)]))
+        assert abs(spent - target) <= 0.05 * target, (alpha, spent, target)  # on TRAIN items
+    assert cv.calibrate_family(train_family, train_tree, TRAIN, dear_cost) < 1.0 <= cv.calibrate_family(
+        train_family, train_tree, TRAIN, cheap_cost
+    )
 
 
 def test_study_trains_one_conditioned_policy_for_the_whole_grid(
