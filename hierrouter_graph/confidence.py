@@ -32,6 +32,7 @@ __all__ = [
     "Confidence",
     "ConfidenceRecorder",
     "confidence_features",
+    "mean_confidence",
     "option_confidence",
     "reply_lengths",
 ]
@@ -119,23 +120,32 @@ class ConfidenceRecorder:
         self._entropies.append(entropy.cpu())
         return scores
 
+    def steps(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Per row and step: the argmax log-probability and the entropy (``[rows, steps]`` each)."""
+        if not self._logprobs:
+            return None
+        return torch.stack(self._logprobs, dim=1), torch.stack(self._entropies, dim=1)
+
     def summarize(self, lengths: Sequence[int]) -> list[Confidence | None]:
         """Per row: the mean over its first ``lengths[row]`` steps (None for an empty reply)."""
-        if not self._logprobs:
+        recorded = self.steps()
+        if recorded is None:
             return [None] * len(lengths)
-        logprobs = torch.stack(self._logprobs, dim=1)  # [rows, steps]
-        entropies = torch.stack(self._entropies, dim=1)
+        logprobs, entropies = recorded
         if logprobs.shape[0] != len(lengths):
             raise ValueError(f"recorded {logprobs.shape[0]} rows, got lengths for {len(lengths)}")
-        out: list[Confidence | None] = []
-        for row, length in enumerate(lengths):
-            n = min(int(length), logprobs.shape[1])
-            if n <= 0:
-                out.append(None)
-                continue
-            mean_logprob = min(float(logprobs[row, :n].mean()), 0.0)
-            out.append(Confidence(mean_logprob, max(float(entropies[row, :n].mean()), 0.0)))
-        return out
+        return [
+            mean_confidence(logprobs[row, : int(length)], entropies[row, : int(length)])
+            for row, length in enumerate(lengths)
+        ]
+
+
+def mean_confidence(logprobs: torch.Tensor, entropies: torch.Tensor) -> Confidence | None:
+    """A reply's confidence from its steps' argmax log-probabilities and entropies (None if none)."""
+    if logprobs.numel() == 0:
+        return None
+    mean_logprob = min(float(logprobs.mean()), 0.0)
+    return Confidence(mean_logprob, max(float(entropies.mean()), 0.0))
 
 
 def reply_lengths(new_tokens: torch.Tensor, stop_ids: Sequence[int]) -> list[int]:

@@ -235,7 +235,7 @@ def record_meta_path(record: Path) -> Path:
 
 def write_record_meta(config: RouterConfig, path: Path) -> None:
     """Name what produced a record: per member its fingerprint and backend (device, dtype,
-    quantization as loaded here), plus torch and the CPU's bf16 support.
+    quantization as loaded here), how hops were batched, plus torch and the CPU's bf16 support.
 
     Why: replies are keyed by the member's *spec*, so a GPU user replays this record without
     misses, while this file says which numerics actually generated it.
@@ -258,6 +258,11 @@ def write_record_meta(config: RouterConfig, path: Path) -> None:
         "torch": torch.__version__,
         "cpu_native_bf16": cpu_has_native_bf16(),
         "stage_prompts": [config.stage_prompt(stage) for stage in range(config.horizon)],
+        "batching": (
+            "greedy; up to 16 prompts of similar length per left-padded generate; a row leaves the "
+            "batch as soon as it stops (BatchGenerator prune_finished). int8 activation scales are "
+            "per batch, so a reply can depend on its batch mates"
+        ),
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
