@@ -57,7 +57,7 @@ from training.strategies import (
     best_route,
     router_strategy,
 )
-from training.tree import OutcomeTree, Route, candidate_routes, route_label, shared_tree
+from training.tree import OutcomeTree, Route, candidate_routes, complete_items, route_label, shared_tree
 
 __all__ = [
     "OVERALL",
@@ -233,8 +233,6 @@ def _choose_fixed_route(
     """
     candidates = candidate_routes(config)
     if train_items and cache is not None and not tree_options.get("live"):
-        from training.tree import complete_items
-
         recorded = complete_items(config, pool, train_items, cache)
         if len(recorded) < len(train_items):
             notes.append(
@@ -251,6 +249,34 @@ def _choose_fixed_route(
     else:
         notes.append("no train items: the best fixed route is chosen on test (hindsight)")
     return best_route(test_tree, test_items, candidates), "hindsight", None, []
+
+
+def _recorded_test_items(
+    config: RouterConfig,
+    pool: Mapping[str, PoolMember],
+    test_items: Sequence[Item],
+    cache: ReplyCache,
+    notes: list[str],
+) -> list[Item]:
+    """The test items whose outcome tree is recorded; a note says how many of how many.
+
+    Why: a record is made in chunks over many hours (``training/record.py --chunk-items``), and the
+    router is evaluated on the items complete so far, every row on the same items, never on a
+    mixture. No recorded test item at all is an error naming the command that records them.
+    """
+    recorded = complete_items(config, pool, test_items, cache)
+    if not recorded:
+        raise ReplayMissError(
+            f"none of the {len(test_items)} test items has its outcome tree in the replay store; record "
+            "it first (python training/record.py --split test ...) with the same config and items, or "
+            "pass --live to generate missing hops"
+        )
+    if len(recorded) < len(test_items):
+        notes.append(
+            f"evaluated on the {len(recorded)} of {len(test_items)} test items whose outcome tree is "
+            "recorded (the record is incomplete: every row is on these same items)"
+        )
+    return recorded
 
 
 def evaluate(
@@ -299,8 +325,10 @@ def evaluate(
         "memo": memo if memo is not None else ScoreMemo(),
         "progress": progress,
     }
-    tree = shared_tree(config, pool, test_items, cache, **options)
     notes: list[str] = []
+    if cache is not None and not live:
+        test_items = _recorded_test_items(config, pool, test_items, cache, notes)
+    tree = shared_tree(config, pool, test_items, cache, **options)
     fixed, source, train_tree, fitted = _choose_fixed_route(
         config, pool, train_items, tree, test_items, cache, options, notes
     )

@@ -165,6 +165,26 @@ def test_replay_only_miss_names_record_py_and_live_fills_the_store(
         outcome_tree(config, pool, TEST[:1], None)
 
 
+def test_an_incomplete_record_is_evaluated_on_its_complete_test_items_and_says_so(
+    config: RouterConfig, pool: dict[str, PoolMember], tmp_path: Path
+) -> None:
+    recorded = [TEST[0], TEST[5]]  # a sum item and a lucky item
+    with ReplayStore(tmp_path / "partial.sqlite") as partial:
+        record_outcome_tree(config, pool, [*TRAIN, *recorded], partial, progress=False)
+        router = FixedRoutePolicy(POOL, ["guesser", "solver"])
+        result = evaluate(config, pool, router, TRAIN, TEST, partial, "task", None, 0)
+        assert result.item_ids == [item.id for item in recorded]
+        assert f"evaluated on the 2 of {len(TEST)} test items whose outcome tree is recorded" in " ".join(
+            result.notes
+        )
+        full = evaluate(config, pool, router, TRAIN, recorded, partial, "task", None, 0)
+        assert full.overall == result.overall and not any("of 2 test items" in n for n in full.notes)
+    with ReplayStore(tmp_path / "train-only.sqlite") as train_only:
+        record_outcome_tree(config, pool, TRAIN, train_only, progress=False)
+        with pytest.raises(ReplayMissError, match=f"none of the {len(TEST)} test items.*training/record.py"):
+            evaluate(config, pool, router, TRAIN, TEST, train_only, "task", None, 0)
+
+
 def test_scores_are_memoised_per_item_and_replies(
     config: RouterConfig, pool: dict[str, PoolMember], store: ReplayStore
 ) -> None:
