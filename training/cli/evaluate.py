@@ -49,11 +49,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="PPO run dirs trained like --policy but with other seeds (the mean-of-seeds row)",
     )
     parser.add_argument("--report", type=Path, default=Path("docs/results.md"))
-    parser.add_argument("--plot", type=Path, default=Path("docs/cost_quality.png"))
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="the cost-quality PNG (default: cost_quality.png beside --report)",
+    )
     parser.add_argument("--no-report", action="store_true", help="print the table only")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
-    return parser.parse_args(argv)
+    ns = parser.parse_args(argv)
+    if ns.plot is None:  # a report written elsewhere must not overwrite docs/cost_quality.png
+        ns.plot = ns.report.with_name("cost_quality.png")
+    return ns
 
 
 def policy_folder(path: Path) -> Path:
