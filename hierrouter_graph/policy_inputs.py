@@ -26,10 +26,18 @@ __all__ = [
     "orthogonal_layer",
     "state_features",
     "state_input_size",
+    "within_alpha_range",
 ]
 
 LastConfidence = Confidence | Mapping[str, float] | None
 """The last reply's confidence as a policy receives it (a trace's dict, or None before a hop)."""
+
+
+def within_alpha_range(alpha: float, alpha_range: Sequence[float]) -> bool:
+    """Whether ``alpha`` lies in ``[lo, hi]`` (relative slack 1e-9, so a bound that went through
+    JSON or a ``%g`` still counts as inside). The one test the graph, the env and the server use."""
+    lo, hi = alpha_range
+    return math.isfinite(alpha) and lo * (1 - 1e-9) <= alpha <= hi * (1 + 1e-9)
 
 
 def check_alpha(alpha: float | None, alpha_range: Sequence[float]) -> float:
@@ -40,7 +48,7 @@ def check_alpha(alpha: float | None, alpha_range: Sequence[float]) -> float:
         raise ValueError(
             f"this policy is α-conditioned (trained for alpha in [{lo:g}, {hi:g}]): pass alpha="
         )
-    if not math.isfinite(alpha) or not lo * (1 - 1e-9) <= alpha <= hi * (1 + 1e-9):
+    if not within_alpha_range(alpha, alpha_range):
         raise ValueError(f"alpha={alpha!r} is outside the range [{lo:g}, {hi:g}] this policy was trained for")
     return float(alpha)
 

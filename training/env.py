@@ -32,6 +32,7 @@ from gymnasium import spaces
 from hierrouter_graph.confidence import CONFIDENCE_FEATURES, Confidence, confidence_features
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import ReplyCache, run_hop
+from hierrouter_graph.policy_inputs import within_alpha_range
 from hierrouter_graph.pool import PoolMember
 from hierrouter_graph.route import RouteState, advance
 from training.datasets import Item
@@ -196,7 +197,7 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
             return float(self.config.alpha)
         lo, hi = self.alpha_range
         if requested is not None:
-            if not lo <= float(requested) <= hi:
+            if not within_alpha_range(float(requested), self.alpha_range):
                 raise ValueError(f"options['alpha']={requested} is outside alpha_range [{lo}, {hi}]")
             return float(requested)
         return float(math.exp(self.np_random.uniform(math.log(lo), math.log(hi))))

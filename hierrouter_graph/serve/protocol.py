@@ -27,6 +27,8 @@ from pydantic import (
     ValidationError,
 )
 
+from ..policy_inputs import within_alpha_range
+
 __all__ = [
     "MODEL_ID",
     "APIError",
@@ -204,7 +206,7 @@ def parse_request(
         raise APIError(400, f"alpha: {from_body} contradicts the model's alpha={from_model}", param="alpha")
     asked = from_body if from_body is not None else from_model
     alpha = trained_alpha if asked is None else asked
-    if alpha_range is not None and not alpha_range[0] <= alpha <= alpha_range[1]:
+    if alpha_range is not None and not within_alpha_range(alpha, alpha_range):
         raise APIError(
             400,
             f"alpha: this server's policy is α-conditioned on [{alpha_range[0]:g}, {alpha_range[1]:g}]; "
