@@ -23,6 +23,7 @@ __all__ = [
     "RATES",
     "ScriptedChat",
     "chat_models",
+    "lucky_items",
     "make_items",
     "reply",
     "scripted_config",
@@ -54,10 +55,12 @@ class ScriptedChat(FakeListChatModel):
     """Deterministic reply that depends on the prompt, with token usage like an endpoint's."""
 
     role: str
+    solves_after_answer: bool = False
+    """The solver also adds once an earlier reply gave an answer (``reply``)."""
 
     def answer(self, prompt: str) -> str:
         """The reply to ``prompt``; a test whose pool behaves otherwise overrides this."""
-        return reply(self.role, prompt)
+        return reply(self.role, prompt, self.solves_after_answer)
 
     def _generate(
         self,
@@ -77,8 +80,11 @@ class ScriptedChat(FakeListChatModel):
         return ChatResult(generations=[ChatGeneration(message=AIMessage(text, usage_metadata=usage))])
 
 
-def chat_models() -> dict[str, ScriptedChat]:
-    return {name: ScriptedChat(responses=["unused"], role=name) for name in POOL}
+def chat_models(solves_after_answer: bool = False) -> dict[str, ScriptedChat]:
+    return {
+        name: ScriptedChat(responses=["unused"], role=name, solves_after_answer=solves_after_answer)
+        for name in POOL
+    }
 
 
 def scripted_config(horizon: int = 2) -> RouterConfig:
@@ -104,3 +110,12 @@ def make_items(n: int, offset: int = 0) -> list[Item]:
             )
         )
     return items
+
+
+def lucky_items(n: int, offset: int = 0) -> list[Item]:
+    """Questions only the guesser's 13 answers: the best route differs by task."""
+    prompt = "Lucky question {}: which number am I thinking of?"
+    return [
+        Item(f"lucky/{i}", "lucky", prompt.format(i), ["13"], "gsm8k_number", "routing")
+        for i in range(offset, offset + n)
+    ]

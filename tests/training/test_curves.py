@@ -17,12 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from hierrouter_graph import ModelSpec, RouterConfig
+from hierrouter_graph import RouterConfig
 from hierrouter_graph.graph import build_pool
 from hierrouter_graph.policy import FixedRoutePolicy
 from hierrouter_graph.pool import PoolMember
-from tests.training.scripted_pool import POOL, RATES
-from tests.training.test_evaluate import chat_models, lucky_items, sum_items
+from tests.training.scripted_pool import POOL, chat_models, lucky_items, make_items, scripted_config
 from training import curves as cv
 from training.curve_study import run_study
 from training.curves_report import markdown_section, plot_curves
@@ -37,8 +36,8 @@ from training.statistics import aiq, apgr, cpt, quality_curve
 from training.strategies import oracle_routes
 from training.tree import OutcomeTree, candidate_routes, outcome_tree
 
-TRAIN = [*sum_items(16, offset=100), *lucky_items(16, offset=100)]
-TEST = [*sum_items(6), *lucky_items(6)]
+TRAIN = [*make_items(16, offset=100), *lucky_items(16, offset=100)]
+TEST = [*make_items(6), *lucky_items(6)]
 
 
 class TopicEncoder:
@@ -58,14 +57,12 @@ class TopicEncoder:
 
 @pytest.fixture(scope="module")
 def config() -> RouterConfig:
-    return RouterConfig(
-        models=[ModelSpec(name=n, source=f"fake:{n}", base_rate=RATES[n]) for n in POOL], horizon=2
-    )
+    return scripted_config()
 
 
 @pytest.fixture(scope="module")
 def pool(config: RouterConfig) -> dict[str, PoolMember]:
-    return build_pool(config, chat_models())
+    return build_pool(config, chat_models(solves_after_answer=True))
 
 
 @pytest.fixture(scope="module")
@@ -261,8 +258,10 @@ def test_one_conditioned_policy_traces_a_curve_and_calibrates_to_a_cost(
         routes = train_family(alpha)
         spent = float(np.mean([train_tree[i.id][r].cost for i, r in zip(TRAIN, routes, strict=True)]))
         assert abs(spent - target) <= 0.05 * target, (alpha, spent, target)  # on TRAIN items
-    assert cv.calibrate_family(train_family, train_tree, TRAIN, dear_cost) < 1.0 <= cv.calibrate_family(
-        train_family, train_tree, TRAIN, cheap_cost
+    assert (
+        cv.calibrate_family(train_family, train_tree, TRAIN, dear_cost)
+        < 1.0
+        <= cv.calibrate_family(train_family, train_tree, TRAIN, cheap_cost)
     )
 
 

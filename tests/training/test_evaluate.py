@@ -25,14 +25,21 @@ import numpy as np
 import pytest
 import torch
 
-from hierrouter_graph import ModelSpec, RouterConfig
+from hierrouter_graph import RouterConfig
 from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import HierRouterGraph, build_pool
 from hierrouter_graph.policy import FixedRoutePolicy
 from hierrouter_graph.pool import PoolMember
 from hierrouter_graph.trained_policy import RouterPolicy
-from tests.training.scripted_pool import POOL, RATES
-from tests.training.scripted_pool import ScriptedChat as PlanThenSolve
+from tests.training.scripted_pool import (
+    POOL,
+    RATES,
+    ScriptedChat,
+    lucky_items,
+    make_items,
+    scripted_config,
+)
+from tests.training.scripted_pool import chat_models as scripted_chat_models
 from tests.training.scripted_pool import reply as shared_reply
 from training.cli.evaluate import main, parse_args, run_from_cli
 from training.datasets import Item
@@ -51,44 +58,13 @@ def reply(role: str, prompt: str) -> str:
     return shared_reply(role, prompt, solves_after_answer=True)
 
 
-class ScriptedChat(PlanThenSolve):
-    """The shared scripted pool, except that the solver also adds after another solver."""
-
-    def answer(self, prompt: str) -> str:
-        return reply(self.role, prompt)
-
-
 def chat_models() -> dict[str, ScriptedChat]:
-    return {name: ScriptedChat(responses=["unused"], role=name) for name in POOL}
+    """The shared scripted pool, except that the solver also adds after another solver."""
+    return scripted_chat_models(solves_after_answer=True)
 
 
-def sum_items(n: int, offset: int = 0) -> list[Item]:
-    out = []
-    for i in range(offset, offset + n):
-        a, b = 3 + 2 * i, 20 + 3 * i  # never 0 or 13
-        out.append(
-            Item(
-                f"sum/{i}",
-                "sum",
-                f"Question {i}: What is {a} plus {b}?",
-                [str(a + b)],
-                "gsm8k_number",
-                "routing",
-            )
-        )
-    return out
-
-
-def lucky_items(n: int, offset: int = 0) -> list[Item]:
-    prompt = "Lucky question {}: which number am I thinking of?"
-    return [
-        Item(f"lucky/{i}", "lucky", prompt.format(i), ["13"], "gsm8k_number", "routing")
-        for i in range(offset, offset + n)
-    ]
-
-
-TRAIN = [*sum_items(6, offset=100), *lucky_items(2, offset=100)]
-TEST = [*sum_items(4), *lucky_items(4)]
+TRAIN = [*make_items(6, offset=100), *lucky_items(2, offset=100)]
+TEST = [*make_items(4), *lucky_items(4)]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -102,9 +78,7 @@ def one_torch_thread() -> Any:
 
 @pytest.fixture(scope="module")
 def config() -> RouterConfig:
-    return RouterConfig(
-        models=[ModelSpec(name=n, source=f"fake:{n}", base_rate=RATES[n]) for n in POOL], horizon=2
-    )
+    return scripted_config()
 
 
 @pytest.fixture(scope="module")
