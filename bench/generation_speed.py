@@ -33,16 +33,22 @@ INSTRUCTION = "Solve the problem step by step, then give the final answer in the
 
 
 def tokens_per_s(spec: ModelSpec, batch: int, new_tokens: int) -> float:
-    """Greedy new tokens per second for ``batch`` copies of one prompt (all rows full length)."""
+    """Greedy new tokens per second of ``spec``'s model for ``batch`` copies of one prompt."""
+    loaded = load_causal_lm(spec, default_cache_dir())
+    return decode_tokens_per_s(loaded.model, loaded.tokenizer, batch, new_tokens)
+
+
+def decode_tokens_per_s(model: Any, tokenizer: Any, batch: int, new_tokens: int) -> float:
+    """Greedy new tokens per second for ``batch`` copies of one prompt, every row forced to
+    ``new_tokens`` (``min_new_tokens``) so batch sizes compare the same work per row."""
     import torch
 
-    loaded = load_causal_lm(spec, default_cache_dir())
-    ids = loaded.tokenizer([PROMPT] * batch, return_tensors="pt").to(loaded.model.device)
+    ids = tokenizer([PROMPT] * batch, return_tensors="pt").to(model.device)
     kwargs: dict[str, Any] = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False}
     with torch.inference_mode():
-        loaded.model.generate(**ids, max_new_tokens=4, do_sample=False)  # warm-up
+        model.generate(**ids, max_new_tokens=4, do_sample=False)  # warm-up
         started = time.perf_counter()
-        loaded.model.generate(**ids, **kwargs, pad_token_id=loaded.tokenizer.pad_token_id)
+        model.generate(**ids, **kwargs, pad_token_id=tokenizer.pad_token_id)
     return batch * new_tokens / (time.perf_counter() - started)
 
 
