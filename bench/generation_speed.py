@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--per-task", type=int, default=10)
     parser.add_argument("--max-new-tokens", type=int, default=320, help="reply budget of the quality sample")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true", help="only the quality and agreement part")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads is not None:
@@ -92,14 +93,15 @@ def main() -> None:
     )
     label = load_causal_lm(fast, default_cache_dir()).backend
     print(f"{args.source}: float32 vs {label}")
-    speeds = {
-        name: [tokens_per_s(spec, batch, args.new_tokens) for batch in (1, 16)]
-        for name, spec in (("float32", base), ("fast", fast))
-    }
-    print(f"{'setting':<10} {'b1 tok/s':>9} {'b16 tok/s':>10}")
-    for name, (b1, b16) in speeds.items():
-        print(f"{name:<10} {b1:>9.1f} {b16:>10.1f}")
-    print(f"speed-up at batch 16: {speeds['fast'][1] / speeds['float32'][1]:.2f}x")
+    if not args.skip_speed:
+        speeds = {
+            name: [tokens_per_s(spec, batch, args.new_tokens) for batch in (1, 16)]
+            for name, spec in (("float32", base), ("fast", fast))
+        }
+        print(f"{'setting':<10} {'b1 tok/s':>9} {'b16 tok/s':>10}")
+        for name, (b1, b16) in speeds.items():
+            print(f"{name:<10} {b1:>9.1f} {b16:>10.1f}")
+        print(f"speed-up at batch 16: {speeds['fast'][1] / speeds['float32'][1]:.2f}x")
     if args.skip_quality:
         return
     full, _ = quality(base, args.per_task)
