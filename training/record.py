@@ -191,7 +191,7 @@ def record_in_chunks(
     batch_size: int = 16,
     progress: bool = True,
     shard: tuple[int, int] = (0, 1),
-    on_chunk: Callable[[], None] | None = None,
+    on_chunk: Callable[[], object] | None = None,
 ) -> RecordStats:
     """Complete the whole tree of ``chunk_items`` task-interleaved items before starting the next.
 

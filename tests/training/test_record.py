@@ -182,3 +182,27 @@ def test_export_to_writes_the_record_after_every_chunk_and_resumes_from_it(
     with contextlib.redirect_stdout(stats_line):
         assert main(args) == 0
     assert f"0 generated, {total} reused" in stats_line.getvalue()
+
+
+def test_export_only_writes_partial_trees_and_records_nothing(
+    tiny_config: RouterConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A recording stopped mid-chunk keeps its replies: --export-only writes what the store holds."""
+    tiny_config.to_file(tmp_path / "router.yaml")
+    write_jsonl_dataset(_items(2), tmp_path / "items.jsonl")
+    pool = build_pool(tiny_config)
+    with ReplayStore(tmp_path / "a.sqlite") as store:  # a partial tree: the stage-0 hops of one item
+        run_hop(pool["tiny-a"], _items(1)[0].prompt, tiny_config.stage_prompt(0), store)
+        partial = len(store)
+    record = tmp_path / "pool.replay.jsonl.gz"
+    args = [
+        "--config", str(tmp_path / "router.yaml"), "--items", str(tmp_path / "items.jsonl"),
+        "--db", str(tmp_path / "a.sqlite"), "--export-to", str(record), "--export-only",
+    ]  # fmt: skip
+    assert main(args) == 0
+    assert f"exported this pool's {partial} replies" in capsys.readouterr().out
+    with ReplayStore(tmp_path / "b.sqlite") as fresh:
+        assert fresh.import_jsonl_gz(record) == partial == 1
+    with pytest.raises(SystemExit):
+        main(["--export-only"])
+    assert "--export-only needs --export-to FILE" in capsys.readouterr().err

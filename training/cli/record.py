@@ -88,6 +88,12 @@ def parser() -> argparse.ArgumentParser:
         help="a gzip JSONL record of this config's replies (e.g. training/data/<pool>.replay.jsonl.gz): "
         "imported before recording, rewritten (atomically) after every completed chunk",
     )
+    parser.add_argument(
+        "--export-only",
+        action="store_true",
+        help="with --export-to: write every reply the store holds now (partial trees included) and "
+        "exit without recording; how a recording stopped mid-chunk keeps its replies",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument(
         "--export-shipped",
@@ -100,6 +106,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ns = parser().parse_args(argv)
+    if ns.export_only and ns.export_to is None:
+        parser().error("--export-only needs --export-to FILE (where to write the replies)")
     # the default pool resumes from the shipped record (regenerating nothing), whatever the items
     context = load_run_context(ns, items=record_items(ns), shipped=ns.config is None)
     config = context.config if ns.horizon is None else with_horizon(context.config, ns.horizon)
@@ -109,11 +117,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.export_to is not None and ns.export_to.is_file():
             store.import_jsonl_gz(ns.export_to)
 
-        def export_pieces() -> None:
-            if ns.export_to is not None:
-                store.export_jsonl_gz(ns.export_to, fingerprints=fingerprints)
-                write_record_meta(config, record_meta_path(ns.export_to))
+        def export_pieces() -> int:
+            if ns.export_to is None:
+                return 0
+            rows = store.export_jsonl_gz(ns.export_to, fingerprints=fingerprints)
+            write_record_meta(config, record_meta_path(ns.export_to))
+            return rows
 
+        if ns.export_only:
+            rows = export_pieces()
+            print(f"exported this pool's {rows} replies in {ns.replay} to {ns.export_to}; nothing recorded")
+            return 0
         stats: RecordStats
         if ns.chunk_items is None:
             stats = record_outcome_tree(
