@@ -161,11 +161,9 @@ class BatchGenerator:
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
-        budget = kwargs.pop("max_new_tokens", None)
-        if budget is None or not stop_ids:
-            return self._whole(
-                batch, {**kwargs, **({"max_new_tokens": budget} if budget else {})}, stop_ids, streamer
-            )
+        budget = kwargs.get("max_new_tokens")
+        if budget is None or not stop_ids:  # nothing can stop a row early: one round is the batch
+            return self._whole(batch, kwargs, stop_ids, streamer)
         input_ids, mask = batch["input_ids"], batch["attention_mask"]
         rows = list(range(input_ids.shape[0]))  # batch row -> chunk row, shrinking as rows stop
         tokens: list[list[int]] = [[] for _ in rows]
@@ -183,9 +181,8 @@ class BatchGenerator:
                 extra["past_key_values"] = cache
             if streamer is not None:
                 extra["streamer"] = streamer.round(rows)
-            output = self.model.generate(
-                input_ids=input_ids, attention_mask=mask, max_new_tokens=budget - used, **kwargs, **extra
-            )
+            round_kwargs = {**kwargs, "max_new_tokens": budget - used}
+            output = self.model.generate(input_ids=input_ids, attention_mask=mask, **round_kwargs, **extra)
             new = output.sequences[:, input_ids.shape[1] :]
             lengths = reply_lengths(new, stop_ids)
             recorded = recorder.steps()
