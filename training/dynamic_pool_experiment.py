@@ -12,8 +12,8 @@ this script measures it on the default offline pool's recorded outcome tree:
 4. for reference, the MLP trained on the smaller pool, and single models and the per-query oracle.
 
 Everything is replay: the recorded store is COPIED with sqlite3's backup API into a temporary
-folder (``runs/replay.sqlite`` is never written; it may be in use by a recording), and the shipped
-``training/data/offline_pool.replay.jsonl.gz`` is imported into that copy; a hop missing from both
+folder (``runs/replay.sqlite`` is never written; it may be in use by a recording), and the pool's
+shipped record (``training/shipped.py``) is imported into that copy; a hop missing from both
 raises instead of generating. Training uses the train items whose whole full-pool tree is recorded
 (``tree.recorded_only``), the same items for every variant; the test split must be fully recorded.
 Each variant is trained with each ``--seeds`` seed; test numbers are per seed, and seed-averaged per

@@ -1,11 +1,14 @@
-"""Rewrite the shipped record of the default pool from a replay store: replies and state embeddings.
+"""Rewrite a pool's shipped record from a replay store: replies, what produced them, state embeddings.
 
-    python training/export_shipped.py [--db runs/replay.sqlite] [--threads N]
+    python training/export_shipped.py [--config FILE] [--name NAME] [--db runs/replay.sqlite] [--threads N]
 
-Writes ``training/data/offline_pool.replay.jsonl.gz`` (every default-pool reply in the store) and
-``training/data/offline_pool.state_embeddings.safetensors`` (the encoder's float16 embedding of
-every decision context of the default routing dataset's items whose tree is complete, train and
-test). Contexts the store has not encoded yet are encoded here, in batches.
+Writes ``training/data/NAME.replay.jsonl.gz`` (every reply of the config's members in the store),
+``NAME.replay.meta.json`` (members' fingerprints and backends, stage prompts: how
+``training.shipped.shipped_record_for`` finds the record for a config) and
+``NAME.state_embeddings.safetensors`` (the encoder's float16 embedding of every decision context of
+the benchmark items whose tree is complete, train and test, and every item's query). Contexts the
+store has not encoded
+yet are encoded here, in batches. NAME defaults to the shipped record that already fits the config.
 """
 
 from __future__ import annotations
@@ -19,41 +22,56 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hierrouter_graph.cli_errors import run_cli
+from hierrouter_graph.config import RouterConfig
 from training.replay import ReplayStore
 from training.sandbox import SandboxUnavailable
+from training.shipped import ShippedRecord
 
 __all__ = ["export_shipped", "main"]
 
 
-def export_shipped(store: ReplayStore, seed: int = 42, batch_size: int = 256) -> tuple[int, int, int]:
-    """Export the default pool's replies and its decision-state embeddings; returns the counts
-    (replies, complete items, contexts)."""
-    from hierrouter_graph.defaults import default_config
+def export_shipped(
+    store: ReplayStore, config: RouterConfig, record: ShippedRecord, seed: int = 42, batch_size: int = 256
+) -> tuple[int, int, int]:
+    """Export ``config``'s replies, its meta and its decision-state embeddings to ``record``;
+    returns the counts (replies, complete items, contexts)."""
     from hierrouter_graph.encoder import load_encoder
     from hierrouter_graph.graph import build_pool
     from training.datasets import ALL_TASKS, DEFAULT_PER_TASK
+    from training.record import write_record_meta
     from training.replay import CachedEncoder
     from training.routing_data import build_routing_dataset
-    from training.shipped import export_shipped_embeddings, export_shipped_replay
+    from training.shipped import export_shipped_embeddings
     from training.tree import complete_items, decision_contexts
 
-    config = default_config()
-    replies = export_shipped_replay(store)
+    fingerprints = [spec.fingerprint() for spec in config.models]
+    replies = store.export_jsonl_gz(record.replay, fingerprints=fingerprints)
+    write_record_meta(config, record.meta)
     data = build_routing_dataset(ALL_TASKS, per_task=DEFAULT_PER_TASK, seed=seed)
     pool = build_pool(config)
     items = complete_items(config, pool, data.train + data.test, store)
-    contexts = decision_contexts(config, pool, items, store)
+    # every query's first state too, complete tree or not: evaluating then encodes nothing at depth 0
+    contexts = [
+        *decision_contexts(config, pool, items, store),
+        *(item.prompt for item in data.train + data.test),
+    ]
     encoder = CachedEncoder(
         load_encoder(config.encoder, config.max_seq_len, cache_dir=config.resolved_cache_dir), store
     )
     for start in range(0, len(contexts), batch_size):
         encoder.encode(contexts[start : start + batch_size])
-    exported = export_shipped_embeddings(store, contexts, encoder.name)
+    exported = export_shipped_embeddings(store, contexts, encoder.name, record.embeddings)
     return replies, len(items), exported
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument(
+        "--config", type=Path, default=None, help="router YAML/JSON (default: the default pool)"
+    )
+    parser.add_argument(
+        "--name", default=None, help="the record's name in training/data (default: the record that fits)"
+    )
     parser.add_argument("--db", type=Path, default=Path("runs/replay.sqlite"))
     parser.add_argument("--seed", type=int, default=42, help="the routing dataset's seed (as recorded)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -64,14 +82,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from training.shipped import SHIPPED_EMBEDDINGS, SHIPPED_REPLAY
+    from hierrouter_graph.defaults import default_config
+    from training.shipped import shipped_record_for
 
+    config = RouterConfig.from_file(args.config) if args.config is not None else default_config()
+    record = ShippedRecord(args.name) if args.name is not None else shipped_record_for(config)
+    if record is None:
+        parser.error("--name: no shipped record fits this config yet; name the new one (e.g. --name my-pool)")
     with ReplayStore(args.db) as store:
-        replies, items, contexts = export_shipped(store, seed=args.seed)
-    print(f"exported {replies} replies to {SHIPPED_REPLAY}")
-    print(
-        f"exported {contexts} decision-context embeddings of {items} complete items to {SHIPPED_EMBEDDINGS}"
-    )
+        replies, items, contexts = export_shipped(store, config, record, seed=args.seed)
+    print(f"exported {replies} replies to {record.replay} (and {record.meta.name})")
+    print(f"exported {contexts} decision-context embeddings of {items} complete items to {record.embeddings}")
     return 0
 
 

@@ -1,22 +1,34 @@
-"""The recorded outcome tree of the embedded offline pool, shipped inside the repo.
+"""The recorded outcome trees shipped inside the repo, one per pool, found by the config they fit.
 
-Generating the default pool's replies takes hours on a 2-core CPU, so they are recorded once
+Generating a pool's replies takes hours on a 2-core CPU, so they are recorded once
 (``training/record.py``), exported as a small reproducible gzip JSONL, committed, and imported into
 the local replay store on demand. With it, ``python training/ppo.py`` and
-``python training/evaluate.py`` with no arguments replay instead of generating, and an
-interrupted recording resumes on another machine from the committed pieces.
+``python training/evaluate.py`` replay instead of generating — with no arguments (the default
+pool) and with ``--config`` for any other shipped pool — and an interrupted recording resumes on
+another machine from the committed pieces.
 
-Beside it ship the encoder's embeddings of every context a router decides in on those trees
-(float16, keyed by the text's sha256): encoding them takes longer on a CPU than the whole PPO
-run, and they never change while the replies and the encoder do not. They are rounded to float16
-(relative error below 1e-3); a live encode at inference differs from them by that much.
-``python training/export_shipped.py`` rewrites both files.
+A shipped record named ``NAME`` is three files in ``training/data/``:
+
+- ``NAME.replay.jsonl.gz``: the replies (``ReplayStore.export_jsonl_gz``);
+- ``NAME.replay.meta.json``: what produced them (``training.record.write_record_meta``): per member
+  its fingerprint and backend, the stage prompts. ``shipped_record_for`` matches a config against
+  it: a record seeds a config's store when it holds every member's fingerprint under the config's
+  stage prompts, so a sub-pool of a shipped pool (the dynamic-pool experiment) replays too;
+- ``NAME.state_embeddings.safetensors`` (optional): the encoder's embeddings of every context a
+  router decides in on the record's complete trees (float16, keyed by the text's sha256). Encoding
+  them takes longer on a CPU than the whole PPO run, and they never change while the replies and
+  the encoder do not. Rounded to float16 (relative error below 1e-3), a live encode at inference
+  differs from them by that much.
+
+``python training/export_shipped.py`` rewrites a record's files from a replay store.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,50 +40,117 @@ from hierrouter_graph.defaults import default_config
 from training.replay import ReplayStore, text_sha
 
 __all__ = [
-    "SHIPPED_EMBEDDINGS",
-    "SHIPPED_REPLAY",
+    "SHIPPED_DIR",
     "ShippedFileError",
+    "ShippedRecord",
+    "default_shipped_record",
     "export_shipped_embeddings",
-    "export_shipped_replay",
     "import_shipped_embeddings",
-    "import_shipped_replay",
+    "shipped_record_for",
+    "shipped_records",
 ]
 
-SHIPPED_REPLAY = Path(__file__).parent / "data" / "offline_pool.replay.jsonl.gz"
-SHIPPED_EMBEDDINGS = Path(__file__).parent / "data" / "offline_pool.state_embeddings.safetensors"
-
+SHIPPED_DIR = Path(__file__).parent / "data"
+_REPLAY_SUFFIX, _META_SUFFIX, _EMBEDDINGS_SUFFIX = (
+    ".replay.jsonl.gz",
+    ".replay.meta.json",
+    ".state_embeddings.safetensors",
+)
 _SHA_KEY, _VECTOR_KEY = "text_sha256", "vectors"
 
 
 class ShippedFileError(ValueError):
-    """A shipped embeddings file is not what ``export_shipped_embeddings`` writes."""
+    """A shipped file is not what the export writes (names the file and what is wrong)."""
 
 
-def _default_fingerprints(config: RouterConfig | None = None) -> list[str]:
-    return [spec.fingerprint() for spec in (config or default_config()).models]
+@dataclass(frozen=True)
+class ShippedRecord:
+    """One shipped pool's files (``folder/NAME.*``); the files need not exist yet (an export)."""
+
+    name: str
+    folder: Path = SHIPPED_DIR
+
+    @property
+    def replay(self) -> Path:
+        return self.folder / f"{self.name}{_REPLAY_SUFFIX}"
+
+    @property
+    def meta(self) -> Path:
+        return self.folder / f"{self.name}{_META_SUFFIX}"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.folder / f"{self.name}{_EMBEDDINGS_SUFFIX}"
+
+    def read_meta(self) -> dict[str, object]:
+        """The meta file as a dict; a missing or malformed one raises ``ShippedFileError``."""
+        try:
+            meta = json.loads(self.meta.read_text(encoding="utf-8"))
+        except FileNotFoundError as error:
+            raise ShippedFileError(
+                f"{self.meta}: missing (every shipped record names its pool there)"
+            ) from error
+        except (OSError, json.JSONDecodeError) as error:
+            raise ShippedFileError(f"{self.meta}: not readable JSON ({error})") from error
+        members = meta.get("members") if isinstance(meta, dict) else None
+        prompts = meta.get("stage_prompts") if isinstance(meta, dict) else None
+        if not isinstance(members, dict) or not all(
+            isinstance(m, dict) and isinstance(m.get("fingerprint"), str) for m in members.values()
+        ):
+            raise ShippedFileError(
+                f"{self.meta}: field 'members' must map names to {{'fingerprint': str, ...}}"
+            )
+        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+            raise ShippedFileError(f"{self.meta}: field 'stage_prompts' must be a list of strings")
+        return meta
+
+    def fits(self, config: RouterConfig) -> bool:
+        """Whether this record holds every local member of ``config`` under its stage prompts."""
+        meta = self.read_meta()
+        members = meta["members"]
+        prompts = meta["stage_prompts"]
+        assert isinstance(members, dict) and isinstance(prompts, list)  # read_meta checked
+        recorded = {member["fingerprint"] for member in members.values()}
+        local = [spec.fingerprint() for spec in config.models if spec.endpoint is None]
+        if not local or not set(local) <= recorded:
+            return False
+        shared = range(min(config.horizon, len(prompts)))
+        return all(config.stage_prompt(stage) == prompts[stage] for stage in shared)
+
+    def import_into(self, store: ReplayStore) -> int:
+        """Add the shipped replies (and state embeddings) the store lacks; existing rows are kept.
+
+        Returns the number of replies added.
+        """
+        import_shipped_embeddings(store, self.embeddings)
+        if not self.replay.is_file():
+            return 0
+        return store.import_jsonl_gz(self.replay)
 
 
-def import_shipped_replay(
-    store: ReplayStore, path: Path = SHIPPED_REPLAY, embeddings: Path = SHIPPED_EMBEDDINGS
-) -> int:
-    """Add the shipped replies (and state embeddings) the store lacks; existing rows are kept.
-
-    Returns the number of replies added (0 when none is shipped).
-    """
-    import_shipped_embeddings(store, embeddings)
-    if not path.is_file():
-        return 0
-    return store.import_jsonl_gz(path)
+def shipped_records(folder: Path = SHIPPED_DIR) -> list[ShippedRecord]:
+    """Every record in ``folder`` (a meta file beside its replies), sorted by name."""
+    names = sorted(path.name.removesuffix(_META_SUFFIX) for path in folder.glob(f"*{_META_SUFFIX}"))
+    return [ShippedRecord(name, folder) for name in names if ShippedRecord(name, folder).replay.is_file()]
 
 
-def export_shipped_replay(store: ReplayStore, path: Path = SHIPPED_REPLAY) -> int:
-    """Write the default pool's replies from ``store`` to the shipped file (atomic, reproducible)."""
-    return store.export_jsonl_gz(path, fingerprints=_default_fingerprints())
+def shipped_record_for(config: RouterConfig, folder: Path = SHIPPED_DIR) -> ShippedRecord | None:
+    """The shipped record that fits ``config`` (``ShippedRecord.fits``), if any."""
+    return next((record for record in shipped_records(folder) if record.fits(config)), None)
 
 
-def export_shipped_embeddings(
-    store: ReplayStore, texts: Iterable[str], encoder_name: str, path: Path = SHIPPED_EMBEDDINGS
-) -> int:
+def default_shipped_record() -> ShippedRecord:
+    """The default pool's record; its absence is a broken checkout, said as such."""
+    record = shipped_record_for(default_config())
+    if record is None:
+        raise ShippedFileError(
+            f"no record in {SHIPPED_DIR} fits the default pool (a *{_META_SUFFIX} naming every member's "
+            "fingerprint and the stage prompts); restore training/data from git"
+        )
+    return record
+
+
+def export_shipped_embeddings(store: ReplayStore, texts: Iterable[str], encoder_name: str, path: Path) -> int:
     """Write the stored ``encoder_name`` embeddings of ``texts`` as float16, sorted by sha (atomic).
 
     Every text must already be encoded in ``store``: a partial file would silently send training
@@ -102,7 +181,7 @@ def export_shipped_embeddings(
     return len(shas)
 
 
-def import_shipped_embeddings(store: ReplayStore, path: Path = SHIPPED_EMBEDDINGS) -> int:
+def import_shipped_embeddings(store: ReplayStore, path: Path) -> int:
     """Add the shipped embeddings the store lacks (as float32); returns how many were added."""
     if not path.is_file():
         return 0

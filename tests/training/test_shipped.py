@@ -1,20 +1,26 @@
-"""The shipped record's state embeddings: float16 round trip, refusals, and the real shipped file."""
+"""Shipped records: found by the config they fit, their state embeddings' float16 round trip,
+refusals, and the real shipped files."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from hierrouter_graph.config import RouterConfig
+from hierrouter_graph.hop import CachedReply
 from training.replay import ReplayStore, text_sha
 from training.shipped import (
-    SHIPPED_EMBEDDINGS,
     ShippedFileError,
+    ShippedRecord,
+    default_shipped_record,
     export_shipped_embeddings,
     import_shipped_embeddings,
-    import_shipped_replay,
+    shipped_record_for,
+    shipped_records,
 )
 
 TEXTS = ["What is 2 + 2?", "What is 2 + 2?\n\nPlan: add.", "Which letter? A) x B) y"]
@@ -83,7 +89,7 @@ def test_import_names_the_file_and_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(ShippedFileError, match=r"'vectors' must be \[2, dim\]"):
         import_shipped_embeddings(store, mismatched)
     assert import_shipped_embeddings(store, tmp_path / "absent.safetensors") == 0
-    assert import_shipped_replay(store, tmp_path / "absent.gz", tmp_path / "absent.safetensors") == 0
+    assert ShippedRecord("absent", tmp_path).import_into(store) == 0
 
 
 def test_the_shipped_file_covers_every_test_prompt_for_the_default_encoder(tmp_path: Path) -> None:
@@ -94,9 +100,87 @@ def test_the_shipped_file_covers_every_test_prompt_for_the_default_encoder(tmp_p
     from training.routing_data import build_routing_dataset
 
     store = ReplayStore(tmp_path / "shipped.sqlite")
-    added = import_shipped_embeddings(store, SHIPPED_EMBEDDINGS)
+    added = import_shipped_embeddings(store, default_shipped_record().embeddings)
     assert added > 0
     test = build_routing_dataset(ALL_TASKS, per_task=DEFAULT_PER_TASK, seed=42).test
     found = store.get_embedding_rows(default_config().encoder, [text_sha(item.prompt) for item in test])
     assert len(found) == len(test)
     assert {vector.shape[0] for vector in found.values()} == {384}
+
+
+def _write_record(folder: Path, name: str, config: RouterConfig, rows: int = 1) -> ShippedRecord:
+    record = ShippedRecord(name, folder)
+    meta = {
+        "members": {
+            spec.name: {"fingerprint": spec.fingerprint(), "backend": "test"} for spec in config.models
+        },
+        "stage_prompts": [config.stage_prompt(stage) for stage in range(config.horizon)],
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    record.meta.write_text(json.dumps(meta), encoding="utf-8")
+    source = ReplayStore(folder / f"{name}.sqlite")
+    spec = config.models[0]
+    for row in range(rows):
+        source.put(spec.fingerprint(), f"prompt {row}", CachedReply(f"reply {row}", 3, 2))
+    source.export_jsonl_gz(record.replay)
+    return record
+
+
+def _pool(*names: str, **overrides: object) -> RouterConfig:
+    return RouterConfig.model_validate(
+        {"models": [{"name": name, "source": f"test/{name}"} for name in names], **overrides}
+    )
+
+
+def test_a_config_finds_the_record_that_holds_all_its_members_under_its_stage_prompts(tmp_path: Path) -> None:
+    four = _pool("a", "b", "c", "d")
+    record = _write_record(tmp_path, "four", four, rows=2)
+    _write_record(tmp_path, "other", _pool("x", "y"))
+    assert [r.name for r in shipped_records(tmp_path)] == ["four", "other"]
+    assert shipped_record_for(four, tmp_path) == record
+    assert shipped_record_for(_pool("b", "d"), tmp_path) == record  # a sub-pool replays too
+    assert shipped_record_for(_pool("a", "e"), tmp_path) is None  # e was never recorded
+    changed = _pool("a", "b", stage_prompts=["Answer.", "Check."])
+    assert shipped_record_for(changed, tmp_path) is None  # other prompts: other replies
+    store = ReplayStore(tmp_path / "target.sqlite")
+    assert record.import_into(store) == 2
+    assert record.import_into(store) == 0  # existing rows are kept, nothing doubled
+
+
+def test_a_member_with_another_fingerprint_does_not_fit(tmp_path: Path) -> None:
+    base = _pool("a", "b")
+    _write_record(tmp_path, "base", base)
+    longer = RouterConfig.model_validate(
+        {
+            "models": [
+                {"name": "a", "source": "test/a", "max_new_tokens": 999},
+                {"name": "b", "source": "test/b"},
+            ]
+        }
+    )
+    assert shipped_record_for(longer, tmp_path) is None
+
+
+def test_a_broken_meta_file_is_named_with_the_field(tmp_path: Path) -> None:
+    record = _write_record(tmp_path, "bad", _pool("a"))
+    record.meta.write_text('{"members": {"a": {"backend": "x"}}, "stage_prompts": []}', encoding="utf-8")
+    with pytest.raises(ShippedFileError, match=r"bad.replay.meta.json: field 'members' must map"):
+        shipped_record_for(_pool("a"), tmp_path)
+    record.meta.write_text('{"members": {}, "stage_prompts": "no"}', encoding="utf-8")
+    with pytest.raises(ShippedFileError, match=r"field 'stage_prompts' must be a list of strings"):
+        record.read_meta()
+    record.meta.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ShippedFileError, match=r"bad.replay.meta.json: not readable JSON"):
+        record.read_meta()
+
+
+def test_every_shipped_pool_finds_its_own_record() -> None:
+    """The default pool and each pool in configs/ replay from training/data out of the box."""
+    from hierrouter_graph.defaults import default_config
+
+    repo = Path(__file__).resolve().parents[2]
+    assert shipped_record_for(default_config()) == default_shipped_record()
+    for path in sorted((repo / "configs").glob("*.yaml")):
+        record = shipped_record_for(RouterConfig.from_file(path))
+        assert record is not None, path
+        assert record.name == path.stem

@@ -20,7 +20,7 @@ from hierrouter_graph.pool import PoolMember
 from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item
 from training.replay import CachedEncoder, ReplayMissError, ReplayStore, StateEncoder
 from training.routing_data import build_routing_dataset, load_items
-from training.shipped import import_shipped_replay
+from training.shipped import ShippedRecord, shipped_record_for
 
 __all__ = [
     "RunContext",
@@ -123,8 +123,9 @@ class RunContext:
     test: list[Item]
     data_info: dict[str, Any]
     replay: Path
-    shipped: bool
-    """The default pool on the benchmarks: the shipped record seeds the store."""
+    shipped: ShippedRecord | None
+    """The shipped record that seeds the store (``shipped_record_for``: a shipped pool on the
+    benchmarks), or None."""
     given_encoder: StateEncoder | None = None
     _encoder: StateEncoder | None = field(default=None, repr=False)
 
@@ -146,8 +147,8 @@ class RunContext:
     def open_store(self) -> ReplayStore:
         """The replay store, seeded with the shipped record when it applies (a context manager)."""
         store = ReplayStore(self.replay)
-        if self.shipped:
-            import_shipped_replay(store)  # the default pool's recorded outcome tree (and its states)
+        if self.shipped is not None:
+            self.shipped.import_into(store)  # the pool's recorded outcome tree (and its states)
         return store
 
 
@@ -165,10 +166,10 @@ def load_run_context(
 
     ``split="train"``: the training items (``load_items``); ``"evaluation"``: train and test
     (``evaluation_splits``); ``items``: the command's own choice instead (``record.py --split``).
-    Flags a command does not have take ``load_items``'s defaults. ``shipped``: whether the shipped
-    record seeds the store (default: the default pool on the benchmarks). ``require_replay``:
-    replay-only (no ``--live``) needs the store to exist unless the shipped record seeds it — say
-    so before building the pool.
+    Flags a command does not have take ``load_items``'s defaults. ``shipped``: whether a shipped
+    record that fits the config seeds the store (default: on the benchmarks, not on ``--items``).
+    ``require_replay``: replay-only (no ``--live``) needs the store to exist unless a shipped record
+    seeds it — say so before building the pool.
     """
     from hierrouter_graph.graph import build_pool
 
@@ -190,11 +191,12 @@ def load_run_context(
             data_seed=getattr(ns, "data_seed", 42),
         )
     if shipped is None:
-        shipped = ns.config is None and getattr(ns, "items", None) is None
+        shipped = getattr(ns, "items", None) is None
+    record = shipped_record_for(config) if shipped else None
     live = bool(getattr(ns, "live", False))
-    if require_replay and not live and not shipped and not ns.replay.is_file():
+    if require_replay and not live and record is None and not ns.replay.is_file():
         raise ReplayMissError(
             f"no replay store at {ns.replay}: record it with training/record.py, or pass --live"
         )
     pool = build_pool(config, chat_models)
-    return RunContext(config, pool, train, test, info, ns.replay, shipped, encoder)
+    return RunContext(config, pool, train, test, info, ns.replay, record, encoder)

@@ -21,7 +21,6 @@ from training.ppo import PPOArgs
 from training.replay import ReplayStore
 from training.reports import write_marked_section
 from training.sandbox import SandboxUnavailable
-from training.shipped import import_shipped_replay
 
 __all__ = ["main", "parse_args"]
 
@@ -58,10 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.replay.is_file():
             copy_store(ns.replay, copy_path)
             notes.append(f"Replay: a backup-API copy of `{ns.replay}` plus the shipped tree.")
-        else:
-            notes.append("Replay: the shipped tree (`training/data/offline_pool.replay.jsonl.gz`) only.")
+        elif context.shipped is not None:
+            notes.append(f"Replay: the shipped tree (`training/data/{context.shipped.replay.name}`) only.")
         with ReplayStore(copy_path) as store:
-            import_shipped_replay(store)
+            if context.shipped is not None:
+                context.shipped.import_into(store)
             result = run_experiment(
                 ns.hold_out,
                 context.pool,

@@ -24,7 +24,6 @@ from training.record import (
 )
 from training.routing_data import build_routing_dataset
 from training.sandbox import SandboxUnavailable
-from training.shipped import SHIPPED_EMBEDDINGS, SHIPPED_REPLAY
 from training.tree import with_horizon
 
 __all__ = ["main", "parser", "record_items"]
@@ -98,8 +97,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--export-shipped",
         action="store_true",
-        help="default pool only: after recording, rewrite the shipped record (replies and state "
-        "embeddings; as training/export_shipped.py does)",
+        help="after recording, rewrite the shipped record that fits the config (replies, meta and "
+        "state embeddings; as training/export_shipped.py does)",
     )
     return parser
 
@@ -108,8 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser().parse_args(argv)
     if ns.export_only and ns.export_to is None:
         parser().error("--export-only needs --export-to FILE (where to write the replies)")
-    # the default pool resumes from the shipped record (regenerating nothing), whatever the items
-    context = load_run_context(ns, items=record_items(ns), shipped=ns.config is None)
+    # a shipped pool resumes from its shipped record (regenerating nothing), whatever the items
+    context = load_run_context(ns, items=record_items(ns), shipped=True)
     config = context.config if ns.horizon is None else with_horizon(context.config, ns.horizon)
     pool, items, progress = context.pool, context.train, not ns.no_progress
     with context.open_store() as store:
@@ -146,13 +145,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 on_chunk=export_pieces,
             )
         total = len(store)
-        if ns.export_shipped and ns.config is None:
+        if ns.export_shipped:
             from training.export_shipped import export_shipped
 
-            rows, complete, contexts = export_shipped(store, seed=ns.data_seed)
+            if context.shipped is None:
+                raise ValueError(
+                    "--export-shipped: no shipped record fits this config; use "
+                    "training/export_shipped.py --name NAME to start one"
+                )
+            rows, complete, contexts = export_shipped(store, config, context.shipped, seed=ns.data_seed)
             print(
-                f"exported {rows} default-pool replies to {SHIPPED_REPLAY} and the embeddings of "
-                f"{contexts} decision contexts of {complete} complete items to {SHIPPED_EMBEDDINGS}"
+                f"exported {rows} replies to {context.shipped.replay} and the embeddings of "
+                f"{contexts} decision contexts of {complete} complete items to {context.shipped.embeddings}"
             )
     print(
         f"recorded the outcome tree of {stats.items} items (L={config.horizon}, M={len(pool)}): "

@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train_command": shlex.join(command),
     }
     if ns.report is not None:
-        body = markdown_section(result, tune_command, shlex.join(command), shipped=context.shipped)
+        body = markdown_section(result, tune_command, shlex.join(command), shipped=ns.config is None)
         write_marked_section(ns.report, SECTION, body)
         print(f"report: {ns.report} (section '{SECTION}')")
     ns.run_dir.mkdir(parents=True, exist_ok=True)
