@@ -94,25 +94,28 @@ DECLINED_REPLIES: tuple[str, ...] = (REFUSAL,)
 
 
 def declined(reply: str) -> bool:
-    """The reply only says "not mine" (``DECLINED_REPLIES``: the cloze specialist's refusal)."""
-    return reply in DECLINED_REPLIES
+    """The reply answers nothing: a specialist's refusal (``DECLINED_REPLIES``) or empty text."""
+    text = reply.strip()
+    return not text or text in DECLINED_REPLIES
 
 
 def answer_text(replies: Sequence[str]) -> str:
-    """The answer of a finished route: its replies joined by a blank line, minus replies that only
-    declined.
+    """The answer of a finished route: its LAST reply that did not decline.
+
+    Why the last: every stage asks for a complete answer and a later stage checks or improves the
+    earlier one, so the final hop's reply is the route's answer — joining the replies would hand
+    users (and the reward) an answer repeated or contradicting itself ("B. Carbon dioxide B. Carbon
+    dioxide"). A reply that only declined (the cloze specialist on a math query) or came back empty
+    is skipped, so ``generalist → cloze-mc`` answers with the generalist's reply. When every reply
+    declined, the answer is the last refusal, so the user sees why nothing was answered; a route
+    without replies answers "".
 
     Why one function: the graph returns this text and the reward's Q scores this text, so the
-    router is trained on exactly what users get. A specialist's refusal is dropped: a route
-    ``generalist → cloze-mc`` on a math query answers with the generalist's reply, not with "I can
-    only answer multiple-choice questions". When every reply declined, the answer is the last
-    refusal, so the user sees why nothing was answered; a route without replies answers "".
-    (Issue 12 makes the answer the LAST reply that did not decline; that change lands with the
-    results regenerated on the new pool, since it changes every recorded Q.)
+    router is trained on exactly what users get.
     """
-    kept = [reply for reply in replies if not declined(reply)]
-    if kept:
-        return CONTEXT_SEPARATOR.join(kept)
+    for reply in reversed(replies):
+        if not declined(reply):
+            return reply
     return replies[-1] if replies else ""
 
 

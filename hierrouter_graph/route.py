@@ -43,8 +43,8 @@ class RouteState:
 
     @property
     def answer(self) -> str:
-        """What the route answers so far: ``hop.answer_text`` of its replies — the text the graph
-        returns and Q scores."""
+        """What the route answers so far: ``hop.answer_text`` of its replies (the last that did
+        not decline) — the text the graph returns and Q scores."""
         return answer_text(self.replies)
 
     @classmethod

@@ -97,24 +97,26 @@ def test_batched_hops_equal_single_hops(tiny_config) -> None:
 # ------------------------------------------------------------------------------ answer_text
 
 
-def test_answer_text_is_the_replies_joined() -> None:
+def test_answer_text_is_the_last_reply() -> None:
     from hierrouter_graph.hop import answer_text
 
-    assert answer_text(["plan", "solution"]) == "plan\n\nsolution"
+    assert answer_text(["plan", "solution"]) == "solution"
+    assert answer_text(["B. Carbon dioxide", "B. Carbon dioxide"]) == "B. Carbon dioxide"  # not twice
     assert answer_text(["first\n\nwith a blank line"]) == "first\n\nwith a blank line"
     assert answer_text([]) == ""
 
 
-def test_answer_text_drops_a_specialists_refusal_wherever_it_is() -> None:
+def test_answer_text_skips_a_specialists_refusal_or_an_empty_reply() -> None:
     from hierrouter_graph.cloze import REFUSAL
     from hierrouter_graph.hop import answer_text
 
     assert answer_text(["42", REFUSAL]) == "42"
     assert answer_text([REFUSAL, "42"]) == "42"
-    assert answer_text(["a", REFUSAL, "b"]) == "a\n\nb"
+    assert answer_text(["a", REFUSAL, "b"]) == "b"
+    assert answer_text(["a", "  "]) == "a"
     # a reply that merely quotes the refusal inside a longer text is an answer, kept whole
     quoting = f"He said: {REFUSAL} Then 7."
-    assert answer_text([quoting]) == quoting
+    assert answer_text(["x", quoting]) == quoting
 
 
 def test_answer_text_keeps_the_refusal_when_nothing_else_answered() -> None:
@@ -124,7 +126,7 @@ def test_answer_text_keeps_the_refusal_when_nothing_else_answered() -> None:
     assert answer_text([REFUSAL, REFUSAL]) == REFUSAL
 
 
-def test_the_route_state_keeps_its_replies_for_the_answer() -> None:
+def test_the_route_state_answers_with_its_last_reply() -> None:
     from hierrouter_graph.cloze import REFUSAL
     from hierrouter_graph.hop import HopResult
     from hierrouter_graph.route import RouteState, advance
@@ -133,5 +135,5 @@ def test_the_route_state_keeps_its_replies_for_the_answer() -> None:
         return HopResult(model="m", prompt="p", reply=reply, tokens_in=1, tokens_out=1, cost=0.5)
 
     state = advance(advance(RouteState.start("q?"), "m", hop("7")), "m", hop(REFUSAL))
-    assert state.replies == ("7", REFUSAL) and state.answer == "7"  # the refusal dropped
+    assert state.replies == ("7", REFUSAL) and state.answer == "7"
     assert state.context == f"q?\n\n7\n\n{REFUSAL}" and state.cost == 1.0

@@ -401,7 +401,7 @@ def test_fallback_policy_answers_with_the_fallback_and_charges_its_price() -> No
         assert hop["cost"] == pytest.approx(0.001 * 23)  # the fallback's rate, not remote's 0.002
         assert hop["prob"] == 1.0  # the router's probability of what it routed to
     assert out["cost"] == pytest.approx(2 * 0.001 * 23)
-    assert out["answer"] == "backup answer\n\nbackup answer"
+    assert out["answer"] == "backup answer"  # the last hop's reply
 
 
 def test_no_fallback_when_the_server_answers() -> None:

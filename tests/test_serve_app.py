@@ -52,7 +52,7 @@ def test_completion_carries_answer_usage_and_route(client: TestClient) -> None:
     assert set(ext["route"]) <= {"tiny-a", "tiny-b"}
     assert body["choices"][0]["message"] == {
         "role": "assistant",
-        "content": "\n\n".join(h["reply"] for h in trace),
+        "content": trace[-1]["reply"],
     }
     assert body["choices"][0]["finish_reason"] == "stop"
     assert body["usage"] == {

@@ -3,11 +3,10 @@
 The environment, PPO, evaluation and the outcome-tree tools all call these functions, so a router
 is trained, evaluated and compared on exactly the same number.
 
-Q is computed on the route's *answer* — its replies minus those that only declined
-(``hop.answer_text``, the same text the graph returns) — never on the context: the query of a
-multiple-choice item contains every option and a reading-comprehension query contains the passage,
-so scoring the whole context would match the gold text against the question itself and reward a
-route for nothing.
+Q is computed on the route's *answer* — its last reply that did not decline (``hop.answer_text``,
+the same text the graph returns) — never on the context: the query of a multiple-choice item
+contains every option and a reading-comprehension query contains the passage, so scoring the whole
+context would match the gold text against the question itself and reward a route for nothing.
 """
 
 from __future__ import annotations

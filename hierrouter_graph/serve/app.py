@@ -6,11 +6,13 @@ routes are in flight and their hops meet in the members' micro-batchers. Events 
 event loop through a queue; a streaming response turns hop tokens into ``chat.completion.chunk``
 server-sent events as the members generate them.
 
-What streams: the answer is the route's replies joined by a blank line, minus a specialist's
-refusal (``hop.answer_text``). Every hop of a local member (micro-batched or plain pipeline) is
-streamed token by token as it is generated, a blank line between hops; members that produce
+What streams: the answer is the route's last reply that did not decline (``hop.answer_text``).
+The hop at the last stage (L − 1) is certainly final, so a local member's reply there (micro-
+batched or plain pipeline) is streamed token by token as it is generated; members that produce
 their reply in one piece (the cloze specialist, endpoint members) send it whole when their hop
-ends, and a refusal is never sent. The concatenated deltas equal the non-streaming ``content``.
+ends, and a refusal is never sent. Earlier hops are not streamed — they may be checked and
+replaced — so when the route ends early (STOP) or its last hop declined, the answer is sent whole
+at the end. The concatenated deltas equal the non-streaming ``content``.
 
 Threads: with a ``thread_id`` the run uses the checkpointed graph (SQLite by default, see
 ``cli.py``) with ``durability="sync"``, so every step is on disk before the next starts; runs on
@@ -36,7 +38,7 @@ from langgraph.graph.state import CompiledStateGraph
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..graph import HierRouterGraph, InvalidQueryError
-from ..hop import CONTEXT_SEPARATOR, DECLINED_REPLIES
+from ..hop import DECLINED_REPLIES, declined
 from .protocol import (
     MODEL_ID,
     APIError,
@@ -69,20 +71,18 @@ def _key(message: BaseMessage) -> tuple[str, str]:
 
 @dataclass
 class _AnswerStream:
-    """Turns member-node messages into answer deltas; each hop's end reconciles with its reply.
+    """Turns member-node messages into answer deltas: only the last stage's hop streams live.
 
-    A route's hops run one after another, so the text streamed since the last hop ended belongs
-    to the hop now running.
+    A route's hops run one after another, so the hops finished so far give the stage of the hop
+    now running; text streamed since the last hop ended belongs to it.
     """
 
     pool: frozenset[str]
     sink: Sink
+    final_stage: int
     sent: str = ""
-    kept_hops: int = 0
+    hops_done: int = 0
     hop_text: str = ""
-
-    def _prefix(self) -> str:
-        return CONTEXT_SEPARATOR if self.kept_hops else ""
 
     def _send(self, text: str) -> None:
         if text:
@@ -92,29 +92,26 @@ class _AnswerStream:
 
     def on_message(self, message: Any, meta: dict[str, Any]) -> None:
         text = message.text if hasattr(message, "text") else str(message.content)
-        if meta.get("langgraph_node") not in self.pool or not text:
+        if meta.get("langgraph_node") not in self.pool or not text or self.hops_done != self.final_stage:
             return
-        if not self.hop_text:
-            if text in DECLINED_REPLIES:
-                return  # a whole-message refusal: not part of the answer
-            self._send(self._prefix())
+        if not self.hop_text and text in DECLINED_REPLIES:
+            return  # a whole-message refusal: not the answer
         self._send(text)
 
     def on_hop_end(self, reply: str) -> None:
         streamed, self.hop_text = self.hop_text, ""
-        if reply in DECLINED_REPLIES:
+        final, self.hops_done = self.hops_done == self.final_stage, self.hops_done + 1
+        if not final or declined(reply):
             return
-        expected = self._prefix() + reply
-        if expected.startswith(streamed):
-            self._send(expected[len(streamed) :])
+        if reply.startswith(streamed):
+            self._send(reply[len(streamed) :])
             self.hop_text = ""
         else:
             log.warning("streamed text of a hop differs from its reply; the trace is authoritative")
-        self.kept_hops += 1
 
     def finish(self, answer: str) -> None:
         if answer.startswith(self.sent):
-            self._send(answer[len(self.sent) :])  # e.g. every reply declined: the last refusal
+            self._send(answer[len(self.sent) :])  # a route that STOPped early, or whose last hop declined
         else:
             log.warning("streamed text differs from the answer; the 'content' of a non-streamed reply is it")
 
@@ -198,7 +195,7 @@ class RouterService:
     def _stream(
         self, graph: Any, graph_input: dict[str, Any], config: Any, request: ParsedRequest, sink: Sink
     ) -> dict[str, Any]:
-        answer = _AnswerStream(self.pool, sink) if request.stream else None
+        answer = _AnswerStream(self.pool, sink, self.router.config.horizon - 1) if request.stream else None
         modes = ["messages", "updates", "values"] if answer else ["values"]
         threaded = "thread_id" in config["configurable"]
         extra = {"durability": "sync"} if threaded else {}

@@ -106,7 +106,7 @@ def test_reward_is_quality_minus_alpha_cost_recomputed_independently() -> None:
     env = _env(reward_metric="task")
     item = env.items[0]
     env.reset(options={"item_index": 0})
-    steps = [env.step(a) for a in (0, 1)]
+    steps = [env.step(a) for a in (1, 0)]  # cheap, then good: the answer is good's reply
     hops = [step[4]["hop"] for step in steps]
     replies = [h["reply"] for h in hops]
     # Cost by hand: words in the prompt (instruction + context) + words of the reply, times the rate.
@@ -116,18 +116,20 @@ def test_reward_is_quality_minus_alpha_cost_recomputed_independently() -> None:
         words_in = len(f"{env.config.stage_prompt(stage)}\n\n{context}".split())
         cost += rates[hop["model"]] * (words_in + len(hop["reply"].split()))
         context = extend_context(context, hop["reply"])
-    quality = score(item, "\n\n".join(replies))  # the replies only, not the query
+    quality = score(item, replies[-1])  # the answer: the last reply, never the query
     assert quality == 1.0
     assert steps[0][1] == 0.0
     assert steps[1][1] == pytest.approx(quality - 0.01 * cost, abs=1e-12)
     assert steps[1][4]["total_cost"] == pytest.approx(cost, abs=1e-12)
+    env.reset(options={"item_index": 0})  # good, then cheap: good's right answer was replaced
+    assert [env.step(a) for a in (0, 1)][-1][4]["quality"] == 0.0
 
 
 def test_f1_reward_and_scaled_cost_observation() -> None:
     env = _env(reward_metric="f1", cost_scale=0.5)
     env.reset(options={"item_index": 0})
-    obs, *_ = env.step(0)
-    obs, reward, _, _, info = env.step(1)
+    obs, *_ = env.step(1)
+    obs, reward, _, _, info = env.step(0)
     assert obs["cost"][0] == pytest.approx(info["total_cost"] / 0.5, rel=1e-6)
     assert info["quality"] == info["f1"] and 0.0 < info["f1"] < 1.0
     assert reward == pytest.approx(info["f1"] - 0.01 * info["total_cost"])

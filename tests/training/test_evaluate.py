@@ -165,7 +165,7 @@ def test_scores_are_memoised_per_item_and_replies(
     memo = ScoreMemo()
     first = outcome_tree(config, pool, TEST, store, memo=memo)
     scored, hits = len(memo), memo.hits
-    assert scored + hits == len(TEST) * 12  # routes with the same answer share one score
+    assert scored + hits == len(TEST) * 12  # routes ending in the same answer share one score
     assert outcome_tree(config, pool, TEST, store, memo=memo) == first
     assert len(memo) == scored and memo.hits - hits == len(TEST) * 12
 
