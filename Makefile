@@ -36,7 +36,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 
 install: $(VENV)/.installed
 
-# What `python training/tune.py --lrs 1e-4 3e-4 --iterations 32 96` chose (docs/results.md, "PPO
+# What `python training/tune.py --lrs 1e-4 3e-4 --iterations 32 96` chose on the default pool (docs/results.md, "PPO
 # hyperparameters"); the paper's defaults are ppo.py's own.
 DEMO_PPO_FLAGS ?= --lr 0.0003 --iterations 96
 

@@ -39,9 +39,10 @@ QUERIES = [
 ]
 
 
-def bench_config(max_new_tokens: int | None) -> RouterConfig:
-    """The default pool, optionally with a shorter generation length for every generating member."""
-    config = default_config()
+def bench_config(max_new_tokens: int | None, path: Path | None = None) -> RouterConfig:
+    """The pool of ``path`` (default: the default pool), optionally with a shorter generation
+    length for every generating member."""
+    config = RouterConfig.from_file(path) if path is not None else default_config()
     if max_new_tokens is None:
         return config
     models: list[Any] = [
@@ -57,8 +58,9 @@ def main() -> None:
     )
     parser.add_argument("--queries", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the pool's")
+    parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: default pool)")
     args = parser.parse_args()
-    config = bench_config(args.max_new_tokens)
+    config = bench_config(args.max_new_tokens, args.config)
     pool = build_pool(config)
     router = HierRouterGraph(config, chat_models=pool)
     policy = router.policy

@@ -21,6 +21,7 @@ from .trained_policy import RouterPolicy
 __all__ = [
     "CODE_SPECIALIST_DIR",
     "DEFAULT_POLICY_DIR",
+    "DEFAULT_STAGE_PROMPTS",
     "default_config",
     "default_policy",
     "untrained_policy",
@@ -29,27 +30,42 @@ __all__ = [
 DEFAULT_POLICY_DIR = Path(__file__).parent / "default_policy"
 CODE_SPECIALIST_DIR = Path(__file__).parent / "specialists" / "smollm2-135m-code"
 """The shipped LoRA code specialist (docs/specialists.md), rebuilt by
-``training/specialists/specialize.py``."""
+``training/specialists/specialize.py``; a member of the earlier default pool
+(``configs/smollm2-gemma-pool.yaml``)."""
+
+
+DEFAULT_STAGE_PROMPTS = (
+    "Solve the problem step by step, then give the final answer in the format the problem asks for.",
+    "Check the previous solution step by step. If it has a mistake, correct it. Then give the final "
+    "answer in the format the problem asks for.",
+)
+"""The default pool's stage prompts. Why these: every stage asks for a complete worked answer, so a
+route's last reply is its answer (``hop.answer_text``), and stage 1 checks and corrects stage 0's
+answer — where a larger model pays (docs/offline-pool.md)."""
 
 
 def default_config(**overrides: object) -> RouterConfig:
-    """The offline pool, in action order.
+    """The offline pool, in action order, cheapest first (``configs/qwen-coder-pool.yaml`` is the
+    same pool written out as YAML, a starting point to edit).
 
-    - ``smollm2-135m``: SmolLM2-135M-Instruct, the cheap instruction-tuned generalist.
+    - ``smollm2-135m``: SmolLM2-135M-Instruct, the cheapest instruction-tuned generalist.
     - ``cloze-mc``: a multiple-choice specialist on the SAME loaded SmolLM2 weights: it scores the
       lettered options by log-likelihood instead of generating (see ``cloze.py``), and refuses
-      anything else.
-    - ``smollm2-135m-code``: a LoRA adapter on that same loaded base, fine-tuned on the
-      specialization half of MBPP + HumanEval to answer with one fenced python block (it passes
-      9.2% of routing-half MBPP against the generalist's 2.7%, see docs/specialists.md).
-    - ``gemma-3-270m``: Gemma-3-270M base, twice the size and price, not instruction-tuned.
+      anything else at no cost.
+    - ``qwen2.5-coder-0.5b``: Qwen2.5-Coder-0.5B-Instruct, ~4x SmolLM2's size and price.
+    - ``qwen2.5-coder-1.5b``: Qwen2.5-Coder-1.5B-Instruct, ~11x SmolLM2's size and price, the best
+      member on math and code.
+
+    Both Qwen members take ``quantization: "int8"`` (every Linear but ``down_proj`` in int8 on CPU,
+    ~2.8-3x float32's speed at batch 16, see docs/offline-pool.md); on a GPU the setting is
+    ignored. Every generating member writes up to 320 tokens: GSM8K chains need 250-350.
     """
     models = [
         ModelSpec(
             name="smollm2-135m",
             source="offline:smollm2-135m-instruct",
-            max_new_tokens=128,
-            description="SmolLM2-135M-Instruct: small instruction-tuned generalist (ChatML).",
+            max_new_tokens=320,
+            description="SmolLM2-135M-Instruct: the cheapest instruction-tuned generalist (ChatML).",
         ),
         ModelSpec(
             name="cloze-mc",
@@ -58,21 +74,23 @@ def default_config(**overrides: object) -> RouterConfig:
             description="Multiple-choice specialist: option log-likelihood on the shared SmolLM2 base.",
         ),
         ModelSpec(
-            name="smollm2-135m-code",
-            source="offline:smollm2-135m-instruct",
-            adapter=str(CODE_SPECIALIST_DIR),
-            max_new_tokens=128,
-            description="Code specialist: LoRA on the shared SmolLM2 base, answers with one fenced "
-            "python block.",
+            name="qwen2.5-coder-0.5b",
+            source="offline:qwen2.5-coder-0.5b-instruct",
+            quantization="int8",
+            max_new_tokens=320,
+            description="Qwen2.5-Coder-0.5B-Instruct, int8 except down_proj (CPU fast path).",
         ),
         ModelSpec(
-            name="gemma-3-270m",
-            source="offline:gemma-3-270m",
-            max_new_tokens=128,
-            description="Gemma-3-270M base: twice the size, not instruction-tuned.",
+            name="qwen2.5-coder-1.5b",
+            source="offline:qwen2.5-coder-1.5b-instruct",
+            quantization="int8",
+            max_new_tokens=320,
+            description="Qwen2.5-Coder-1.5B-Instruct, int8 except down_proj (CPU fast path).",
         ),
     ]
-    return RouterConfig.model_validate({"models": models, **overrides})
+    return RouterConfig.model_validate(
+        {"models": models, "stage_prompts": list(DEFAULT_STAGE_PROMPTS), **overrides}
+    )
 
 
 def untrained_policy(config: RouterConfig, seed: int = 0) -> RouterPolicy:

@@ -386,7 +386,8 @@ def evaluate(
         for i, a in enumerate(learners)
         for b in learners[i + 1 :]
     }
-    train_tasks = Counter(item.task for item in train_items)
+    used_train = fitted or train_items  # the recorded train items when the record is incomplete
+    train_tasks = Counter(item.task for item in used_train)
     test_tasks = Counter(item.task for item in test_items)
     return EvaluationResult(
         groups=groups,
@@ -398,7 +399,7 @@ def evaluate(
         reward_metric=reward_metric,
         seed=seed,
         resamples=resamples,
-        n_train=len(train_items),
+        n_train=len(used_train),
         counts={t: (train_tasks.get(t, 0), test_tasks[t]) for t in tasks},
         best_fixed_route=fixed,
         best_fixed_source=source,

@@ -157,6 +157,10 @@ def test_an_incomplete_record_is_evaluated_on_its_complete_test_items_and_says_s
         record_outcome_tree(config, pool, TRAIN, train_only, progress=False)
         with pytest.raises(ReplayMissError, match=f"none of the {len(TEST)} test items.*training/record.py"):
             evaluate(config, pool, router, TRAIN, TEST, train_only, "task", None, 0)
+    with ReplayStore(tmp_path / "some-train.sqlite") as some_train:  # the header counts what was used
+        record_outcome_tree(config, pool, [*TRAIN[:3], *TEST], some_train, progress=False)
+        fewer = evaluate(config, pool, router, TRAIN, TEST, some_train, "task", None, 0)
+        assert fewer.n_train == 3 and sum(train for train, _ in fewer.counts.values()) == 3
 
 
 def test_scores_are_memoised_per_item_and_replies(
