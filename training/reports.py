@@ -262,7 +262,8 @@ def write_report(
 
 
 def print_table(results: EvaluationResult, file: TextIO | None = None) -> None:
-    """A compact console view: ``mean±h`` (h = the larger side of the 95% interval)."""
+    """A compact console view: ``mean±h`` (h = the larger side of the 95% interval), then the
+    notes (e.g. how many test items an incomplete record was evaluated on)."""
     out = file or sys.stdout
     width = max(len(row.name) for row in results.overall.rows) + 2
     for group in _ordered_groups(results):
@@ -280,6 +281,8 @@ def print_table(results: EvaluationResult, file: TextIO | None = None) -> None:
             print(f"  {ROUTER} route lengths (hops: queries): {lengths}", file=out)
     aiq_text = ", ".join(f"{k}: {NO_SWEEP if v is None else f'{v:.4f}'}" for k, v in results.aiq.items())
     print(f"\nAIQ: {aiq_text}", file=out)
+    for note in results.notes:
+        print(f"note: {note}", file=out)
 
 
 def plot_cost_quality(results: EvaluationResult, path: str | Path = "docs/cost_quality.png") -> Path:

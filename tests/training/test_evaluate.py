@@ -151,6 +151,9 @@ def test_an_incomplete_record_is_evaluated_on_its_complete_test_items_and_says_s
         assert f"evaluated on the 2 of {len(TEST)} test items whose outcome tree is recorded" in " ".join(
             result.notes
         )
+        console = io.StringIO()
+        print_table(result, console)  # what ppo.py and make demo print says so too
+        assert f"note: evaluated on the 2 of {len(TEST)} test items" in console.getvalue()
         full = evaluate(config, pool, router, TRAIN, recorded, partial, "task", None, 0)
         assert full.overall == result.overall and not any("of 2 test items" in n for n in full.notes)
     with ReplayStore(tmp_path / "train-only.sqlite") as train_only:

@@ -194,8 +194,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {one_line(error)}", file=sys.stderr)  # one line, as run_cli prints them
         return 2
     print_table(results)
-    for note in results.notes:
-        print(f"note: {note}", file=sys.stderr)
     if not ns.no_report:
         print(f"\nreport: {ns.report}  plot: {ns.plot}")
     return 0
