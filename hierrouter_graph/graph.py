@@ -33,6 +33,7 @@ from .policy_inputs import check_alpha
 from .policy_signature import PolicyMismatchError, PolicySignature
 from .pool import PoolMember
 from .remote import fallback_members, run_hop_with_fallback
+from .replay_member import build_replay_member
 from .route import RouteState, advance, decide_next
 from .state import HopRecord, InputState, OutputState, RouterState
 from .trained_policy import RouterPolicy
@@ -52,9 +53,16 @@ class InvalidQueryError(ValueError):
 
 
 def build_pool(
-    config: RouterConfig, chat_models: Mapping[str, BaseChatModel | PoolMember] | None = None
+    config: RouterConfig,
+    chat_models: Mapping[str, BaseChatModel | PoolMember] | None = None,
+    *,
+    weights: bool = True,
 ) -> dict[str, PoolMember]:
-    """Pool members in action order: the given chat models, the rest built from their specs."""
+    """Pool members in action order: the given chat models, the rest built from their specs.
+
+    ``weights=False`` builds the rest for replay only (``replay_member.build_replay_member``:
+    tokenizer and config, no weights), for commands that never generate.
+    """
     given = dict(chat_models or {})
     unknown = sorted(set(given) - set(config.model_names))
     if unknown:
@@ -75,8 +83,10 @@ def build_pool(
                 max_input_tokens=spec.max_input_tokens,
                 fingerprint=spec.fingerprint(),
             )
-        else:
+        elif weights:
             pool[spec.name] = build_pool_member(spec, config.resolved_cache_dir)
+        else:
+            pool[spec.name] = build_replay_member(spec, config.resolved_cache_dir)
     return pool
 
 

@@ -48,7 +48,7 @@ def export_shipped(
     replies = store.export_jsonl_gz(record.replay, fingerprints=fingerprints)
     write_record_meta(config, record.meta)
     data = build_routing_dataset(ALL_TASKS, per_task=DEFAULT_PER_TASK, seed=seed)
-    pool = build_pool(config)
+    pool = build_pool(config, weights=False)  # replay only: tokenizers, no weights
     items = complete_items(config, pool, data.train + data.test, store)
     # every query's first state too, complete tree or not: evaluating then encodes nothing at depth 0
     contexts = [

@@ -161,6 +161,7 @@ def load_run_context(
     require_replay: bool = False,
     items: Sequence[Item] | None = None,
     shipped: bool | None = None,
+    generates: bool = False,
 ) -> RunContext:
     """Config, items, pool and replay store of a command (``chat_models``/``encoder``: tests' own).
 
@@ -169,7 +170,9 @@ def load_run_context(
     Flags a command does not have take ``load_items``'s defaults. ``shipped``: whether a shipped
     record that fits the config seeds the store (default: on the benchmarks, not on ``--items``).
     ``require_replay``: replay-only (no ``--live``) needs the store to exist unless a shipped record
-    seeds it — say so before building the pool.
+    seeds it — say so before building the pool. The pool's weights are loaded only when the
+    command can generate (``--live``, or ``generates`` for ``record.py``): replay needs the
+    tokenizers alone (``hierrouter_graph.replay_member``).
     """
     from hierrouter_graph.graph import build_pool
 
@@ -198,5 +201,5 @@ def load_run_context(
         raise ReplayMissError(
             f"no replay store at {ns.replay}: record it with training/record.py, or pass --live"
         )
-    pool = build_pool(config, chat_models)
+    pool = build_pool(config, chat_models, weights=live or generates)
     return RunContext(config, pool, train, test, info, ns.replay, record, encoder)

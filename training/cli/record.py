@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.export_only and ns.export_to is None:
         parser().error("--export-only needs --export-to FILE (where to write the replies)")
     # a shipped pool resumes from its shipped record (regenerating nothing), whatever the items
-    context = load_run_context(ns, items=record_items(ns), shipped=True)
+    context = load_run_context(ns, items=record_items(ns), shipped=True, generates=True)
     config = context.config if ns.horizon is None else with_horizon(context.config, ns.horizon)
     pool, items, progress = context.pool, context.train, not ns.no_progress
     with context.open_store() as store:

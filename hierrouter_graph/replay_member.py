@@ -1,0 +1,121 @@
+"""Pool members for replay: the prompt, the price and the fingerprint of a member, without its weights.
+
+Why: training and evaluating on a recorded outcome tree never generates — every hop is looked up
+by (fingerprint, prompt) — yet building the real pool loads and quantizes every model (on the
+offline default pool ~1.5 minutes and several GB on 2 CPU cores; for a pool of 7B models, far
+more). A replay member loads only the tokenizer and the model config, which is all the hop needs
+to build the exact prompt (including the middle cut of an over-long context) and to price it.
+Its chat model refuses to generate, naming the way out (``--live``).
+
+``build_replay_member(spec, cache_dir)`` agrees with ``models.build_pool_member`` on everything a
+replayed hop reads (a test checks them field by field on a tiny model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+
+from .config import ModelSpec
+from .cost import base_rate_from_param_count, param_count_from_name
+from .pool import PoolMember, TokenizerCounter
+
+__all__ = ["NotLoadedChat", "ReplayOnlyMemberError", "build_replay_member"]
+
+
+class ReplayOnlyMemberError(RuntimeError):
+    """A replay member was asked to generate: the hop is not recorded."""
+
+
+class NotLoadedChat(BaseChatModel):
+    """The chat model of a replay member: it has no weights, so generating is an error."""
+
+    member: str
+
+    @property
+    def _llm_type(self) -> str:
+        return "not-loaded"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        raise ReplayOnlyMemberError(
+            f"{self.member}: this pool was built for replay (no weights loaded) and the hop is not "
+            "in the replay store; record it with training/record.py, or pass --live"
+        )
+
+    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        self._generate([])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _replay_cap(tokens: int) -> dict[str, Any]:
+    """Stage budgets apply to local members, so a replay member says it can be capped (the budget
+    enters the replay key); the cap itself is only used to generate, which it never does."""
+    return {"max_new_tokens": tokens}
+
+
+def _base_rate(spec: ModelSpec, cache_dir: Path) -> float:
+    """As ``models._base_rate``: the spec's price, else the size in its name, else the weights'
+    parameter count (the one case that loads the model)."""
+    if spec.base_rate is not None:
+        return spec.base_rate
+    named = param_count_from_name(spec.name) or param_count_from_name(spec.source)
+    if named:
+        return base_rate_from_param_count(named)
+    from .adapters import base_parameter_count
+    from .models import load_causal_lm
+
+    return base_rate_from_param_count(base_parameter_count(load_causal_lm(spec, cache_dir).model))
+
+
+def build_replay_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
+    """A member that replays ``spec``'s recorded hops exactly, from its tokenizer and config only.
+
+    Endpoint members load nothing anyway and are built as usual.
+    """
+    if spec.endpoint is not None:
+        from .remote import build_endpoint_member
+
+        return build_endpoint_member(spec)
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .models import resolve_model_folder
+
+    folder = str(resolve_model_folder(spec.source, cache_dir))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if spec.chat_template is not None:
+        tokenizer.chat_template = spec.chat_template
+    chat = NotLoadedChat(member=spec.name)
+    if spec.kind == "cloze_mc":
+        return PoolMember(
+            name=spec.name,
+            chat_model=chat,
+            base_rate=_base_rate(spec, cache_dir),
+            counter=TokenizerCounter(tokenizer) if getattr(tokenizer, "chat_template", None) else None,
+            system_prompt=spec.system_prompt,
+            max_input_tokens=None,
+            fingerprint=spec.fingerprint(),
+        )
+    limit = getattr(AutoConfig.from_pretrained(folder), "max_position_embeddings", None)
+    return PoolMember(
+        name=spec.name,
+        chat_model=chat,
+        base_rate=_base_rate(spec, cache_dir),
+        counter=TokenizerCounter(tokenizer),
+        system_prompt=spec.system_prompt,
+        max_input_tokens=spec.max_input_tokens or (limit - spec.max_new_tokens if limit else None),
+        fingerprint=spec.fingerprint(),
+        max_new_tokens=spec.max_new_tokens,
+        cap_new_tokens=_replay_cap,
+    )
