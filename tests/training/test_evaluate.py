@@ -53,6 +53,8 @@ from training.statistics import aiq, bootstrap_interval
 from training.strategies import ORACLE, RANDOM, ROUTER, TASK_ORACLE, best_route
 from training.tree import OutcomeTree, candidate_routes, outcome_tree
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def reply(role: str, prompt: str) -> str:
     return shared_reply(role, prompt, solves_after_answer=True)
@@ -65,15 +67,6 @@ def chat_models() -> dict[str, ScriptedChat]:
 
 TRAIN = [*make_items(6, offset=100), *lucky_items(2, offset=100)]
 TEST = [*make_items(4), *lucky_items(4)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Any:
-    """The test machine's 2 cores are shared: one torch thread keeps encoder calls fast."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

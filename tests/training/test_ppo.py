@@ -38,14 +38,7 @@ from training.ppo import PPOArgs, TrainResult, compute_gae, train
 from training.replay import ReplayMissError
 from training.rollout_data import LOG_COLUMNS
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Any:
-    """The test machine's 2 cores are shared: torch's 2 spinning threads then run ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -42,6 +42,9 @@ SOLVER, GUESSER, STOP = 0, 1, 2
 _SUM = re.compile(r"What is (\d+) plus (\d+)\?")
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 def reply(role: str, prompt: str) -> str:
     if role == "solver" and "The answer is" not in prompt:
         match = _SUM.search(prompt)
@@ -93,14 +96,6 @@ def make_config(allow_stop: bool = True, horizon: int = 3) -> RouterConfig:
         allow_stop=allow_stop,
         stage_prompt_fallback="Check the answer once more.",
     )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from hierrouter_graph import RouterConfig
 from hierrouter_graph.config import PAPER_STAGE_PROMPTS
@@ -43,12 +42,7 @@ ALPHAS = (0.0, 0.05)
 TINY = PPOArgs(iterations=1, rollouts=8, num_minibatches=2, update_epochs=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
