@@ -9,6 +9,7 @@ member runs (``BatchGenerator``) lives in ``generation.py``.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -211,11 +212,53 @@ def _stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return sorted(ids)
 
 
-def _base_rate(spec: ModelSpec, model: Any) -> float:
+def spec_base_rate(spec: ModelSpec, count_parameters: Callable[[], int]) -> float:
+    """The spec's price, else 0.001/B params from the size in its name or source, else from
+    ``count_parameters()`` (the loaded weights' count; only called when nothing names a size)."""
     if spec.base_rate is not None:
         return spec.base_rate
     named = param_count_from_name(spec.name) or param_count_from_name(spec.source)
-    return base_rate_from_param_count(named or base_parameter_count(model))
+    return base_rate_from_param_count(named or count_parameters())
+
+
+def member_around(
+    spec: ModelSpec,
+    chat: BaseChatModel,
+    tokenizer: Any,
+    context_limit: int | None,
+    base_rate: float,
+    **generation: Any,
+) -> PoolMember:
+    """``spec``'s PoolMember around ``chat``: everything a hop reads to build, key and price a prompt.
+
+    Why one function: the loaded member (``build_pool_member``) and the replay member
+    (``replay_member.build_replay_member``) must build the same prompt for the same context, or a
+    recorded hop would not be found. ``context_limit``: the model's ``max_position_embeddings``.
+    ``generation``: the loaded member's ``batch_generate`` / ``cap_new_tokens``.
+    """
+    if spec.kind == "cloze_mc":  # scores options, reports its own usage, never cuts its prompt
+        counter = TokenizerCounter(tokenizer) if getattr(tokenizer, "chat_template", None) else None
+        return PoolMember(
+            name=spec.name,
+            chat_model=chat,
+            base_rate=base_rate,
+            counter=counter,
+            system_prompt=spec.system_prompt,
+            max_input_tokens=None,
+            fingerprint=spec.fingerprint(),
+        )
+    return PoolMember(
+        name=spec.name,
+        chat_model=chat,
+        base_rate=base_rate,
+        counter=TokenizerCounter(tokenizer),
+        system_prompt=spec.system_prompt,
+        max_input_tokens=spec.max_input_tokens
+        or (context_limit - spec.max_new_tokens if context_limit else None),
+        fingerprint=spec.fingerprint(),
+        max_new_tokens=spec.max_new_tokens,
+        **generation,
+    )
 
 
 def _cloze_member(spec: ModelSpec, model: Any, tokenizer: Any) -> PoolMember:
@@ -223,14 +266,8 @@ def _cloze_member(spec: ModelSpec, model: Any, tokenizer: Any) -> PoolMember:
     from .cloze import ClozeMultipleChoiceChat
 
     chat = ClozeMultipleChoiceChat(model=model, tokenizer=tokenizer, model_id=spec.name)
-    return PoolMember(
-        name=spec.name,
-        chat_model=chat,
-        base_rate=_base_rate(spec, model),
-        counter=TokenizerCounter(tokenizer) if getattr(tokenizer, "chat_template", None) else None,
-        system_prompt=spec.system_prompt,
-        max_input_tokens=None,
-        fingerprint=spec.fingerprint(),
+    return member_around(
+        spec, chat, tokenizer, None, spec_base_rate(spec, lambda: base_parameter_count(model))
     )
 
 
@@ -311,16 +348,7 @@ def build_pool_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
         chat, cap = _micro_batched(spec, batch_generate), _request_cap
 
     limit = getattr(model.config, "max_position_embeddings", None)
-    max_input = spec.max_input_tokens or (limit - spec.max_new_tokens if limit else None)
-    return PoolMember(
-        name=spec.name,
-        chat_model=chat,
-        base_rate=_base_rate(spec, model),
-        counter=TokenizerCounter(tokenizer),
-        system_prompt=spec.system_prompt,
-        max_input_tokens=max_input,
-        fingerprint=spec.fingerprint(),
-        batch_generate=batch_generate,
-        max_new_tokens=spec.max_new_tokens,
-        cap_new_tokens=cap,
+    rate = spec_base_rate(spec, lambda: base_parameter_count(model))
+    return member_around(
+        spec, chat, tokenizer, limit, rate, batch_generate=batch_generate, cap_new_tokens=cap
     )

@@ -8,23 +8,24 @@ to build the exact prompt (including the middle cut of an over-long context) and
 Its chat model refuses to generate, naming the way out (``--live``).
 
 ``build_replay_member(spec, cache_dir)`` agrees with ``models.build_pool_member`` on everything a
-replayed hop reads (a test checks them field by field on a tiny model).
+replayed hop reads: both build the member with ``models.member_around`` and price it with
+``models.spec_base_rate`` (a test checks them field by field on a tiny model).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatResult
 
+from .adapters import base_parameter_count
 from .config import ModelSpec
-from .cost import base_rate_from_param_count, param_count_from_name
-from .pool import PoolMember, TokenizerCounter
+from .models import load_causal_lm, member_around, resolve_model_folder, spec_base_rate
+from .pool import PoolMember
 
 __all__ = ["NotLoadedChat", "ReplayOnlyMemberError", "build_replay_member"]
 
@@ -54,10 +55,6 @@ class NotLoadedChat(BaseChatModel):
             "in the replay store; record it with training/record.py, or pass --live"
         )
 
-    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        self._generate([])
-        raise AssertionError("unreachable")  # pragma: no cover
-
 
 def _replay_cap(tokens: int) -> dict[str, Any]:
     """Stage budgets apply to local members, so a replay member says it can be capped (the budget
@@ -65,18 +62,9 @@ def _replay_cap(tokens: int) -> dict[str, Any]:
     return {"max_new_tokens": tokens}
 
 
-def _base_rate(spec: ModelSpec, cache_dir: Path) -> float:
-    """As ``models._base_rate``: the spec's price, else the size in its name, else the weights'
-    parameter count (the one case that loads the model)."""
-    if spec.base_rate is not None:
-        return spec.base_rate
-    named = param_count_from_name(spec.name) or param_count_from_name(spec.source)
-    if named:
-        return base_rate_from_param_count(named)
-    from .adapters import base_parameter_count
-    from .models import load_causal_lm
-
-    return base_rate_from_param_count(base_parameter_count(load_causal_lm(spec, cache_dir).model))
+def _loaded_parameter_count(spec: ModelSpec, cache_dir: Path) -> int:
+    """Only for a spec whose price nothing names: the one case that loads the weights."""
+    return base_parameter_count(load_causal_lm(spec, cache_dir).model)
 
 
 def build_replay_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
@@ -90,32 +78,12 @@ def build_replay_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
         return build_endpoint_member(spec)
     from transformers import AutoConfig, AutoTokenizer
 
-    from .models import resolve_model_folder
-
     folder = str(resolve_model_folder(spec.source, cache_dir))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if spec.chat_template is not None:
         tokenizer.chat_template = spec.chat_template
-    chat = NotLoadedChat(member=spec.name)
-    if spec.kind == "cloze_mc":
-        return PoolMember(
-            name=spec.name,
-            chat_model=chat,
-            base_rate=_base_rate(spec, cache_dir),
-            counter=TokenizerCounter(tokenizer) if getattr(tokenizer, "chat_template", None) else None,
-            system_prompt=spec.system_prompt,
-            max_input_tokens=None,
-            fingerprint=spec.fingerprint(),
-        )
     limit = getattr(AutoConfig.from_pretrained(folder), "max_position_embeddings", None)
-    return PoolMember(
-        name=spec.name,
-        chat_model=chat,
-        base_rate=_base_rate(spec, cache_dir),
-        counter=TokenizerCounter(tokenizer),
-        system_prompt=spec.system_prompt,
-        max_input_tokens=spec.max_input_tokens or (limit - spec.max_new_tokens if limit else None),
-        fingerprint=spec.fingerprint(),
-        max_new_tokens=spec.max_new_tokens,
-        cap_new_tokens=_replay_cap,
+    rate = spec_base_rate(spec, lambda: _loaded_parameter_count(spec, cache_dir))
+    return member_around(
+        spec, NotLoadedChat(member=spec.name), tokenizer, limit, rate, cap_new_tokens=_replay_cap
     )
