@@ -206,3 +206,30 @@ def test_export_only_writes_partial_trees_and_records_nothing(
     with pytest.raises(SystemExit):
         main(["--export-only"])
     assert "--export-only needs --export-to FILE" in capsys.readouterr().err
+
+
+def test_export_shipped_without_a_fitting_record_is_refused_before_loading_anything(
+    tiny_config: RouterConfig,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import training.cli.record as record_cli
+
+    def must_not_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the pool was built before the flags were checked")
+
+    monkeypatch.setattr(record_cli, "load_run_context", must_not_load)
+    tiny_config.to_file(tmp_path / "router.yaml")
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "--config",
+                str(tmp_path / "router.yaml"),
+                "--export-shipped",
+                "--db",
+                str(tmp_path / "a.sqlite"),
+            ]
+        )
+    assert exit_info.value.code == 2
+    assert "--export-shipped: no shipped record fits this config" in capsys.readouterr().err

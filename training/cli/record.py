@@ -12,7 +12,7 @@ from pathlib import Path
 
 import training.record as record
 from hierrouter_graph.cli_errors import run_cli
-from training.cli.context import load_run_context
+from training.cli.context import load_config, load_run_context
 from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item
 from training.jsonl_datasets import load_jsonl_dataset
 from training.record import (
@@ -24,6 +24,7 @@ from training.record import (
 )
 from training.routing_data import build_routing_dataset
 from training.sandbox import SandboxUnavailable
+from training.shipped import shipped_record_for
 from training.tree import with_horizon
 
 __all__ = ["main", "parser", "record_items"]
@@ -107,6 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser().parse_args(argv)
     if ns.export_only and ns.export_to is None:
         parser().error("--export-only needs --export-to FILE (where to write the replies)")
+    if ns.export_shipped and shipped_record_for(load_config(ns)) is None:  # now, not after hours of recording
+        parser().error(
+            "--export-shipped: no shipped record fits this config; start one with "
+            "training/export_shipped.py --name NAME"
+        )
     # a shipped pool resumes from its shipped record (regenerating nothing), whatever the items
     context = load_run_context(ns, items=record_items(ns), shipped=True, generates=True)
     config = context.config if ns.horizon is None else with_horizon(context.config, ns.horizon)
@@ -148,11 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.export_shipped:
             from training.export_shipped import export_shipped
 
-            if context.shipped is None:
-                raise ValueError(
-                    "--export-shipped: no shipped record fits this config; use "
-                    "training/export_shipped.py --name NAME to start one"
-                )
+            assert context.shipped is not None  # checked before recording
             rows, complete, contexts = export_shipped(store, config, context.shipped, seed=ns.data_seed)
             print(
                 f"exported {rows} replies to {context.shipped.replay} and the embeddings of "
