@@ -58,7 +58,9 @@ def default_config(**overrides: object) -> RouterConfig:
 
     Both Qwen members take ``quantization: "int8"`` (every Linear but ``down_proj`` in int8 on CPU,
     ~2.8-3x float32's speed at batch 16, see docs/offline-pool.md); on CUDA the same setting
-    loads bitsandbytes LLM.int8 with ``down_proj`` skipped (``quantize.cuda_int8_load_kwargs``). Every generating member writes up to 320 tokens: GSM8K chains need 250-350.
+    loads bitsandbytes LLM.int8 with ``down_proj`` skipped
+    (``quantize.cuda_int8_load_kwargs``). Every generating member writes up to 320 tokens: GSM8K
+    chains need 250-350.
     """
     models = [
         ModelSpec(

@@ -7,7 +7,8 @@ Writes ``training/data/NAME.replay.jsonl.gz`` (every reply of the config's membe
 ``training.shipped.shipped_record_for`` finds the record for a config) and
 ``NAME.state_embeddings.safetensors`` (the encoder's float16 embedding of every decision context of
 the benchmark items whose tree is complete, train and test, and every item's query). Contexts the
-store has not encoded yet are encoded here, in batches. NAME defaults to the shipped record that already fits the config.
+store has not encoded yet are encoded here, in batches. NAME defaults to the shipped record that
+already fits the config.
 """
 
 from __future__ import annotations
