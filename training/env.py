@@ -21,6 +21,7 @@ one policy learns the whole range of trade-offs (``policy.alpha_feature``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
@@ -31,7 +32,7 @@ from gymnasium import spaces
 
 from hierrouter_graph.confidence import CONFIDENCE_FEATURES, Confidence, confidence_features
 from hierrouter_graph.config import RouterConfig
-from hierrouter_graph.hop import ReplyCache, run_hop
+from hierrouter_graph.hop import HopResult, ReplyCache, run_hop
 from hierrouter_graph.policy_inputs import within_alpha_range
 from hierrouter_graph.pool import PoolMember
 from hierrouter_graph.route import RouteState, advance
@@ -96,6 +97,10 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
         # Q of a final context never changes, and replayed episodes revisit the same few leaves of
         # each item's tree: scoring once (MBPP runs a sandboxed subprocess) keeps replay fast.
         self._quality_memo = memo if memo is not None else ScoreMemo()
+        # Likewise a hop: with a cache, the same (model, context, stage) always gets the cached
+        # reply, and building its prompt (tokenizing to fit the context) was most of a replayed
+        # step. Without a cache every hop generates afresh, so nothing is memoized.
+        self._hop_memo: dict[tuple[int, int, str], HopResult] = {}
         self.cost_scale = cost_scale
         self.encode_terminal = encode_terminal
         self.horizon = config.horizon
@@ -225,7 +230,7 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
             member = self.members[int(action)]
             stage = self._stage
             instruction, cap = self.config.stage_prompt(stage), self.config.stage_token_cap(stage)
-            hop = run_hop(member, self._context, instruction, self.cache, cap)
+            hop = self._hop(int(action), instruction, cap)
             self._state = advance(self._state, member.name, hop)
             info.update(hop=hop.as_dict(), stage=self._stage)
         terminated = self._episode_over
@@ -255,6 +260,18 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
         else:
             observation = self.encode_state(state.context, state.stage, state.cost, confidence)
         return observation, float(reward), terminated, False, info
+
+    def _hop(self, action: int, instruction: str, cap: int | None) -> HopResult:
+        """``run_hop`` of member ``action`` on the current context, memoized when there is a cache."""
+        member, context = self.members[action], self._context
+        if self.cache is None:
+            return run_hop(member, context, instruction, None, cap)
+        key = (action, self._stage, context)
+        seen = self._hop_memo.get(key)
+        if seen is not None:
+            return seen if seen.cached else dataclasses.replace(seen, cached=True)
+        hop = self._hop_memo[key] = run_hop(member, context, instruction, self.cache, cap)
+        return hop
 
     @property
     def _episode_over(self) -> bool:

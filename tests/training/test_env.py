@@ -162,6 +162,36 @@ def test_replay_cache_means_the_model_runs_once_per_hop(tmp_path: Path) -> None:
         assert len(store) == 2
 
 
+class _CountingStore(ReplayStore):
+    """A replay store that counts lookups."""
+
+    lookups = 0
+
+    def get(self, fingerprint: str, prompt: str) -> Any:
+        self.lookups += 1
+        return super().get(fingerprint, prompt)
+
+
+@pytest.mark.filterwarnings("ignore:.*Box observation space:UserWarning")
+def test_a_revisited_hop_skips_the_prompt_and_the_store_but_not_without_a_cache(tmp_path: Path) -> None:
+    config, pool = _fake_setup()
+    with _CountingStore(tmp_path / "replay.sqlite") as store:
+        env = HierRouterEnv(config, _items(), pool, _HashEncoder(), cache=store)
+        rewards = []
+        for _ in range(3):
+            env.reset(options={"item_index": 0})
+            rewards.append([env.step(a) for a in (0, 1)][-1][1])
+        assert store.lookups == 2  # one per distinct (model, stage, context), on the first visit
+        assert rewards[0] == rewards[1] == rewards[2]
+    config, pool = _fake_setup()
+    env = HierRouterEnv(config, _items(), pool, _HashEncoder())
+    for _ in range(3):
+        env.reset(options={"item_index": 0})
+        for action in (0, 1):
+            env.step(action)
+    assert [member.chat_model.calls for member in pool.values()] == [3, 3]  # type: ignore[attr-defined]
+
+
 def test_env_and_graph_run_the_same_hops(tiny_config: RouterConfig) -> None:
     route = ["tiny-b", "tiny-a"]
     pool = build_pool(tiny_config)
