@@ -175,7 +175,8 @@ class _CountingStore(ReplayStore):
 @pytest.mark.filterwarnings("ignore:.*Box observation space:UserWarning")
 def test_a_revisited_hop_skips_the_prompt_and_the_store_but_not_without_a_cache(tmp_path: Path) -> None:
     config, pool = _fake_setup()
-    with _CountingStore(tmp_path / "replay.sqlite") as store:
+    store = _CountingStore(tmp_path / "replay.sqlite")
+    with store:
         env = HierRouterEnv(config, _items(), pool, _HashEncoder(), cache=store)
         rewards = []
         for _ in range(3):
