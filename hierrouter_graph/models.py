@@ -142,6 +142,32 @@ _LOADED: dict[tuple[str, str, str, str | None, str], _LoadedLM] = {}
 _LOAD_LOCK = threading.Lock()
 
 
+def _model_type(folder: Path | str) -> str:
+    from transformers import AutoConfig
+
+    return str(AutoConfig.from_pretrained(str(folder)).model_type)
+
+
+def describe_backend(spec: ModelSpec, cache_dir: Path) -> str:
+    """What ``load_causal_lm`` would load ``spec`` as here, without loading any weights: e.g.
+    'transformers cpu float32 int8(kept: down_proj)'. Why: record metadata names the numerics
+    that produced a record, and exporting one should not cost loading the whole pool."""
+    from .quantize import int8_keep_modules
+
+    folder = resolve_model_folder(spec.source, cache_dir)
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device, spec.quantization)
+    keep: tuple[str, ...] = ()
+    if spec.quantization == "int8":
+        keep = int8_keep_modules(_model_type(folder), spec.keep_full_precision)
+    return _backend_text(device, dtype, spec.quantization, keep)
+
+
+def _backend_text(device: str, dtype: Any, quantization: str, keep: tuple[str, ...]) -> str:
+    text = f"transformers {device} {str(dtype).removeprefix('torch.')}"
+    return text + (f" int8(kept: {','.join(keep) or 'none'})" if quantization == "int8" else "")
+
+
 def load_causal_lm(spec: ModelSpec, cache_dir: Path) -> _LoadedLM:
     """Model and tokenizer for ``spec``, shared by every member with the same weights and device.
 
@@ -163,10 +189,7 @@ def load_causal_lm(spec: ModelSpec, cache_dir: Path) -> _LoadedLM:
         keep: tuple[str, ...] = ()
         load_kwargs: dict[str, Any] = {}
         if spec.quantization == "int8":
-            from transformers import AutoConfig
-
-            model_type = str(AutoConfig.from_pretrained(str(folder)).model_type)
-            keep = int8_keep_modules(model_type, spec.keep_full_precision)
+            keep = int8_keep_modules(_model_type(folder), spec.keep_full_precision)
             if device.startswith("cuda"):
                 load_kwargs = cuda_int8_load_kwargs(keep)
             elif device.startswith("mps"):
@@ -183,11 +206,9 @@ def load_causal_lm(spec: ModelSpec, cache_dir: Path) -> _LoadedLM:
         if not load_kwargs:  # bitsandbytes places the weights itself
             model.to(device)
         model.eval()
-        backend = f"transformers {device} {str(dtype).removeprefix('torch.')}"
-        if spec.quantization == "int8":
-            if not device.startswith("cuda"):
-                quantize_int8_cpu(model, keep)
-            backend += f" int8(kept: {','.join(keep) or 'none'})"
+        if spec.quantization == "int8" and not device.startswith("cuda"):
+            quantize_int8_cpu(model, keep)
+        backend = _backend_text(device, dtype, spec.quantization, keep)
         if spec.chat_template is not None:
             tokenizer.chat_template = spec.chat_template
         if tokenizer.pad_token_id is None:

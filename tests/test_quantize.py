@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from hierrouter_graph import quantize
 from hierrouter_graph.config import EndpointSpec, ModelSpec
-from hierrouter_graph.models import load_causal_lm, resolve_dtype
+from hierrouter_graph.models import describe_backend, load_causal_lm, resolve_dtype
 
 FULL = "torch.nn.modules.linear"
 INT8 = "torch.ao.nn.quantized.dynamic.modules.linear"  # its class is also named "Linear"
@@ -40,6 +40,26 @@ def test_explicit_keep_list_overrides_the_default(tiny_folders: dict[str, Path],
     kinds = {name: type(module).__module__ for name, module in model.named_modules()}
     assert all(kinds[n] == FULL for n in kinds if n.endswith("q_proj"))
     assert all(kinds[n] == INT8 for n in kinds if n.endswith("down_proj"))
+
+
+SETTINGS = [{}, {"quantization": "int8"}, {"quantization": "int8", "keep_full_precision": ("q_proj",)}]
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_the_backend_is_described_without_loading_as_loading_names_it(
+    tiny_folders: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: dict
+) -> None:
+    import transformers
+
+    def no_weights(*args: object, **kwargs: object) -> None:
+        raise AssertionError("describe_backend loaded weights")
+
+    spec = ModelSpec(name="q", source=str(tiny_folders["tiny-b"]), **settings)
+    with monkeypatch.context() as patch:
+        patch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_weights)
+        described = describe_backend(spec, tmp_path)
+    assert described == load_causal_lm(spec, tmp_path).backend
+    assert ("int8" in described) == ("quantization" in settings)
 
 
 def test_quantization_is_in_the_fingerprint_only_when_set() -> None:

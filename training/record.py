@@ -235,7 +235,8 @@ def record_meta_path(record: Path) -> Path:
 
 def write_record_meta(config: RouterConfig, path: Path) -> None:
     """Name what produced a record: per member its fingerprint and backend (device, dtype,
-    quantization as loaded here), how hops were batched, plus torch and the CPU's bf16 support.
+    quantization as this machine loads it; no weights are loaded), how hops were batched, plus
+    torch and the CPU's bf16 support.
 
     Why: replies are keyed by the member's *spec*, so a GPU user replays this record without
     misses, while this file says which numerics actually generated it.
@@ -245,13 +246,13 @@ def write_record_meta(config: RouterConfig, path: Path) -> None:
 
     import torch
 
-    from hierrouter_graph.models import load_causal_lm
+    from hierrouter_graph.models import describe_backend
     from hierrouter_graph.quantize import cpu_has_native_bf16
 
     members = {}
     for spec in config.models:
         local = spec.endpoint is None
-        backend = load_causal_lm(spec, config.resolved_cache_dir).backend if local else "endpoint"
+        backend = describe_backend(spec, config.resolved_cache_dir) if local else "endpoint"
         members[spec.name] = {"fingerprint": spec.fingerprint(), "backend": backend}
     meta = {
         "members": members,
