@@ -131,7 +131,8 @@ class ShippedRecord:
 def shipped_records(folder: Path = SHIPPED_DIR) -> list[ShippedRecord]:
     """Every record in ``folder`` (a meta file beside its replies), sorted by name."""
     names = sorted(path.name.removesuffix(_META_SUFFIX) for path in folder.glob(f"*{_META_SUFFIX}"))
-    return [ShippedRecord(name, folder) for name in names if ShippedRecord(name, folder).replay.is_file()]
+    records = [ShippedRecord(name, folder) for name in names]
+    return [record for record in records if record.replay.is_file()]
 
 
 def shipped_record_for(config: RouterConfig, folder: Path = SHIPPED_DIR) -> ShippedRecord | None:
