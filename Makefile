@@ -1,7 +1,8 @@
 # Set-up commands that work on a fresh CPU machine with only PyPI reachable.
-#   make demo   create .venv, install everything, train the router on the shipped record (PPO with
-#               the lr and length training/tune.py chose on held-out train items: the shipped
-#               default policy's command), print its test-split table, then route sample queries
+#   make demo   create .venv, install everything, convert the pool's models (two at once), train
+#               the router on the shipped record (PPO with the lr and length training/tune.py chose
+#               on held-out train items: the shipped default policy's command), print its
+#               test-split table, then route sample queries
 #   make test   same install, then lint, type-check and the whole test suite (installs bubblewrap,
 #               the sandbox for model-written code, when missing and running as root on Debian)
 VENV ?= .venv
@@ -41,6 +42,7 @@ install: $(VENV)/.installed
 DEMO_PPO_FLAGS ?= --lr 0.0003 --iterations 96
 
 demo: install sandbox-tools
+	$(PY) -m hierrouter_graph prepare --jobs 2
 	$(PY) training/ppo.py $(DEMO_PPO_FLAGS) --run-dir runs/demo-ppo --replay runs/demo-replay.sqlite --no-resume
 	$(PY) examples/demo.py --policy runs/demo-ppo/policy
 

@@ -1,7 +1,9 @@
 """``python -m hierrouter_graph "question"``: route one query and print every hop.
 
 ``python -m hierrouter_graph serve [...]`` starts the OpenAI-compatible server instead
-(``hierrouter_graph/serve/cli.py``; ``serve --help`` lists its options).
+(``hierrouter_graph/serve/cli.py``; ``serve --help`` lists its options), and
+``python -m hierrouter_graph prepare [--config FILE] [--jobs N]`` converts the pool's local models
+ahead of first use, several at once (``hierrouter_graph/prepare.py``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from .cli_errors import run_cli
 from .config import RouterConfig
@@ -25,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         from .serve.cli import main as serve
 
         return serve(args_in[1:])
+    if args_in[:1] == ["prepare"]:
+        return prepare(args_in[1:])
     parser = argparse.ArgumentParser(prog="python -m hierrouter_graph", description=__doc__)
     parser.add_argument("query", help="the question to route")
     parser.add_argument("--config", help="RouterConfig YAML/JSON (default: the offline pool)")
@@ -49,6 +54,26 @@ def main(argv: list[str] | None = None) -> int:
         print()
     else:
         print(format_result(result))
+    return 0
+
+
+def prepare(argv: list[str]) -> int:
+    """``prepare``: convert every local member's model now, ``--jobs`` at once."""
+    from .prepare import prepare_models
+
+    parser = argparse.ArgumentParser(
+        prog="python -m hierrouter_graph prepare",
+        description="Assemble and convert a pool's local models before first use, several at once.",
+    )
+    parser.add_argument("--config", help="RouterConfig YAML/JSON (default: the offline pool)")
+    parser.add_argument("--jobs", type=int, default=2, help="conversions at once, one process each")
+    args = parser.parse_args(argv)
+    config = RouterConfig.from_file(args.config) if args.config else default_config()
+    started = time.perf_counter()
+    prepared = prepare_models(config, jobs=args.jobs)
+    for model in prepared:
+        print(f"{', '.join(model.members)}: {model.source} -> {model.folder} ({model.seconds:.1f}s)")
+    print(f"{len(prepared)} model(s) ready in {time.perf_counter() - started:.1f}s")
     return 0
 
 

@@ -66,3 +66,28 @@ def test_a_crash_halfway_leaves_nothing_trusted(
         convert_gguf_to_folder(gguf, target)
     assert not target.exists()
     assert not list(target.parent.glob(".model.tmp-*"))
+
+
+def test_one_conversion_parses_the_gguf_once(tmp_path: Path) -> None:
+    import gguf
+    import numpy as np
+
+    from hierrouter_graph.offline import _gguf_parsed_once
+
+    paths = [tmp_path / "a.gguf", tmp_path / "b.gguf"]
+    for path in paths:
+        writer = gguf.GGUFWriter(str(path), "llama")
+        writer.add_array("tokenizer.ggml.tokens", ["x", "y", "z"])
+        writer.add_tensor("t", np.zeros(4, dtype=np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    original = gguf.GGUFReader
+    with _gguf_parsed_once(paths[0]):
+        first, again = gguf.GGUFReader(str(paths[0])), gguf.GGUFReader(tmp_path / "." / "a.gguf")
+        other = gguf.GGUFReader(paths[1])
+    assert first is again and isinstance(first, original)
+    assert other is not first and isinstance(other, original)
+    assert gguf.GGUFReader is original
+    assert "tokenizer.ggml.tokens" in first.fields and [t.name for t in first.tensors] == ["t"]
