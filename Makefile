@@ -48,7 +48,7 @@ install-extras: $(VENV)/.installed-extras
 
 # What `python training/tune.py --lrs 1e-4 3e-4 --iterations 32 96` chose on the default pool (docs/results.md, "PPO
 # hyperparameters"); the paper's defaults are ppo.py's own.
-DEMO_PPO_FLAGS ?= --lr 0.0003 --iterations 96
+DEMO_PPO_FLAGS ?= --lr 0.0001 --iterations 96
 
 demo: install sandbox-tools
 	$(PY) -m hierrouter_graph prepare --jobs 2

@@ -63,7 +63,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="its PPO iterations (default: --iterations × grid points, the per-α family's total)",
     )
     parser.add_argument("--no-router", action="store_true", help="baselines only: train no PPO policy")
-    parser.add_argument("--lr", type=float, default=3e-4, help="PPO lr (default: the shipped policy's)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="PPO lr (default: the shipped policy's)")
     parser.add_argument("--iterations", type=int, default=96, help="PPO iterations (default: shipped's)")
     parser.add_argument("--rollouts", type=int, default=defaults.rollouts)
     parser.add_argument(
