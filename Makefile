@@ -46,7 +46,7 @@ install: $(VENV)/.installed
 
 install-extras: $(VENV)/.installed-extras
 
-# What `python training/tune.py --lrs 1e-4 3e-4 --iterations 32 96` chose on the default pool (docs/results.md, "PPO
+# What `python training/tune.py --lrs 1e-4 3e-4 --iterations 32 96 --seeds 42 43` chose on the default pool (docs/results.md, "PPO
 # hyperparameters"); the paper's defaults are ppo.py's own.
 DEMO_PPO_FLAGS ?= --lr 0.0001 --iterations 96
 
