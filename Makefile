@@ -4,8 +4,9 @@
 #               the router on the shipped record (PPO with the lr and length training/tune.py chose
 #               on held-out train items: the shipped default policy's command), print its
 #               test-split table, then route sample queries
-#   make test   adds the test tools (.[dev]) and extra models, then lint, type-check, whole test suite (installs bubblewrap,
-#               the sandbox for model-written code, when missing and running as root on Debian)
+#   make test   adds the test tools (.[dev]) and the extra models, then lint, type-check and the
+#               whole test suite (installs bubblewrap, the sandbox for model-written code, when
+#               missing and running as root on Debian)
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
@@ -52,8 +53,8 @@ install: $(VENV)/.installed-dev
 
 install-extras: $(VENV)/.installed-extras
 
-# What `python training/tune.py --lrs 1e-4 3e-4 --iterations 32 96 --seeds 42 43` chose on the default pool (docs/results.md, "PPO
-# hyperparameters"); the paper's defaults are ppo.py's own.
+# What `python training/tune.py --lrs 1e-4 3e-4 --iterations 32 96 --seeds 42 43` chose on the
+# default pool (docs/results.md, "PPO hyperparameters"); the paper's defaults are ppo.py's own.
 DEMO_PPO_FLAGS ?= --lr 0.0001 --iterations 96
 
 demo: $(VENV)/.installed sandbox-tools
