@@ -19,13 +19,14 @@ from hierrouter_graph.display import format_result
 from hierrouter_graph.trained_policy import RouterPolicy
 
 SAMPLE_QUERIES = [
-    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-    "How many clips did Natalia sell altogether in April and May? Put the final answer in \\boxed{}.",
-    "Write a python function `is_palindrome(s)` that returns True when the string s reads the same "
-    "backwards. Answer with a fenced python block.",
+    "A box holds 6 eggs. How many eggs are in 4 boxes? Put the final answer in \\boxed{}.",
+    "Write a python function `square(x)` that returns x squared. Answer with a fenced python block.",
     "Which gas do plants absorb from the air for photosynthesis?\nA. Oxygen\nB. Carbon dioxide\n"
     "C. Nitrogen\nD. Helium\nAnswer with the letter of the correct option.",
 ]
+"""Short on purpose: on 2 CPU cores the 1.5B member writes ~4 tokens/s, so a benchmark-length
+question (GSM8K's first, ~240-token worked answer) takes over a minute a query, and ``make demo``
+must finish in 10 minutes including the install. These take ~30-40 s each (measured 2026-12-01)."""
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,6 +11,9 @@ context would match the gold text against the question itself and reward a route
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypedDict, cast
 
 from training.datasets import Item
@@ -75,3 +78,29 @@ class ScoreMemo:
         metric = cast(Literal["task", "f1"], reward_metric)
         self._scores[key] = episode_quality(item, answer, metric)
         return self._scores[key]
+
+    def score_all(
+        self, pairs: Sequence[tuple[Item, str]], reward_metric: str, *, workers: int | None = None
+    ) -> list[EpisodeQuality]:
+        """``score`` of every (item, answer) pair, the distinct unscored ones ``workers`` at a time.
+
+        Why: scoring an MBPP reply is a sandboxed subprocess (~70 ms, mostly process start-up), and
+        an outcome tree holds hundreds of distinct code answers; two at once on 2 cores halve the
+        wall time (measured: 40 programs 2.9 s one by one, 1.7 s two at once). ``workers``
+        defaults to the CPUs this process may use.
+        """
+        metric = cast(Literal["task", "f1"], reward_metric)
+        todo: dict[tuple[str, str, str], tuple[Item, str]] = {}
+        for item, answer in pairs:
+            key = (item.id, answer, reward_metric)
+            if key not in self._scores:
+                todo.setdefault(key, (item, answer))
+        workers = min(workers or len(os.sched_getaffinity(0)), len(todo))
+        if workers > 1:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                scored = list(pool.map(lambda pair: episode_quality(pair[0], pair[1], metric), todo.values()))
+        else:
+            scored = [episode_quality(item, answer, metric) for item, answer in todo.values()]
+        self._scores.update(zip(todo, scored, strict=True))
+        self.hits += len(pairs) - len(todo)
+        return [self._scores[(item.id, answer, reward_metric)] for item, answer in pairs]

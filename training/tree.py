@@ -311,9 +311,9 @@ def outcome_tree(
     with tqdm(total=tree_size(len(items), len(config.model_names), config.horizon), unit="node",
               desc="outcome tree", disable=not progress) as bar:  # fmt: skip
         for level in walk(config, pool, [item.prompt for item in items], _replayed(hop_cache, batch_size)):
-            for index, state in level:
+            scores = memo.score_all([(items[index], state.answer) for index, state in level], reward_metric)
+            for (index, state), quality in zip(level, scores, strict=True):
                 item = items[index]
-                quality = memo.score(item, state.answer, reward_metric)
                 tree[item.id][state.route] = RouteOutcome(
                     route=state.route,
                     context=state.context,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from training.datasets import Item
-from training.reward import episode_quality, terminal_reward
+from training.reward import ScoreMemo, episode_quality, terminal_reward
 
 CHOICES = ["Mars", "Jupiter", "Venus", "Earth"]
 QUERY = "Which planet is largest?\nA. Mars\nB. Jupiter\nC. Venus\nD. Earth"
@@ -50,3 +50,30 @@ def test_episode_quality_picks_the_reward_metric() -> None:
     assert 0.0 < f1["f1"] < 1.0
     with pytest.raises(ValueError, match="reward_metric"):
         episode_quality(item, answer, "bleu")  # type: ignore[arg-type]
+
+
+def _code_item(k: int) -> Item:
+    return Item(
+        id=f"mbpp/{k}",
+        task="mbpp",
+        prompt=f"Write add{k}(a, b).",
+        references=[],
+        metric="mbpp_pass",
+        half="routing",
+        meta={"test_list": [f"assert add{k}(1, 2) == 3"]},
+    )
+
+
+def test_score_all_runs_each_distinct_answer_once_and_matches_score() -> None:
+    """Concurrent sandbox runs give the scores one-by-one scoring gives, in the pairs' order."""
+    items = [_code_item(k) for k in range(3)]
+    right = [f"```python\ndef add{k}(a, b):\n    return a + b\n```" for k in range(3)]
+    wrong = [f"```python\ndef add{k}(a, b):\n    return a - b\n```" for k in range(3)]
+    pairs = [(items[0], right[0]), (items[1], wrong[1]), (items[2], right[2]), (items[0], right[0])]
+    memo = ScoreMemo()
+    scores = memo.score_all(pairs, "task", workers=3)
+    assert [s["task_metric"] for s in scores] == [1.0, 0.0, 1.0, 1.0]
+    assert len(memo) == 3 and memo.hits == 1  # the repeated pair was scored once
+    assert scores == [episode_quality(item, answer, "task") for item, answer in pairs]
+    again = memo.score_all([(items[1], wrong[1]), (items[1], right[1])], "task")
+    assert [s["task_metric"] for s in again] == [0.0, 1.0] and len(memo) == 4 and memo.hits == 2
