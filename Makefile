@@ -53,9 +53,10 @@ install: $(VENV)/.installed-dev
 
 install-extras: $(VENV)/.installed-extras
 
-# What `python training/tune.py --lrs 1e-4 3e-4 --iterations 32 96 --seeds 42 43` chose on the
-# default pool (docs/results.md, "PPO hyperparameters"); the paper's defaults are ppo.py's own.
-DEMO_PPO_FLAGS ?= --lr 0.0001 --iterations 96
+# The shipped default policy's PPO arguments, read from its policy.json (the lr and length
+# `python training/tune.py` chose on held-out train items: docs/results.md, "PPO hyperparameters");
+# the paper's defaults are ppo.py's own.
+DEMO_PPO_FLAGS ?= --args-from hierrouter_graph/default_policy
 
 demo: $(VENV)/.installed sandbox-tools
 	$(PY) -m hierrouter_graph prepare --jobs 2

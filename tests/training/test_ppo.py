@@ -9,6 +9,7 @@ Replies carry ``usage_metadata`` so hops are priced without a tokenizer, exactly
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -344,3 +345,40 @@ def test_recorded_states_are_encoded_in_batches_before_training(
     observation, _, terminated, _, _ = faithful.step(1)
     assert terminated and sum(calls) == n + 1  # by default the final context is encoded
     assert torch.equal(torch.from_numpy(observation["embedding"]), encoder.encode([faithful._context])[0])
+
+
+def test_args_from_a_saved_policy_sets_every_ppo_argument_and_flags_still_win(tmp_path: Path) -> None:
+    """The shipped policy's settings come from its policy.json, not from copies in a Makefile."""
+    from training.cli.ppo import ppo_args_from, ppo_args_of_policy
+
+    shipped = ppo_args_of_policy(Path("hierrouter_graph/default_policy"))
+    recorded = json.loads(Path("hierrouter_graph/default_policy/policy.json").read_text())["training"]["args"]
+    assert dataclasses.asdict(shipped) == recorded
+    folder = tmp_path / "p"
+    folder.mkdir()
+    args = dataclasses.replace(PPOArgs(), learning_rate=3e-5, iterations=7, gamma=0.9, reward="f1", seed=5)
+    (folder / "policy.json").write_text(json.dumps({"training": {"args": dataclasses.asdict(args)}}))
+    got = ppo_args_from(parse_args(["--args-from", str(folder)]))
+    assert got == args  # the fields the CLI has no flag for (gamma) come from the file too
+    overridden = ppo_args_from(parse_args(["--args-from", str(folder), "--lr", "0.001", "--seed", "1"]))
+    assert (overridden.learning_rate, overridden.seed, overridden.iterations) == (0.001, 1, 7)
+    assert ppo_args_from(parse_args([])) == PPOArgs()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "missing"),
+        ({"format_version": 1}, "training.args"),
+        ({"training": {"args": {"learning_rate": 1e-4, "warmup": 3}}}, "warmup"),
+        ({"training": {"args": {"iterations": 0}}}, "iterations must be >= 1"),
+    ],
+)
+def test_args_from_refuses_a_policy_without_usable_ppo_arguments(tmp_path: Path, content, expected) -> None:
+    from training.cli.ppo import ppo_args_of_policy
+
+    if content is not None:
+        (tmp_path / "policy.json").write_text(json.dumps(content))
+    with pytest.raises((FileNotFoundError, ValueError), match=expected) as caught:
+        ppo_args_of_policy(tmp_path)
+    assert "policy.json" in str(caught.value)

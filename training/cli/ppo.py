@@ -2,11 +2,13 @@
 evaluate it on the test split and print the table.
 
     python training/ppo.py --run-dir runs/ppo --replay runs/replay.sqlite --reward task
+    python training/ppo.py --args-from hierrouter_graph/default_policy   # the shipped policy's settings
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.hop import ReplyCache
+from hierrouter_graph.loading_errors import LoadError, read_json_object
 from training.cli.context import RunContext, add_data_flags, add_router_flags, load_run_context
 from training.policy_setup import POLICY_KINDS, build_env, make_policy
 from training.ppo import PPOArgs, TrainResult, train
@@ -21,16 +24,55 @@ from training.replay import ReplayMissError, ReplayOnlyCache, StateEncoder
 from training.sandbox import SandboxUnavailable
 from training.tree import encode_recorded_states, recorded_only
 
-__all__ = ["evaluate_trained", "main", "parse_args", "ppo_args_from", "run_from_cli"]
+__all__ = ["evaluate_trained", "main", "parse_args", "ppo_args_from", "ppo_args_of_policy", "run_from_cli"]
+
+
+def ppo_args_of_policy(policy_dir: Path) -> PPOArgs:
+    """The ``PPOArgs`` a saved policy was trained with (``policy.json``'s ``training.args``).
+
+    Why: "retrain the shipped policy" should name the policy, not copy its learning rate and
+    length into a Makefile and docs where they drift from what was actually chosen.
+
+    Raises:
+        FileNotFoundError: no ``policy.json`` in ``policy_dir``.
+        LoadError: the file records no PPO arguments, or names ones ``PPOArgs`` does not have.
+    """
+    path = policy_dir / "policy.json"
+    data = read_json_object(path, "a saved policy's policy.json")
+    training = data.get("training")
+    recorded = training.get("args") if isinstance(training, dict) else None
+    if not isinstance(recorded, dict):
+        raise LoadError(f"{path}: expected training.args (the PPO arguments it was trained with), found none")
+    known = {field.name for field in dataclasses.fields(PPOArgs)}
+    unknown = sorted(set(recorded) - known)
+    if unknown:
+        raise LoadError(f"{path}: training.args has fields PPOArgs does not know: {unknown}")
+    try:
+        return PPOArgs(**recorded)
+    except (TypeError, ValueError) as error:
+        raise LoadError(f"{path}: training.args are not valid PPO arguments: {error}") from error
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The CLI's flags; defaults are ``PPOArgs``'s, so the CLI and the library cannot drift apart."""
-    defaults = PPOArgs()
+    """The CLI's flags; defaults are ``PPOArgs``'s (or, with ``--args-from``, that policy's), so
+    the CLI and the library cannot drift apart."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--args-from", type=Path, default=None)
+    args_from = early.parse_known_args(argv)[0].args_from
+    defaults = ppo_args_of_policy(args_from) if args_from is not None else PPOArgs()
     parser = argparse.ArgumentParser(
         description="Train the HierRouter policy with PPO (paper defaults) on the routing train split."
     )
+    parser.add_argument(
+        "--args-from",
+        type=Path,
+        default=None,
+        metavar="POLICY_DIR",
+        help="start from the PPO arguments a saved policy was trained with (its policy.json); "
+        "flags given here still override them",
+    )
     add_router_flags(parser)
+    parser.set_defaults(reward=defaults.reward)
     parser.add_argument("--run-dir", type=Path, default=Path("runs/ppo"), help="log, checkpoint, policy/")
     parser.add_argument("--iterations", type=int, default=defaults.iterations)
     parser.add_argument("--rollouts", type=int, default=defaults.rollouts, help="episodes per iteration")
@@ -42,7 +84,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stage-dim", type=int, default=defaults.stage_dim)
     parser.add_argument("--cost-scale", type=float, default=defaults.cost_scale)
     parser.add_argument("--seed", type=int, default=defaults.seed, help="PPO seed (init, actions, items)")
-    parser.add_argument("--device", default=defaults.device, help="torch device of the policy")
+    parser.add_argument("--device", default=PPOArgs.device, help="torch device of the policy")
     parser.add_argument(
         "--policy-kind",
         choices=POLICY_KINDS,
@@ -62,8 +104,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def ppo_args_from(ns: argparse.Namespace) -> PPOArgs:
-    """Parsed flags → ``PPOArgs`` (hyperparameters the CLI does not expose keep the paper's values)."""
-    return PPOArgs(
+    """Parsed flags → ``PPOArgs``; hyperparameters the CLI does not expose keep the paper's values,
+    or those of the ``--args-from`` policy."""
+    base = ppo_args_of_policy(ns.args_from) if getattr(ns, "args_from", None) is not None else PPOArgs()
+    return dataclasses.replace(
+        base,
         iterations=ns.iterations,
         rollouts=ns.rollouts,
         num_minibatches=ns.minibatches,
