@@ -26,7 +26,7 @@ SAMPLE_QUERIES = [
 ]
 """Short on purpose: on 2 CPU cores the 1.5B member writes ~4 tokens/s, so a benchmark-length
 question (GSM8K's first, ~240-token worked answer) takes over a minute a query, and ``make demo``
-must finish in 10 minutes including the install. These take ~30-40 s each (measured 2026-12-01)."""
+must finish in 10 minutes including the install. These take ~30-45 s each (measured 2026-12-01)."""
 
 
 def main(argv: list[str] | None = None) -> None:
