@@ -280,3 +280,12 @@ def test_study_trains_one_conditioned_policy_for_the_whole_grid(
     assert meta["alpha_range"] == [0.1, 1.0]
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)
     assert checkpoint["iteration"] == 3  # the per-α family's total: 1 iteration × 3 grid points
+
+
+def test_curves_cli_trains_with_the_shipped_policys_lr_and_length_by_default() -> None:
+    from training.cli.curves import parse_args
+
+    recorded = json.loads(Path("hierrouter_graph/default_policy/policy.json").read_text())["training"]["args"]
+    ns = parse_args([])
+    assert (ns.lr, ns.iterations) == (recorded["learning_rate"], recorded["iterations"])
+    assert parse_args(["--lr", "0.003"]).lr == 0.003

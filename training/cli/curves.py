@@ -23,7 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hierrouter_graph.cli_errors import run_cli
+from hierrouter_graph.defaults import DEFAULT_POLICY_DIR
 from training.cli.context import add_data_flags, add_router_flags, load_run_context
+from training.cli.ppo import ppo_args_of_policy
 from training.curve_study import DEFAULT_CURVE_ALPHAS, run_study
 from training.ppo import PPOArgs
 from training.sandbox import SandboxUnavailable
@@ -63,8 +65,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="its PPO iterations (default: --iterations × grid points, the per-α family's total)",
     )
     parser.add_argument("--no-router", action="store_true", help="baselines only: train no PPO policy")
-    parser.add_argument("--lr", type=float, default=1e-4, help="PPO lr (default: the shipped policy's)")
-    parser.add_argument("--iterations", type=int, default=96, help="PPO iterations (default: shipped's)")
+    shipped = ppo_args_of_policy(DEFAULT_POLICY_DIR)  # what training/tune.py chose for the default pool
+    parser.add_argument(
+        "--lr", type=float, default=shipped.learning_rate, help="PPO lr (default: the shipped policy's)"
+    )
+    parser.add_argument(
+        "--iterations", type=int, default=shipped.iterations, help="PPO iterations (default: shipped's)"
+    )
     parser.add_argument("--rollouts", type=int, default=defaults.rollouts)
     parser.add_argument(
         "--run-dir", type=Path, default=Path("runs/curves"), help="PPO runs: seed<S>/L<L>-a<α>"
