@@ -30,7 +30,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from torch import nn
 from torch.distributions import Categorical
 from tqdm import tqdm
 
+from hierrouter_graph.loading_errors import LoadError, read_json_object
 from training.policy_setup import POLICY_KINDS, TrainablePolicy, check_compatible
 from training.rollout_data import LOG_COLUMNS, EpisodeSummary, StateBatch, log_row
 from training.run import (
@@ -127,6 +128,32 @@ class PPOArgs:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_policy(cls, policy_dir: Path) -> PPOArgs:
+        """The arguments a saved policy was trained with (``policy.json``'s ``training.args``,
+        written by ``train``).
+
+        Why: "retrain the shipped policy" should name the policy, not copy its learning rate and
+        length into a Makefile and docs where they drift from what was actually chosen.
+
+        Raises:
+            FileNotFoundError: no ``policy.json`` in ``policy_dir``.
+            LoadError: the file records no PPO arguments, or unknown or invalid ones.
+        """
+        path = policy_dir / "policy.json"
+        data = read_json_object(path, "a saved policy's policy.json")
+        training = data.get("training")
+        recorded = training.get("args") if isinstance(training, dict) else None
+        if not isinstance(recorded, dict):
+            raise LoadError(f"{path}: expected training.args (the PPO arguments it was trained with)")
+        unknown = sorted(set(recorded) - {field.name for field in fields(cls)})
+        if unknown:
+            raise LoadError(f"{path}: training.args has fields PPOArgs does not know: {unknown}")
+        try:
+            return cls(**recorded)
+        except (TypeError, ValueError) as error:
+            raise LoadError(f"{path}: training.args are not valid PPO arguments: {error}") from error
 
 
 RESUMABLE_CHANGES: frozenset[str] = frozenset({"iterations", "device"})

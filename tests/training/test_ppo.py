@@ -349,9 +349,9 @@ def test_recorded_states_are_encoded_in_batches_before_training(
 
 def test_args_from_a_saved_policy_sets_every_ppo_argument_and_flags_still_win(tmp_path: Path) -> None:
     """The shipped policy's settings come from its policy.json, not from copies in a Makefile."""
-    from training.cli.ppo import ppo_args_from, ppo_args_of_policy
+    from training.cli.ppo import ppo_args_from
 
-    shipped = ppo_args_of_policy(Path("hierrouter_graph/default_policy"))
+    shipped = PPOArgs.from_policy(Path("hierrouter_graph/default_policy"))
     recorded = json.loads(Path("hierrouter_graph/default_policy/policy.json").read_text())["training"]["args"]
     assert dataclasses.asdict(shipped) == recorded
     folder = tmp_path / "p"
@@ -375,10 +375,8 @@ def test_args_from_a_saved_policy_sets_every_ppo_argument_and_flags_still_win(tm
     ],
 )
 def test_args_from_refuses_a_policy_without_usable_ppo_arguments(tmp_path: Path, content, expected) -> None:
-    from training.cli.ppo import ppo_args_of_policy
-
     if content is not None:
         (tmp_path / "policy.json").write_text(json.dumps(content))
     with pytest.raises((FileNotFoundError, ValueError), match=expected) as caught:
-        ppo_args_of_policy(tmp_path)
+        PPOArgs.from_policy(tmp_path)
     assert "policy.json" in str(caught.value)

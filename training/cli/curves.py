@@ -25,7 +25,6 @@ from pathlib import Path
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.defaults import DEFAULT_POLICY_DIR
 from training.cli.context import add_data_flags, add_router_flags, load_run_context
-from training.cli.ppo import ppo_args_of_policy
 from training.curve_study import DEFAULT_CURVE_ALPHAS, run_study
 from training.ppo import PPOArgs
 from training.sandbox import SandboxUnavailable
@@ -65,7 +64,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="its PPO iterations (default: --iterations × grid points, the per-α family's total)",
     )
     parser.add_argument("--no-router", action="store_true", help="baselines only: train no PPO policy")
-    shipped = ppo_args_of_policy(DEFAULT_POLICY_DIR)  # what training/tune.py chose for the default pool
+    shipped = PPOArgs.from_policy(DEFAULT_POLICY_DIR)  # what training/tune.py chose for the default pool
     parser.add_argument(
         "--lr", type=float, default=shipped.learning_rate, help="PPO lr (default: the shipped policy's)"
     )

@@ -16,7 +16,6 @@ from typing import Any
 
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.hop import ReplyCache
-from hierrouter_graph.loading_errors import LoadError, read_json_object
 from training.cli.context import RunContext, add_data_flags, add_router_flags, load_run_context
 from training.policy_setup import POLICY_KINDS, build_env, make_policy
 from training.ppo import PPOArgs, TrainResult, train
@@ -24,33 +23,7 @@ from training.replay import ReplayMissError, ReplayOnlyCache, StateEncoder
 from training.sandbox import SandboxUnavailable
 from training.tree import encode_recorded_states, recorded_only
 
-__all__ = ["evaluate_trained", "main", "parse_args", "ppo_args_from", "ppo_args_of_policy", "run_from_cli"]
-
-
-def ppo_args_of_policy(policy_dir: Path) -> PPOArgs:
-    """The ``PPOArgs`` a saved policy was trained with (``policy.json``'s ``training.args``).
-
-    Why: "retrain the shipped policy" should name the policy, not copy its learning rate and
-    length into a Makefile and docs where they drift from what was actually chosen.
-
-    Raises:
-        FileNotFoundError: no ``policy.json`` in ``policy_dir``.
-        LoadError: the file records no PPO arguments, or names ones ``PPOArgs`` does not have.
-    """
-    path = policy_dir / "policy.json"
-    data = read_json_object(path, "a saved policy's policy.json")
-    training = data.get("training")
-    recorded = training.get("args") if isinstance(training, dict) else None
-    if not isinstance(recorded, dict):
-        raise LoadError(f"{path}: expected training.args (the PPO arguments it was trained with), found none")
-    known = {field.name for field in dataclasses.fields(PPOArgs)}
-    unknown = sorted(set(recorded) - known)
-    if unknown:
-        raise LoadError(f"{path}: training.args has fields PPOArgs does not know: {unknown}")
-    try:
-        return PPOArgs(**recorded)
-    except (TypeError, ValueError) as error:
-        raise LoadError(f"{path}: training.args are not valid PPO arguments: {error}") from error
+__all__ = ["evaluate_trained", "main", "parse_args", "ppo_args_from", "run_from_cli"]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -59,7 +32,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     early = argparse.ArgumentParser(add_help=False)
     early.add_argument("--args-from", type=Path, default=None)
     args_from = early.parse_known_args(argv)[0].args_from
-    defaults = ppo_args_of_policy(args_from) if args_from is not None else PPOArgs()
+    defaults = PPOArgs.from_policy(args_from) if args_from is not None else PPOArgs()
     parser = argparse.ArgumentParser(
         description="Train the HierRouter policy with PPO (paper defaults) on the routing train split."
     )
@@ -72,7 +45,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "flags given here still override them",
     )
     add_router_flags(parser)
-    parser.set_defaults(reward=defaults.reward)
+    # ppo_base: what the flags below start from, read once (the fields without a flag come from it)
+    parser.set_defaults(reward=defaults.reward, ppo_base=defaults)
     parser.add_argument("--run-dir", type=Path, default=Path("runs/ppo"), help="log, checkpoint, policy/")
     parser.add_argument("--iterations", type=int, default=defaults.iterations)
     parser.add_argument("--rollouts", type=int, default=defaults.rollouts, help="episodes per iteration")
@@ -106,9 +80,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def ppo_args_from(ns: argparse.Namespace) -> PPOArgs:
     """Parsed flags → ``PPOArgs``; hyperparameters the CLI does not expose keep the paper's values,
     or those of the ``--args-from`` policy."""
-    base = ppo_args_of_policy(ns.args_from) if getattr(ns, "args_from", None) is not None else PPOArgs()
     return dataclasses.replace(
-        base,
+        getattr(ns, "ppo_base", None) or PPOArgs(),
         iterations=ns.iterations,
         rollouts=ns.rollouts,
         num_minibatches=ns.minibatches,
