@@ -41,7 +41,7 @@ from hierrouter_graph.graph import build_pool
 from hierrouter_graph.hop import CONTEXT_SEPARATOR, CachedReply, messages_from_cache_key
 from hierrouter_graph.pool import PoolMember
 from training.replay import ReplayStore
-from training.sandbox import SandboxUnavailable
+from hierrouter_graph.sandbox import SandboxUnavailable
 
 __all__ = ["backfill", "teacher_forced_confidences"]
 

@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.config import RouterConfig
 from training.replay import ReplayStore
-from training.sandbox import SandboxUnavailable
+from hierrouter_graph.sandbox import SandboxUnavailable
 from training.shipped import ShippedRecord
 
 __all__ = ["export_shipped", "main"]

@@ -11,13 +11,15 @@ Two families of scores, both in [0, 1]:
 
 
 Extracting the answer a reply states (its option letter, number, MATH expression or code) is
-``training/answers.py``'s job; this module compares it with the gold. MBPP runs ``code``, then
-``test_setup_code``, then every assert in the sandbox (the setup goes after the code because
-MBPP's setup code uses classes the solution defines).
+``training/answers.py``'s job; this module compares it with the gold. MBPP and HumanEval are
+judged by ``training/code_tests.py``: the code (then MBPP's ``test_setup_code``, which uses classes
+the solution defines) runs in the sandbox, the tests' inputs come back as plain data and the
+comparison with the expected values happens outside the candidate's process.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import re
 import string
@@ -34,7 +36,7 @@ from training.answers import (
     math_equal,
     numbers_equal,
 )
-from training.sandbox import SandboxLimits, run_python
+from training.code_tests import passes_tests, split_humaneval_check
 
 __all__ = [
     "TASK_METRICS",
@@ -155,9 +157,9 @@ def _score_math(item: ScorableItem, text: str) -> float:
 
 
 @functools.lru_cache(maxsize=4096)
-def _program_passes(program: str, timeout_s: float) -> bool:
+def _passes(code: str, setup: str, asserts: tuple[str, ...], timeout_s: float) -> bool:
     # The same reply is often scored more than once (reward, then evaluation tables).
-    return run_python(program, limits=SandboxLimits(timeout_s=timeout_s)).passed
+    return passes_tests(code, setup, asserts, timeout_s=timeout_s)
 
 
 def _score_mbpp(item: ScorableItem, text: str, timeout_s: float) -> float:
@@ -165,8 +167,7 @@ def _score_mbpp(item: ScorableItem, text: str, timeout_s: float) -> float:
     if not isinstance(tests, list) or not tests:
         raise ValueError("mbpp_pass items need meta['test_list'] (the benchmark asserts)")
     setup = str(item.meta.get("test_setup_code") or "")
-    program = "\n\n".join([extract_code(text), setup, "\n".join(str(t) for t in tests), ""])
-    return 1.0 if _program_passes(program, timeout_s) else 0.0
+    return 1.0 if _passes(extract_code(text), setup, tuple(str(t) for t in tests), timeout_s) else 0.0
 
 
 def _score_humaneval(item: ScorableItem, text: str, timeout_s: float) -> float:
@@ -175,8 +176,20 @@ def _score_humaneval(item: ScorableItem, text: str, timeout_s: float) -> float:
     # A chat model usually repeats the whole function; a completion model continues the stub.
     if not re.search(rf"^\s*def\s+{re.escape(entry_point)}\s*\(", code, re.MULTILINE):
         code = str(item.meta.get("code_prompt", "")) + code
-    program = f"{code}\n\n{item.meta['test']}\n\ncheck({entry_point})\n"
-    return 1.0 if _program_passes(program, timeout_s) else 0.0
+    test = str(item.meta["test"])
+    split = split_humaneval_check(test, entry_point)
+    if split is None:  # a check that is not only asserts: the documented fallback
+        return 1.0 if _passes(code, f"{test}\n\ncheck({entry_point})\n", (), timeout_s) else 0.0
+    asserts, binding = split
+    # The test file's own imports and constants go with the setup; its asserts stay outside.
+    setup = _without_check(test) + binding
+    return 1.0 if _passes(code, setup, tuple(asserts), timeout_s) else 0.0
+
+
+def _without_check(test: str) -> str:
+    tree = ast.parse(test)
+    tree.body = [n for n in tree.body if not (isinstance(n, ast.FunctionDef) and n.name == "check")]
+    return ast.unparse(tree) + "\n"
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from training.metrics import score
-from training.sandbox import SandboxLimits, isolation_summary, run_python
+from hierrouter_graph.sandbox import SandboxLimits, isolation_summary, run_python
 
 
 @dataclasses.dataclass

@@ -14,7 +14,7 @@ from training.datasets import DatasetFormatError
 from training.jsonl_datasets import load_jsonl_dataset
 from training.replay import ReplayStore
 from training.replay_checks import ReplayStoreError
-from training.sandbox import SandboxUnavailable
+from hierrouter_graph.sandbox import SandboxUnavailable
 
 
 def _filled_store(path: Path, n: int = 2000) -> Path:

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from training.sandbox import isolation_summary
+from hierrouter_graph.sandbox import isolation_summary
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_POLICY = REPO / "hierrouter_graph" / "default_policy" / "policy.json"

@@ -20,7 +20,7 @@ from training.dynamic_pool_report import dynamic_pool_report
 from training.ppo import PPOArgs
 from training.replay import ReplayStore
 from training.reports import write_marked_section
-from training.sandbox import SandboxUnavailable
+from hierrouter_graph.sandbox import SandboxUnavailable
 
 __all__ = ["main", "parse_args"]
 

@@ -22,7 +22,7 @@ from training.evaluate import EvaluationResult, evaluate
 from training.ppo import POLICY_DIRNAME
 from training.replay import ReplayMissError, ReplayStore
 from training.reports import plot_cost_quality, print_table, write_report
-from training.sandbox import SandboxUnavailable
+from hierrouter_graph.sandbox import SandboxUnavailable
 
 __all__ = ["evaluate_saved", "main", "parse_args", "policy_folder", "run_from_cli"]
 

@@ -20,7 +20,7 @@ from training.cli.context import RunContext, add_data_flags, add_router_flags, l
 from training.policy_setup import POLICY_KINDS, build_env, make_policy
 from training.ppo import PPOArgs, TrainResult, train
 from training.replay import ReplayMissError, ReplayOnlyCache, StateEncoder
-from training.sandbox import SandboxUnavailable
+from hierrouter_graph.sandbox import SandboxUnavailable
 from training.tree import encode_recorded_states, recorded_only
 
 __all__ = ["evaluate_trained", "main", "parse_args", "ppo_args_from", "run_from_cli"]

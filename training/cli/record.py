@@ -23,7 +23,7 @@ from training.record import (
     write_record_meta,
 )
 from training.routing_data import build_routing_dataset
-from training.sandbox import SandboxUnavailable
+from hierrouter_graph.sandbox import SandboxUnavailable
 from training.shipped import shipped_record_for
 from training.tree import with_horizon
 

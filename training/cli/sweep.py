@@ -16,7 +16,7 @@ from training.cli.context import load_run_context
 from training.datasets import ALL_TASKS, DEFAULT_PER_TASK
 from training.ppo import PPOArgs
 from training.reports import write_marked_section
-from training.sandbox import SandboxUnavailable
+from hierrouter_graph.sandbox import SandboxUnavailable
 from training.sweep import (
     DEFAULT_ALPHAS,
     DEFAULT_HORIZONS,

@@ -49,7 +49,7 @@ from training.benchmarks import load_routing_items
 from training.datasets import Item
 from training.metrics import score
 from training.routing_data import build_routing_dataset
-from training.sandbox import SandboxUnavailable
+from hierrouter_graph.sandbox import SandboxUnavailable
 from training.specialists.card import CARD_NAME
 from training.statistics import Interval, bootstrap_indices, bootstrap_interval
 

@@ -6,7 +6,7 @@ and isolated reliably.
 
 Layers (docs/security.md says what they guarantee and what they do not):
 
-1. OS isolation from ``training.sandbox_isolation`` (bubblewrap, else ``unshare`` + ``setpriv``):
+1. OS isolation from ``isolation.py`` (bubblewrap, else ``unshare`` + ``setpriv``):
    uid 65534 with no capabilities, own PID and network namespaces, read-only host, scratch on a
    size-capped tmpfs that disappears with the namespace, every descendant killed when the run
    ends or the scorer dies. Without a working backend ``run_python`` raises
@@ -29,6 +29,7 @@ several threads at once is safe.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import selectors
@@ -39,86 +40,28 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
-from training.sandbox_isolation import SCRATCH_ROOT, SandboxUnavailable, isolation_for
+from hierrouter_graph.sandbox.bootstrap import BOOTSTRAP, FILTER_FAILED, FILTER_FAILED_MESSAGE
+from hierrouter_graph.sandbox.isolation import SCRATCH_ROOT, SandboxUnavailable, isolation_for
+from hierrouter_graph.sandbox.plain import PlainDataError, decode_plain, encode_plain
+from hierrouter_graph.sandbox.seccomp import SeccompUnavailable, filter_bpf
 
 __all__ = [
+    "Evaluation",
+    "ExpressionOutcome",
     "SandboxLimits",
     "SandboxResult",
     "SandboxUnavailable",
+    "evaluate_in_sandbox",
     "isolation_summary",
     "run_python",
 ]
 
-# Runs inside the child with the limits passed as argv; stdin carries "<nonce>\n<code>".
-# It must only use the standard library.
-_BOOTSTRAP = r"""
-import os, resource, signal, socket, sys
-
-def _limit(which, value, hard_extra=0):
-    if value < 0:
-        return
-    try:
-        resource.setrlimit(which, (value, value + hard_extra))
-    except (ValueError, OSError):
-        pass
-
-def _no_network(*args, **kwargs):
-    raise OSError("network access is disabled in the sandbox")
-
-class _NoSocket(socket.socket):
-    def __init__(self, *args, **kwargs):
-        _no_network()
-
-def _main():
-    workdir = sys.argv[1]
-    mem, cpu, nproc, nofile, fsize = (int(v) for v in sys.argv[2:7])
-    nonce, _, source = sys.stdin.buffer.read().partition(b"\n")
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    os.makedirs(workdir, mode=0o700, exist_ok=True)
-    os.chdir(workdir)
-    path = os.path.join(workdir, "solution.py")
-    with open(path, "wb") as fh:
-        fh.write(source)
-    _limit(resource.RLIMIT_AS, mem)
-    # SIGXCPU at the soft limit reads as "timeout"; SIGKILL follows a second later.
-    _limit(resource.RLIMIT_CPU, cpu, 1)
-    _limit(resource.RLIMIT_NPROC, nproc)
-    _limit(resource.RLIMIT_NOFILE, nofile)
-    _limit(resource.RLIMIT_FSIZE, fsize)
-    _limit(resource.RLIMIT_CORE, 0)
-    # A write past RLIMIT_FSIZE then raises OSError(EFBIG) instead of killing the process silently.
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    socket.socket = _NoSocket
-    socket.SocketType = _NoSocket
-    for name in ("create_connection", "create_server", "getaddrinfo", "gethostbyname",
-                 "gethostbyname_ex", "gethostbyaddr", "socketpair", "fromfd"):
-        setattr(socket, name, _no_network)
-    try:
-        import _socket
-        _socket.socket = _NoSocket
-        _socket.SocketType = _NoSocket
-        _socket.getaddrinfo = _no_network
-    except ImportError:
-        pass
-    sys.argv = [path]
-    code = compile(source.decode("utf-8"), path, "exec")
-    exec(code, {"__name__": "__main__", "__file__": path, "__builtins__": __builtins__})
-    # Reached only when every statement ran: the completion marker the parent requires.
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os.write(1, b"\n[sandbox-complete " + nonce + b"]\n")
-
-_main()
-"""
-
+# The results channel carries plain data only; more than this is an error, not a verdict.
+MAX_RESULT_BYTES = 4 << 20
 
 @dataclass(frozen=True)
 class SandboxLimits:
@@ -126,7 +69,8 @@ class SandboxLimits:
 
     ``max_processes`` counts all processes/threads of the sandbox user, so 0 forbids any
     ``fork``/thread creation. ``max_file_bytes`` caps each written file and each of stdout and
-    stderr; ``max_scratch_bytes`` caps the whole scratch tmpfs (memory-backed, hence the cap).
+    stderr; ``max_scratch_bytes`` and ``max_scratch_files`` cap the whole scratch tmpfs (memory-backed,
+    hence the caps: its size and its inodes, which cost kernel memory too).
     """
 
     timeout_s: float = 5.0
@@ -137,6 +81,7 @@ class SandboxLimits:
     max_file_bytes: int = 16 << 20
     max_output_chars: int = 4000
     max_scratch_bytes: int = 64 << 20
+    max_scratch_files: int = 4096
 
 
 @dataclass(frozen=True)
@@ -261,6 +206,138 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
+@dataclass(frozen=True)
+class ExpressionOutcome:
+    """One expression evaluated after the code: its plain value, or the error it raised."""
+
+    ok: bool
+    value: Any = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A run plus the plain values of the expressions asked for.
+
+    ``outcomes`` is ``None`` when the code did not run to its end (the run's ``reason`` says why)
+    or sent back something that is not a valid plain-data answer (``error`` says what).
+    """
+
+    run: SandboxResult
+    outcomes: tuple[ExpressionOutcome, ...] | None
+    error: str = ""
+
+
+def _header(nonce: str, expressions: Sequence[str], inputs: Any) -> bytes:
+    try:
+        bpf = filter_bpf()
+    except SeccompUnavailable as exc:
+        raise SandboxUnavailable(f"refusing to run model-written code: {exc}") from None
+    header = {
+        "nonce": nonce,
+        "seccomp": bpf.hex(),
+        "expressions": list(expressions),
+        "inputs": None if inputs is None else encode_plain(inputs),
+    }
+    return json.dumps(header).encode() + b"\n"
+
+
+def _run(
+    code: str,
+    expressions: Sequence[str] | None,
+    inputs: Any,
+    limits: SandboxLimits,
+    timeout: float,
+    python: str,
+) -> tuple[SandboxResult, bytes | None]:
+    cpu = limits.cpu_seconds if limits.cpu_seconds is not None else int(timeout) + 2
+    iso = isolation_for(python)
+    name = f"hierrouter-sandbox-{secrets.token_hex(8)}"
+    host_dir: str | None = None
+    if iso.backend == "unisolated":
+        host_dir = tempfile.mkdtemp(prefix="hierrouter-sandbox-")
+        workdir = host_dir
+    else:
+        workdir = f"{SCRATCH_ROOT}/{name}"
+    nonce = secrets.token_hex(16)
+    marker = b"\n[sandbox-complete " + nonce.encode() + b"]\n"
+    payload = _header(nonce, expressions or [], inputs) + code.encode("utf-8", errors="surrogatepass")
+    result_r, result_w = os.pipe() if expressions is not None else (-1, -1)
+    args = [str(limits.memory_bytes), str(cpu), str(limits.max_processes)]
+    args += [str(limits.max_open_files), str(limits.max_file_bytes), str(result_w)]
+    scratch = iso.command(limits.max_scratch_bytes, limits.max_scratch_files)
+    cmd = [*scratch, python, "-I", "-c", BOOTSTRAP, workdir, *args]
+    keep = 4 * limits.max_output_chars + len(marker)
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=host_dir or "/",
+            env=_child_env(workdir),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+            pass_fds=(result_w,) if result_w >= 0 else (),
+        )
+        if result_w >= 0:
+            os.close(result_w)
+            result_w = -1
+        results_pipe = os.fdopen(result_r, "rb") if result_r >= 0 else None
+        result_r = -1
+        try:
+            assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+            feeder = threading.Thread(target=_feed_stdin, args=(proc.stdin, payload), daemon=True)
+            feeder.start()
+            captures = {
+                proc.stdout: _Capture(keep, limits.max_file_bytes, marker),
+                proc.stderr: _Capture(keep, limits.max_file_bytes, marker),
+            }
+            if results_pipe is not None:
+                captures[results_pipe] = _Capture(MAX_RESULT_BYTES, MAX_RESULT_BYTES, b"")
+            timed_out = _pump(proc, captures, start + timeout)
+            if not timed_out:
+                try:
+                    proc.wait(timeout=max(0.0, start + timeout - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+        finally:
+            _kill(proc)
+            proc.wait()
+            for pipe in (proc.stdin, proc.stdout, proc.stderr, results_pipe):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+        returncode = proc.returncode
+        if iso.backend != "unisolated" and returncode > 128:
+            returncode = -(returncode - 128)  # the wrappers report a signalled child as 128 + signal
+        out, err = captures[proc.stdout], captures[proc.stderr]
+        stderr = err.text(limits.max_output_chars)
+        if returncode == FILTER_FAILED and FILTER_FAILED_MESSAGE in stderr:
+            raise SandboxUnavailable(f"refusing to run model-written code: {stderr.strip()}")
+        reason = _classify(returncode, stderr, timed_out, out.marker_seen)
+        result = SandboxResult(
+            passed=reason == "ok",
+            reason=reason,
+            returncode=None if timed_out else returncode,
+            stdout=out.text(limits.max_output_chars),
+            stderr=stderr,
+            duration_s=time.monotonic() - start,
+        )
+        answer = None
+        if results_pipe is not None:
+            capture = captures[results_pipe]
+            answer = bytes(capture.tail) if capture.total <= MAX_RESULT_BYTES else b""
+        return result, answer
+    finally:
+        for fd in (result_r, result_w):
+            if fd >= 0:
+                os.close(fd)
+        if host_dir is not None:
+            shutil.rmtree(host_dir, ignore_errors=True)
+
+
 def run_python(
     code: str,
     *,
@@ -275,71 +352,48 @@ def run_python(
     """
     limits = limits or SandboxLimits()
     timeout = limits.timeout_s if timeout_s is None else timeout_s
-    cpu = limits.cpu_seconds if limits.cpu_seconds is not None else int(timeout) + 2
-    python = python or sys.executable
-    iso = isolation_for(python)
-    name = f"hierrouter-sandbox-{secrets.token_hex(8)}"
-    host_dir: str | None = None
-    if iso.backend == "unisolated":
-        host_dir = tempfile.mkdtemp(prefix="hierrouter-sandbox-")
-        workdir = host_dir
-    else:
-        workdir = f"{SCRATCH_ROOT}/{name}"
-    nonce = secrets.token_hex(16).encode()
-    marker = b"\n[sandbox-complete " + nonce + b"]\n"
-    args = [str(limits.memory_bytes), str(cpu), str(limits.max_processes)]
-    args += [str(limits.max_open_files), str(limits.max_file_bytes)]
-    cmd = [*iso.command(limits.max_scratch_bytes), python, "-I", "-c", _BOOTSTRAP, workdir, *args]
-    keep = 4 * limits.max_output_chars + len(marker)
-    start = time.monotonic()
+    return _run(code, None, None, limits, timeout, python or sys.executable)[0]
+
+
+def _outcomes(answer: bytes | None, count: int) -> tuple[tuple[ExpressionOutcome, ...] | None, str]:
+    if not answer:
+        return None, "no results came back"
     try:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=host_dir or "/",
-            env=_child_env(workdir),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-        )
-        try:
-            assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-            feeder = threading.Thread(
-                target=_feed_stdin, args=(proc.stdin, nonce + b"\n" + code.encode()), daemon=True
-            )
-            feeder.start()
-            captures = {
-                proc.stdout: _Capture(keep, limits.max_file_bytes, marker),
-                proc.stderr: _Capture(keep, limits.max_file_bytes, marker),
-            }
-            timed_out = _pump(proc, captures, start + timeout)
-            if not timed_out:
-                try:
-                    proc.wait(timeout=max(0.0, start + timeout - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    timed_out = True
-        finally:
-            _kill(proc)
-            proc.wait()
-            for pipe in (proc.stdin, proc.stdout, proc.stderr):
-                if pipe is not None:
-                    with contextlib.suppress(OSError):
-                        pipe.close()
-        returncode = proc.returncode
-        if iso.backend != "unisolated" and returncode > 128:
-            returncode = -(returncode - 128)  # the wrappers report a signalled child as 128 + signal
-        out, err = captures[proc.stdout], captures[proc.stderr]
-        stderr = err.text(limits.max_output_chars)
-        reason = _classify(returncode, stderr, timed_out, out.marker_seen)
-        return SandboxResult(
-            passed=reason == "ok",
-            reason=reason,
-            returncode=None if timed_out else returncode,
-            stdout=out.text(limits.max_output_chars),
-            stderr=stderr,
-            duration_s=time.monotonic() - start,
-        )
-    finally:
-        if host_dir is not None:
-            shutil.rmtree(host_dir, ignore_errors=True)
+        rows = json.loads(answer)
+        if not isinstance(rows, list) or len(rows) != count:
+            raise PlainDataError(f"expected a list of {count} results")
+        outcomes = []
+        for row in rows:
+            if not isinstance(row, list) or len(row) != 2 or row[0] not in ("ok", "error"):
+                raise PlainDataError("expected [\"ok\", value] or [\"error\", message] rows")
+            if row[0] == "ok":
+                outcomes.append(ExpressionOutcome(True, decode_plain(row[1])))
+            else:
+                outcomes.append(ExpressionOutcome(False, error=str(row[1])))
+    except (ValueError, RecursionError) as exc:  # JSON errors and PlainDataError are ValueErrors
+        return None, f"invalid results: {str(exc)[:200]}"
+    return tuple(outcomes), ""
+
+
+def evaluate_in_sandbox(
+    code: str,
+    expressions: Sequence[str],
+    *,
+    inputs: Any = None,
+    limits: SandboxLimits | None = None,
+    python: str | None = None,
+) -> Evaluation:
+    """Run ``code``, then evaluate each of ``expressions`` in its namespace; values come back plain.
+
+    Why: a verdict must not be computed where untrusted code runs. The caller sends only the
+    inputs of its tests (``f(3, 4)``), gets back plain data (``plain.py``: exact builtin types,
+    no behaviour) and compares with the expected values itself, which the code never sees.
+    ``inputs`` (plain data) is bound to ``__v`` before ``code`` runs (for trusted checks of
+    returned values). Raises ``SandboxUnavailable`` like :func:`run_python`.
+    """
+    limits = limits or SandboxLimits()
+    result, answer = _run(code, expressions, inputs, limits, limits.timeout_s, python or sys.executable)
+    if not result.passed:
+        return Evaluation(result, None, f"the code did not run to its end ({result.reason})")
+    outcomes, error = _outcomes(answer, len(expressions))
+    return Evaluation(result, outcomes, error)

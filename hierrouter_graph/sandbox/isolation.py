@@ -1,6 +1,6 @@
-"""The OS-level isolation under ``training.sandbox``: which wrapper command to run code in, or refuse.
+"""The OS-level isolation under ``runner.py``: which wrapper command to run code in, or refuse.
 
-Why a separate module: the limits in ``sandbox.py`` (rlimits, a blocked ``socket`` module) only
+Why a separate module: the limits in ``bootstrap.py`` (rlimits, a blocked ``socket`` module) only
 slow down hostile code; the guarantees come from namespaces and an unprivileged uid, and choosing
 and probing those is its own concern. Why bubblewrap: it is a small, widely packaged, well-reviewed
 tool that sets up exactly the namespaces and mounts needed, rather than a hand-rolled sequence of
@@ -12,11 +12,13 @@ Backends, tried in this order (``HIERROUTER_SANDBOX`` picks one explicitly):
     ``bwrap`` with its own PID, network, IPC and UTS namespaces, ``--die-with-parent`` and
     ``--new-session``; the host file system bound read-only; ``/root``, ``/home`` and ``/run``
     hidden behind empty tmpfs mounts (secrets, sockets), with the interpreter's own folders bound
-    back; a fresh ``/proc`` (only the sandbox's processes) and ``/dev``; ``/tmp`` a size-capped tmpfs
-    that is the only writable place and that vanishes with the namespace. As root, bwrap keeps no
-    user namespace and ``setpriv`` then drops to uid/gid 65534 with no capabilities (bounding set
-    and inheritable set emptied) and ``no_new_privs``; as another user, bwrap's user namespace maps
-    uid 65534 onto that unprivileged user.
+    back; a fresh ``/proc`` (only the sandbox's processes) and ``/dev``; ``/tmp`` a tmpfs capped in
+    size and (as root) in inodes, the only writable place, that vanishes with the namespace. As
+    root, bwrap keeps no user namespace; a one-line ``sh`` step remounts ``/tmp`` with its inode cap
+    (the only use of the ``CAP_SYS_ADMIN`` bwrap keeps) and ``setpriv`` then drops to uid/gid 65534
+    with no capabilities (bounding set and inheritable set emptied) and ``no_new_privs``; as
+    another user, bwrap's user namespace maps uid 65534 onto that unprivileged user, with
+    ``--disable-userns``.
 ``unshare`` (root only, when bwrap is missing)
     ``unshare`` PID/net/IPC/UTS/mount namespaces with ``--kill-child`` (and a parent-death
     signal) and a private ``/proc``; every existing mount remounted read-only (best effort),
@@ -25,6 +27,9 @@ Backends, tried in this order (``HIERROUTER_SANDBOX`` picks one explicitly):
 ``unisolated``
     Only the in-process limits, no OS isolation: an explicit opt-out for machines where neither
     tool works (``HIERROUTER_SANDBOX=unisolated``). Never chosen automatically.
+
+On every backend the bootstrap then installs the system-call filter of ``seccomp.py`` (no new
+namespaces, mounts, sockets, System V IPC, keyrings, ptrace) before the untrusted code runs.
 
 If no backend works the sandbox refuses (``SandboxUnavailable``) with what to install, instead of
 running model-written code as root silently. Each backend is probed once per interpreter by
@@ -82,15 +87,17 @@ class Isolation:
     dropped_privileges: bool = False
     read_only_host: bool = False
 
-    def command(self, scratch_bytes: int) -> list[str]:
-        """The wrapper argv, with the scratch tmpfs capped at ``scratch_bytes``."""
+    def command(self, scratch_bytes: int, scratch_files: int = 4096) -> list[str]:
+        """The wrapper argv, with the scratch tmpfs capped at ``scratch_bytes`` and ``scratch_files``
+        inodes (the inode cap needs root: the bwrap backend as another user caps the size only)."""
         head, middle, tail = self.prefix_parts
+        tail = tuple(str(scratch_files) if part == _FILES_SLOT else part for part in tail)
         if self.backend == "bwrap":
             scratch = ["--perms", "1777", "--size", str(scratch_bytes), "--tmpfs", SCRATCH_ROOT]
             return [*head, *scratch, *middle, "--chdir", SCRATCH_ROOT, *tail]
         if self.backend == "unshare":
-            # The size lands in the `sh -c` mount script, passed as its first positional argument.
-            return [*head, str(scratch_bytes), *middle, *tail]
+            # The caps land in the `sh -c` mount script, passed as its first positional arguments.
+            return [*head, str(scratch_bytes), str(scratch_files), *middle, *tail]
         return [*head, *middle, *tail]
 
     def summary(self) -> dict[str, bool | str]:
@@ -170,6 +177,12 @@ def _rebinds(python: str, covered: tuple[str, ...]) -> list[str]:
     return args
 
 
+# Where ``command`` puts the scratch inode cap in a backend's tail.
+_FILES_SLOT = "{scratch_files}"
+# As root inside bwrap, before the drop: cap the scratch tmpfs's inodes (bwrap has no option for it).
+_BWRAP_REMOUNT = 'mount -o remount,nr_inodes="$1" /tmp && shift && exec "$@"'
+
+
 def _bwrap(python: str) -> Isolation | None:
     bwrap = shutil.which("bwrap")
     setpriv = shutil.which("setpriv")
@@ -185,20 +198,24 @@ def _bwrap(python: str) -> Isolation | None:
     middle = _rebinds(python, (SCRATCH_ROOT,))
     tail: list[str] = []
     if _is_root():
-        tail = _setpriv_drop(str(setpriv))
+        sh = shutil.which("sh") or "/bin/sh"
+        head += ["--cap-add", "CAP_SYS_ADMIN"]
+        tail = [sh, "-c", _BWRAP_REMOUNT, "sandbox-setup", _FILES_SLOT, *_setpriv_drop(str(setpriv))]
     else:
         # bwrap's user namespace maps 65534 onto this (already unprivileged) user; caps dropped.
         head += ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY), "--cap-drop", "ALL"]
+        head += ["--disable-userns"]
     return Isolation("bwrap", (tuple(head), tuple(middle), tuple(tail)), True, True, True, True)
 
 
 # Runs as root inside the fresh mount namespace, before the drop; it stays PID 1 (the kernel
-# ignores SIGXCPU for a namespace's init) and exits with the command's status. $1 is the scratch size, $2 the
-# interpreter folders to keep visible under a covered folder (colon-separated), then the command.
+# ignores SIGXCPU for a namespace's init) and exits with the command's status. $1 is the scratch size, $2 its
+# inode cap, $3 the interpreter folders to keep visible under a covered folder (colon-separated),
+# then the command.
 # Binds are staged under /run (hidden), moved back once the tmpfs mounts cover the rest, and every
 # pre-existing mount is remounted read-only (best effort: a mount that refuses stays as it was).
 _UNSHARE_MOUNTS = r"""set -ef
-size="$1"; keep="$2"; shift 2
+size="$1"; files="$2"; keep="$3"; shift 3
 mount -t tmpfs -o size=1m,mode=755,nosuid,nodev sandbox-hidden /run
 i=0; IFS=:; for d in $keep; do
   mkdir -p "/run/keep/$i"; mount --bind "$d" "/run/keep/$i"; i=$((i+1))
@@ -212,7 +229,7 @@ done
 for d in /var/tmp /dev/shm; do
   if [ -d "$d" ]; then mount -t tmpfs -o size=1m,mode=755,nosuid,nodev sandbox-hidden "$d"; fi
 done
-mount -t tmpfs -o "size=$size,mode=1777,nosuid,nodev" sandbox-scratch /tmp
+mount -t tmpfs -o "size=$size,nr_inodes=$files,mode=1777,nosuid,nodev" sandbox-scratch /tmp
 i=0; IFS=:; for d in $keep; do
   mkdir -p "$d"; mount --move "/run/keep/$i" "$d"; mount -o remount,bind,ro "$d"; i=$((i+1))
 done; unset IFS
@@ -237,7 +254,7 @@ def _unshare(python: str) -> Isolation | None:
 def _works(iso: Isolation, python: str) -> tuple[bool, str]:
     """Run the interpreter inside ``iso``; it must start, find its stdlib and be uid 65534."""
     probe = "import os, sys; print(sys.base_prefix, os.getuid() != 0)"
-    cmd = [*iso.command(1 << 20), python, "-I", "-c", probe]
+    cmd = [*iso.command(1 << 20, 64), python, "-I", "-c", probe]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError) as exc:
