@@ -17,8 +17,8 @@ import os
 import sys
 from typing import Any
 
-from training.metrics import score
 from hierrouter_graph.sandbox import SandboxLimits, isolation_summary, run_python
+from training.metrics import score
 
 
 @dataclasses.dataclass

@@ -13,100 +13,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from hierrouter_graph.sandbox import isolation_summary
+from tests.training.hostile_support import (
+    REPO,
+    SECRET,
+    SHIPPED_POLICY,
+    assert_contained,
+    backend,
+    pids_with,
+    score_probe,
+    token,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-SHIPPED_POLICY = REPO / "hierrouter_graph" / "default_policy" / "policy.json"
-SECRET = "hostile-suite-secret-" + secrets.token_hex(4)
-
-
-def _available(backend: str) -> bool:
-    old = os.environ.get("HIERROUTER_SANDBOX")
-    os.environ["HIERROUTER_SANDBOX"] = backend
-    try:
-        return isolation_summary()["backend"] == backend
-    finally:
-        if old is None:
-            del os.environ["HIERROUTER_SANDBOX"]
-        else:
-            os.environ["HIERROUTER_SANDBOX"] = old
-
-
-@pytest.fixture(params=["bwrap", "unshare"], scope="module")
-def backend(request: pytest.FixtureRequest) -> str:
-    if not _available(request.param):
-        pytest.skip(f"the {request.param} backend does not work here (see docs/security.md)")
-    return str(request.param)
-
-
-@dataclass
-class Outcome:
-    scorer_returncode: int
-    report: dict[str, Any]
-    stderr: str
-    leftovers: list[str]
-
-
-def _pids_with(token: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if token.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-@pytest.fixture()
-def token() -> Iterator[str]:
-    value = f"4{secrets.randbelow(10**6)}.{secrets.randbelow(10**6)}"  # a unique `sleep` argument
-    yield value
-    for pid in _pids_with(value):  # never leave a stray process behind, even on failure
-        os.kill(pid, signal.SIGKILL)
-
-
-def _score(
-    tmp_path: Path, backend: str, code: str, mode: str = "score", timeout_s: float = 5.0, nproc: int = 0
-) -> Outcome:
-    scratch = tmp_path / "scorer-tmp"
-    scratch.mkdir(exist_ok=True)
-    probe = tmp_path / "probe.py"
-    probe.write_text(textwrap.dedent(code))
-    env = dict(os.environ, TMPDIR=str(scratch), PROBE_SECRET=SECRET, HIERROUTER_SANDBOX=backend)
-    env["PYTHONPATH"] = str(REPO)
-    cmd = [sys.executable, "-m", "tests.training.hostile_scorer", str(probe), mode, str(timeout_s)]
-    cmd.append(str(nproc))
-    proc = subprocess.run(
-        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, start_new_session=True
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    report = json.loads(lines[-1]) if lines else {}
-    leftovers = sorted(p.name for p in scratch.iterdir())
-    return Outcome(proc.returncode, report, proc.stderr, leftovers)
-
-
-def _assert_contained(outcome: Outcome) -> None:
-    assert outcome.scorer_returncode == 0, f"the scorer died: {outcome.stderr[-2000:]}"
-    assert outcome.leftovers == []
-    if "score" in outcome.report:
-        assert outcome.report["score"] == 0.0, "the probe's escape worked"
-        assert outcome.report["isolation"]["dropped_privileges"] is True
+__all__ = ["backend", "token"]  # fixtures used by this module's tests
 
 
 def test_fork_loop_is_refused(tmp_path: Path, backend: str, token: str) -> None:
@@ -125,14 +52,14 @@ def test_fork_loop_is_refused(tmp_path: Path, backend: str, token: str) -> None:
         assert n >= 200, n
         def f(): return 3
         """
-    _assert_contained(_score(tmp_path, backend, code))
+    assert_contained(score_probe(tmp_path, backend, code))
     # Even where forks are allowed (16 processes), the cap holds and every child dies with the run.
-    outcome = _score(tmp_path, backend, code, mode="run", nproc=16)
+    outcome = score_probe(tmp_path, backend, code, mode="run", nproc=16)
     assert outcome.scorer_returncode == 0 and outcome.leftovers == []
     forks = int(outcome.report["stdout"].split()[1])
     assert forks <= 16
     assert outcome.report["passed"] is False
-    assert _pids_with(token) == []
+    assert pids_with(token) == []
 
 
 def test_writes_outside_the_scratch_folder_fail(tmp_path: Path, backend: str, token: str) -> None:
@@ -162,7 +89,7 @@ def test_writes_outside_the_scratch_folder_fail(tmp_path: Path, backend: str, to
         assert wrote, "nothing written"
         def f(): return 3
         """
-    _assert_contained(_score(tmp_path, backend, code))
+    assert_contained(score_probe(tmp_path, backend, code))
     assert [t for t in targets if t.exists()] == []
     assert hashlib.sha256(SHIPPED_POLICY.read_bytes()).hexdigest() == before
 
@@ -173,7 +100,7 @@ def test_etc_shadow_is_unreadable(tmp_path: Path, backend: str) -> None:
         assert data
         def f(): return 3
         """
-    _assert_contained(_score(tmp_path, backend, code))
+    assert_contained(score_probe(tmp_path, backend, code))
 
 
 def test_the_scorers_environment_is_unreadable(tmp_path: Path, backend: str) -> None:
@@ -188,7 +115,7 @@ def test_the_scorers_environment_is_unreadable(tmp_path: Path, backend: str) -> 
         assert found
         def f(): return 3
         """
-    _assert_contained(_score(tmp_path, backend, code))
+    assert_contained(score_probe(tmp_path, backend, code))
 
 
 def _libc_connect_code(port: int) -> str:
@@ -218,10 +145,10 @@ def test_setns_back_into_the_host_network_fails(tmp_path: Path, backend: str) ->
         listener.bind(("127.0.0.1", 0))
         listener.listen(5)
         listener.settimeout(0.5)
-        outcome = _score(tmp_path, backend, _libc_connect_code(listener.getsockname()[1]))
+        outcome = score_probe(tmp_path, backend, _libc_connect_code(listener.getsockname()[1]))
         with pytest.raises(TimeoutError):
             listener.accept()
-    _assert_contained(outcome)
+    assert_contained(outcome)
 
 
 def test_killing_the_parent_fails(tmp_path: Path, backend: str) -> None:
@@ -237,7 +164,7 @@ def test_killing_the_parent_fails(tmp_path: Path, backend: str) -> None:
         assert killed
         def f(): return 3
         """
-    _assert_contained(_score(tmp_path, backend, code))
+    assert_contained(score_probe(tmp_path, backend, code))
 
 
 def test_killing_the_process_group_fails(tmp_path: Path, backend: str) -> None:
@@ -253,7 +180,7 @@ def test_killing_the_process_group_fails(tmp_path: Path, backend: str) -> None:
         assert killed
         def f(): return 3
         """
-    _assert_contained(_score(tmp_path, backend, code))
+    assert_contained(score_probe(tmp_path, backend, code))
 
 
 def test_other_host_processes_are_invisible_and_unkillable(tmp_path: Path, backend: str) -> None:
@@ -272,8 +199,8 @@ def test_other_host_processes_are_invisible_and_unkillable(tmp_path: Path, backe
             assert killed or len(pids) > 5
             def f(): return 3
             """
-        _assert_contained(_score(tmp_path, backend, code))
-        visible = _score(tmp_path, backend, code.replace("os.kill(-1,", "(lambda *a: 0)("), mode="run")
+        assert_contained(score_probe(tmp_path, backend, code))
+        visible = score_probe(tmp_path, backend, code.replace("os.kill(-1,", "(lambda *a: 0)("), mode="run")
         assert len(json.loads(visible.report["stdout"].split("pids", 1)[1].splitlines()[0])) <= 3
         assert victim.poll() is None, "the victim process was killed"
     finally:
@@ -293,11 +220,11 @@ def test_a_double_forked_daemon_does_not_outlive_the_run(tmp_path: Path, backend
         def f(): return 3
         assert f() == 3
         """
-    outcome = _score(tmp_path, backend, code, mode="run", nproc=8)
+    outcome = score_probe(tmp_path, backend, code, mode="run", nproc=8)
     assert outcome.scorer_returncode == 0 and outcome.leftovers == []
     assert outcome.report["passed"] is True, outcome.report  # the daemon did start...
     time.sleep(0.2)
-    assert _pids_with(token) == []  # ...and is gone once the run returned
+    assert pids_with(token) == []  # ...and is gone once the run returned
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
@@ -313,15 +240,15 @@ def test_a_signalled_scorer_leaves_no_process_or_scratch(
     scorer = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 30
-        while not _pids_with(token) and time.monotonic() < deadline:
+        while not pids_with(token) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _pids_with(token), "the probe never started"
+        assert pids_with(token), "the probe never started"
         scorer.send_signal(sig)
         scorer.wait(timeout=10)
         deadline = time.monotonic() + 5
-        while _pids_with(token) and time.monotonic() < deadline:
+        while pids_with(token) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _pids_with(token) == []
+        assert pids_with(token) == []
         assert list(scratch.iterdir()) == []
     finally:
         scorer.kill()
@@ -335,8 +262,8 @@ def test_a_signalled_scorer_leaves_no_process_or_scratch(
 )
 def test_exiting_before_the_tests_is_not_a_pass(tmp_path: Path, backend: str, ending: str) -> None:
     code = "def f(): return 2\n" + ending + "\n"
-    _assert_contained(_score(tmp_path, backend, code))
-    run = _score(tmp_path, backend, code, mode="run")
+    assert_contained(score_probe(tmp_path, backend, code))
+    run = score_probe(tmp_path, backend, code, mode="run")
     assert (run.report["passed"], run.report["reason"]) == (False, "incomplete")
 
 
@@ -347,8 +274,8 @@ def test_100mb_of_stdout_is_capped(tmp_path: Path, backend: str) -> None:
             sys.stdout.write("x" * (1 << 20))
         def f(): return 3
         """
-    _assert_contained(_score(tmp_path, backend, code, timeout_s=20))
-    run = _score(tmp_path, backend, code, mode="run", timeout_s=20)
+    assert_contained(score_probe(tmp_path, backend, code, timeout_s=20))
+    run = score_probe(tmp_path, backend, code, mode="run", timeout_s=20)
     assert run.report["passed"] is False
     assert len(run.report["stdout"]) <= 4000
     assert "BrokenPipeError" in run.report["stderr"] or run.report["reason"] != "ok"
@@ -370,18 +297,18 @@ def test_raising_its_own_limits_and_privileges_fails(tmp_path: Path, backend: st
         assert raised or os.getuid() == 0 or any(int(c, 16) for c in caps)
         def f(): return 3
         """
-    _assert_contained(_score(tmp_path, backend, code))
-    run = _score(tmp_path, backend, code, mode="run")
+    assert_contained(score_probe(tmp_path, backend, code))
+    run = score_probe(tmp_path, backend, code, mode="run")
     assert "uid 65534 caps ['0000000000000000'" in run.report["stdout"]
 
 
 def test_infinite_loop_times_out(tmp_path: Path, backend: str) -> None:
-    _assert_contained(_score(tmp_path, backend, "while True:\n    pass\n", timeout_s=2))
+    assert_contained(score_probe(tmp_path, backend, "while True:\n    pass\n", timeout_s=2))
 
 
 def test_10gb_allocation_fails(tmp_path: Path, backend: str) -> None:
     code = "x = bytearray(10 * 1024**3)\ndef f(): return 3\n"
-    _assert_contained(_score(tmp_path, backend, code))
+    assert_contained(score_probe(tmp_path, backend, code))
 
 
 def test_no_isolation_means_refusal_not_root(tmp_path: Path) -> None:
