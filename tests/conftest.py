@@ -33,6 +33,8 @@ def tiny_specs(tiny_folders: dict[str, Path]) -> list[ModelSpec]:
             source=str(tiny_folders["tiny-a"]),
             base_rate=0.001,
             max_new_tokens=8,
+            # float32 pinned: tests assert exact replies, which 'auto' (bf16 on avx512_bf16) breaks
+            dtype="float32",
             generation_kwargs={"suppress_tokens": suppress},
         ),
         ModelSpec(
@@ -40,6 +42,7 @@ def tiny_specs(tiny_folders: dict[str, Path]) -> list[ModelSpec]:
             source=str(tiny_folders["tiny-b"]),
             base_rate=0.003,
             max_new_tokens=6,
+            dtype="float32",
             generation_kwargs={"suppress_tokens": suppress},
             system_prompt="You are terse.",
         ),

@@ -116,7 +116,12 @@ def fresh_cache(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def _specs(source: Path, adapters: dict[str, Path], **common: Any) -> list[ModelSpec]:
     """Adapter members FIRST, so the plain and cloze members are built on an already-adapted base."""
-    settings = {"max_new_tokens": 8, "generation_kwargs": {"suppress_tokens": special_token_ids(source)}}
+    # float32 pinned: these tests assert exact equality, which bf16 ('auto' on avx512_bf16 CPUs) breaks.
+    settings = {
+        "max_new_tokens": 8,
+        "dtype": "float32",
+        "generation_kwargs": {"suppress_tokens": special_token_ids(source)},
+    }
     settings |= common
     return [
         ModelSpec(name="lora-math", source=str(source), adapter=str(adapters["math"]), **settings),
@@ -128,7 +133,7 @@ def _specs(source: Path, adapters: dict[str, Path], **common: Any) -> list[Model
             **settings,
         ),
         ModelSpec(name="plain", source=str(source), **settings),
-        ModelSpec(name="cloze", kind="cloze_mc", source=str(source)),
+        ModelSpec(name="cloze", kind="cloze_mc", source=str(source), dtype="float32"),
     ]
 
 
@@ -211,7 +216,9 @@ def test_members_share_one_loaded_base_holding_both_adapters(
         assert {p.data_ptr() for p in view.parameters()} == storages  # the same weights, not a copy
         assert "adapter" in json.loads(pool[name].fingerprint)
     # A further member naming an adapter folder already loaded reuses that adapter.
-    spec = ModelSpec(name="math-again", source=str(tiny_folders["tiny-a"]), adapter=str(adapters["math"]))
+    spec = ModelSpec(
+        name="math-again", source=str(tiny_folders["tiny-a"]), adapter=str(adapters["math"]), dtype="float32"
+    )
     again = build_pool_member(spec, tmp_path / "cache")
     _close({"math-again": again})
     assert len(peft_model.peft_config) == 2 and len(fresh_cache) == 1
@@ -340,7 +347,7 @@ def test_bad_adapters_raise_an_error_naming_the_field(
         "missing": tmp_path / "no-such-adapter",
         "model-folder": tiny_folders["tiny-a"],
     }.get(case, adapters.get(case))
-    spec = ModelSpec(name="bad", source=str(tiny_folders["tiny-a"]), adapter=str(folder))
+    spec = ModelSpec(name="bad", source=str(tiny_folders["tiny-a"]), adapter=str(folder), dtype="float32")
     with pytest.raises(AdapterError, match=r"models\[bad\]\.adapter: .*" + BAD_ADAPTERS[case]):
         build_pool_member(spec, tmp_path / "cache")
     # Refused before peft touched the shared base: the same adapters and the same modules.
@@ -354,7 +361,9 @@ def test_an_adapter_recorded_for_another_offline_model_is_refused(adapters, tmp_
     (folder / "adapter_config.json").write_text(
         json.dumps({**config, "base_model_name_or_path": "offline:gemma-3-270m"})
     )
-    spec = ModelSpec(name="smol-math", source="offline:smollm2-135m-instruct", adapter=str(folder))
+    spec = ModelSpec(
+        name="smol-math", source="offline:smollm2-135m-instruct", adapter=str(folder), dtype="float32"
+    )
     with pytest.raises(AdapterError, match=r"models\[smol-math\]\.adapter: .*another base.*gemma-3-270m"):
         read_adapter_config(spec)
     ok = spec.model_copy(update={"source": "offline:gemma-3-270m"})
@@ -366,8 +375,10 @@ def test_a_cloze_member_with_an_adapter_scores_with_it(
 ) -> None:
     source = str(tiny_folders["tiny-a"])
     specs = [
-        ModelSpec(name="cloze-math", kind="cloze_mc", source=source, adapter=str(adapters["math"])),
-        ModelSpec(name="cloze", kind="cloze_mc", source=source),
+        ModelSpec(
+            name="cloze-math", kind="cloze_mc", source=source, adapter=str(adapters["math"]), dtype="float32"
+        ),
+        ModelSpec(name="cloze", kind="cloze_mc", source=source, dtype="float32"),
     ]
     pool = build_pool(RouterConfig(models=specs, horizon=1, cache_dir=tmp_path / "cache"))
     alone = ClozeMultipleChoiceChat(model=reference.models["lora-math"], tokenizer=reference.tokenizer)
