@@ -29,7 +29,9 @@ __all__ = [
     "DescriptorPolicy",
     "EndpointSpec",
     "FixedRoutePolicy",
+    "HierRouterDecisionModel",
     "HierRouterGraph",
+    "HierRouterMiddleware",
     "HopRecord",
     "HopResult",
     "InvalidQueryError",
@@ -59,3 +61,15 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+_AGENT_EXPORTS = ("HierRouterDecisionModel", "HierRouterMiddleware")
+
+
+def __getattr__(name: str) -> object:
+    """The LangChain-agent classes, imported on first use: they need ``langchain`` (the dev extra),
+    which the graph itself does not."""
+    if name in _AGENT_EXPORTS:
+        from . import agents
+
+        return getattr(agents, name)
+    raise AttributeError(f"module 'hierrouter_graph' has no attribute {name!r}")
