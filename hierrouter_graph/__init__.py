@@ -4,6 +4,8 @@ A PPO-trained router answers each query in L hops over a pool of small chat mode
 next model from the context so far, the stage and the cost spent.
 """
 
+from typing import TYPE_CHECKING
+
 from .adapters import AdapterError
 from .config import PAPER_STAGE_PROMPTS, EndpointSpec, ModelSpec, RouterConfig
 from .cost import hop_cost
@@ -20,6 +22,9 @@ from .pool import PoolMember, TokenizerCounter
 from .remote import RemoteModelError, build_endpoint_member
 from .state import HopRecord, RouterState
 from .trained_policy import RouterPolicy
+
+if TYPE_CHECKING:  # imported on first use at run time (``__getattr__``): they need langchain
+    from .agents import HierRouterDecisionModel, HierRouterMiddleware
 
 __all__ = [
     "PAPER_STAGE_PROMPTS",
