@@ -4,6 +4,8 @@ A PPO-trained router answers each query in L hops over a pool of small chat mode
 next model from the context so far, the stage and the cost spent.
 """
 
+from typing import TYPE_CHECKING
+
 from .adapters import AdapterError
 from .config import PAPER_STAGE_PROMPTS, EndpointSpec, ModelSpec, RouterConfig
 from .cost import hop_cost
@@ -21,6 +23,9 @@ from .remote import RemoteModelError, build_endpoint_member
 from .state import HopRecord, RouterState
 from .trained_policy import RouterPolicy
 
+if TYPE_CHECKING:  # imported on first use at run time (``__getattr__``): they need langchain
+    from .agents import HierRouterDecisionModel, HierRouterMiddleware
+
 __all__ = [
     "PAPER_STAGE_PROMPTS",
     "STOP_ACTION",
@@ -29,7 +34,9 @@ __all__ = [
     "DescriptorPolicy",
     "EndpointSpec",
     "FixedRoutePolicy",
+    "HierRouterDecisionModel",
     "HierRouterGraph",
+    "HierRouterMiddleware",
     "HopRecord",
     "HopResult",
     "InvalidQueryError",
@@ -59,3 +66,15 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+_AGENT_EXPORTS = ("HierRouterDecisionModel", "HierRouterMiddleware")
+
+
+def __getattr__(name: str) -> object:
+    """The LangChain-agent classes, imported on first use: they need ``langchain`` (the dev extra),
+    which the graph itself does not."""
+    if name in _AGENT_EXPORTS:
+        from . import agents
+
+        return getattr(agents, name)
+    raise AttributeError(f"module 'hierrouter_graph' has no attribute {name!r}")

@@ -19,6 +19,7 @@ import torch
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
 
@@ -239,6 +240,8 @@ def create_hierrouter_graph(
     def model_node(member: PoolMember) -> Callable[[RouterState], dict[str, Any]]:
         def hop(state: RouterState) -> dict[str, Any]:
             stage, decision = state["stage"], state.get("decision") or {}
+            write = get_stream_writer()  # stream_mode="custom": who answers which hop, at what price
+            write({"hierrouter": {"event": "hop_start", "stage": stage, "member": member.name}})
             result, failure = run_hop_with_fallback(
                 member,
                 state["context"],
@@ -265,6 +268,8 @@ def create_hierrouter_graph(
             }
             if failure is not None:
                 record["fallback_from"], record["error"] = member.name, str(failure)
+            end = {"event": "hop_end", "stage": stage, "member": result.model, "cost": result.cost}
+            write({"hierrouter": {**end, "cumulative_cost": total}})
             return {
                 "context": after.context,
                 "stage": after.stage,

@@ -8,6 +8,15 @@ extra (FastAPI, uvicorn, langgraph-checkpoint-sqlite). See docs/deploy.md.
 from __future__ import annotations
 
 from .app import RouterService, create_app
+from .feedback import FeedbackError, FeedbackStore
 from .protocol import MODEL_ID, APIError, parse_request
 
-__all__ = ["MODEL_ID", "APIError", "RouterService", "create_app", "parse_request"]
+__all__ = [
+    "MODEL_ID",
+    "APIError",
+    "FeedbackError",
+    "FeedbackStore",
+    "RouterService",
+    "create_app",
+    "parse_request",
+]

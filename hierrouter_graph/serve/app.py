@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..graph import HierRouterGraph, InvalidQueryError
 from ..hop import DECLINED_REPLIES, declined
+from .feedback import FeedbackError, FeedbackStore
 from .protocol import (
     MODEL_ID,
     APIError,
@@ -46,6 +47,7 @@ from .protocol import (
     completion_body,
     new_completion_id,
     parse_request,
+    progress_extension,
     route_extension,
     stream_chunk,
     usage_of,
@@ -83,12 +85,18 @@ class _AnswerStream:
     sent: str = ""
     hops_done: int = 0
     hop_text: str = ""
+    members: tuple[str, ...] = ()
+    """The members that answered the hops finished so far (then the one answering now)."""
+    cost: float = 0.0
+    """C after the hops finished so far."""
+    current: str | None = None
 
     def _send(self, text: str) -> None:
         if text:
             self.hop_text += text
             self.sent += text
-            self.sink("delta", text)
+            members = (*self.members, self.current) if self.current else self.members
+            self.sink("delta", (text, list(members), self.cost))
 
     def on_message(self, message: Any, meta: dict[str, Any]) -> None:
         text = message.text if hasattr(message, "text") else str(message.content)
@@ -96,9 +104,11 @@ class _AnswerStream:
             return
         if not self.hop_text and text in DECLINED_REPLIES:
             return  # a whole-message refusal: not the answer
+        self.current = str(meta["langgraph_node"])
         self._send(text)
 
-    def on_hop_end(self, reply: str) -> None:
+    def on_hop_end(self, reply: str, model: str, cumulative_cost: float) -> None:
+        self.members, self.cost, self.current = (*self.members, model), cumulative_cost, None
         streamed, self.hop_text = self.hop_text, ""
         final, self.hops_done = self.hops_done == self.final_stage, self.hops_done + 1
         if not final or declined(reply):
@@ -126,8 +136,12 @@ class RouterService:
         checkpointer: Any = None,
         max_concurrency: int = 16,
         trained_alpha: float | None = None,
+        feedback: FeedbackStore | None = None,
     ) -> None:
         self.router = router
+        self.feedback = feedback
+        """The route log (``feedback.py``): every served route is written to it at completion
+        time, keyed by its completion id, for ``POST /v1/feedback``; None: nothing is logged."""
         self.stateless: CompiledStateGraph[Any, Any, Any, Any] = router.builder.compile(name=MODEL_ID)
         self.threaded = (
             router.builder.compile(checkpointer=checkpointer, name=MODEL_ID) if checkpointer else None
@@ -158,8 +172,9 @@ class RouterService:
             return None
         return list(state.values.get("messages") or [])
 
-    def run(self, request: ParsedRequest, sink: Sink) -> None:
-        """Run one route (worker thread); reports ``delta``s, then ``done`` or ``error``."""
+    def run(self, request: ParsedRequest, sink: Sink, completion_id: str | None = None) -> None:
+        """Run one route (worker thread); reports ``delta``s, then ``done`` or ``error``. With a
+        route log, the route is written (one transaction) before ``done`` is reported."""
         try:
             # an α-conditioned graph routes for the request's α; any other was trained for one α,
             # which parse_request has already checked the request asks for
@@ -181,6 +196,8 @@ class RouterService:
                     )
                     config = {"configurable": {**routing, "thread_id": request.thread_id}}
                     output = self._stream(self.threaded, {"messages": fresh}, config, request, sink)
+            if self.feedback is not None and completion_id is not None:
+                self.feedback.log_route(completion_id, output, request.alpha, thread_id=request.thread_id)
             sink("done", output)
         except InvalidQueryError as error:
             sink("error", APIError(400, str(error), param="messages"))
@@ -210,7 +227,8 @@ class RouterService:
             else:
                 for node, update in payload.items():
                     if node in self.pool and isinstance(update, dict) and update.get("trace"):
-                        answer.on_hop_end(update["trace"][-1]["reply"])
+                        hop = update["trace"][-1]
+                        answer.on_hop_end(hop["reply"], hop["model"], float(hop["cumulative_cost"]))
         if answer is not None:
             answer.finish(str(output.get("answer", "")))
         return dict(output)
@@ -277,20 +295,57 @@ def create_app(service: RouterService) -> FastAPI:
         def sink(kind: str, payload: Any) -> None:
             loop.call_soon_threadsafe(events.put_nowait, (kind, payload))
 
-        service.executor.submit(service.run, request, sink)
         completion_id, created = new_completion_id(), int(time.time())
+        service.executor.submit(service.run, request, sink, completion_id)
         if not request.stream:
             while True:
                 kind, payload = await events.get()
                 if kind == "error":
                     return _error(payload)
                 if kind == "done":
-                    return JSONResponse(completion_body(completion_id, request, payload, created))
+                    body = completion_body(completion_id, request, payload, created)
+                    return JSONResponse(body, headers=_route_headers(completion_id, body[MODEL_ID]))
         return StreamingResponse(
-            _sse(events, completion_id, created, request), media_type="text/event-stream"
+            _sse(events, completion_id, created, request),
+            media_type="text/event-stream",
+            headers={COMPLETION_HEADER: completion_id},
         )
 
+    @app.post("/v1/feedback")
+    async def feedback(http: Request) -> dict[str, Any]:
+        if service.feedback is None:
+            raise APIError(404, "This server keeps no route log (--no-feedback).", code="feedback_disabled")
+        try:
+            body = json.loads(await http.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise APIError(400, f"The request body is not valid JSON: {error}") from None
+        if not isinstance(body, dict):
+            raise APIError(400, "The request body must be a JSON object.")
+        unknown = sorted(set(body) - {"completion_id", "thread_id", "score", "label", "note"})
+        if unknown:
+            raise APIError(400, f"{unknown[0]}: not a feedback field", param=unknown[0])
+        store = service.feedback
+        try:
+            saved = await asyncio.get_running_loop().run_in_executor(None, lambda: store.add_feedback(**body))
+        except FeedbackError as error:
+            raise APIError(error.status, str(error), param=error.param) from None
+        return {"object": "feedback", **saved}
+
     return app
+
+
+COMPLETION_HEADER = "X-HierRouter-Completion-Id"
+"""On every completion response: the id ``POST /v1/feedback`` takes (also the body's ``id``)."""
+
+
+def _route_headers(completion_id: str, extension: dict[str, Any]) -> dict[str, str]:
+    """A non-streamed reply's headers: the completion id, the members in route order, C.
+    (A streamed reply's headers leave before the route exists: its chunks name the members.)"""
+    return {
+        COMPLETION_HEADER: completion_id,
+        "X-HierRouter-Members": ",".join(extension["members"]),
+        "X-HierRouter-Cost": repr(extension["cost"]),
+    }
 
 
 async def _sse(
@@ -299,11 +354,20 @@ async def _sse(
     def data(payload: dict[str, Any]) -> str:
         return f"data: {json.dumps(payload)}\n\n"
 
-    yield data(stream_chunk(completion_id, request, created, delta={"role": "assistant", "content": ""}))
+    opening = {MODEL_ID: progress_extension([], 0.0)}  # no member has answered yet
+    yield data(
+        stream_chunk(
+            completion_id, request, created, delta={"role": "assistant", "content": ""}, extra=opening
+        )
+    )
     while True:
         kind, payload = await events.get()
         if kind == "delta":
-            yield data(stream_chunk(completion_id, request, created, delta={"content": payload}))
+            text, members, cost = payload
+            extension = {MODEL_ID: progress_extension(members, cost)}
+            yield data(
+                stream_chunk(completion_id, request, created, delta={"content": text}, extra=extension)
+            )
         elif kind == "error":
             yield data(payload.body())
             break
@@ -311,6 +375,7 @@ async def _sse(
             extension = {MODEL_ID: route_extension(payload, request.alpha, request.thread_id)}
             yield data(stream_chunk(completion_id, request, created, finish_reason="stop", extra=extension))
             if request.include_usage:
-                yield data(stream_chunk(completion_id, request, created, usage_only=usage_of(payload)))
+                usage = stream_chunk(completion_id, request, created, usage_only=usage_of(payload))
+                yield data({**usage, **extension})
             break
     yield "data: [DONE]\n\n"

@@ -35,6 +35,19 @@ def _parser() -> argparse.ArgumentParser:
         "--no-threads", action="store_true", help="stateless: refuse thread_id, store nothing"
     )
     parser.add_argument(
+        "--feedback-db",
+        type=Path,
+        default=None,
+        help="SQLite route log for POST /v1/feedback (default: <cache dir>/feedback.sqlite)",
+    )
+    parser.add_argument("--no-feedback", action="store_true", help="log no routes; refuse /v1/feedback")
+    parser.add_argument(
+        "--sample",
+        action="store_true",
+        help="draw each member from the policy's distribution instead of its argmax: the exploration "
+        "off-policy learning from feedback needs (training/from_feedback.py)",
+    )
+    parser.add_argument(
         "--max-concurrency", type=int, default=16, help="routes in flight at once; more requests wait (16)"
     )
     parser.add_argument("--log-level", default="info")
@@ -57,7 +70,12 @@ def build_service(args: argparse.Namespace) -> RouterService:
     from ..checkpoint import sqlite_checkpointer
 
     config = RouterConfig.from_file(args.config) if args.config else default_config()
-    router = HierRouterGraph(config, policy=args.policy)
+    from .feedback import FeedbackStore
+
+    router = HierRouterGraph(config, policy=args.policy, sample=args.sample)
+    feedback = None
+    if not args.no_feedback:
+        feedback = FeedbackStore(args.feedback_db or default_cache_dir() / "feedback.sqlite")
     checkpointer = None
     if not args.no_threads:
         checkpointer = sqlite_checkpointer(args.threads_db or default_cache_dir() / "threads.sqlite")
@@ -66,6 +84,7 @@ def build_service(args: argparse.Namespace) -> RouterService:
         checkpointer=checkpointer,
         max_concurrency=args.max_concurrency,
         trained_alpha=_trained_alpha(config, args.policy),
+        feedback=feedback,
     )
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "ParsedRequest",
     "completion_body",
     "parse_request",
+    "progress_extension",
     "route_extension",
     "stream_chunk",
     "usage_of",
@@ -258,14 +259,21 @@ def route_extension(output: dict[str, Any], alpha: float, thread_id: str | None)
     """The ``hierrouter`` field: route, per-hop trace (prompts left out: they repeat the context),
     the route's cost C_L, and why it ended (``horizon``: L hops; ``router_stop``: the STOP action)."""
     trace = output.get("trace") or []
+    route = [hop["model"] for hop in trace]
     return {
-        "route": [hop["model"] for hop in trace],
+        **progress_extension(route, float(output.get("cost", 0.0))),
+        "route": route,
         "trace": [{key: hop[key] for key in _HOP_FIELDS if key in hop} for hop in trace],
-        "cost": float(output.get("cost", 0.0)),
         "stop_reason": "router_stop" if output.get("stopped") else "horizon",
         "alpha": alpha,
         "thread_id": thread_id,
     }
+
+
+def progress_extension(members: list[str], cost: float) -> dict[str, Any]:
+    """What every streamed chunk carries: the members that answered so far, in route order (the
+    last one the member whose tokens these are), and the cost C they spent before this chunk."""
+    return {"members": list(members), "cost": cost}
 
 
 def usage_of(output: dict[str, Any]) -> dict[str, int]:

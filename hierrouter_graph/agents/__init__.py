@@ -1,0 +1,8 @@
+"""HierRouter inside LangChain agents: ``HierRouterMiddleware`` routes every model call of a
+``create_agent`` run; ``HierRouterDecisionModel`` plugs the policy into LangChain's own
+``ModelRouterMiddleware`` (one decision per run). Needs ``langchain>=1.5`` (the dev extra)."""
+
+from .decision import HierRouterDecisionModel
+from .middleware import AgentCallRecord, HierRouterAgentState, HierRouterMiddleware
+
+__all__ = ["AgentCallRecord", "HierRouterAgentState", "HierRouterDecisionModel", "HierRouterMiddleware"]

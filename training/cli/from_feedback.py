@@ -1,0 +1,82 @@
+"""``python training/from_feedback.py DB``: improve a policy offline from a server's route log.
+
+    python training/from_feedback.py runs/feedback.sqlite --out runs/feedback-policy
+
+Reads every route with feedback from ``DB`` (``hierrouter-serve --feedback-db``), encodes the
+logged states with the starting policy's encoder, runs the clipped importance-weighted update
+(``training.offpolicy``) and writes the new policy; its policy.json's ``training.feedback`` names
+the data (db path, routes, decisions, date range, sha256).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from hierrouter_graph.cli_errors import run_cli
+from hierrouter_graph.defaults import DEFAULT_POLICY_DIR
+from hierrouter_graph.encoder import SentenceEncoder
+from hierrouter_graph.serve.feedback import FeedbackStore
+from hierrouter_graph.trained_policy import RouterPolicy, read_policy_meta
+from training.offpolicy import LoggedBatch, OffPolicyArgs, improve, provenance
+
+__all__ = ["main", "retrain_from_log"]
+
+
+def retrain_from_log(
+    db: Path,
+    policy_dir: Path,
+    out: Path,
+    args: OffPolicyArgs,
+    alpha: float | None = None,
+    encoder: SentenceEncoder | None = None,
+) -> tuple[Path, dict[str, object]]:
+    """The new policy's folder and its ``training`` metadata."""
+    if not db.is_file():
+        raise FileNotFoundError(f"{db}: no route log there (hierrouter-serve --feedback-db writes one)")
+    meta = read_policy_meta(policy_dir)
+    trained_alpha = float(alpha if alpha is not None else (meta.get("training") or {}).get("alpha", 0.005))
+    policy = RouterPolicy.load(policy_dir, encoder=encoder)
+    store = FeedbackStore(db)
+    try:
+        routes = store.scored_routes()
+    finally:
+        store.close()
+    new, history = improve(policy, LoggedBatch.of(policy, routes, trained_alpha), args)
+    training = {
+        **(meta.get("training") or {}),
+        "algorithm": "offpolicy-clipped-ips",
+        "started_from": str(policy_dir),
+        "alpha": trained_alpha,
+        "args": args.as_dict(),
+        "final": history[-1],
+        "feedback": provenance(db, routes),
+    }
+    folder = new.save(out, extra={"training": json.loads(json.dumps(training, default=str))})
+    return folder, training
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python training/from_feedback.py", description=__doc__)
+    parser.add_argument("db", type=Path, help="the server's route log (SQLite)")
+    parser.add_argument("--policy", type=Path, default=DEFAULT_POLICY_DIR, help="starting policy (shipped)")
+    parser.add_argument("--out", type=Path, default=Path("runs/feedback-policy"))
+    parser.add_argument("--alpha", type=float, default=None, help="α of routes logged without one")
+    defaults = OffPolicyArgs()
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--clip-coef", type=float, default=defaults.clip_coef)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    ns = parser.parse_args(argv)
+    args = OffPolicyArgs(
+        epochs=ns.epochs, learning_rate=ns.learning_rate, clip_coef=ns.clip_coef, seed=ns.seed
+    )
+    folder, training = retrain_from_log(ns.db, ns.policy, ns.out, args, ns.alpha)
+    print(f"wrote {folder}: {json.dumps(training['feedback'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
