@@ -29,6 +29,7 @@ import shutil
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +128,8 @@ def _write_ir(model_folder: Path, out: Path, weights: str) -> None:
     shapes = [(ov.PartialShape([-1, -1]), ov.Type.i64)] * 3 + [
         (ov.PartialShape([-1, kv_heads, -1, head_dim]), ov.Type.f32)
     ] * len(past_names)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings: the branches traced are the general ones
         ov_model = ov.convert_model(_cache_as_tensors(model), example_input=example, input=shapes)
     in_names = ["input_ids", "attention_mask", "position_ids", *past_names]
     for port, name in zip(ov_model.inputs, in_names, strict=True):
