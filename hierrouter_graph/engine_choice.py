@@ -108,9 +108,10 @@ def openvino_settings(spec: ModelSpec) -> dict[str, str]:
 
     ``quantization: int8`` → int8 weights (NNCF, per-channel), ``none`` → the float32 weights.
     ``dtype: auto`` → bfloat16 where the CPU computes it natively (avx512_bf16/AMX; OpenVINO's own
-    default there), else float32. float32 inference also keeps a float32 KV cache (replies equal
-    transformers float32 token for token); other dtypes use OpenVINO's u8 KV cache (what was
-    measured for speed and quality).
+    default there), else float32. An explicit ``dtype: float32`` also keeps a float32 KV cache and
+    float32 activations (replies equal transformers float32 token for token); otherwise OpenVINO's
+    CPU defaults stay: u8 KV cache, dynamically quantized activations (what was measured for speed
+    and quality).
     """
     from .quantize import cpu_has_native_bf16
 
@@ -120,7 +121,7 @@ def openvino_settings(spec: ModelSpec) -> dict[str, str]:
     return {
         "weights": "int8" if spec.quantization == "int8" else "float32",
         "inference_dtype": dtype,
-        "kv_cache": "float32" if dtype == "float32" else "u8",
+        "kv_cache": "float32" if spec.dtype == "float32" else "u8",
     }
 
 

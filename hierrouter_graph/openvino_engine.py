@@ -277,7 +277,7 @@ def load_openvino_model(
             "INFERENCE_PRECISION_HINT": _DTYPE_HINT[settings["inference_dtype"]],
             "KV_CACHE_PRECISION": _KV_CACHE[settings["kv_cache"]],
         }
-        if settings["inference_dtype"] == "float32":
+        if settings["kv_cache"] == "float32":
             properties["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = 0  # exact float32 activations
         if threads:
             properties["INFERENCE_NUM_THREADS"] = threads

@@ -128,6 +128,10 @@ def test_openvino_fingerprint_names_engine_precision_and_resolved_dtype(
     monkeypatch.setattr(quantize, "cpu_has_native_bf16", lambda: False)
     engine = json.loads(_qwen(quantization="none").fingerprint())["engine"]
     assert engine == {
+        "backend": "openvino", "weights": "float32", "inference_dtype": "float32", "kv_cache": "u8"
+    }
+    engine = json.loads(_qwen(quantization="none", dtype="float32").fingerprint())["engine"]
+    assert engine == {
         "backend": "openvino", "weights": "float32", "inference_dtype": "float32", "kv_cache": "float32"
     }
     assert _qwen().fingerprint() != OLD_QWEN_FINGERPRINT
