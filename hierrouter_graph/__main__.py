@@ -72,7 +72,9 @@ def prepare(argv: list[str]) -> int:
     started = time.perf_counter()
     prepared = prepare_models(config, jobs=args.jobs)
     for model in prepared:
-        print(f"{', '.join(model.members)}: {model.source} -> {model.folder} ({model.seconds:.1f}s)")
+        openvino = "".join(f" + OpenVINO IR {folder}" for folder in model.openvino)
+        names = ", ".join(model.members)
+        print(f"{names}: {model.source} -> {model.folder}{openvino} ({model.seconds:.1f}s)")
     print(f"{len(prepared)} model(s) ready in {time.perf_counter() - started:.1f}s")
     return 0
 

@@ -15,6 +15,11 @@ option distribution (softmax over the options' log-likelihoods). Members that ex
 (remote endpoints, sampling, the plain pipeline with ``max_batch_size: 1``, user chat models) give
 ``None``, which the router sees as the neutral feature vector ``NEUTRAL_FEATURES`` — its last entry
 is a "known" flag, so "unknown" is never confused with "certain".
+
+OpenVINO members (``openvino_engine.py``) know only the reply's cumulative log-probability: their
+``mean_entropy`` is None, which the router's features read as 0 (the known flag stays 1), and a
+replay store keeps no confidence for them (``training/backfill_confidence.py`` can re-score the
+reply with the torch model to get both numbers).
 """
 
 from __future__ import annotations
@@ -49,16 +54,19 @@ class Confidence:
     """The last reply's confidence (see the module docstring for the two numbers)."""
 
     mean_logprob: float
-    mean_entropy: float
+    mean_entropy: float | None
+    """None where the engine does not expose the step distributions (OpenVINO)."""
 
     def __post_init__(self) -> None:
         for name in ("mean_logprob", "mean_entropy"):
             value = getattr(self, name)
+            if value is None and name == "mean_entropy":
+                continue
             if not math.isfinite(value):
                 raise ValueError(f"Confidence.{name} must be finite, got {value}")
         if self.mean_logprob > 1e-6:
             raise ValueError(f"Confidence.mean_logprob is a log-probability (<= 0), got {self.mean_logprob}")
-        if self.mean_entropy < -1e-6:
+        if self.mean_entropy is not None and self.mean_entropy < -1e-6:
             raise ValueError(f"Confidence.mean_entropy must be >= 0, got {self.mean_entropy}")
 
     def as_dict(self) -> dict[str, float]:
@@ -70,10 +78,12 @@ class Confidence:
         if value is None or isinstance(value, Confidence):
             return value
         try:
-            return cls(float(value["mean_logprob"]), float(value["mean_entropy"]))
+            entropy = value["mean_entropy"]
+            return cls(float(value["mean_logprob"]), None if entropy is None else float(entropy))
         except (KeyError, TypeError) as err:
             raise ValueError(
-                f"confidence: expected {{'mean_logprob': float, 'mean_entropy': float}}, got {value!r}"
+                "confidence: expected {'mean_logprob': float, 'mean_entropy': float or None}, "
+                f"got {value!r}"
             ) from err
 
 
@@ -82,7 +92,7 @@ def confidence_features(value: Confidence | Mapping[str, Any] | None) -> tuple[f
     confidence = Confidence.from_any(value)
     if confidence is None:
         return NEUTRAL_FEATURES
-    return (confidence.mean_logprob, confidence.mean_entropy, 1.0)
+    return (confidence.mean_logprob, confidence.mean_entropy or 0.0, 1.0)
 
 
 def option_confidence(option_logprobs: Sequence[float]) -> Confidence:

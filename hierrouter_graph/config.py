@@ -223,6 +223,14 @@ class ModelSpec(BaseModel):
         "the architecture's default (down_proj for Qwen2/Llama/Gemma-3/Phi-3, whose outlier "
         "activations enter it; see hierrouter_graph/quantize.py).",
     )
+    backend: Literal["auto", "transformers", "openvino"] = Field(
+        default="auto",
+        description="The engine of a local 'generate' member. 'transformers': torch, any device. "
+        "'openvino': an OpenVINO IR (converted once by `prepare`, int8 weights under quantization "
+        "'int8') run by openvino-genai on the CPU. 'auto': OpenVINO for the built-in Qwen members "
+        "on a CPU with the openvino extra installed, transformers elsewhere (see engine_choice.py). "
+        "An OpenVINO member's engine, weights and resolved dtype are part of its fingerprint.",
+    )
     description: str = Field(default="", description="One-line model card, shown in traces/docs.")
     max_batch_size: int = Field(
         default=16,
@@ -256,6 +264,25 @@ class ModelSpec(BaseModel):
         if head not in {"auto", "cpu", "cuda", "mps"}:
             raise ValueError(f"expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _backend_consistent(self) -> ModelSpec:
+        """An explicit OpenVINO member must be one the OpenVINO engine can serve."""
+        if self.backend != "openvino":
+            return self
+        refused = {
+            "endpoint": self.endpoint is not None and "an endpoint member is served remotely",
+            "kind": self.kind != "generate" and "cloze_mc scores options with the torch model",
+            "adapter": self.adapter is not None and "LoRA adapters are applied to the torch model",
+            "keep_full_precision": self.keep_full_precision is not None
+            and "OpenVINO int8 compresses every weight (NNCF, per channel)",
+            "generation_kwargs": bool(self.generation_kwargs)
+            and "the OpenVINO engine decodes greedily with the member's budget and stop ids only",
+        }
+        for field_name, why in refused.items():
+            if why:
+                raise ValueError(f"{field_name}: not supported with backend 'openvino' ({why})")
+        return self
 
     @model_validator(mode="after")
     def _endpoint_consistent(self) -> ModelSpec:
@@ -308,6 +335,11 @@ class ModelSpec(BaseModel):
             relevant["adapter"] = _adapter_identity(self.adapter)
         if self.endpoint is not None:  # likewise: served name, not the URL (moving a server keeps replays)
             relevant["endpoint"] = {"model": self.endpoint.model}
+        from .engine_choice import engine_identity
+
+        engine = engine_identity(self)
+        if engine is not None:  # only on OpenVINO: transformers members' fingerprints stay unchanged
+            relevant["engine"] = engine
         return json.dumps(relevant, sort_keys=True, default=str)
 
 

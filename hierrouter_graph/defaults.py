@@ -61,6 +61,11 @@ def default_config(**overrides: object) -> RouterConfig:
     loads bitsandbytes LLM.int8 with ``down_proj`` skipped
     (``quantize.cuda_int8_load_kwargs``). Every generating member writes up to 320 tokens: GSM8K
     chains need 250-350.
+
+    Both Qwen members pin ``backend="transformers"``: the shipped record and policy were made on
+    that engine, and ``backend: auto`` would run them on OpenVINO where the ``openvino`` extra is
+    installed (a different fingerprint, so the record would not replay). A pool recorded on
+    OpenVINO drops the pin (docs/offline-pool.md, "CPU engines").
     """
     models = [
         ModelSpec(
@@ -79,6 +84,7 @@ def default_config(**overrides: object) -> RouterConfig:
             name="qwen2.5-coder-0.5b",
             source="offline:qwen2.5-coder-0.5b-instruct",
             quantization="int8",
+            backend="transformers",
             max_new_tokens=320,
             description="Qwen2.5-Coder-0.5B-Instruct, int8 except down_proj (CPU fast path).",
         ),
@@ -86,6 +92,7 @@ def default_config(**overrides: object) -> RouterConfig:
             name="qwen2.5-coder-1.5b",
             source="offline:qwen2.5-coder-1.5b-instruct",
             quantization="int8",
+            backend="transformers",
             max_new_tokens=320,
             description="Qwen2.5-Coder-1.5B-Instruct, int8 except down_proj (CPU fast path).",
         ),

@@ -19,7 +19,7 @@ from .pool import TokenizerCounter
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
 
-__all__ = ["BatchGenerator", "RowStreamer"]
+__all__ = ["BatchGenerator", "RowStreamer", "shared_generate_lock"]
 
 
 _CPU_GENERATE_LOCK = threading.Lock()
@@ -36,6 +36,12 @@ def _generate_lock(device: str) -> threading.Lock:
     keeps its own lock (different members' kernels may overlap there).
     """
     return _CPU_GENERATE_LOCK if device.startswith("cpu") else threading.Lock()
+
+
+def shared_generate_lock(device: str) -> threading.Lock:
+    """The lock a generator on ``device`` holds while generating: one for every CPU member (any
+    engine: torch and OpenVINO members take turns on the same cores), see ``_generate_lock``."""
+    return _generate_lock(device)
 
 
 class BatchGenerator:

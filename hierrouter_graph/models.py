@@ -18,6 +18,7 @@ from .adapters import adapter_view, base_parameter_count
 from .confidence import Confidence
 from .config import ModelSpec
 from .cost import base_rate_from_param_count, param_count_from_name
+from .engine_choice import resolve_backend, resolved_device
 from .generation import BatchGenerator
 from .offline import (
     OFFLINE_MODELS,
@@ -31,10 +32,13 @@ from .pool import PoolMember, TokenizerCounter
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
+    from .openvino_engine import OpenVINOGenerator
+
 __all__ = [
     "ModelSourceError",
     "build_pool_member",
     "load_causal_lm",
+    "openvino_ir",
     "resolve_device",
     "resolve_dtype",
     "resolve_model_folder",
@@ -54,15 +58,7 @@ def _builtin_names() -> str:
 
 def resolve_device(device: str) -> str:
     """'auto' → 'cuda' when a GPU is visible, else 'mps', else 'cpu'."""
-    if device != "auto":
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    return resolved_device(device)
 
 
 def resolve_dtype(dtype: str, device: str, quantization: str = "none") -> Any:
@@ -154,6 +150,11 @@ def describe_backend(spec: ModelSpec, cache_dir: Path) -> str:
     that produced a record, and exporting one should not cost loading the whole pool."""
     from .quantize import int8_keep_modules
 
+    if resolve_backend(spec) == "openvino":
+        from .engine_choice import openvino_settings
+        from .openvino_engine import backend_text
+
+        return backend_text(openvino_settings(spec))
     folder = resolve_model_folder(spec.source, cache_dir)
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device, spec.quantization)
@@ -218,10 +219,10 @@ def load_causal_lm(spec: ModelSpec, cache_dir: Path) -> _LoadedLM:
         return loaded
 
 
-def _stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+def _stop_token_ids(generation_config: Any, tokenizer: Any) -> list[int]:
     """EOS plus the chat turn terminator, so a reply ends at its turn, not at max_new_tokens."""
     ids: set[int] = set()
-    configured = model.generation_config.eos_token_id
+    configured = generation_config.eos_token_id
     if isinstance(configured, int):
         ids.add(configured)
     elif configured:
@@ -302,7 +303,7 @@ def _request_cap(tokens: int) -> dict[str, Any]:
     return {"max_new_tokens": tokens}
 
 
-def _micro_batched(spec: ModelSpec, batch_generate: BatchGenerator) -> BaseChatModel:
+def _micro_batched(spec: ModelSpec, batch_generate: BatchGenerator | OpenVINOGenerator) -> BaseChatModel:
     """The member's chat model when micro-batching is on: requests queue for one shared generate."""
     from .microbatch import GenerationRequest, MicroBatchedChatModel, MicroBatcher
 
@@ -322,6 +323,60 @@ def _micro_batched(spec: ModelSpec, batch_generate: BatchGenerator) -> BaseChatM
     return MicroBatchedChatModel(batcher=batcher, model_id=spec.name)
 
 
+def openvino_ir(spec: ModelSpec, cache_dir: Path) -> Path:
+    """The OpenVINO IR of ``spec``'s model folder with its weight precision, converted once into
+    ``cache_dir/openvino`` (what ``prepare`` does ahead of time; ``openvino_engine.py``)."""
+    from .engine_choice import openvino_settings
+    from .openvino_engine import convert_to_openvino, openvino_ir_folder
+
+    folder = resolve_model_folder(spec.source, cache_dir)
+    if not isinstance(folder, Path):
+        raise ModelSourceError(
+            f"{spec.name}: backend 'openvino' converts a local model folder; {spec.source!r} is a hub "
+            "id (download it to a folder first, or use backend 'transformers')"
+        )
+    weights = openvino_settings(spec)["weights"]
+    return convert_to_openvino(folder, openvino_ir_folder(folder, weights, cache_dir), weights)
+
+
+def _folder_parameter_count(folder: Path | str) -> int:
+    """Parameters in a model folder's safetensors files, read from their headers (no weights loaded)."""
+    from math import prod
+
+    from safetensors import safe_open
+
+    total = 0
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(path), framework="np") as handle:
+            total += sum(prod(handle.get_slice(name).get_shape()) for name in handle.keys())  # noqa: SIM118
+    return total
+
+
+def _openvino_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
+    """A greedy chat member on OpenVINO GenAI, always micro-batched (its generate takes many prompts)."""
+    from .engine_choice import openvino_settings
+    from .openvino_engine import OpenVINOGenerator, load_openvino_model
+
+    loaded = load_openvino_model(
+        openvino_ir(spec, cache_dir), openvino_settings(spec), _stop_token_ids, spec.chat_template
+    )
+    if not getattr(loaded.tokenizer, "chat_template", None):
+        raise ModelSourceError(
+            f"{spec.name}: tokenizer of {spec.source!r} has no chat template; set ModelSpec.chat_template"
+        )
+    generator = OpenVINOGenerator(loaded, spec.max_new_tokens)
+    rate = spec_base_rate(spec, lambda: _folder_parameter_count(resolve_model_folder(spec.source, cache_dir)))
+    return member_around(
+        spec,
+        _micro_batched(spec, generator),
+        loaded.tokenizer,
+        loaded.context_limit,
+        rate,
+        batch_generate=generator,
+        cap_new_tokens=_request_cap,
+    )
+
+
 def build_pool_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
     """The default factory: ChatHuggingFace over a local text-generation pipeline.
 
@@ -333,6 +388,8 @@ def build_pool_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
         from .remote import build_endpoint_member
 
         return build_endpoint_member(spec)
+    if resolve_backend(spec) == "openvino":
+        return _openvino_member(spec, cache_dir)
     from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
     from transformers import pipeline
 
@@ -350,7 +407,7 @@ def build_pool_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
     generate_kwargs: dict[str, Any] = {
         "max_new_tokens": spec.max_new_tokens,
         "do_sample": False,
-        "eos_token_id": _stop_token_ids(model, tokenizer),
+        "eos_token_id": _stop_token_ids(model.generation_config, tokenizer),
         "pad_token_id": tokenizer.pad_token_id,
         **spec.generation_kwargs,
     }

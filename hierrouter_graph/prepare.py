@@ -9,6 +9,8 @@ so converting them ahead of time in parallel processes takes about the longest o
 sum: what a deploy image bakes in (``RUN python -m hierrouter_graph prepare``) and what
 ``make demo`` does first. Converting is idempotent and kill-safe (``offline.convert_gguf_to_folder``
 works in a temp folder under a lock), so running this beside a starting server is harmless.
+Members that run on OpenVINO (``ModelSpec.backend``, ``engine_choice.py``) also get their IR
+converted here, once per weight precision (``openvino_engine.convert_to_openvino``, same rules).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import RouterConfig
-from .models import OFFLINE_PREFIX, resolve_model_folder
+from .config import ModelSpec, RouterConfig
+from .engine_choice import openvino_settings, resolve_backend
+from .models import OFFLINE_PREFIX, openvino_ir, resolve_model_folder
 from .offline import OFFLINE_MODELS
 
 __all__ = ["PreparedModel", "local_sources", "prepare_models"]
@@ -36,6 +39,8 @@ class PreparedModel:
     folder: str
     """The local folder, or the hub id itself (transformers downloads it on first load)."""
     seconds: float
+    openvino: tuple[str, ...] = ()
+    """The OpenVINO IR folders made for the members that run on OpenVINO (one per precision)."""
 
 
 def local_sources(config: RouterConfig) -> dict[str, tuple[str, ...]]:
@@ -60,10 +65,22 @@ def _size(source: str) -> int:
     return 0
 
 
-def _prepare(source: str, members: tuple[str, ...], cache_dir: Path) -> PreparedModel:
+def _openvino_specs(config: RouterConfig, source: str) -> tuple[ModelSpec, ...]:
+    """One member per OpenVINO weight precision among those that load ``source`` on OpenVINO."""
+    chosen: dict[str, ModelSpec] = {}
+    for spec in config.models:
+        if spec.source == source and spec.endpoint is None and resolve_backend(spec) == "openvino":
+            chosen.setdefault(openvino_settings(spec)["weights"], spec)
+    return tuple(chosen.values())
+
+
+def _prepare(
+    source: str, members: tuple[str, ...], cache_dir: Path, openvino_specs: tuple[ModelSpec, ...] = ()
+) -> PreparedModel:
     started = time.perf_counter()
     folder = resolve_model_folder(source, cache_dir)
-    return PreparedModel(source, members, str(folder), time.perf_counter() - started)
+    irs = tuple(str(openvino_ir(spec, cache_dir)) for spec in openvino_specs)
+    return PreparedModel(source, members, str(folder), time.perf_counter() - started, irs)
 
 
 def prepare_models(config: RouterConfig, *, jobs: int = 2) -> list[PreparedModel]:
@@ -88,9 +105,15 @@ def prepare_models(config: RouterConfig, *, jobs: int = 2) -> list[PreparedModel
     sources = local_sources(config)
     cache_dir = config.resolved_cache_dir
     if jobs == 1 or len(sources) <= 1:
-        return [_prepare(source, members, cache_dir) for source, members in sources.items()]
+        return [
+            _prepare(source, members, cache_dir, _openvino_specs(config, source))
+            for source, members in sources.items()
+        ]
     # spawn, not fork: the caller may hold torch threads or locks that a fork would copy mid-use
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, len(sources)), mp_context=context) as executor:
-        futures = [executor.submit(_prepare, source, names, cache_dir) for source, names in sources.items()]
+        futures = [
+            executor.submit(_prepare, source, names, cache_dir, _openvino_specs(config, source))
+            for source, names in sources.items()
+        ]
         return [future.result() for future in futures]

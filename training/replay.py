@@ -202,7 +202,7 @@ class ReplayStore:
     ) -> None:
         values = []
         for fp, prompt, confidence, source in rows:
-            if confidence is None:
+            if confidence is None or confidence.mean_entropy is None:  # OpenVINO: no entropy
                 continue
             if source not in CONFIDENCE_SOURCES:
                 raise ValueError(f"confidence source must be one of {CONFIDENCE_SOURCES}, got {source!r}")
