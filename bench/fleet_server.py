@@ -31,8 +31,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from bench.local_server import free_port
+from hierrouter_graph.config import ModelSpec
 
-__all__ = ["FleetState", "make_app", "reply_for", "serve_in_thread"]
+__all__ = ["FleetState", "endpoint_spec", "make_app", "reply_for", "serve_in_thread"]
 
 
 def reply_for(model: str, messages: list[dict[str, Any]]) -> str:
@@ -40,6 +41,12 @@ def reply_for(model: str, messages: list[dict[str, Any]]) -> str:
     text = "\x1e".join(f"{m.get('role')}\x1f{m.get('content')}" for m in messages)
     digest = hashlib.sha256(f"{model}\x1d{text}".encode()).hexdigest()
     return f"{model} answers {digest[:12]} (reply {int(digest[12:16], 16) % 97})"
+
+
+def endpoint_spec(name: str, url: str, **endpoint: Any) -> ModelSpec:
+    """An endpoint member served here as ``org/<name>`` (its own replies), 2 quick retries."""
+    block = {"url": url, "model": f"org/{name}", "max_retries": 2, "backoff_s": 0.01, **endpoint}
+    return ModelSpec(name=name, source=f"org/{name}-1B", base_rate=0.002, max_new_tokens=16, endpoint=block)
 
 
 @dataclass

@@ -35,7 +35,11 @@ def _parser() -> argparse.ArgumentParser:
         "--no-threads", action="store_true", help="stateless: refuse thread_id, store nothing"
     )
     parser.add_argument(
-        "--max-concurrency", type=int, default=16, help="routes in flight at once; more requests wait (16)"
+        "--max-concurrency",
+        type=int,
+        default=None,
+        help="routes in flight at once; more requests wait (default: 16, or more when the pool's "
+        "micro-batch sizes and endpoint max_concurrency add up to more)",
     )
     parser.add_argument("--log-level", default="info")
     return parser
@@ -64,7 +68,7 @@ def build_service(args: argparse.Namespace) -> RouterService:
     return RouterService(
         router,
         checkpointer=checkpointer,
-        max_concurrency=args.max_concurrency,
+        max_concurrency=args.max_concurrency or max(16, router.pool_width()),
         trained_alpha=_trained_alpha(config, args.policy),
     )
 

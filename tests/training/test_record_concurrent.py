@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from bench.fleet_server import FleetState, serve_in_thread
-from hierrouter_graph import FixedRoutePolicy, HierRouterGraph, ModelSpec, RemoteModelError, RouterConfig
+from bench.fleet_server import endpoint_spec as spec
+from hierrouter_graph import ModelSpec, RemoteModelError, RouterConfig
 from hierrouter_graph.graph import build_pool
 from training.datasets import Item
 from training.endpoint_hops import HopFailedError
@@ -43,18 +44,13 @@ def fleet() -> Iterator[tuple[str, FleetState]]:
         yield served
 
 
-def _spec(name: str, url: str, **endpoint: Any) -> ModelSpec:
-    block = {"url": url, "model": f"org/{name}", "max_retries": 2, "backoff_s": 0.01, **endpoint}
-    return ModelSpec(name=name, source=f"org/{name}-1B", base_rate=0.002, max_new_tokens=16, endpoint=block)
-
-
 def _config(*specs: ModelSpec) -> RouterConfig:
     return RouterConfig(models=list(specs), horizon=2)
 
 
 def _pair(url: str, slots: int) -> RouterConfig:
     """Members alpha and beta on one server, ``slots`` requests in flight each."""
-    return _config(_spec("alpha", url, max_concurrency=slots), _spec("beta", url, max_concurrency=slots))
+    return _config(spec("alpha", url, max_concurrency=slots), spec("beta", url, max_concurrency=slots))
 
 
 def _items(n: int) -> list[Item]:
@@ -104,26 +100,16 @@ def test_max_concurrency_is_the_number_in_flight_per_member(tmp_path: Path) -> N
         serve_in_thread(LATENCY_S, slots=64) as (url_a, a),
         serve_in_thread(LATENCY_S, slots=64) as (url_b, b),
     ):
-        config = _config(_spec("alpha", url_a, max_concurrency=3), _spec("beta", url_b, max_concurrency=5))
+        config = _config(spec("alpha", url_a, max_concurrency=3), spec("beta", url_b, max_concurrency=5))
         _record(config, _items(8), tmp_path / "tree.sqlite")
         assert (a.max_in_flight, b.max_in_flight) == (3, 5)
         assert a.replies == b.replies == 8 + 16
 
 
-def test_graph_batch_sends_concurrent_hops_to_an_endpoint(fleet: tuple[str, FleetState]) -> None:
-    url, server = fleet
-    config = _config(_spec("alpha", url, max_concurrency=8))
-    graph = HierRouterGraph(config, FixedRoutePolicy(config.model_names, ["alpha"]))
-    out = graph.batch([f"query {i}" for i in range(8)])
-    # LangChain's default (min(32, cores + 4) threads: 6 on 2 cores) would have held it lower
-    assert server.max_in_flight == 8 and server.replies == 16
-    assert [len(o["trace"]) for o in out] == [2] * 8
-
-
 def test_429_and_500_are_retried_then_recorded(fleet: tuple[str, FleetState], tmp_path: Path) -> None:
     url, server = fleet
     server.statuses = [429, 500]
-    config = _config(_spec("alpha", url), _spec("beta", url))
+    config = _config(spec("alpha", url), spec("beta", url))
     stats = _record(config, _items(1), tmp_path / "tree.sqlite")
     assert (server.requests, server.replies, stats.generated) == (6 + 2, 6, 6)
     server.reset()
@@ -137,7 +123,7 @@ def test_a_hop_that_keeps_failing_names_member_and_item(tmp_path: Path) -> None:
         serve_in_thread(LATENCY_S, slots=64) as (url_b, b),
     ):
         b.fail_containing = "Question 2:"
-        config = _config(_spec("alpha", url_a), _spec("beta", url_b, max_retries=1))
+        config = _config(spec("alpha", url_a), spec("beta", url_b, max_retries=1))
         with pytest.raises(HopFailedError) as caught:
             _record(config, _items(4), tmp_path / "tree.sqlite")
         error = caught.value
@@ -203,8 +189,6 @@ def test_kill_9_mid_recording_then_resume_equals_the_sequential_record(tmp_path:
 
 def test_max_concurrency_is_validated() -> None:
     with pytest.raises(ValueError, match=r"endpoint\.max_concurrency\n.*greater than or equal to 1"):
-        _spec("alpha", "http://127.0.0.1:9", max_concurrency=0)
-    assert _spec("alpha", "http://127.0.0.1:9").endpoint.max_concurrency == 8  # type: ignore[union-attr]
-    assert (
-        _spec("a", "http://h:1").fingerprint() == _spec("a", "http://h:1", max_concurrency=32).fingerprint()
-    )
+        spec("alpha", "http://127.0.0.1:9", max_concurrency=0)
+    assert spec("alpha", "http://127.0.0.1:9").endpoint.max_concurrency == 8  # type: ignore[union-attr]
+    assert spec("a", "http://h:1").fingerprint() == spec("a", "http://h:1", max_concurrency=32).fingerprint()
