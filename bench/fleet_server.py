@@ -31,7 +31,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from bench.local_server import free_port
-from hierrouter_graph.config import ModelSpec
+from hierrouter_graph.config import EndpointSpec, ModelSpec
 
 __all__ = ["FleetState", "endpoint_spec", "make_app", "reply_for", "serve_in_thread"]
 
@@ -45,7 +45,9 @@ def reply_for(model: str, messages: list[dict[str, Any]]) -> str:
 
 def endpoint_spec(name: str, url: str, **endpoint: Any) -> ModelSpec:
     """An endpoint member served here as ``org/<name>`` (its own replies), 2 quick retries."""
-    block = {"url": url, "model": f"org/{name}", "max_retries": 2, "backoff_s": 0.01, **endpoint}
+    block = EndpointSpec(
+        **{"url": url, "model": f"org/{name}", "max_retries": 2, "backoff_s": 0.01, **endpoint}
+    )
     return ModelSpec(name=name, source=f"org/{name}-1B", base_rate=0.002, max_new_tokens=16, endpoint=block)
 
 

@@ -188,7 +188,9 @@ def test_kill_9_mid_recording_then_resume_equals_the_sequential_record(tmp_path:
 
 
 def test_max_concurrency_is_validated() -> None:
+    bad = {"name": "alpha", "source": "org/alpha-1B", "endpoint": {"url": "http://h:1", "max_concurrency": 0}}
     with pytest.raises(ValueError, match=r"endpoint\.max_concurrency\n.*greater than or equal to 1"):
-        spec("alpha", "http://127.0.0.1:9", max_concurrency=0)
+        RouterConfig.model_validate({"models": [bad]})
     assert spec("alpha", "http://127.0.0.1:9").endpoint.max_concurrency == 8  # type: ignore[union-attr]
-    assert spec("a", "http://h:1").fingerprint() == spec("a", "http://h:1", max_concurrency=32).fingerprint()
+    same = spec("a", "http://h:1", max_concurrency=32).fingerprint()
+    assert spec("a", "http://h:1").fingerprint() == same  # speed, not replies: replay keys unchanged
