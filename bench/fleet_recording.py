@@ -12,10 +12,11 @@ whether the two records are identical hop for hop (same keys, replies and token 
 Part 2 (``--real``): the same comparison against ``transformers serve FOLDER
 --continuous-batching`` on this CPU (one torch thread) with the converted SmolLM2-135M folder
 (``python -m hierrouter_graph prepare`` puts it under ``$HIERROUTER_CACHE`` or
-``~/.cache/hierrouter_graph/models/``), one member with ``--real-slots`` requests in flight.
+``~/.cache/hierrouter_graph/models/``, float32 as converted), one member with ``--real-slots``
+requests in flight, after a concurrent warm-up on other items.
 
     python bench/fleet_recording.py                        # N=32, 32 items, 0.2 s per request
-    python bench/fleet_recording.py --real --real-items 8  # + transformers serve, a few minutes
+    python bench/fleet_recording.py --real                 # + transformers serve, a few minutes
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import httpx
 
 from bench.fleet_server import endpoint_spec
 from bench.local_server import OFFLINE_ENV, free_port, stop, wait_ready
-from hierrouter_graph.config import ModelSpec, RouterConfig, default_cache_dir
+from hierrouter_graph.config import EndpointSpec, ModelSpec, RouterConfig, default_cache_dir
 from hierrouter_graph.graph import build_pool
 from training.datasets import Item
 from training.record import RecordStats, record_outcome_tree
@@ -62,8 +63,9 @@ def running(
         stop(process)
 
 
-def items(n: int) -> list[Item]:
-    """``n`` distinct short questions (the trees differ from the first hop on)."""
+def items(n: int, first: int = 0) -> list[Item]:
+    """``n`` distinct short questions, numbered from ``first`` (the trees differ from the first hop on)."""
+    numbers = range(first, first + n)
     return [
         Item(
             f"bench/{i}",
@@ -73,7 +75,7 @@ def items(n: int) -> list[Item]:
             "token_f1",
             "routing",
         )
-        for i in range(n)
+        for i in numbers
     ]
 
 
@@ -151,12 +153,13 @@ def real(args: argparse.Namespace, workdir: Path) -> float:
         source="SmolLM2-135M-Instruct",
         base_rate=0.0001,
         max_new_tokens=args.real_tokens,
-        endpoint={"url": base, "model": str(folder), "timeout_s": 300, "max_concurrency": args.real_slots},
+        endpoint=EndpointSpec(url=base, model=str(folder), timeout_s=300, max_concurrency=args.real_slots),
     )
     config = RouterConfig(models=[spec], horizon=2)
     with running(command, workdir / "serve.log", f"{base}/health", env, 300):
-        # warm-up (the first requests compile and allocate): not part of either measurement
-        record(config, items(args.real_slots)[:1], workdir / "warm.sqlite", concurrent=True)
+        # warm-up on other items, not measured: continuous batching's first full batches are much
+        # slower than later ones, which would favour the sequential run that comes after them
+        record(config, items(args.real_slots, first=1000), workdir / "warm.sqlite", concurrent=True)
         print(
             f"transformers serve --continuous-batching {folder.name}: 1 member x {args.real_slots} in flight"
         )
@@ -170,7 +173,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=32, help="items of the tree, 6 hops each (default 32)")
     parser.add_argument("--real", action="store_true", help="also run against `transformers serve`")
     parser.add_argument("--real-folder", default=None, help="model folder (default: the converted SmolLM2)")
-    parser.add_argument("--real-slots", type=int, default=4)
+    parser.add_argument("--real-slots", type=int, default=8, help="requests in flight (default 8)")
     parser.add_argument("--real-items", type=int, default=8)
     parser.add_argument("--real-tokens", type=int, default=32, help="max_new_tokens per hop (default 32)")
     args = parser.parse_args()

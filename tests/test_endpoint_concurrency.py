@@ -22,7 +22,7 @@ pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])  # loopback only: the test's
 
 @pytest.fixture
 def fleet() -> Iterator[tuple[str, FleetState]]:
-    with serve_in_thread(0.05, slots=64) as served:
+    with serve_in_thread(0.2, slots=64) as served:  # slow enough for every thread to start first
         yield served
 
 

@@ -157,13 +157,19 @@ class _EndpointStage:
     """
 
     def __init__(
-        self, store: ReplayStore, stats: RecordStats, bar: tqdm, items_of: Callable[[str], Sequence[str]]
+        self,
+        store: ReplayStore,
+        stats: RecordStats,
+        bar: tqdm,
+        items_of: Callable[[str], Sequence[str]],
+        members: int,
     ) -> None:
         self.store, self.stats, self.bar, self.items_of = store, stats, bar, items_of
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.jobs: dict[str, Future[dict[str, HopResult]]] = {}
-        self.pool = ThreadPoolExecutor(thread_name_prefix="record-stage")
+        # one thread per endpoint member: the executor's default (cores + 4) would queue members
+        self.pool = ThreadPoolExecutor(max_workers=max(members, 1), thread_name_prefix="record-stage")
 
     def start(
         self,
@@ -259,7 +265,7 @@ def record_outcome_tree(
     stage = 0
     failed = True
     with tqdm(total=None, unit="hop", disable=not progress, desc="recording") as bar:
-        served = _EndpointStage(store, stats, bar, _item_namer(items))
+        served = _EndpointStage(store, stats, bar, _item_namer(items), len(slots))
 
         def hops_for(
             member: PoolMember, contexts: list[str], instruction: str, cap: int | None

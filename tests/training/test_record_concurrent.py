@@ -106,6 +106,14 @@ def test_max_concurrency_is_the_number_in_flight_per_member(tmp_path: Path) -> N
         assert a.replies == b.replies == 8 + 16
 
 
+def test_every_endpoint_member_of_a_stage_is_in_flight_together(tmp_path: Path) -> None:
+    names = [f"m{i}" for i in range(8)]  # more members than a default thread pool has threads here
+    with serve_in_thread(0.5, slots=64) as (url, server):  # slow enough for all 16 to start first
+        config = RouterConfig(models=[spec(n, url, max_concurrency=2) for n in names], horizon=1)
+        stats = _record(config, _items(2), tmp_path / "tree.sqlite")
+    assert server.max_in_flight == 16 and stats.generated == server.replies == 16
+
+
 def test_429_and_500_are_retried_then_recorded(fleet: tuple[str, FleetState], tmp_path: Path) -> None:
     url, server = fleet
     server.statuses = [429, 500]
