@@ -65,6 +65,8 @@ class RecordStats:
     tokens_in: int = 0
     tokens_out: int = 0
     generation_s: float = 0.0
+    """Seconds spent generating, summed over members: endpoint members' levels run at the same
+    time, so with several of them this exceeds the wall time (and ``tokens_per_s`` reads low)."""
     wall_s: float = 0.0
 
     @property
