@@ -113,6 +113,15 @@ class EndpointSpec(BaseModel):
     backoff_s: float = Field(
         default=0.5, ge=0, le=60, description="Sleep before retry k is backoff_s * 2**(k-1) (capped at 30 s)."
     )
+    max_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="Most requests in flight to this server at once, from one process (recording "
+        "sends a stage's hops concurrently up to it; graph.batch and the OpenAI-compatible server "
+        "share it). Set it to the server's parallel slots (vLLM max_num_seqs, TGI "
+        "max_concurrent_requests). Not part of the fingerprint: it changes speed, not replies.",
+    )
     on_error: Literal["fail", "fallback"] = Field(
         default="fail",
         description="'fail': the query fails with an error naming the model and URL. 'fallback': "

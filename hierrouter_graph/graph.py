@@ -363,18 +363,31 @@ class HierRouterGraph:
     ) -> Iterator[Any]:
         return self.graph.stream(self._as_input(input), config, **kwargs)
 
+    def pool_width(self) -> int:
+        """How many hops the pool takes at once: the local micro-batched members' batch sizes plus
+        the endpoint members' ``max_concurrency`` (0 when every member runs one hop at a time).
+
+        Why: as many queries in flight as this keeps every batch full and every server's slots
+        busy; fewer threads would leave them idle (``batch`` and ``hierrouter serve`` use it).
+        """
+        local = [s for s in self.config.models if s.endpoint is None]
+        batched = [s.max_batch_size for s in local if s.kind == "generate" and s.max_batch_size > 1]
+        served = [s.endpoint.max_concurrency for s in self.config.models if s.endpoint is not None]
+        return sum(batched) + sum(served)
+
     def batch(
         self, inputs: Sequence[str | Mapping[str, Any]], config: RunnableConfig | None = None, **kwargs: Any
     ) -> list[dict[str, Any]]:
-        """Run many queries concurrently; hops to the same local model share one ``generate``.
+        """Run many queries concurrently; hops to the same local model share one ``generate``,
+        hops to an endpoint member go out side by side (up to its ``endpoint.max_concurrency``).
 
         Without an explicit ``max_concurrency`` LangChain runs ``min(32, cores + 4)`` threads (6 on
-        2 cores), which would cap every micro-batch at 6; the default here lets as many queries
-        run as the micro-batched members can take in one batch together.
+        2 cores), which would cap every micro-batch at 6 and keep a 32-slot server at 6 requests;
+        the default here lets as many queries run as the micro-batched members can take in one
+        batch and the endpoint members' servers can take at once, together.
         """
         if config is None or "max_concurrency" not in config:
-            batched = [s for s in self.config.models if s.kind == "generate" and s.max_batch_size > 1]
-            width = sum(spec.max_batch_size for spec in batched)
+            width = self.pool_width()
             if width:
                 config = {**(config or {}), "max_concurrency": max(1, min(len(inputs), width))}
         return [dict(out) for out in self.graph.batch([self._as_input(i) for i in inputs], config, **kwargs)]

@@ -15,6 +15,11 @@ converts messages and turns the server's ``usage`` block into ``usage_metadata``
 TGI all serve it), bounds each attempt by ``timeout_s``, retries transient failures with exponential
 backoff and turns everything else into a ``RemoteModelError`` naming the member and the URL. The
 graph then applies the member's ``on_error`` policy (``run_hop_with_fallback``).
+
+At most ``max_concurrency`` requests of one client are in flight at once (a semaphore held for
+one attempt, released during the backoff sleep), whichever threads send them — the recorder's
+per-member worker pool, ``graph.batch``'s threads, the OpenAI-compatible server's routes — so a
+process never sends a server more than the slots it was configured for, and never fewer.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ import asyncio
 import json
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -44,6 +52,7 @@ __all__ = [
     "RemoteModelError",
     "build_endpoint_member",
     "chat_completions_url",
+    "endpoint_concurrency",
     "fallback_members",
     "run_hop_with_fallback",
 ]
@@ -146,9 +155,12 @@ class EndpointClient:
         timeout_s: float = 60.0,
         max_retries: int = 2,
         backoff_s: float = 0.5,
+        max_concurrency: int = 8,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if max_concurrency < 1:
+            raise ValueError(f"models[{name}].endpoint.max_concurrency: expected >= 1, got {max_concurrency}")
         self.name = name
         self.url = url
         self.endpoint = chat_completions_url(url)
@@ -157,9 +169,14 @@ class EndpointClient:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.max_concurrency = max_concurrency
+        self._slots = threading.BoundedSemaphore(max_concurrency)
         self._sleep = sleep
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(transport=transport, timeout=httpx.Timeout(timeout_s))
+        # as many pooled (and kept-alive) connections as slots: httpx's default keeps 20, so 32
+        # concurrent requests would reconnect on every call
+        limits = httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency)
+        self._http = httpx.Client(transport=transport, timeout=httpx.Timeout(timeout_s), limits=limits)
 
     def __repr__(self) -> str:  # no headers: the API key must never reach a log or a trace
         return f"EndpointClient(name={self.name!r}, url={self.url!r}, model={self.model!r})"
@@ -183,7 +200,8 @@ class EndpointClient:
         last: Exception | None = None
         for attempt in range(1, attempts + 1):
             try:
-                return self._attempt(body)
+                with self._slots:
+                    return self._attempt(body)
             except _Fatal as error:
                 raise RemoteModelError(self.name, self.url, str(error), attempt) from error
             except _Retryable as error:
@@ -225,13 +243,29 @@ class EndpointClient:
 
 
 class _AsyncEndpointClient:
-    """``async_client`` for ChatHuggingFace's ``ainvoke``: the same client, off the event loop."""
+    """``async_client`` for ChatHuggingFace's ``ainvoke``: the same client, off the event loop.
+
+    Its own ``max_concurrency`` threads, not ``asyncio.to_thread``: the loop's default executor
+    has ``min(32, cores + 4)`` workers (6 on 2 cores), which would queue ``abatch`` hops behind
+    each other long before the server's slots are full.
+    """
 
     def __init__(self, client: EndpointClient) -> None:
         self.client = client
+        self._executor: ThreadPoolExecutor | None = None
+        self._guard = threading.Lock()
+
+    def _threads(self) -> ThreadPoolExecutor:
+        with self._guard:  # made on first use: a member only ever invoked synchronously holds none
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self.client.max_concurrency, thread_name_prefix=f"endpoint-{self.client.name}"
+                )
+            return self._executor
 
     async def chat_completion(self, messages: list[dict[str, Any]], **params: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(self.client.chat_completion, messages, **params)
+        call = partial(self.client.chat_completion, messages, **params)
+        return await asyncio.get_running_loop().run_in_executor(self._threads(), call)
 
 
 def _base_rate(spec: ModelSpec) -> float:
@@ -307,6 +341,7 @@ def build_endpoint_member(
         timeout_s=endpoint.timeout_s,
         max_retries=endpoint.max_retries,
         backoff_s=endpoint.backoff_s,
+        max_concurrency=endpoint.max_concurrency,
         transport=transport,
         sleep=sleep,
     )
@@ -318,8 +353,20 @@ def build_endpoint_member(
         system_prompt=spec.system_prompt,
         max_input_tokens=None,
         fingerprint=spec.fingerprint(),
-        extra={"endpoint_url": endpoint.url, "on_error": endpoint.on_error},
+        extra={
+            "endpoint_url": endpoint.url,
+            "on_error": endpoint.on_error,
+            "max_concurrency": endpoint.max_concurrency,
+        },
     )
+
+
+def endpoint_concurrency(member: PoolMember) -> int | None:
+    """How many hops ``member`` may have in flight at once: its ``endpoint.max_concurrency``, or
+    None for a member that is not served by an endpoint (local members batch instead)."""
+    if "endpoint_url" not in member.extra:
+        return None
+    return int(member.extra.get("max_concurrency", 1))
 
 
 def fallback_members(config: RouterConfig, pool: Mapping[str, PoolMember]) -> dict[str, PoolMember]:

@@ -460,6 +460,6 @@ def test_endpoint_spec_dispatches_without_loading(tmp_path: Path) -> None:
     from hierrouter_graph.models import build_pool_member
 
     member = build_pool_member(_endpoint_spec(), tmp_path)
-    assert member.extra == {"endpoint_url": URL, "on_error": "fail"}
+    assert member.extra == {"endpoint_url": URL, "on_error": "fail", "max_concurrency": 8}
     assert member.chat_model.model_id == "org/Served-1B"
     assert not any(tmp_path.iterdir())  # nothing resolved, converted or cached

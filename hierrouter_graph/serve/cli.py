@@ -48,7 +48,11 @@ def _parser() -> argparse.ArgumentParser:
         "off-policy learning from feedback needs (training/from_feedback.py)",
     )
     parser.add_argument(
-        "--max-concurrency", type=int, default=16, help="routes in flight at once; more requests wait (16)"
+        "--max-concurrency",
+        type=int,
+        default=None,
+        help="routes in flight at once; more requests wait (default: 16, or more when the pool's "
+        "micro-batch sizes and endpoint max_concurrency add up to more)",
     )
     parser.add_argument("--log-level", default="info")
     return parser
@@ -82,7 +86,7 @@ def build_service(args: argparse.Namespace) -> RouterService:
     return RouterService(
         router,
         checkpointer=checkpointer,
-        max_concurrency=args.max_concurrency,
+        max_concurrency=args.max_concurrency or max(16, router.pool_width()),
         trained_alpha=_trained_alpha(config, args.policy),
         feedback=feedback,
     )

@@ -14,6 +14,7 @@ import training.record as record
 from hierrouter_graph.cli_errors import run_cli
 from training.cli.context import load_config, load_run_context
 from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item
+from training.endpoint_hops import HopFailedError
 from training.jsonl_datasets import load_jsonl_dataset
 from training.record import (
     RecordStats,
@@ -79,6 +80,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="K/N",
         help="with --chunk-items: record only chunks K, K+N, K+2N, ... (run N processes on one --db)",
     )
+    parser.add_argument(
+        "--sequential-endpoints",
+        action="store_true",
+        help="send endpoint members' hops one at a time (default: each stage's hops concurrently, up "
+        "to each member's endpoint.max_concurrency; the replies are the same)",
+    )
     parser.add_argument("--seed", dest="data_seed", metavar="SEED", type=int, default=42)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
@@ -136,7 +143,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         stats: RecordStats
         if ns.chunk_items is None:
             stats = record_outcome_tree(
-                config, pool, items, store, batch_size=ns.batch_size, progress=progress
+                config,
+                pool,
+                items,
+                store,
+                batch_size=ns.batch_size,
+                progress=progress,
+                concurrent=not ns.sequential_endpoints,
             )
         else:
             stats = record_in_chunks(
@@ -149,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=progress,
                 shard=ns.shard,
                 on_chunk=export_pieces,
+                concurrent=not ns.sequential_endpoints,
             )
         total = len(store)
         if ns.export_shipped:
@@ -170,4 +184,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
+    raise SystemExit(run_cli(main, extra=(SandboxUnavailable, HopFailedError)))
