@@ -40,8 +40,8 @@ from hierrouter_graph.defaults import default_config
 from hierrouter_graph.graph import build_pool
 from hierrouter_graph.hop import CONTEXT_SEPARATOR, CachedReply, messages_from_cache_key
 from hierrouter_graph.pool import PoolMember
-from training.replay import ReplayStore
 from hierrouter_graph.sandbox import SandboxUnavailable
+from training.replay import ReplayStore
 
 __all__ = ["backfill", "teacher_forced_confidences"]
 

@@ -23,8 +23,8 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.config import RouterConfig
-from training.replay import ReplayStore
 from hierrouter_graph.sandbox import SandboxUnavailable
+from training.replay import ReplayStore
 from training.shipped import ShippedRecord
 
 __all__ = ["export_shipped", "main"]

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.defaults import DEFAULT_POLICY_DIR
+from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import add_data_flags, add_router_flags, load_run_context
 from training.curve_study import DEFAULT_CURVE_ALPHAS, run_study
 from training.ppo import PPOArgs
-from hierrouter_graph.sandbox import SandboxUnavailable
 
 __all__ = ["SECTION", "main", "parse_args"]
 

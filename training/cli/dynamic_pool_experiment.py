@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hierrouter_graph.cli_errors import run_cli
+from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import load_run_context
 from training.datasets import ALL_TASKS, DEFAULT_PER_TASK
 from training.dynamic_pool_experiment import DEFAULT_HOLD_OUT, SECTION, copy_store, run_experiment
@@ -20,7 +21,6 @@ from training.dynamic_pool_report import dynamic_pool_report
 from training.ppo import PPOArgs
 from training.replay import ReplayStore
 from training.reports import write_marked_section
-from hierrouter_graph.sandbox import SandboxUnavailable
 
 __all__ = ["main", "parse_args"]
 

@@ -17,12 +17,12 @@ from typing import Any
 from hierrouter_graph.cli_errors import one_line, run_cli
 from hierrouter_graph.dynamic_policy import load_saved_policy
 from hierrouter_graph.policy import RoutingPolicy
+from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import RunContext, add_data_flags, add_router_flags, load_run_context
 from training.evaluate import EvaluationResult, evaluate
 from training.ppo import POLICY_DIRNAME
 from training.replay import ReplayMissError, ReplayStore
 from training.reports import plot_cost_quality, print_table, write_report
-from hierrouter_graph.sandbox import SandboxUnavailable
 
 __all__ = ["evaluate_saved", "main", "parse_args", "policy_folder", "run_from_cli"]
 

@@ -16,11 +16,11 @@ from typing import Any
 
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.hop import ReplyCache
+from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import RunContext, add_data_flags, add_router_flags, load_run_context
 from training.policy_setup import POLICY_KINDS, build_env, make_policy
 from training.ppo import PPOArgs, TrainResult, train
 from training.replay import ReplayMissError, ReplayOnlyCache, StateEncoder
-from hierrouter_graph.sandbox import SandboxUnavailable
 from training.tree import encode_recorded_states, recorded_only
 
 __all__ = ["evaluate_trained", "main", "parse_args", "ppo_args_from", "run_from_cli"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import training.record as record
 from hierrouter_graph.cli_errors import run_cli
+from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import load_config, load_run_context
 from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item
 from training.endpoint_hops import HopFailedError
@@ -24,7 +25,6 @@ from training.record import (
     write_record_meta,
 )
 from training.routing_data import build_routing_dataset
-from hierrouter_graph.sandbox import SandboxUnavailable
 from training.shipped import shipped_record_for
 from training.tree import with_horizon
 

@@ -17,8 +17,8 @@ import torch
 
 import training.specialists.specialize as specialize
 from hierrouter_graph.cli_errors import run_cli
-from training.cli.context import load_config
 from hierrouter_graph.sandbox import SandboxUnavailable
+from training.cli.context import load_config
 from training.specialists.examples import DOMAINS, domain_items
 from training.specialists.settings import SpecializeArgs
 from training.specialists.specialize import GENERALIST, train_specialist

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hierrouter_graph.cli_errors import run_cli
+from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import load_run_context
 from training.datasets import ALL_TASKS, DEFAULT_PER_TASK
 from training.ppo import PPOArgs
 from training.reports import write_marked_section
-from hierrouter_graph.sandbox import SandboxUnavailable
 from training.sweep import (
     DEFAULT_ALPHAS,
     DEFAULT_HORIZONS,

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import training.tune as tuning
 from hierrouter_graph.cli_errors import run_cli
+from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import load_run_context
 from training.reports import write_marked_section
-from hierrouter_graph.sandbox import SandboxUnavailable
 from training.tree import complete_items
 from training.tune import DEFAULT_ITERATIONS, DEFAULT_LRS, SECTION, markdown_section, tune
 

@@ -45,11 +45,11 @@ from hierrouter_graph.defaults import default_config
 from hierrouter_graph.hop import build_hop_messages
 from hierrouter_graph.models import build_pool_member
 from hierrouter_graph.pool import PoolMember
+from hierrouter_graph.sandbox import SandboxUnavailable
 from training.benchmarks import load_routing_items
 from training.datasets import Item
 from training.metrics import score
 from training.routing_data import build_routing_dataset
-from hierrouter_graph.sandbox import SandboxUnavailable
 from training.specialists.card import CARD_NAME
 from training.statistics import Interval, bootstrap_indices, bootstrap_interval
 
