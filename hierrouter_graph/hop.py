@@ -36,6 +36,7 @@ __all__ = [
     "messages_from_cache_key",
     "run_hop",
     "run_hops",
+    "valid_text",
 ]
 
 CONTEXT_SEPARATOR = "\n\n"
@@ -97,6 +98,16 @@ def declined(reply: str) -> bool:
     """The reply answers nothing: a specialist's refusal (``DECLINED_REPLIES``) or empty text."""
     text = reply.strip()
     return not text or text in DECLINED_REPLIES
+
+
+def valid_text(text: str) -> str:
+    """``text`` with lone surrogates (which ``json.loads`` of an endpoint reply lets through)
+    replaced by U+FFFD: every later step (the SQLite store, records, the sandbox) needs valid UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def answer_text(replies: Sequence[str]) -> str:
@@ -206,7 +217,7 @@ def run_hop(
 
     capped = member.cap_new_tokens(budget) if budget is not None and member.cap_new_tokens else {}
     message = member.chat_model.invoke(messages, **capped)
-    reply = message.text if isinstance(message, AIMessage) else str(message.content)
+    reply = valid_text(message.text if isinstance(message, AIMessage) else str(message.content))
     counts = _usage(message) if isinstance(message, AIMessage) else None
     if counts is None:
         if member.counter is None:

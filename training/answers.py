@@ -134,17 +134,29 @@ _NUMBER_STATEMENTS = (
 )
 
 
+_BRACE_TOKENS = re.compile(r"\\(?:boxed|fbox)\s*\{|[{}]")
+
+
 def _boxed_spans(text: str) -> list[tuple[int, str]]:
-    """(position, content) of every ``\\boxed{...}``/``\\fbox{...}`` with balanced braces."""
-    spans = []
-    for match in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
-        depth, j = 1, match.end()
-        while j < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[j], 0)
-            j += 1
-        if depth == 0:
-            spans.append((match.start(), text[match.end() : j - 1]))
-    return spans
+    """(position, content) of every ``\\boxed{...}``/``\\fbox{...}`` with balanced braces.
+
+    One pass over the braces with a stack of open boxes: linear in the reply, so a reply with
+    thousands of unclosed ``\\boxed{`` (a model looping) costs milliseconds, not minutes.
+    """
+    spans: list[tuple[int, str]] = []
+    open_boxes: list[tuple[int, int, int]] = []  # (depth inside the box, content start, box start)
+    depth = 0
+    for token in _BRACE_TOKENS.finditer(text):
+        if token.group() == "}":
+            if open_boxes and open_boxes[-1][0] == depth:
+                _, start, pos = open_boxes.pop()
+                spans.append((pos, text[start : token.start()]))
+            depth = max(0, depth - 1)
+            continue
+        depth += 1
+        if token.group() != "{":
+            open_boxes.append((depth, token.end(), token.start()))
+    return sorted(spans)
 
 
 def _clean_number(raw: str) -> Decimal | None:

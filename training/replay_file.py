@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,18 +57,27 @@ def read_records(
     """(replies, confidences) of a written file; a bad line raises ``ValueError`` naming it."""
     rows: list[ReplyRecord] = []
     confidences: list[tuple[str, str, Confidence, str]] = []
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-                reply = CachedReply(str(data["reply"]), int(data["tokens_in"]), int(data["tokens_out"]))
-                rows.append((str(data["fingerprint"]), str(data["prompt"]), reply))
-                confidence = Confidence.from_any(data.get("confidence"))
-                if confidence is not None:
-                    source = str(data.get("confidence_source", "generation"))
-                    confidences.append((rows[-1][0], rows[-1][1], confidence, source))
-            except (KeyError, TypeError, ValueError) as error:
-                raise ValueError(f"{path}:{number}: not a replay record ({error})") from error
+    number = 0
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    data = json.loads(line)
+                    reply = CachedReply(str(data["reply"]), int(data["tokens_in"]), int(data["tokens_out"]))
+                    rows.append((str(data["fingerprint"]), str(data["prompt"]), reply))
+                    confidence = Confidence.from_any(data.get("confidence"))
+                    if confidence is not None:
+                        source = str(data.get("confidence_source", "generation"))
+                        confidences.append((rows[-1][0], rows[-1][1], confidence, source))
+                except (KeyError, TypeError, ValueError) as error:
+                    raise ValueError(f"{path}:{number}: not a replay record ({error})") from error
+    except (EOFError, gzip.BadGzipFile, UnicodeDecodeError, zlib.error) as error:
+        # A truncated download, a plain-text file, a damaged block: name the file and the place.
+        where = f"after line {number}" if number else "at its start"
+        raise ValueError(
+            f"{path}: expected a complete gzip file of JSON lines (a replay record), but it is "
+            f"truncated or not gzip {where} ({type(error).__name__}: {error})"
+        ) from error
     return rows, confidences

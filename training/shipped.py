@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from training.replay import ReplayStore, text_sha
 
 __all__ = [
     "SHIPPED_DIR",
+    "note_replayed_numerics",
     "ShippedFileError",
     "ShippedRecord",
     "default_shipped_record",
@@ -90,7 +92,7 @@ class ShippedRecord:
             raise ShippedFileError(
                 f"{self.meta}: missing (every shipped record names its pool there)"
             ) from error
-        except (OSError, json.JSONDecodeError) as error:
+        except (OSError, ValueError) as error:  # JSON and UTF-8 decoding errors are ValueErrors
             raise ShippedFileError(f"{self.meta}: not readable JSON ({error})") from error
         members = meta.get("members") if isinstance(meta, dict) else None
         prompts = meta.get("stage_prompts") if isinstance(meta, dict) else None
@@ -117,6 +119,31 @@ class ShippedRecord:
         shared = range(min(config.horizon, len(prompts)))
         return all(config.stage_prompt(stage) == prompts[stage] for stage in shared)
 
+    def numerics_differences(self, config: RouterConfig) -> list[str]:
+        """One line per local member whose recorded backend (device, engine, dtype) is not what
+        this machine would generate with; empty when the record could have been made here.
+
+        Why: 'dtype: auto' means float32 on one CPU and bf16 on another, so a record replayed on
+        other hardware holds replies this machine would not produce; saying so keeps a replayed
+        evaluation from passing as a live one.
+        """
+        from hierrouter_graph.models import describe_backend
+
+        members = self.read_meta()["members"]
+        assert isinstance(members, dict)  # read_meta checked
+        lines = []
+        for spec in config.models:
+            recorded = members.get(spec.name, {}).get("backend")
+            if spec.endpoint is not None or not isinstance(recorded, str):
+                continue
+            try:
+                here = describe_backend(spec, config.resolved_cache_dir)
+            except Exception:  # noqa: BLE001 - a member this machine cannot resolve: nothing to compare
+                continue
+            if here != recorded:
+                lines.append(f"{spec.name}: recorded with '{recorded}', this machine would use '{here}'")
+        return lines
+
     def import_into(self, store: ReplayStore) -> int:
         """Add the shipped replies (and state embeddings) the store lacks; existing rows are kept.
 
@@ -126,6 +153,25 @@ class ShippedRecord:
         if not self.replay.is_file():
             return 0
         return store.import_jsonl_gz(self.replay)
+
+
+_NOTED: set[tuple[str, str]] = set()
+
+
+def note_replayed_numerics(record: ShippedRecord, config: RouterConfig) -> list[str]:
+    """Warn once per process and record when ``record`` was made with other numerics than this
+    machine's (``ShippedRecord.numerics_differences``); returns the differences."""
+    differences = record.numerics_differences(config)
+    key = (str(record.replay), "\n".join(differences))
+    if differences and key not in _NOTED:
+        _NOTED.add(key)
+        warnings.warn(
+            f"{record.replay.name} was recorded on other hardware; its replies are replayed as "
+            f"recorded, not regenerated here: {'; '.join(differences)}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return differences
 
 
 def shipped_records(folder: Path = SHIPPED_DIR) -> list[ShippedRecord]:

@@ -20,7 +20,7 @@ from hierrouter_graph.pool import PoolMember
 from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item
 from training.replay import CachedEncoder, ReplayMissError, ReplayStore, StateEncoder
 from training.routing_data import build_routing_dataset, load_items
-from training.shipped import ShippedRecord, shipped_record_for
+from training.shipped import ShippedRecord, note_replayed_numerics, shipped_record_for
 
 __all__ = [
     "RunContext",
@@ -149,6 +149,7 @@ class RunContext:
         store = ReplayStore(self.replay)
         if self.shipped is not None:
             self.shipped.import_into(store)  # the pool's recorded outcome tree (and its states)
+            note_replayed_numerics(self.shipped, self.config)
         return store
 
 
