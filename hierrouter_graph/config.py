@@ -177,6 +177,14 @@ class ModelSpec(BaseModel):
         description="'generate': a chat model over a text-generation pipeline. 'cloze_mc': a "
         "multiple-choice specialist that scores lettered options by log-likelihood (no generation).",
     )
+    cloze_scoring: Literal["option_text", "letter"] = Field(
+        default="option_text",
+        description="cloze_mc only. 'option_text': each option's text scored as the continuation of "
+        "'Question: q\\nAnswer:' (no chat template; right for small base-like models). 'letter': the "
+        "member's chat prompt (template, system prompt, stage instruction, context) then 'Answer:', "
+        "and the next-token log-probability of each option letter: one forward pass, no output tokens "
+        "(right for instruction-tuned models that know the answer but ramble when generating).",
+    )
     source: str = Field(
         min_length=1,
         description="A built-in offline name ('offline:smollm2-135m-instruct', "
@@ -275,6 +283,14 @@ class ModelSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _cloze_scoring_applies(self) -> ModelSpec:
+        if self.cloze_scoring != "option_text" and self.kind != "cloze_mc":
+            raise ValueError(
+                f"cloze_scoring: only a kind 'cloze_mc' member scores options (kind is {self.kind!r})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _backend_consistent(self) -> ModelSpec:
         """An explicit OpenVINO member must be one the OpenVINO engine can serve."""
         if self.backend != "openvino":
@@ -337,6 +353,8 @@ class ModelSpec(BaseModel):
                 "dtype",
             }
         )
+        if self.cloze_scoring != "option_text":  # only when set: existing cloze fingerprints stay
+            relevant["cloze_scoring"] = self.cloze_scoring
         if self.quantization != "none":  # only when set: fingerprints of full-precision members stay
             relevant["quantization"] = self.quantization
             relevant["keep_full_precision"] = self.keep_full_precision

@@ -287,7 +287,9 @@ def _cloze_member(spec: ModelSpec, model: Any, tokenizer: Any) -> PoolMember:
     """The cloze specialist on the (shared) loaded base; it reports its own token usage."""
     from .cloze import ClozeMultipleChoiceChat
 
-    chat = ClozeMultipleChoiceChat(model=model, tokenizer=tokenizer, model_id=spec.name)
+    chat = ClozeMultipleChoiceChat(
+        model=model, tokenizer=tokenizer, model_id=spec.name, scoring=spec.cloze_scoring
+    )
     return member_around(
         spec, chat, tokenizer, None, spec_base_rate(spec, lambda: base_parameter_count(model))
     )

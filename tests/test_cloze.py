@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import HumanMessage, SystemMessage
 
 from hierrouter_graph import FixedRoutePolicy, HierRouterGraph, ModelSpec, RouterConfig
 from hierrouter_graph.cloze import REFUSAL, parse_multiple_choice
@@ -93,3 +93,41 @@ def test_a_route_ending_on_the_cloze_specialist_answers_with_the_earlier_reply(
     assert second["reply"] == REFUSAL and first["reply"] != REFUSAL
     assert out["answer"] == first["reply"]
     assert out["context"].endswith(REFUSAL)  # the context (what the router saw) is unchanged
+
+
+def test_letter_scoring_reads_the_next_token_after_the_chat_prompt(
+    tiny_folders: dict[str, Path], tmp_path: Path
+) -> None:
+    source = str(tiny_folders["tiny-a"])
+    spec = ModelSpec(name="letter", kind="cloze_mc", cloze_scoring="letter", source=source, dtype="float32")
+    config = RouterConfig(models=[spec], horizon=1, cache_dir=tmp_path)
+    chat = build_pool(config)["letter"].chat_model
+    tok = chat.tokenizer
+    messages = [SystemMessage("Be brief."), HumanMessage(MC)]
+    reply = chat.invoke(messages)
+    chat_text = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": MC}]
+    prompt = tok.apply_chat_template(chat_text, tokenize=False, add_generation_prompt=True) + "Answer:"
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logprobs = torch.log_softmax(chat.model(input_ids=torch.tensor([ids])).logits[0, -1].float(), -1)
+    expected = []
+    for letter in "ABCD":
+        variants = [tok(t, add_special_tokens=False)["input_ids"] for t in (letter, f" {letter}")]
+        single = [v[0] for v in variants if len(v) == 1] or [v[0] for v in variants]
+        expected.append(max(float(logprobs[t]) for t in single))
+    best = max(range(4), key=expected.__getitem__)
+    assert reply.content == f"{'ABCD'[best]}. {['Mars', 'Jupiter', 'Venus', 'Earth'][best]}"
+    assert reply.response_metadata["option_logprobs"] == pytest.approx(dict(zip("ABCD", expected, strict=True)), abs=1e-4)
+    assert reply.usage_metadata == {"input_tokens": len(ids), "output_tokens": 0, "total_tokens": len(ids)}
+
+
+def test_letter_scoring_is_in_the_fingerprint_and_only_for_cloze_members(
+    tiny_folders: dict[str, Path],
+) -> None:
+    source = str(tiny_folders["tiny-a"])
+    text = ModelSpec(name="c", kind="cloze_mc", source=source)
+    letter = ModelSpec(name="c", kind="cloze_mc", source=source, cloze_scoring="letter")
+    assert "cloze_scoring" not in text.fingerprint()  # existing cloze members keep their replay keys
+    assert '"cloze_scoring": "letter"' in letter.fingerprint()
+    with pytest.raises(ValueError, match="cloze_scoring: only a kind 'cloze_mc' member scores options"):
+        ModelSpec(name="g", source=source, cloze_scoring="letter")
