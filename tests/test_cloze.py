@@ -117,7 +117,9 @@ def test_letter_scoring_reads_the_next_token_after_the_chat_prompt(
         expected.append(max(float(logprobs[t]) for t in single))
     best = max(range(4), key=expected.__getitem__)
     assert reply.content == f"{'ABCD'[best]}. {['Mars', 'Jupiter', 'Venus', 'Earth'][best]}"
-    assert reply.response_metadata["option_logprobs"] == pytest.approx(dict(zip("ABCD", expected, strict=True)), abs=1e-4)
+    assert reply.response_metadata["option_logprobs"] == pytest.approx(
+        dict(zip("ABCD", expected, strict=True)), abs=1e-4
+    )
     assert reply.usage_metadata == {"input_tokens": len(ids), "output_tokens": 0, "total_tokens": len(ids)}
 
 
