@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 
 from hierrouter_graph.sandbox import (
+    PlainDataError,
     SandboxLimits,
     SandboxResult,
     SandboxUnavailable,
+    decode_plain,
+    evaluate_in_sandbox,
     isolation_summary,
     run_python,
 )
@@ -192,3 +195,41 @@ def test_an_unknown_backend_name_is_refused(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("HIERROUTER_SANDBOX", "docker")
     with pytest.raises(SandboxUnavailable, match="HIERROUTER_SANDBOX='docker' is not one of"):
         run_python("print(1)")
+
+
+def test_expression_values_come_back_as_plain_builtin_data() -> None:
+    code = textwrap.dedent(
+        """
+        import numpy as np
+        class Always:
+            def __eq__(self, other): return True
+        class Seven(int):
+            def __eq__(self, other): return True
+        def f(x): return [x, (x,), {x}, {"k": 1.5}, b"b", 1j, None, True]
+        """
+    )
+    expressions = ["f(3)", "np.int64(4)", "np.arange(3).reshape(1, 3)", "Always()", "Seven(7)", "1/0"]
+    evaluation = evaluate_in_sandbox(code, expressions)
+    assert evaluation.error == "" and evaluation.outcomes is not None
+    values = [o.value if o.ok else o.error for o in evaluation.outcomes]
+    assert values[0] == [3, (3,), {3}, {"k": 1.5}, b"b", 1j, None, True]
+    assert [type(v) for v in values[0]] == [int, tuple, set, dict, bytes, complex, type(None), bool]
+    assert values[1:3] == [4, [[0, 1, 2]]] and type(values[1]) is int
+    assert values[3] == "PlainDataError: a __main__.Always is not plain data"
+    assert values[4] == "PlainDataError: a __main__.Seven is not plain data"
+    assert values[5].startswith("ZeroDivisionError")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [["int", "3"], ["bool", 1], ["set", [["list", []]]], ["dict", [["x"]]], ["float", 1.5], ["object"], "x"],
+)
+def test_a_forged_payload_is_not_decoded(payload: object) -> None:
+    with pytest.raises(PlainDataError):
+        decode_plain(payload)
+
+
+def test_code_that_exits_early_returns_no_values() -> None:
+    evaluation = evaluate_in_sandbox("import os\nos._exit(0)", ["1"])
+    assert evaluation.outcomes is None
+    assert "incomplete" in evaluation.error

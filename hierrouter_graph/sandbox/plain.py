@@ -57,7 +57,23 @@ def _enc(value: Any, depth: int, budget: _Budget) -> list[Any]:
         return [kind.__name__, [_enc(v, depth + 1, budget) for v in value]]
     if kind is dict:
         return ["dict", [[_enc(k, depth + 1, budget), _enc(v, depth + 1, budget)] for k, v in value.items()]]
+    if _is_numpy_value(kind):
+        # numpy's own scalar and array types (never a subclass): their builtin value, as a
+        # benchmark's `==` against a literal would see it.
+        return _enc(value.tolist(), depth + 1, budget)
     raise PlainDataError(f"a {kind.__module__}.{kind.__qualname__} is not plain data")
+
+
+def _is_numpy_value(kind: type) -> bool:
+    """An exact numpy scalar or ndarray type, when the code already imported numpy."""
+    import sys
+
+    numpy = sys.modules.get("numpy")
+    if numpy is None or kind.__module__ != "numpy":
+        return False
+    return kind is numpy.ndarray or (
+        issubclass(kind, numpy.generic) and kind.__module__ == "numpy" and kind in numpy.sctypeDict.values()
+    )
 
 
 def encode_plain(value: Any) -> list[Any]:
