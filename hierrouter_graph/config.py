@@ -303,8 +303,9 @@ class ModelSpec(BaseModel):
     def _program_fields_need_program(self) -> ModelSpec:
         """Program settings on another kind would silently do nothing: refuse them."""
         if self.kind != "program":
-            for field_name in sorted(self.model_fields_set & set(PROGRAM_FIELDS)):
-                raise ValueError(f"{field_name}: only used with kind 'program' (kind is {self.kind!r})")
+            for field_name in PROGRAM_FIELDS:
+                if getattr(self, field_name) != type(self).model_fields[field_name].default:
+                    raise ValueError(f"{field_name}: only used with kind 'program' (kind is {self.kind!r})")
         return self
 
     @model_validator(mode="after")
@@ -558,6 +559,10 @@ class RouterConfig(BaseModel):
     def to_file(self, path: str | os.PathLike[str]) -> None:
         file = Path(path)
         data = self.model_dump(mode="json", exclude_none=True)
+        for spec, dumped in zip(self.models, data["models"], strict=True):
+            if spec.kind != "program":  # their defaults only: files of other members stay as they were
+                for field_name in PROGRAM_FIELDS:
+                    dumped.pop(field_name, None)
         if file.suffix == ".json":
             file.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         else:

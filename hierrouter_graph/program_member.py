@@ -235,7 +235,7 @@ def program_aided(member: PoolMember, spec: ModelSpec, runner: ProgramRunner | N
         member,
         chat_model=chat,
         batch_generate=wrapped,
-        system_prompt=member.system_prompt or DEFAULT_PROGRAM_SYSTEM_PROMPT,
+        system_prompt=member.system_prompt or spec.system_prompt or DEFAULT_PROGRAM_SYSTEM_PROMPT,
         runs_programs=True,
         execution_cost=spec.execution_cost,
     )
