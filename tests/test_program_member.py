@@ -341,8 +341,8 @@ MAIN_FINGERPRINTS = {
     '"kind": "generate", "max_input_tokens": null, "max_new_tokens": 320, "quantization": "int8", '
     '"source": "offline:qwen2.5-coder-0.5b-instruct", "system_prompt": null}',
     "endpoint": '{"chat_template": null, "dtype": "auto", "endpoint": {"model": "x"}, '
-    '"generation_kwargs": {}, "kind": "generate", "max_input_tokens": null, "max_new_tokens": 128, "source": "org/x-3B", '
-    '"system_prompt": "Be brief."}',
+    '"generation_kwargs": {}, "kind": "generate", "max_input_tokens": null, "max_new_tokens": 128, '
+    '"source": "org/x-3B", "system_prompt": "Be brief."}',
 }
 """Fingerprints of existing members as main computed them before program members existed."""
 
