@@ -299,7 +299,7 @@ class _Checker(FakeListChatModel):
         self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
     ) -> ChatResult:
         printed = re.findall(r"```output\nsum:\n(\d+)\n```", str(messages[-1].content))
-        text = f"The answer is {printed[-1]}."
+        text = f"The answer is {printed[-1]}." if printed else "I cannot tell."
         usage = {"input_tokens": 10, "output_tokens": 4, "total_tokens": 14}
         return ChatResult(generations=[ChatGeneration(message=AIMessage(text, usage_metadata=usage))])  # type: ignore[arg-type]
 
@@ -408,3 +408,26 @@ def test_trace_is_read_back_from_the_reply_alone() -> None:
         "error": "",
     }
     assert program_trace("```python\nprint(1)\n```")["status"] == "no_program"
+
+
+def test_loaded_and_replay_members_agree_and_batch_like_single_hops(tiny_specs: Any, tmp_path: Any) -> None:
+    from hierrouter_graph.models import build_pool_member
+    from hierrouter_graph.replay_member import build_replay_member
+
+    spec = ModelSpec(
+        **{**tiny_specs[0].model_dump(), "name": "tiny-p", "kind": "program", "max_batch_size": 1}
+    )
+    loaded, replay = build_pool_member(spec, tmp_path), build_replay_member(spec, tmp_path)
+    for member in (loaded, replay):
+        assert member.runs_programs and member.system_prompt == DEFAULT_PROGRAM_SYSTEM_PROMPT
+    assert (
+        (loaded.fingerprint, loaded.base_rate)
+        == (replay.fingerprint, replay.base_rate)
+        == (spec.fingerprint(), 0.001)
+    )
+    contexts = ["What is 2 plus 2?", "Name a color."]
+    batched = run_hops(loaded, contexts, "Solve.")
+    singles = [run_hop(loaded, context, "Solve.") for context in contexts]
+    assert [(h.reply, h.tokens_out, h.cost, h.program) for h in batched] == [
+        (h.reply, h.tokens_out, h.cost, h.program) for h in singles
+    ]
