@@ -8,7 +8,7 @@ budget, accuracy (``training/metrics.score``, the reward's metric) and mean cost
 execution price included). Each candidate answers stage ``--stage`` of the config's prompts on
 each item, through the hop itself (``run_hops``: batched, priced as in the graph).
 
-    python training/budgets.py --config configs/budget-candidates.yaml --per-task 20 --out runs/budgets.json
+    python training/budgets.py --config training/budget-candidates.yaml --per-task 20 --out runs/budgets.json
 
 A program member's tokens out are the tokens it generated (not the output the sandbox added), so
 its "hit the budget" share is about its own text, like every member's.
@@ -190,11 +190,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ns = parser().parse_args(argv)
+    if ns.per_task <= 0:
+        parser().error(f"--per-task: expected a positive number of items, got {ns.per_task}")
     config = RouterConfig.from_file(ns.config)
     members = ns.members or config.model_names
     unknown = sorted(set(members) - set(config.model_names))
     if unknown:
-        raise ValueError(f"--members: {unknown} are not in {ns.config} (its members: {config.model_names})")
+        parser().error(f"--members: {unknown} are not in {ns.config} (its members: {config.model_names})")
     if not 0 <= ns.stage < config.horizon:
         raise ValueError(
             f"--stage: expected 0..{config.horizon - 1} (the config's horizon is {config.horizon})"

@@ -3,6 +3,7 @@ specialization/train items only."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +74,12 @@ def test_items_never_come_from_the_router_test_split() -> None:
         budget_items(["arc_easy"], 5, "test")
 
 
-def test_cli_refuses_unknown_members_naming_the_config(tmp_path: Path) -> None:
+def test_cli_refuses_unknown_members_naming_the_config(tmp_path: Path, capsys: Any) -> None:
     path = tmp_path / "c.yaml"
     RouterConfig(models=[ModelSpec(name="a", source="fake", base_rate=0.01)]).to_file(path)
-    with pytest.raises(ValueError, match=r"--members: \['b'\] are not in .*c.yaml"):
+    with pytest.raises(SystemExit) as exited:
         main(["--config", str(path), "--members", "b", "--out", str(tmp_path / "o.json")])
+    assert exited.value.code == 2 and re.search(
+        r"--members: \['b'\] are not in .*c.yaml", capsys.readouterr().err
+    )
     assert not (tmp_path / "o.json").exists()
