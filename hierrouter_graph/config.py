@@ -21,6 +21,7 @@ __all__ = [
     "ENDPOINT_UNSUPPORTED_FIELDS",
     "PAPER_ENCODER",
     "PAPER_STAGE_PROMPTS",
+    "PROGRAM_FIELDS",
     "RESERVED_NODE_NAMES",
     "EndpointSpec",
     "ModelSpec",
@@ -74,6 +75,15 @@ ENDPOINT_UNSUPPORTED_FIELDS: dict[str, str] = {
     "max_input_tokens": "there is no local tokenizer to cut the context with; the server enforces its limit",
 }
 """ModelSpec fields that only mean something for local weights, with why, for endpoint members."""
+
+PROGRAM_FIELDS: tuple[str, ...] = (
+    "program_timeout_s",
+    "program_memory_mb",
+    "program_output_chars",
+    "execution_cost",
+    "program_workers",
+)
+"""ModelSpec fields that only mean something for ``kind: program`` members."""
 
 _ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _TOKEN_PREFIXES = ("hf_", "sk_", "gsk_", "ghp_")
@@ -172,10 +182,12 @@ class ModelSpec(BaseModel):
         "'-', '_' and '.', starting with a letter or digit.",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$",
     )
-    kind: Literal["generate", "cloze_mc"] = Field(
+    kind: Literal["generate", "cloze_mc", "program"] = Field(
         default="generate",
         description="'generate': a chat model over a text-generation pipeline. 'cloze_mc': a "
-        "multiple-choice specialist that scores lettered options by log-likelihood (no generation).",
+        "multiple-choice specialist that scores lettered options by log-likelihood (no generation). "
+        "'program': the chat model writes a Python program, the sandbox runs it, and the reply is "
+        "the program plus its real output (program_member.py; docs/configuration.md).",
     )
     cloze_scoring: Literal["option_text", "letter"] = Field(
         default="option_text",
@@ -264,6 +276,28 @@ class ModelSpec(BaseModel):
         description="Longest a hop waits for others to join its micro-batch (from its arrival).",
     )
 
+    program_timeout_s: float = Field(
+        default=5.0, gt=0, le=600, description="kind 'program': wall-clock limit of one program run."
+    )
+    program_memory_mb: int = Field(
+        default=1024, ge=64, le=65536, description="kind 'program': address-space limit of a run (MiB)."
+    )
+    program_output_chars: int = Field(
+        default=1000,
+        ge=100,
+        le=100_000,
+        description="kind 'program': the reply keeps the last this many characters of stdout/stderr.",
+    )
+    execution_cost: float = Field(
+        default=0.0, ge=0, description="kind 'program': price added to the hop's δ per program run."
+    )
+    program_workers: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="kind 'program': programs run at once (batched hops); not in the fingerprint.",
+    )
+
     @field_validator("name")
     @classmethod
     def _not_reserved(cls, value: str) -> str:
@@ -291,13 +325,22 @@ class ModelSpec(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _program_fields_need_program(self) -> ModelSpec:
+        """Program settings on another kind would silently do nothing: refuse them."""
+        if self.kind != "program":
+            for field_name in PROGRAM_FIELDS:
+                if getattr(self, field_name) != type(self).model_fields[field_name].default:
+                    raise ValueError(f"{field_name}: only used with kind 'program' (kind is {self.kind!r})")
+        return self
+
+    @model_validator(mode="after")
     def _backend_consistent(self) -> ModelSpec:
         """An explicit OpenVINO member must be one the OpenVINO engine can serve."""
         if self.backend != "openvino":
             return self
         refused = {
             "endpoint": self.endpoint is not None and "an endpoint member is served remotely",
-            "kind": self.kind != "generate" and "cloze_mc scores options with the torch model",
+            "kind": self.kind == "cloze_mc" and "cloze_mc scores options with the torch model",
             "adapter": self.adapter is not None and "LoRA adapters are applied to the torch model",
             "keep_full_precision": self.keep_full_precision is not None
             and "OpenVINO int8 compresses every weight (NNCF, per channel)",
@@ -314,8 +357,10 @@ class ModelSpec(BaseModel):
         """An endpoint member has no local weights: refuse settings that would silently do nothing."""
         if self.endpoint is None:
             return self
-        if self.kind != "generate":
-            raise ValueError("kind: an endpoint member must be 'generate' (cloze_mc needs local weights)")
+        if self.kind == "cloze_mc":
+            raise ValueError(
+                "kind: an endpoint member must be 'generate' or 'program' (cloze_mc needs local weights)"
+            )
         for field_name, why in ENDPOINT_UNSUPPORTED_FIELDS.items():
             if getattr(self, field_name) is not None:
                 raise ValueError(f"{field_name}: not supported with `endpoint` ({why})")
@@ -362,6 +407,12 @@ class ModelSpec(BaseModel):
             relevant["adapter"] = _adapter_identity(self.adapter)
         if self.endpoint is not None:  # likewise: served name, not the URL (moving a server keeps replays)
             relevant["endpoint"] = {"model": self.endpoint.model}
+        if self.kind == "program":  # what changes a program's run (and so the reply); price and workers don't
+            relevant["program"] = {
+                "timeout_s": self.program_timeout_s,
+                "memory_mb": self.program_memory_mb,
+                "output_chars": self.program_output_chars,
+            }
         from .engine_choice import engine_identity
 
         engine = engine_identity(self)
@@ -535,6 +586,10 @@ class RouterConfig(BaseModel):
     def to_file(self, path: str | os.PathLike[str]) -> None:
         file = Path(path)
         data = self.model_dump(mode="json", exclude_none=True)
+        for spec, dumped in zip(self.models, data["models"], strict=True):
+            if spec.kind != "program":  # their defaults only: files of other members stay as they were
+                for field_name in PROGRAM_FIELDS:
+                    dumped.pop(field_name, None)
         if file.suffix == ".json":
             file.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         else:

@@ -23,11 +23,23 @@ RATE_PER_BILLION_PARAMS = 0.001
 _SIZE_IN_NAME = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*([bBmM])(?![a-zA-Z])")
 
 
-def hop_cost(base_rate: float, tokens_in: int, tokens_out: int) -> float:
-    """δ_t of one hop; the only place the cost formula lives (graph, env and evaluation use it)."""
+def hop_cost(
+    base_rate: float, tokens_in: int, tokens_out: int, executions: int = 0, execution_cost: float = 0.0
+) -> float:
+    """δ_t of one hop; the only place the cost formula lives (graph, env and evaluation use it).
+
+    ``executions`` × ``execution_cost``: what a program-aided member's program runs add (one run
+    per hop that held a program; ``ModelSpec.execution_cost``). Without runs the value is exactly
+    ``base_rate · tokens``, as before.
+    """
     if tokens_in < 0 or tokens_out < 0:
         raise ValueError(f"token counts must be >= 0, got tokens_in={tokens_in}, tokens_out={tokens_out}")
-    return base_rate * (tokens_in + tokens_out)
+    if executions < 0 or execution_cost < 0:
+        raise ValueError(
+            f"executions and execution_cost must be >= 0, got {executions} and {execution_cost}"
+        )
+    cost = base_rate * (tokens_in + tokens_out)
+    return cost + executions * execution_cost if executions else cost
 
 
 def base_rate_from_param_count(n_params: int) -> float:

@@ -78,6 +78,8 @@ KIND_PHRASES: dict[str, str] = {
     "generate": "Chat model that writes a free-text reply",
     "cloze_mc": "Multiple-choice scorer that answers a question with lettered options by picking one "
     "option letter; it cannot write free text",
+    "program": "Program-aided model that writes a Python program, runs it and answers with what "
+    "the program printed",
 }
 """What each ``ModelSpec.kind`` can do, in words, at the head of every model card."""
 

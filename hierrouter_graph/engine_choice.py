@@ -76,7 +76,7 @@ def resolve_backend(spec: ModelSpec) -> Backend:
         BackendUnavailableError: ``backend: openvino`` where the packages are missing or the
             member's device is not the CPU.
     """
-    if spec.backend == "transformers" or spec.endpoint is not None or spec.kind != "generate":
+    if spec.backend == "transformers" or spec.endpoint is not None or spec.kind == "cloze_mc":
         return "transformers"  # config validation refuses an explicit openvino with these
     device = resolved_device(spec.device)
     if spec.backend == "auto":

@@ -33,6 +33,7 @@ from .policy import STOP_ACTION, RoutingPolicy
 from .policy_inputs import check_alpha
 from .policy_signature import PolicyMismatchError, PolicySignature
 from .pool import PoolMember
+from .program_member import for_spec
 from .remote import fallback_members, run_hop_with_fallback
 from .replay_member import build_replay_member
 from .route import RouteState, advance, decide_next
@@ -73,16 +74,19 @@ def build_pool(
     pool: dict[str, PoolMember] = {}
     for spec in config.models:
         supplied = given.get(spec.name)
-        if isinstance(supplied, PoolMember):
-            pool[spec.name] = supplied
+        if isinstance(supplied, PoolMember):  # a program spec runs what the given member writes
+            pool[spec.name] = for_spec(supplied, spec)
         elif supplied is not None:
-            pool[spec.name] = PoolMember(
-                name=spec.name,
-                chat_model=supplied,
-                base_rate=_supplied_base_rate(spec),
-                system_prompt=spec.system_prompt,
-                max_input_tokens=spec.max_input_tokens,
-                fingerprint=spec.fingerprint(),
+            pool[spec.name] = for_spec(
+                PoolMember(
+                    name=spec.name,
+                    chat_model=supplied,
+                    base_rate=_supplied_base_rate(spec),
+                    system_prompt=spec.system_prompt,
+                    max_input_tokens=spec.max_input_tokens,
+                    fingerprint=spec.fingerprint(),
+                ),
+                spec,
             )
         elif weights:
             pool[spec.name] = build_pool_member(spec, config.resolved_cache_dir)
@@ -268,6 +272,8 @@ def create_hierrouter_graph(
             }
             if failure is not None:
                 record["fallback_from"], record["error"] = member.name, str(failure)
+            if result.program is not None:
+                record["program"] = result.program
             end = {"event": "hop_end", "stage": stage, "member": result.model, "cost": result.cost}
             write({"hierrouter": {**end, "cumulative_cost": total}})
             return {
@@ -371,7 +377,7 @@ class HierRouterGraph:
         busy; fewer threads would leave them idle (``batch`` and ``hierrouter serve`` use it).
         """
         local = [s for s in self.config.models if s.endpoint is None]
-        batched = [s.max_batch_size for s in local if s.kind == "generate" and s.max_batch_size > 1]
+        batched = [s.max_batch_size for s in local if s.kind != "cloze_mc" and s.max_batch_size > 1]
         served = [s.endpoint.max_concurrency for s in self.config.models if s.endpoint is not None]
         return sum(batched) + sum(served)
 

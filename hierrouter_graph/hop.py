@@ -16,7 +16,9 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from .cloze import REFUSAL
 from .confidence import Confidence
 from .cost import hop_cost
-from .pool import PoolMember
+from .pool import CountedReply, PoolMember
+from .program_reply import NO_PROGRAM, program_trace
+from .state import ProgramTrace
 
 __all__ = [
     "CONTEXT_SEPARATOR",
@@ -80,6 +82,8 @@ class HopResult:
     cost: float
     cached: bool = False
     confidence: Confidence | None = None
+    program: ProgramTrace | None = None
+    """Only for a program-aided member: what its program was, printed and exited with."""
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -164,6 +168,18 @@ def _usage(message: AIMessage) -> tuple[int, int] | None:
     return int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
 
 
+def _priced(
+    member: PoolMember, reply: str, tokens_in: int, tokens_out: int
+) -> tuple[float, ProgramTrace | None]:
+    """δ_t of a hop and, for a program-aided member, its program run read off the reply — the
+    same for a fresh hop and its replay, which has only the reply (``program_reply.py``)."""
+    if not member.runs_programs:
+        return hop_cost(member.base_rate, tokens_in, tokens_out), None
+    program = program_trace(reply)
+    runs = 0 if program["status"] == NO_PROGRAM else 1
+    return hop_cost(member.base_rate, tokens_in, tokens_out, runs, member.execution_cost), program
+
+
 def applied_budget(member: PoolMember, stage_cap: int | None) -> int | None:
     """The reply budget a stage cap imposes on ``member``'s hop, or None (its own budget).
 
@@ -204,15 +220,17 @@ def run_hop(
     key = hop_key(messages, budget)
     hit = cache.get(member.fingerprint, key) if cache is not None else None
     if hit is not None:
+        cost, program = _priced(member, hit.reply, hit.tokens_in, hit.tokens_out)
         return HopResult(
             member.name,
             prompt,
             hit.reply,
             hit.tokens_in,
             hit.tokens_out,
-            hop_cost(member.base_rate, hit.tokens_in, hit.tokens_out),
+            cost,
             cached=True,
             confidence=hit.confidence,
+            program=program,
         )
 
     capped = member.cap_new_tokens(budget) if budget is not None and member.cap_new_tokens else {}
@@ -230,14 +248,9 @@ def run_hop(
     confidence = Confidence.from_any(message.response_metadata.get("confidence"))
     if cache is not None:
         cache.put(member.fingerprint, key, CachedReply(reply, tokens_in, tokens_out, confidence))
+    cost, program = _priced(member, reply, tokens_in, tokens_out)
     return HopResult(
-        member.name,
-        prompt,
-        reply,
-        tokens_in,
-        tokens_out,
-        hop_cost(member.base_rate, tokens_in, tokens_out),
-        confidence=confidence,
+        member.name, prompt, reply, tokens_in, tokens_out, cost, confidence=confidence, program=program
     )
 
 
@@ -271,14 +284,18 @@ def run_hops(
     else:
         fresh = (scored or member.batch_generate)(prompts)
     for index, generated in zip(todo, fresh, strict=True):
-        reply, confidence = (generated, None) if isinstance(generated, str) else generated
-        counts = member.counter.count_prompt(all_messages[index]), member.counter.count_text(reply)
+        reply, confidence = (generated, None) if isinstance(generated, str) else generated[:2]
+        tokens_out = (
+            generated.tokens_out if isinstance(generated, CountedReply) else member.counter.count_text(reply)
+        )
+        counts = member.counter.count_prompt(all_messages[index]), tokens_out
         hits[index] = CachedReply(reply, *counts, confidence=confidence)
         if cache is not None:
             cache.put(member.fingerprint, keys[index], hits[index])  # type: ignore[arg-type]
     results = []
     for index, (messages, hit) in enumerate(zip(all_messages, hits, strict=True)):
         assert hit is not None
+        cost, program = _priced(member, hit.reply, hit.tokens_in, hit.tokens_out)
         results.append(
             HopResult(
                 member.name,
@@ -286,9 +303,10 @@ def run_hops(
                 hit.reply,
                 hit.tokens_in,
                 hit.tokens_out,
-                hop_cost(member.base_rate, hit.tokens_in, hit.tokens_out),
+                cost,
                 cached=index not in todo,
                 confidence=hit.confidence,
+                program=program,
             )
         )
     return results

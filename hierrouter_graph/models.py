@@ -384,8 +384,16 @@ def build_pool_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
 
     The tokenizer is passed explicitly so ChatHuggingFace never asks the hub for one, and
     ``return_full_text=False`` keeps the prompt out of the reply. A spec with an ``endpoint``
-    is served remotely instead (``remote.build_endpoint_member``): nothing is loaded here.
+    is served remotely instead (``remote.build_endpoint_member``): nothing is loaded here. A
+    ``kind: program`` member is any of these, running the programs it writes (``program_member.py``).
     """
+    from .program_member import for_spec
+
+    return for_spec(_chat_member(spec, cache_dir), spec)
+
+
+def _chat_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
+    """``build_pool_member`` before a program member's wrapper."""
     if spec.endpoint is not None:
         from .remote import build_endpoint_member
 

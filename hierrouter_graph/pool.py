@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
+if TYPE_CHECKING:
+    from .confidence import Confidence
+
 __all__ = [
+    "CountedReply",
     "PoolMember",
     "TokenCounter",
     "TokenizerCounter",
@@ -83,6 +87,19 @@ class TokenizerCounter:
         return f"{decode(head, skip_special_tokens=True)}{marker}{decode(tail, skip_special_tokens=True)}"
 
 
+class CountedReply(NamedTuple):
+    """A batched generation that knows its own output token count.
+
+    Why: a program-aided member's reply is its program plus the program's output, but the model
+    generated (and is paid for) only its own text, so ``hop.run_hops`` must not count the reply.
+    Plain generators return ``str`` or ``(str, confidence)`` and the hop counts the reply.
+    """
+
+    text: str
+    confidence: Confidence | None
+    tokens_out: int
+
+
 @dataclass
 class PoolMember:
     """Everything the hop needs about one model of the pool.
@@ -107,10 +124,17 @@ class PoolMember:
     """The ``invoke`` keyword arguments that cap a reply at n new tokens, for a stage budget
     (``RouterConfig.stage_max_new_tokens``); None: the member cannot be capped per call (endpoint
     and user chat models keep their own budget)."""
+    runs_programs: bool = False
+    """A program-aided member (``program_member.py``): its replies hold a program run, which the
+    hop reads back (``program_reply.program_trace``) for the trace and the execution price."""
+    execution_cost: float = 0.0
+    """Added to δ for each program the member ran (``ModelSpec.execution_cost``)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.base_rate < 0:
             raise ValueError(f"{self.name}: base_rate must be >= 0, got {self.base_rate}")
+        if self.execution_cost < 0:
+            raise ValueError(f"{self.name}: execution_cost must be >= 0, got {self.execution_cost}")
         if not self.fingerprint:
             self.fingerprint = f"{type(self.chat_model).__name__}:{self.name}"

@@ -70,12 +70,15 @@ def _loaded_parameter_count(spec: ModelSpec, cache_dir: Path) -> int:
 def build_replay_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
     """A member that replays ``spec``'s recorded hops exactly, from its tokenizer and config only.
 
-    Endpoint members load nothing anyway and are built as usual.
+    Endpoint members load nothing anyway and are built as usual. A program member replays its
+    composed replies (program and output) and runs nothing: a miss raises before any program.
     """
+    from .program_member import for_spec
+
     if spec.endpoint is not None:
         from .remote import build_endpoint_member
 
-        return build_endpoint_member(spec)
+        return for_spec(build_endpoint_member(spec), spec)
     from transformers import AutoConfig, AutoTokenizer
 
     folder = str(resolve_model_folder(spec.source, cache_dir))
@@ -84,6 +87,7 @@ def build_replay_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
         tokenizer.chat_template = spec.chat_template
     limit = getattr(AutoConfig.from_pretrained(folder), "max_position_embeddings", None)
     rate = spec_base_rate(spec, lambda: _loaded_parameter_count(spec, cache_dir))
-    return member_around(
+    member = member_around(
         spec, NotLoadedChat(member=spec.name), tokenizer, limit, rate, cap_new_tokens=_replay_cap
     )
+    return for_spec(member, spec)

@@ -8,7 +8,21 @@ from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
-__all__ = ["HopRecord", "InputState", "OutputState", "RouterState"]
+__all__ = ["HopRecord", "InputState", "OutputState", "ProgramTrace", "RouterState"]
+
+
+class ProgramTrace(TypedDict):
+    """What a program-aided member's hop ran (``program_reply.program_trace``)."""
+
+    code: str
+    output: str
+    """The tail of what the program printed (stdout)."""
+    status: str
+    """The sandbox's reason (ok, error, incomplete, timeout, memory, killed), or no_program when
+    the reply held no program (then nothing ran and no execution was charged)."""
+    returncode: int | None
+    error: str
+    """The tail of stderr (the traceback) when the run failed, else ""."""
 
 
 class HopRecord(TypedDict):
@@ -32,6 +46,8 @@ class HopRecord(TypedDict):
     """Only on a fallback hop: the routed endpoint member whose server failed (``model`` answered)."""
     error: NotRequired[str]
     """Only on a fallback hop: the RemoteModelError message (member, URL, attempts, reason)."""
+    program: NotRequired[ProgramTrace]
+    """Only on a program-aided member's hop: the program, its output and exit status."""
 
 
 class InputState(TypedDict, total=False):

@@ -29,6 +29,14 @@ period, ``\\text{...}`` units after a value (other ``\\text{x}`` become ``x``), 
 Two answers match when the normalised strings are equal or both are plain numbers (integers,
 decimals, ``\\frac{a}{b}``, ``a/b``, optionally negative) with the same exact rational value.
 
+Program output (all three extractors above): when a reply holds a ```output block — what a
+program-aided member's program printed (``hierrouter_graph/program_reply.py``), or an output block
+a chat model wrote itself — the answer is read from the LAST output block's last non-empty line
+only, by the same rules (a MATH line without ``\\boxed``/"final answer is" is the answer as it
+stands). No fallback to the rest of the reply: a program that failed or printed nothing answers
+nothing, and its code and traceback hold numbers and letters that are not answers. Replies
+without an output block are read exactly as before.
+
 Code (``extract_code``): the last fenced block tagged python/py/python3, else the last fenced
 block of any tag, else the whole reply; an unterminated final fence (a truncated reply) counts
 up to the end.
@@ -41,6 +49,8 @@ import re
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
+
+from hierrouter_graph.program_reply import last_output_line
 
 __all__ = [
     "MC_LETTERS",
@@ -96,6 +106,11 @@ def extract_choice(text: str, choices: Sequence[str] | int = 4) -> int | None:
     ``choices`` is the list of option texts (enables rule 3) or just their number.
     See the module docstring for the precedence of the rules.
     """
+    output = last_output_line(text)
+    return _choice_in(text if output is None else output, choices)
+
+
+def _choice_in(text: str, choices: Sequence[str] | int) -> int | None:
     n_options = choices if isinstance(choices, int) else len(choices)
     n_options = max(1, min(n_options, len(MC_LETTERS)))
     explicit, line_marker, paren = _choice_patterns(n_options)
@@ -175,6 +190,11 @@ def _clean_number(raw: str) -> Decimal | None:
 
 def extract_number(text: str) -> str | None:
     """The final numeric answer of a reply (see module docstring), as written."""
+    output = last_output_line(text)
+    return _number_in(text if output is None else output)
+
+
+def _number_in(text: str) -> str | None:
     candidates: list[tuple[int, str]] = []
     for pattern in _NUMBER_STATEMENTS:
         candidates += [(m.start(), m.group("n")) for m in pattern.finditer(text)]
@@ -203,7 +223,15 @@ _ANSWER_END = re.compile(r"\.\s|\n|\.?\s*\Z")
 
 
 def extract_math_answer(text: str) -> str | None:
-    """Last balanced ``\\boxed{}`` content, else the text after the last "final answer is"."""
+    """Last balanced ``\\boxed{}`` content, else the text after the last "final answer is"
+    (a program's output line: the same, else the line itself)."""
+    output = last_output_line(text)
+    if output is not None:
+        return _math_answer_in(output) or output.strip("$ ") or None
+    return _math_answer_in(text)
+
+
+def _math_answer_in(text: str) -> str | None:
     spans = _boxed_spans(text)
     if spans:
         return spans[-1][1].strip()

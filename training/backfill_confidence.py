@@ -155,7 +155,7 @@ def backfill(
                 if spec.kind == "cloze_mc":
                     found: Sequence[Confidence | None] = _cloze_confidences(member, keys)
                     source = "generation"
-                elif member.batch_generate is not None and spec.endpoint is None:
+                elif member.batch_generate is not None and spec.endpoint is None and spec.kind != "program":
                     found = teacher_forced_confidences(
                         member.batch_generate,
                         [messages_from_cache_key(k) for k in keys],
@@ -165,7 +165,7 @@ def backfill(
                     source = "teacher_forced"
                 else:
                     bar.update(len(chunk))
-                    continue  # an endpoint or user chat model: no log-probs to recompute
+                    continue  # an endpoint, user chat model or program run (not the model's own text)
                 rows = [(member.fingerprint, k, c, source) for k, c in zip(keys, found, strict=True) if c]
                 added[spec.name] += store.put_confidences(rows)
                 bar.update(len(chunk))

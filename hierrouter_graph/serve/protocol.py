@@ -252,6 +252,7 @@ _HOP_FIELDS = (
     "confidence",
     "fallback_from",
     "error",
+    "program",
 )
 
 
