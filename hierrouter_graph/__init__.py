@@ -16,7 +16,7 @@ from .graph import HierRouterGraph, InvalidQueryError, build_pool, create_hierro
 from .hop import HopResult, run_hop
 from .microbatch import MicroBatchedChatModel, MicroBatcher
 from .models import ModelSourceError, build_pool_member
-from .policy import STOP_ACTION, Decision, FixedRoutePolicy, RoutingPolicy
+from .policy import STOP_ACTION, Decision, FixedRoutePolicy, PolicyTraits, RoutingPolicy
 from .policy_signature import PolicyMismatchError
 from .pool import PoolMember, TokenizerCounter
 from .remote import RemoteModelError, build_endpoint_member
@@ -45,6 +45,7 @@ __all__ = [
     "ModelSourceError",
     "ModelSpec",
     "PolicyMismatchError",
+    "PolicyTraits",
     "PoolMember",
     "RemoteModelError",
     "RouterConfig",

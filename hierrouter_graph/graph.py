@@ -23,14 +23,14 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
 
+from .alpha import resolve_alpha, serving_alpha
 from .config import ModelSpec, RouterConfig
 from .cost import base_rate_from_param_count, param_count_from_name
 from .dynamic_policy import DescriptorPolicy, load_saved_policy
 from .encoder import load_encoder
 from .hop import answer_text
 from .models import build_pool_member
-from .policy import STOP_ACTION, RoutingPolicy
-from .policy_inputs import check_alpha
+from .policy import STOP_ACTION, RoutingPolicy, check_routing_policy
 from .policy_signature import PolicyMismatchError, PolicySignature
 from .pool import PoolMember
 from .remote import fallback_members, run_hop_with_fallback
@@ -120,8 +120,9 @@ def resolve_policy(
     if isinstance(policy, RouterPolicy):  # its weights fix the pool, encoder, L, STOP and inputs
         PolicySignature.from_config(config).check(PolicySignature.of(policy))
         return policy
+    policy = check_routing_policy(policy)
     PolicySignature(pool=tuple(config.model_names)).check(PolicySignature(pool=tuple(policy.pool)))
-    if getattr(policy, "allow_stop", False) and not config.allow_stop:
+    if policy.allow_stop and not config.allow_stop:
         raise PolicyMismatchError(
             "policy may STOP (allow_stop=True) but the config has allow_stop=False; set "
             "allow_stop: true in the config or use a policy that never stops"
@@ -144,26 +145,14 @@ def _query_from(state: RouterState) -> tuple[str, str]:
 
 
 def routing_alpha(config: RouterConfig, policy: RoutingPolicy, requested: Any = None) -> float:
-    """The cost weight a query is routed for: ``requested`` (a run's or the graph's) or the config's.
+    """The cost weight a query is routed for: ``requested`` (a run's or the graph's), else the α
+    the policy serves (``alpha.serving_alpha``: a fixed-α policy's trained α, else the config's).
 
-    An α-conditioned policy (an ``alpha_range``) serves any α in its range; any other policy was
-    trained for the config's α only, so asking it for another raises instead of silently routing
-    with the trained trade-off.
+    An α-conditioned policy (an ``alpha_range``) serves any α in its range; any other was trained
+    for one α only, so asking it for another raises (``alpha.resolve_alpha``) instead of silently
+    routing with the trained trade-off.
     """
-    if requested is None:
-        return float(config.alpha)
-    if isinstance(requested, bool) or not isinstance(requested, int | float):
-        raise ValueError(f"alpha: expected a number, got {type(requested).__name__}")
-    alpha_range = getattr(policy, "alpha_range", None)
-    if alpha_range is not None:
-        return check_alpha(float(requested), alpha_range)
-    if abs(float(requested) - config.alpha) > 1e-12 * max(1.0, config.alpha):
-        raise ValueError(
-            f"alpha: this policy was trained for alpha={config.alpha} only (no alpha_range), so "
-            f"alpha={requested} cannot be served; train an α-conditioned policy (alpha_range in the "
-            "config) to choose α per query"
-        )
-    return float(config.alpha)
+    return resolve_alpha(requested, serving_alpha(config.alpha, policy), policy.alpha_range)
 
 
 def create_hierrouter_graph(

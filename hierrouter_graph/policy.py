@@ -22,7 +22,9 @@ __all__ = [
     "STOP_ACTION",
     "Decision",
     "FixedRoutePolicy",
+    "PolicyTraits",
     "RoutingPolicy",
+    "check_routing_policy",
     "check_stop_allowed",
     "decision_from",
 ]
@@ -69,18 +71,27 @@ class Decision:
 
 @runtime_checkable
 class RoutingPolicy(Protocol):
-    """What the graph's router node needs: a pool and a decision per state.
+    """What the graph's router node needs: a pool, what the policy was trained for, and a decision
+    per state.
 
-    A policy that may return ``STOP_ACTION`` declares it with an ``allow_stop = True`` attribute
-    (optional, read with ``getattr``: policies without it never stop); the graph refuses it unless
-    the config has ``allow_stop`` too. Likewise a policy that reads the last reply's confidence
-    declares ``uncertainty_state = True`` and then takes ``decide(..., confidence=...)``; one that
-    takes the cost weight as an input declares ``alpha_range = (lo, hi)`` and takes
-    ``decide(..., alpha=...)``.
+    ``allow_stop``: the policy may return ``STOP_ACTION`` (the graph refuses it unless the config
+    allows STOP too). ``alpha_range``: (lo, hi) of an α-conditioned policy (α is an input; any α
+    in the range is served), None for a policy trained at one α. ``trained_alpha``: that one α when
+    known (a saved policy's files say), else None (the config's α is assumed). ``PolicyTraits``
+    gives a policy written by hand the defaults of all three.
     """
 
     @property
     def pool(self) -> list[str]: ...
+
+    @property
+    def allow_stop(self) -> bool: ...
+
+    @property
+    def alpha_range(self) -> tuple[float, float] | None: ...
+
+    @property
+    def trained_alpha(self) -> float | None: ...
 
     def decide(
         self,
@@ -93,10 +104,32 @@ class RoutingPolicy(Protocol):
     ) -> Decision: ...
 
 
+class PolicyTraits:
+    """The defaults of ``RoutingPolicy``'s traits, for a policy written by hand: it never stops,
+    was trained at one α, and that α is the config's. Override any of them as attributes."""
+
+    allow_stop: bool = False
+    alpha_range: tuple[float, float] | None = None
+    trained_alpha: float | None = None
 
 
+_CONTRACT = ("pool", "allow_stop", "alpha_range", "trained_alpha", "decide")
 
-class FixedRoutePolicy:
+
+def check_routing_policy(policy: object) -> RoutingPolicy:
+    """``policy`` when it has every member of the ``RoutingPolicy`` contract, else a ``TypeError``
+    naming what it lacks — at the door (graph, middleware), not as an ``AttributeError`` mid-route."""
+    if not isinstance(policy, RoutingPolicy):
+        missing = [name for name in _CONTRACT if not hasattr(policy, name)]
+        raise TypeError(
+            f"policy: a {type(policy).__name__} is not a RoutingPolicy, it lacks {missing}; subclass "
+            "hierrouter_graph.policy.PolicyTraits for the defaults of allow_stop, alpha_range and "
+            "trained_alpha"
+        )
+    return policy
+
+
+class FixedRoutePolicy(PolicyTraits):
     """Always the same route (e.g. ``["smollm2", "gemma"]``): the fixed-route baselines.
 
     A route shorter than L repeats its last model by default; with ``stop=True`` it STOPs after

@@ -27,13 +27,13 @@ from typing import Any, ClassVar, Self
 import torch
 from torch import nn
 
+from .alpha import check_alpha, check_alpha_range, trained_alpha_of
 from .encoder import SentenceEncoder, TextEncoder, load_encoder
 from .loading_errors import require_fields
 from .policy import STOP_ACTION, Decision, decision_from
 from .policy_files import load_weights_into, read_policy_json, save_policy_folder
 from .policy_inputs import (
     LastConfidence,
-    check_alpha,
     confidence_tensor,
     orthogonal_layer,
     state_features,
@@ -81,6 +81,7 @@ class TrainedPolicy(nn.Module):
         allow_stop: bool = False,
         uncertainty_state: bool = False,
         alpha_range: Sequence[float] | None = None,
+        trained_alpha: float | None = None,
     ) -> None:
         super().__init__()
         if horizon < 1:
@@ -100,12 +101,10 @@ class TrainedPolicy(nn.Module):
         self.max_seq_len = max_seq_len
         self.allow_stop = bool(allow_stop)
         self.uncertainty_state = bool(uncertainty_state)
-        self.alpha_range: tuple[float, float] | None = None
-        if alpha_range is not None:
-            lo, hi = (float(a) for a in alpha_range)
-            if not 0 < lo < hi:
-                raise ValueError(f"alpha_range must be (lo, hi) with 0 < lo < hi, got {list(alpha_range)}")
-            self.alpha_range = (lo, hi)
+        self.alpha_range: tuple[float, float] | None = check_alpha_range(alpha_range)
+        self.trained_alpha = trained_alpha
+        """The α a fixed-α policy was trained for, when its files say (``alpha.trained_alpha_of``):
+        the α the graph and the server serve with it (``alpha.serving_alpha``); None: unknown."""
         self._encoder = encoder
         self.stage_embedding = nn.Embedding(horizon, stage_dim)
         inputs = state_input_size(embedding_dim, stage_dim, self.uncertainty_state, self.alpha_conditioned)
@@ -175,6 +174,7 @@ class TrainedPolicy(nn.Module):
             "allow_stop": self.allow_stop,
             "uncertainty_state": self.uncertainty_state,
             "alpha_range": self.alpha_range,
+            "trained_alpha": self.trained_alpha,
         }
 
     @classmethod
@@ -278,6 +278,7 @@ class TrainedPolicy(nn.Module):
             "allow_stop": bool(meta.get("allow_stop", False)),
             "uncertainty_state": saved_uncertainty(meta),
             "alpha_range": meta.get("alpha_range"),
+            "trained_alpha": trained_alpha_of(meta),
         }
 
     @staticmethod
