@@ -11,9 +11,9 @@ is the ready-to-use object that compiles it and loads the default policy.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from langchain_core.language_models import BaseChatModel
@@ -47,6 +47,14 @@ __all__ = [
     "resolve_policy",
     "routing_alpha",
 ]
+
+
+class _ModelNode(Protocol):
+    """A pool member's node, as LangGraph types a node (its state parameter named ``state``)."""
+
+    __name__: str
+
+    def __call__(self, state: RouterState) -> dict[str, Any]: ...
 
 
 class InvalidQueryError(ValueError):
@@ -226,7 +234,7 @@ def create_hierrouter_graph(
 
     fallbacks = fallback_members(config, pool)
 
-    def model_node(member: PoolMember) -> Callable[[RouterState], dict[str, Any]]:
+    def model_node(member: PoolMember) -> _ModelNode:
         def hop(state: RouterState) -> dict[str, Any]:
             stage, decision = state["stage"], state.get("decision") or {}
             write = get_stream_writer()  # stream_mode="custom": who answers which hop, at what price
@@ -288,7 +296,7 @@ def create_hierrouter_graph(
     builder.add_node("ingest", ingest)
     builder.add_node("router", router, destinations=(*pool, "finalize"))
     for name, member in pool.items():
-        builder.add_node(name, model_node(member))  # type: ignore[arg-type]
+        builder.add_node(name, model_node(member))
         builder.add_edge(name, "router")
     builder.add_node("finalize", finalize)
     builder.add_edge(START, "ingest")

@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from .policy_inputs import LastConfidence
 from .policy_signature import PolicyMismatchError
 
 __all__ = [
@@ -77,8 +78,9 @@ class RoutingPolicy(Protocol):
     ``allow_stop``: the policy may return ``STOP_ACTION`` (the graph refuses it unless the config
     allows STOP too). ``alpha_range``: (lo, hi) of an α-conditioned policy (α is an input; any α
     in the range is served), None for a policy trained at one α. ``trained_alpha``: that one α when
-    known (a saved policy's files say), else None (the config's α is assumed). ``PolicyTraits``
-    gives a policy written by hand the defaults of all three.
+    known (a saved policy's files say), else None (the config's α is assumed). ``horizon``: the
+    stages it has a decision rule for (a trained policy's L), None when any stage will do.
+    ``PolicyTraits`` gives a policy written by hand the defaults of all four.
     """
 
     @property
@@ -93,27 +95,41 @@ class RoutingPolicy(Protocol):
     @property
     def trained_alpha(self) -> float | None: ...
 
+    @property
+    def horizon(self) -> int | None: ...
+
     def decide(
         self,
         context: str,
         stage: int,
         cost: float,
         *,
+        confidence: LastConfidence = None,
+        alpha: float | None = None,
         sample: bool = False,
         generator: torch.Generator | None = None,
-    ) -> Decision: ...
+    ) -> Decision:
+        """The decision in the route state (c_t, ℓ_t, C_t, the last reply's confidence, α).
+
+        Every policy takes every part of the state, and reads what it was trained on: the
+        confidence only with ``uncertainty_state``, α only with an ``alpha_range`` (checked inside
+        it). ``sample``: draw from π (seeded by ``generator``) instead of the argmax.
+        """
+        ...
 
 
 class PolicyTraits:
     """The defaults of ``RoutingPolicy``'s traits, for a policy written by hand: it never stops,
-    was trained at one α, and that α is the config's. Override any of them as attributes."""
+    was trained at one α, that α is the config's, and it decides at any stage. Override any of
+    them as attributes."""
 
     allow_stop: bool = False
     alpha_range: tuple[float, float] | None = None
     trained_alpha: float | None = None
+    horizon: int | None = None
 
 
-_CONTRACT = ("pool", "allow_stop", "alpha_range", "trained_alpha", "decide")
+_CONTRACT = ("pool", "allow_stop", "alpha_range", "trained_alpha", "horizon", "decide")
 
 
 def check_routing_policy(policy: object) -> RoutingPolicy:
@@ -159,9 +175,12 @@ class FixedRoutePolicy(PolicyTraits):
         stage: int,
         cost: float,
         *,
+        confidence: LastConfidence = None,
+        alpha: float | None = None,
         sample: bool = False,
         generator: torch.Generator | None = None,
     ) -> Decision:
+        """The route's model at ``stage`` (the rest of the state does not change a fixed route)."""
         if stage >= len(self.route) and self.allow_stop:
             probs = {**dict.fromkeys(self._pool, 0.0), STOP_ACTION: 1.0}
             return Decision(len(self._pool), STOP_ACTION, probs)

@@ -104,7 +104,9 @@ class RecordingPolicy(PolicyTraits):
     def pool(self) -> list[str]:
         return list(self._pool)
 
-    def decide(self, context: str, stage: int, cost: float, *, alpha: float | None = None) -> Decision:
+    def decide(
+        self, context: str, stage: int, cost: float, *, alpha: float | None = None, **_: Any
+    ) -> Decision:
         self.seen.append((context, stage, cost, alpha))
         name = self.route[len(self.seen) - 1]
         probs = {n: (0.75 if n == name else 0.25) for n in self._pool}

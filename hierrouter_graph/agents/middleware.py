@@ -96,7 +96,7 @@ class HierRouterMiddleware(AgentMiddleware[HierRouterAgentState]):
         self.policy = check_routing_policy(policy)
         self.members = members_for(policy, members)
         self.alpha = alpha
-        self.horizon = horizon if horizon is not None else getattr(policy, "horizon", None)
+        self.horizon = horizon if horizon is not None else self.policy.horizon
         if self.horizon is not None and self.horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {self.horizon}")
         self.sample = sample
