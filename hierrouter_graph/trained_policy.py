@@ -313,8 +313,7 @@ class TrainedPolicy(nn.Module):
         load_weights_into(self, folder)
         self.eval()
 
-    KIND: ClassVar[str]
-    """The name in ``dynamic_policy.TRAINED_POLICY_KINDS`` and ``policy.json``'s ``kind``."""
+    KIND: ClassVar[str]  # its name in dynamic_policy.TRAINED_POLICY_KINDS and policy.json's "kind"
     FORMAT_VERSION: ClassVar[int] = POLICY_FORMAT_VERSION
     FIXED_POOL: ClassVar[bool] = True
     """The weights are the pool (one logit per member): ``load`` refuses another pool."""

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from hierrouter_graph import ModelSpec, RouterConfig
 from hierrouter_graph.dynamic_policy import (
@@ -36,8 +37,9 @@ def test_a_saved_folder_loads_as_its_kind_and_an_unknown_kind_names_the_file(
     encoder: TextEncoder, tmp_path: Path
 ) -> None:
     config = RouterConfig(models=SPECS, horizon=2)
-    RouterPolicy.for_encoder(config.model_names, encoder, horizon=2).save(tmp_path / "mlp")
-    DescriptorPolicy.for_encoder(SPECS, encoder, horizon=2).save(tmp_path / "descriptor")
+    with torch.random.fork_rng(devices=[]):  # leave the global RNG as later tests expect it
+        RouterPolicy.for_encoder(config.model_names, encoder, horizon=2).save(tmp_path / "mlp")
+        DescriptorPolicy.for_encoder(SPECS, encoder, horizon=2).save(tmp_path / "descriptor")
     assert "kind" not in json.loads((tmp_path / "mlp" / "policy.json").read_text())  # format unchanged
     for kind, cls in TRAINED_POLICY_KINDS.items():
         assert saved_policy_kind(tmp_path / kind) == kind

@@ -20,7 +20,7 @@ from hierrouter_graph.dynamic_policy import DESCRIPTOR_KIND, TRAINED_POLICY_KIND
 from hierrouter_graph.hop import ReplyCache
 from hierrouter_graph.policy_signature import PolicySignature
 from hierrouter_graph.pool import PoolMember
-from hierrouter_graph.trained_policy import RouterPolicy
+from hierrouter_graph.trained_policy import MLP_KIND, RouterPolicy
 from training.datasets import Item
 from training.reward import ScoreMemo
 
@@ -39,7 +39,15 @@ class PolicyShape(Protocol):
     cost_scale: float
     seed: int
 
-__all__ = ["POLICY_KINDS", "PolicyShape", "TrainablePolicy", "build_env", "check_compatible", "make_policy"]
+__all__ = [
+    "MLP_KIND",
+    "POLICY_KINDS",
+    "PolicyShape",
+    "TrainablePolicy",
+    "build_env",
+    "check_compatible",
+    "make_policy",
+]
 
 POLICY_KINDS: tuple[str, ...] = tuple(TRAINED_POLICY_KINDS)
 """``PPOArgs.policy_kind``, the library's registry (``dynamic_policy.TRAINED_POLICY_KINDS``): "mlp" =

@@ -44,8 +44,7 @@ from torch.distributions import Categorical
 from tqdm import tqdm
 
 from hierrouter_graph.loading_errors import LoadError, read_json_object
-from hierrouter_graph.trained_policy import MLP_KIND
-from training.policy_setup import POLICY_KINDS, TrainablePolicy, check_compatible
+from training.policy_setup import MLP_KIND, POLICY_KINDS, TrainablePolicy, check_compatible
 from training.rollout_data import LOG_COLUMNS, EpisodeSummary, StateBatch, log_row
 from training.run import (
     TensorBoard,
