@@ -32,7 +32,7 @@ from bench.generation_speed import decode_tokens_per_s
 from hierrouter_graph import HierRouterGraph, MicroBatchedChatModel, PoolMember, RouterConfig, default_config
 from hierrouter_graph.encoder import load_encoder
 from hierrouter_graph.generation import BatchGenerator
-from hierrouter_graph.graph import build_pool
+from hierrouter_graph.pool_builder import build_pool
 from training.datasets import Item
 from training.routing_data import build_routing_dataset
 

@@ -23,8 +23,8 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 import torch
 
 from hierrouter_graph.defaults import default_config
-from hierrouter_graph.graph import build_pool
 from hierrouter_graph.hop import CachedReply, messages_from_cache_key
+from hierrouter_graph.pool_builder import build_pool
 from training.backfill_confidence import teacher_forced_confidences
 
 

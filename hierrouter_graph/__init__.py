@@ -12,13 +12,14 @@ from .cost import hop_cost
 from .defaults import default_config, default_policy
 from .dynamic_policy import DescriptorPolicy
 from .encoder import SentenceEncoder, TextEncoder, load_encoder
-from .graph import HierRouterGraph, InvalidQueryError, build_pool, create_hierrouter_graph
+from .graph import HierRouterGraph, InvalidQueryError, create_hierrouter_graph
 from .hop import HopResult, run_hop
 from .microbatch import MicroBatchedChatModel, MicroBatcher
 from .models import ModelSourceError, build_pool_member
-from .policy import STOP_ACTION, Decision, FixedRoutePolicy, RoutingPolicy
+from .policy import STOP_ACTION, Decision, FixedRoutePolicy, PolicyTraits, RoutingPolicy
 from .policy_signature import PolicyMismatchError
 from .pool import PoolMember, TokenizerCounter
+from .pool_builder import build_pool
 from .remote import RemoteModelError, build_endpoint_member
 from .state import HopRecord, RouterState
 from .trained_policy import RouterPolicy
@@ -45,6 +46,7 @@ __all__ = [
     "ModelSourceError",
     "ModelSpec",
     "PolicyMismatchError",
+    "PolicyTraits",
     "PoolMember",
     "RemoteModelError",
     "RouterConfig",

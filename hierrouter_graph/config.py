@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .alpha import DEFAULT_ALPHA, check_alpha_range, check_default_alpha
 from .loading_errors import LoadError, validation_error_in
 
 __all__ = [
@@ -428,7 +429,7 @@ class RouterConfig(BaseModel):
 
     models: list[ModelSpec] = Field(min_length=1, description="The pool, in action order.")
     horizon: int = Field(default=2, ge=1, le=32, description="L: hops per query.")
-    alpha: float = Field(default=0.005, ge=0, description="Cost weight in R = Q − α·C.")
+    alpha: float = Field(default=DEFAULT_ALPHA, ge=0, description="Cost weight in R = Q − α·C.")
     allow_stop: bool = Field(
         default=False,
         description="Give the router a STOP action (the paper's Appendix A done flag): from the "
@@ -509,17 +510,7 @@ class RouterConfig(BaseModel):
 
     @model_validator(mode="after")
     def _alpha_in_range(self) -> RouterConfig:
-        if self.alpha_range is not None:
-            lo, hi = self.alpha_range
-            if not 0 < lo < hi:
-                raise ValueError(
-                    f"alpha_range: expected [lo, hi] with 0 < lo < hi, got {list(self.alpha_range)}"
-                )
-            if not lo <= self.alpha <= hi:
-                raise ValueError(
-                    f"alpha: {self.alpha} is the default cost weight of an α-conditioned router and "
-                    f"must lie in alpha_range [{lo}, {hi}]"
-                )
+        check_default_alpha(self.alpha, check_alpha_range(self.alpha_range))
         return self
 
     @model_validator(mode="after")

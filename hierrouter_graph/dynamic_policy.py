@@ -45,12 +45,13 @@ from .cost import RATE_PER_BILLION_PARAMS, base_rate_from_param_count, param_cou
 from .encoder import SentenceEncoder
 from .policy_inputs import orthogonal_layer
 from .policy_signature import PolicyMismatchError, PolicySignature
-from .trained_policy import RouterPolicy, TrainedPolicy, read_policy_meta
+from .trained_policy import MLP_KIND, RouterPolicy, TrainedPolicy, read_policy_meta
 
 __all__ = [
     "DESCRIPTOR_FORMAT_VERSION",
     "DESCRIPTOR_KIND",
     "KIND_PHRASES",
+    "TRAINED_POLICY_KINDS",
     "DescriptorPolicy",
     "ModelDescriptor",
     "PoolEntry",
@@ -62,7 +63,7 @@ __all__ = [
 
 DESCRIPTOR_FORMAT_VERSION = 1
 DESCRIPTOR_KIND = "descriptor"
-"""``policy.json``'s ``kind`` for this policy; a file without ``kind`` is a ``RouterPolicy`` ("mlp")."""
+"""``policy.json``'s ``kind`` for this policy (a file without ``kind`` is a ``RouterPolicy``)."""
 
 _META = "policy.json"
 _DESCRIPTOR_FIELDS: dict[str, type] = {
@@ -233,7 +234,7 @@ class DescriptorPolicy(TrainedPolicy):
 
     def metadata_head(self) -> dict[str, Any]:
         return {
-            "kind": DESCRIPTOR_KIND,
+            "kind": self.KIND,
             "format_version": DESCRIPTOR_FORMAT_VERSION,
             "pool": self.pool,
             "descriptors": [asdict(d) for d in self._descriptors],
@@ -253,24 +254,34 @@ class DescriptorPolicy(TrainedPolicy):
         return list(config.models)
 
 
+TRAINED_POLICY_KINDS: dict[str, type[TrainedPolicy]] = {
+    policy.KIND: policy for policy in (RouterPolicy, DescriptorPolicy)
+}
+"""THE registry of trained policy kinds: the name (``policy.json``'s ``kind``, ``PPOArgs.policy_kind``,
+``--policy-kind``) → the class that builds and loads it. A new kind is one more class here."""
+
+
 def saved_policy_kind(directory: str | os.PathLike[str]) -> str:
-    """``"descriptor"`` or ``"mlp"`` (a ``RouterPolicy``: its files carry no ``kind``)."""
-    return str(read_policy_meta(Path(directory)).get("kind", "mlp"))
+    """A saved policy's kind in ``TRAINED_POLICY_KINDS`` (a ``RouterPolicy``'s files carry no
+    ``kind``: ``MLP_KIND``)."""
+    return str(read_policy_meta(Path(directory)).get("kind", MLP_KIND))
 
 
 def load_saved_policy(
     directory: str | os.PathLike[str],
     config: RouterConfig,
     encoder: SentenceEncoder | None = None,
-) -> RouterPolicy | DescriptorPolicy:
-    """A saved policy of either kind, ready for ``config``.
+) -> TrainedPolicy:
+    """A saved policy of any kind (``TRAINED_POLICY_KINDS``), ready for ``config``.
 
     A ``RouterPolicy`` must match the config's pool exactly; a ``DescriptorPolicy`` is given the
     config's pool (descriptors from its ModelSpecs), whatever pool it was trained on.
     """
     kind = saved_policy_kind(directory)
-    if kind == DESCRIPTOR_KIND:
-        return DescriptorPolicy.load_for(directory, config, encoder)
-    if kind != "mlp":
-        raise PolicyMismatchError(f"{Path(directory) / _META}: unknown policy kind {kind!r}")
-    return RouterPolicy.load_for(directory, config, encoder)
+    policy = TRAINED_POLICY_KINDS.get(kind)
+    if policy is None:
+        raise PolicyMismatchError(
+            f"{Path(directory) / _META}: unknown policy kind {kind!r}; "
+            f"expected one of {list(TRAINED_POLICY_KINDS)}"
+        )
+    return policy.load_for(directory, config, encoder)

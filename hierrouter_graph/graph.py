@@ -11,9 +11,9 @@ is the ready-to-use object that compiles it and loads the default policy.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from langchain_core.language_models import BaseChatModel
@@ -23,19 +23,16 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
 
-from .config import ModelSpec, RouterConfig
-from .cost import base_rate_from_param_count, param_count_from_name
+from .alpha import resolve_alpha, serving_alpha
+from .config import RouterConfig
 from .dynamic_policy import DescriptorPolicy, load_saved_policy
 from .encoder import load_encoder
 from .hop import answer_text
-from .models import build_pool_member
-from .policy import STOP_ACTION, RoutingPolicy
-from .policy_inputs import check_alpha
+from .policy import STOP_ACTION, RoutingPolicy, check_routing_policy
 from .policy_signature import PolicyMismatchError, PolicySignature
 from .pool import PoolMember
-from .program_member import for_spec
+from .pool_builder import build_pool
 from .remote import fallback_members, run_hop_with_fallback
-from .replay_member import build_replay_member
 from .route import RouteState, advance, decide_next
 from .state import HopRecord, InputState, OutputState, RouterState
 from .trained_policy import RouterPolicy
@@ -50,62 +47,16 @@ __all__ = [
 ]
 
 
+class _ModelNode(Protocol):
+    """A pool member's node, as LangGraph types a node (its state parameter named ``state``)."""
+
+    __name__: str
+
+    def __call__(self, state: RouterState) -> dict[str, Any]: ...
+
+
 class InvalidQueryError(ValueError):
     """The graph input carries no usable query."""
-
-
-def build_pool(
-    config: RouterConfig,
-    chat_models: Mapping[str, BaseChatModel | PoolMember] | None = None,
-    *,
-    weights: bool = True,
-) -> dict[str, PoolMember]:
-    """Pool members in action order: the given chat models, the rest built from their specs.
-
-    ``weights=False`` builds the rest for replay only (``replay_member.build_replay_member``:
-    tokenizer and config, no weights), for commands that never generate.
-    """
-    given = dict(chat_models or {})
-    unknown = sorted(set(given) - set(config.model_names))
-    if unknown:
-        raise KeyError(
-            f"chat_models names unknown models {unknown}; the config's pool is {config.model_names}"
-        )
-    pool: dict[str, PoolMember] = {}
-    for spec in config.models:
-        supplied = given.get(spec.name)
-        if isinstance(supplied, PoolMember):  # a program spec runs what the given member writes
-            pool[spec.name] = for_spec(supplied, spec)
-        elif supplied is not None:
-            pool[spec.name] = for_spec(
-                PoolMember(
-                    name=spec.name,
-                    chat_model=supplied,
-                    base_rate=_supplied_base_rate(spec),
-                    system_prompt=spec.system_prompt,
-                    max_input_tokens=spec.max_input_tokens,
-                    fingerprint=spec.fingerprint(),
-                ),
-                spec,
-            )
-        elif weights:
-            pool[spec.name] = build_pool_member(spec, config.resolved_cache_dir)
-        else:
-            pool[spec.name] = build_replay_member(spec, config.resolved_cache_dir)
-    return pool
-
-
-def _supplied_base_rate(spec: ModelSpec) -> float:
-    """Price of a user-supplied chat model: its spec's base_rate, else the size in its name."""
-    if spec.base_rate is not None:
-        return spec.base_rate
-    params = param_count_from_name(spec.name) or param_count_from_name(spec.source)
-    if params is None:
-        raise ValueError(
-            f"models[{spec.name}].base_rate: a chat model passed in chat_models has no weights to "
-            "count; set base_rate, or name a size in its name/source (e.g. '3B')"
-        )
-    return base_rate_from_param_count(params)
 
 
 def resolve_policy(
@@ -124,8 +75,9 @@ def resolve_policy(
     if isinstance(policy, RouterPolicy):  # its weights fix the pool, encoder, L, STOP and inputs
         PolicySignature.from_config(config).check(PolicySignature.of(policy))
         return policy
+    policy = check_routing_policy(policy)
     PolicySignature(pool=tuple(config.model_names)).check(PolicySignature(pool=tuple(policy.pool)))
-    if getattr(policy, "allow_stop", False) and not config.allow_stop:
+    if policy.allow_stop and not config.allow_stop:
         raise PolicyMismatchError(
             "policy may STOP (allow_stop=True) but the config has allow_stop=False; set "
             "allow_stop: true in the config or use a policy that never stops"
@@ -148,26 +100,14 @@ def _query_from(state: RouterState) -> tuple[str, str]:
 
 
 def routing_alpha(config: RouterConfig, policy: RoutingPolicy, requested: Any = None) -> float:
-    """The cost weight a query is routed for: ``requested`` (a run's or the graph's) or the config's.
+    """The cost weight a query is routed for: ``requested`` (a run's or the graph's), else the α
+    the policy serves (``alpha.serving_alpha``: a fixed-α policy's trained α, else the config's).
 
-    An α-conditioned policy (an ``alpha_range``) serves any α in its range; any other policy was
-    trained for the config's α only, so asking it for another raises instead of silently routing
-    with the trained trade-off.
+    An α-conditioned policy (an ``alpha_range``) serves any α in its range; any other was trained
+    for one α only, so asking it for another raises (``alpha.resolve_alpha``) instead of silently
+    routing with the trained trade-off.
     """
-    if requested is None:
-        return float(config.alpha)
-    if isinstance(requested, bool) or not isinstance(requested, int | float):
-        raise ValueError(f"alpha: expected a number, got {type(requested).__name__}")
-    alpha_range = getattr(policy, "alpha_range", None)
-    if alpha_range is not None:
-        return check_alpha(float(requested), alpha_range)
-    if abs(float(requested) - config.alpha) > 1e-12 * max(1.0, config.alpha):
-        raise ValueError(
-            f"alpha: this policy was trained for alpha={config.alpha} only (no alpha_range), so "
-            f"alpha={requested} cannot be served; train an α-conditioned policy (alpha_range in the "
-            "config) to choose α per query"
-        )
-    return float(config.alpha)
+    return resolve_alpha(requested, serving_alpha(config.alpha, policy), policy.alpha_range)
 
 
 def create_hierrouter_graph(
@@ -241,7 +181,7 @@ def create_hierrouter_graph(
 
     fallbacks = fallback_members(config, pool)
 
-    def model_node(member: PoolMember) -> Callable[[RouterState], dict[str, Any]]:
+    def model_node(member: PoolMember) -> _ModelNode:
         def hop(state: RouterState) -> dict[str, Any]:
             stage, decision = state["stage"], state.get("decision") or {}
             write = get_stream_writer()  # stream_mode="custom": who answers which hop, at what price
@@ -305,7 +245,7 @@ def create_hierrouter_graph(
     builder.add_node("ingest", ingest)
     builder.add_node("router", router, destinations=(*pool, "finalize"))
     for name, member in pool.items():
-        builder.add_node(name, model_node(member))  # type: ignore[arg-type]
+        builder.add_node(name, model_node(member))
         builder.add_edge(name, "router")
     builder.add_node("finalize", finalize)
     builder.add_edge(START, "ingest")

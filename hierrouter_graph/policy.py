@@ -16,13 +16,16 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from .policy_inputs import LastConfidence
 from .policy_signature import PolicyMismatchError
 
 __all__ = [
     "STOP_ACTION",
     "Decision",
     "FixedRoutePolicy",
+    "PolicyTraits",
     "RoutingPolicy",
+    "check_routing_policy",
     "check_stop_allowed",
     "decision_from",
 ]
@@ -69,18 +72,31 @@ class Decision:
 
 @runtime_checkable
 class RoutingPolicy(Protocol):
-    """What the graph's router node needs: a pool and a decision per state.
+    """What the graph's router node needs: a pool, what the policy was trained for, and a decision
+    per state.
 
-    A policy that may return ``STOP_ACTION`` declares it with an ``allow_stop = True`` attribute
-    (optional, read with ``getattr``: policies without it never stop); the graph refuses it unless
-    the config has ``allow_stop`` too. Likewise a policy that reads the last reply's confidence
-    declares ``uncertainty_state = True`` and then takes ``decide(..., confidence=...)``; one that
-    takes the cost weight as an input declares ``alpha_range = (lo, hi)`` and takes
-    ``decide(..., alpha=...)``.
+    ``allow_stop``: the policy may return ``STOP_ACTION`` (the graph refuses it unless the config
+    allows STOP too). ``alpha_range``: (lo, hi) of an α-conditioned policy (α is an input; any α
+    in the range is served), None for a policy trained at one α. ``trained_alpha``: that one α when
+    known (a saved policy's files say), else None (the config's α is assumed). ``horizon``: the
+    stages it has a decision rule for (a trained policy's L), None when any stage will do.
+    ``PolicyTraits`` gives a policy written by hand the defaults of all four.
     """
 
     @property
     def pool(self) -> list[str]: ...
+
+    @property
+    def allow_stop(self) -> bool: ...
+
+    @property
+    def alpha_range(self) -> tuple[float, float] | None: ...
+
+    @property
+    def trained_alpha(self) -> float | None: ...
+
+    @property
+    def horizon(self) -> int | None: ...
 
     def decide(
         self,
@@ -88,15 +104,48 @@ class RoutingPolicy(Protocol):
         stage: int,
         cost: float,
         *,
+        confidence: LastConfidence = None,
+        alpha: float | None = None,
         sample: bool = False,
         generator: torch.Generator | None = None,
-    ) -> Decision: ...
+    ) -> Decision:
+        """The decision in the route state (c_t, ℓ_t, C_t, the last reply's confidence, α).
+
+        Every policy takes every part of the state, and reads what it was trained on: the
+        confidence only with ``uncertainty_state``, α only with an ``alpha_range`` (checked inside
+        it). ``sample``: draw from π (seeded by ``generator``) instead of the argmax.
+        """
+        ...
 
 
+class PolicyTraits:
+    """The defaults of ``RoutingPolicy``'s traits, for a policy written by hand: it never stops,
+    was trained at one α, that α is the config's, and it decides at any stage. Override any of
+    them as attributes."""
+
+    allow_stop: bool = False
+    alpha_range: tuple[float, float] | None = None
+    trained_alpha: float | None = None
+    horizon: int | None = None
 
 
+_CONTRACT = ("pool", "allow_stop", "alpha_range", "trained_alpha", "horizon", "decide")
 
-class FixedRoutePolicy:
+
+def check_routing_policy(policy: object) -> RoutingPolicy:
+    """``policy`` when it has every member of the ``RoutingPolicy`` contract, else a ``TypeError``
+    naming what it lacks — at the door (graph, middleware), not as an ``AttributeError`` mid-route."""
+    if not isinstance(policy, RoutingPolicy):
+        missing = [name for name in _CONTRACT if not hasattr(policy, name)]
+        raise TypeError(
+            f"policy: a {type(policy).__name__} is not a RoutingPolicy, it lacks {missing}; subclass "
+            "hierrouter_graph.policy.PolicyTraits for the defaults of allow_stop, alpha_range and "
+            "trained_alpha"
+        )
+    return policy
+
+
+class FixedRoutePolicy(PolicyTraits):
     """Always the same route (e.g. ``["smollm2", "gemma"]``): the fixed-route baselines.
 
     A route shorter than L repeats its last model by default; with ``stop=True`` it STOPs after
@@ -126,9 +175,12 @@ class FixedRoutePolicy:
         stage: int,
         cost: float,
         *,
+        confidence: LastConfidence = None,
+        alpha: float | None = None,
         sample: bool = False,
         generator: torch.Generator | None = None,
     ) -> Decision:
+        """The route's model at ``stage`` (the rest of the state does not change a fixed route)."""
         if stage >= len(self.route) and self.allow_stop:
             probs = {**dict.fromkeys(self._pool, 0.0), STOP_ACTION: 1.0}
             return Decision(len(self._pool), STOP_ACTION, probs)

@@ -3,7 +3,8 @@
 s_t = [frozen encoder(c_t) ⊕ stage embedding(ℓ_t) ⊕ C_t / cost_scale] (⊕ the last reply's
 confidence features with ``uncertainty_state``) (⊕ log-scaled α with ``alpha_range``). Why apart
 from the policies: ``RouterPolicy`` and ``DescriptorPolicy`` must read exactly the same state, and
-the checks on its optional parts (the confidence, α inside the trained range) belong with it.
+the checks on its optional parts (the confidence's shape, α's presence) belong with it; α's
+rules (range, tolerance) are ``alpha.py``'s.
 """
 
 from __future__ import annotations
@@ -21,36 +22,14 @@ __all__ = [
     "LastConfidence",
     "StateShaped",
     "alpha_feature",
-    "check_alpha",
     "confidence_tensor",
     "orthogonal_layer",
     "state_features",
     "state_input_size",
-    "within_alpha_range",
 ]
 
 LastConfidence = Confidence | Mapping[str, float] | None
 """The last reply's confidence as a policy receives it (a trace's dict, or None before a hop)."""
-
-
-def within_alpha_range(alpha: float, alpha_range: Sequence[float]) -> bool:
-    """Whether ``alpha`` lies in ``[lo, hi]`` (relative slack 1e-9, so a bound that went through
-    JSON or a ``%g`` still counts as inside). The one test the graph, the env and the server use."""
-    lo, hi = alpha_range
-    return math.isfinite(alpha) and lo * (1 - 1e-9) <= alpha <= hi * (1 + 1e-9)
-
-
-def check_alpha(alpha: float | None, alpha_range: Sequence[float]) -> float:
-    """α for an α-conditioned policy: given, and inside the range it was trained on (the policy
-    never saw a trade-off outside it, so a value there would be a guess, not a decision)."""
-    lo, hi = alpha_range
-    if alpha is None:
-        raise ValueError(
-            f"this policy is α-conditioned (trained for alpha in [{lo:g}, {hi:g}]): pass alpha="
-        )
-    if not within_alpha_range(alpha, alpha_range):
-        raise ValueError(f"alpha={alpha!r} is outside the range [{lo:g}, {hi:g}] this policy was trained for")
-    return float(alpha)
 
 
 def alpha_feature(alphas: torch.Tensor, alpha_range: Sequence[float]) -> torch.Tensor:

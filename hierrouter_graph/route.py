@@ -77,18 +77,19 @@ def decide_next(
 ) -> Decision:
     """The policy's decision in ``state``; a STOP the config does not allow (or at stage 0) raises.
 
-    The last reply's confidence is passed only to a policy that reads it (``uncertainty_state =
-    True``), α only to an α-conditioned one (an ``alpha_range``; it checks α lies inside);
-    ``sample``/``generator`` only when given (``sample=None``: the policy's greedy default).
+    The whole route state goes to the policy (``RoutingPolicy.decide``'s contract): each policy
+    reads the parts it was trained on (the confidence with ``uncertainty_state``, α with an
+    ``alpha_range``). ``sample=None``: the greedy default.
     """
-    extra: dict[str, object] = {}
-    if sample is not None:
-        extra.update(sample=sample, generator=generator)
-    if getattr(policy, "uncertainty_state", False):
-        extra["confidence"] = state.confidence
-    if getattr(policy, "alpha_range", None) is not None:
-        extra["alpha"] = state.alpha
-    decision = policy.decide(state.context, state.stage, state.cost, **extra)  # type: ignore[arg-type]
+    decision = policy.decide(
+        state.context,
+        state.stage,
+        state.cost,
+        confidence=state.confidence,
+        alpha=state.alpha,
+        sample=bool(sample),
+        generator=generator,
+    )
     if decision.model == STOP_ACTION:
         check_stop_allowed(state.stage, allow_stop)
     return decision

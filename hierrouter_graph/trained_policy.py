@@ -27,13 +27,13 @@ from typing import Any, ClassVar, Self
 import torch
 from torch import nn
 
+from .alpha import check_alpha, check_alpha_range, trained_alpha_of
 from .encoder import SentenceEncoder, TextEncoder, load_encoder
 from .loading_errors import require_fields
 from .policy import STOP_ACTION, Decision, decision_from
 from .policy_files import load_weights_into, read_policy_json, save_policy_folder
 from .policy_inputs import (
     LastConfidence,
-    check_alpha,
     confidence_tensor,
     orthogonal_layer,
     state_features,
@@ -41,9 +41,10 @@ from .policy_inputs import (
 )
 from .policy_signature import UNCHECKED, PolicyMismatchError, PolicySignature, Unchecked, saved_uncertainty
 
-__all__ = ["POLICY_FORMAT_VERSION", "RouterPolicy", "TrainedPolicy", "read_policy_meta"]
+__all__ = ["MLP_KIND", "POLICY_FORMAT_VERSION", "RouterPolicy", "TrainedPolicy", "read_policy_meta"]
 
 POLICY_FORMAT_VERSION = 1
+MLP_KIND = "mlp"  # a RouterPolicy's kind (dynamic_policy.TRAINED_POLICY_KINDS); its files carry no "kind"
 _META = "policy.json"
 # Fields a RouterPolicy's policy.json needs beyond the common ones (read_policy_json checks those).
 _MLP_FIELDS: dict[str, type] = {"hidden_size": int, "stage_dim": int, "cost_scale": float}
@@ -81,6 +82,7 @@ class TrainedPolicy(nn.Module):
         allow_stop: bool = False,
         uncertainty_state: bool = False,
         alpha_range: Sequence[float] | None = None,
+        trained_alpha: float | None = None,
     ) -> None:
         super().__init__()
         if horizon < 1:
@@ -100,12 +102,8 @@ class TrainedPolicy(nn.Module):
         self.max_seq_len = max_seq_len
         self.allow_stop = bool(allow_stop)
         self.uncertainty_state = bool(uncertainty_state)
-        self.alpha_range: tuple[float, float] | None = None
-        if alpha_range is not None:
-            lo, hi = (float(a) for a in alpha_range)
-            if not 0 < lo < hi:
-                raise ValueError(f"alpha_range must be (lo, hi) with 0 < lo < hi, got {list(alpha_range)}")
-            self.alpha_range = (lo, hi)
+        self.alpha_range: tuple[float, float] | None = check_alpha_range(alpha_range)
+        self.trained_alpha = trained_alpha  # its files' training α: what it serves (alpha.serving_alpha)
         self._encoder = encoder
         self.stage_embedding = nn.Embedding(horizon, stage_dim)
         inputs = state_input_size(embedding_dim, stage_dim, self.uncertainty_state, self.alpha_conditioned)
@@ -175,6 +173,7 @@ class TrainedPolicy(nn.Module):
             "allow_stop": self.allow_stop,
             "uncertainty_state": self.uncertainty_state,
             "alpha_range": self.alpha_range,
+            "trained_alpha": self.trained_alpha,
         }
 
     @classmethod
@@ -278,6 +277,7 @@ class TrainedPolicy(nn.Module):
             "allow_stop": bool(meta.get("allow_stop", False)),
             "uncertainty_state": saved_uncertainty(meta),
             "alpha_range": meta.get("alpha_range"),
+            "trained_alpha": trained_alpha_of(meta),
         }
 
     @staticmethod
@@ -294,9 +294,9 @@ class TrainedPolicy(nn.Module):
         folder = Path(directory)
         meta_path = folder / _META
         meta = read_policy_meta(folder)
-        if kind is not None and meta.get("kind", "mlp") != kind:
+        if kind is not None and meta.get("kind", MLP_KIND) != kind:
             raise PolicyMismatchError(
-                f"{meta_path}: a {meta.get('kind', 'mlp')!r} policy, not a {kind} policy; "
+                f"{meta_path}: a {meta.get('kind', MLP_KIND)!r} policy, not a {kind} policy; "
                 "load it with hierrouter_graph.dynamic_policy.load_saved_policy (either kind)"
             )
         if meta.get("format_version") != version:
@@ -313,8 +313,7 @@ class TrainedPolicy(nn.Module):
         load_weights_into(self, folder)
         self.eval()
 
-    KIND: ClassVar[str | None] = None
-    """``policy.json``'s ``kind`` (None: the files carry none, a ``RouterPolicy``)."""
+    KIND: ClassVar[str]  # its name in dynamic_policy.TRAINED_POLICY_KINDS and policy.json's "kind"
     FORMAT_VERSION: ClassVar[int] = POLICY_FORMAT_VERSION
     FIXED_POOL: ClassVar[bool] = True
     """The weights are the pool (one logit per member): ``load`` refuses another pool."""
@@ -391,6 +390,7 @@ class TrainedPolicy(nn.Module):
 class RouterPolicy(TrainedPolicy):
     """The HierRouter actor-critic: one logit per pool member (its weights ARE the pool)."""
 
+    KIND: ClassVar[str] = MLP_KIND
     META_FIELDS: ClassVar[Mapping[str, type]] = _MLP_FIELDS
 
     def __init__(self, pool: Sequence[str], **shape: Any) -> None:

@@ -19,7 +19,7 @@ from langchain_core.tools import tool
 
 from hierrouter_graph import FixedRoutePolicy, HierRouterDecisionModel, HierRouterMiddleware, PoolMember
 from hierrouter_graph.agents.conversation import conversation_context
-from hierrouter_graph.policy import Decision
+from hierrouter_graph.policy import Decision, PolicyTraits
 
 
 class ScriptedModel(GenericFakeChatModel):
@@ -93,7 +93,7 @@ def test_every_call_is_routed_with_exact_costs_around_a_tool_call() -> None:
     assert [m.text for m in big.chat_model.prompts[0]][-1] == "42"  # type: ignore[attr-defined]
 
 
-class RecordingPolicy:
+class RecordingPolicy(PolicyTraits):
     """Scripted policy that records the state (context, stage, cost, α) it is asked in."""
 
     def __init__(self, pool: list[str], route: list[str], horizon: int) -> None:
@@ -104,7 +104,9 @@ class RecordingPolicy:
     def pool(self) -> list[str]:
         return list(self._pool)
 
-    def decide(self, context: str, stage: int, cost: float, *, alpha: float | None = None) -> Decision:
+    def decide(
+        self, context: str, stage: int, cost: float, *, alpha: float | None = None, **_: Any
+    ) -> Decision:
         self.seen.append((context, stage, cost, alpha))
         name = self.route[len(self.seen) - 1]
         probs = {n: (0.75 if n == name else 0.25) for n in self._pool}

@@ -233,10 +233,9 @@ def test_float32_ir_replies_equal_transformers_token_for_token(
 def test_int8_ir_and_auto_and_prepare(
     tiny_folders: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from hierrouter_graph import quantize
     from hierrouter_graph.models import build_pool_member, describe_backend
     from hierrouter_graph.prepare import prepare_models
-
-    from hierrouter_graph import quantize
 
     folder = tiny_folders["tiny-b"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from hierrouter_graph import HierRouterGraph, ModelSpec, RouterConfig
 from hierrouter_graph.checkpoint import sqlite_checkpointer
-from hierrouter_graph.policy import FixedRoutePolicy
+from hierrouter_graph.policy import FixedRoutePolicy, PolicyTraits
 from hierrouter_graph.serve import RouterService, create_app
 
 QUERY = [{"role": "user", "content": "What is seven times six?"}]
@@ -215,7 +215,7 @@ def test_streamed_answer_skips_refusals_like_the_plain_one(
     assert plain["choices"][0]["message"]["content"]
 
 
-class ThresholdPolicy:
+class ThresholdPolicy(PolicyTraits):
     """An α-conditioned policy with a known rule: ``tiny-a`` below α = 1, ``tiny-b`` above."""
 
     pool = ("tiny-a", "tiny-b")

@@ -24,6 +24,7 @@ from hierrouter_graph import (
     HierRouterGraph,
     ModelSpec,
     PolicyMismatchError,
+    PolicyTraits,
     RouterConfig,
     RouterPolicy,
 )
@@ -179,7 +180,7 @@ def test_graph_with_a_stop_policy_never_stops_before_the_first_hop(encoder: Text
 
 
 def test_stop_at_stage_0_or_without_allow_stop_fails_loudly() -> None:
-    class StopsAtOnce:
+    class StopsAtOnce(PolicyTraits):
         """A misbehaving RoutingPolicy (no mask): STOP before any hop."""
 
         allow_stop = True

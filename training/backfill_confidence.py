@@ -37,9 +37,9 @@ from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.confidence import Confidence
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.defaults import default_config
-from hierrouter_graph.graph import build_pool
 from hierrouter_graph.hop import CONTEXT_SEPARATOR, CachedReply, messages_from_cache_key
 from hierrouter_graph.pool import PoolMember
+from hierrouter_graph.pool_builder import build_pool
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.replay import ReplayStore
 

@@ -155,7 +155,7 @@ def conditioned_family(
 ) -> RouteFamily:
     """Greedy routes of ONE α-conditioned policy asked at each α (no retraining); an α outside
     its ``alpha_range`` is asked at the nearest end (α = 0 → the lower end)."""
-    lo, hi = getattr(policy, "alpha_range", None) or (config.alpha, config.alpha)
+    lo, hi = policy.alpha_range or (config.alpha, config.alpha)
     return lambda alpha: router_routes(policy, config, tree, items, alpha=min(max(alpha, lo), hi))
 
 

@@ -43,8 +43,15 @@ import numpy as np
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.defaults import default_config
-from hierrouter_graph.dynamic_policy import KIND_PHRASES, DescriptorPolicy, ModelDescriptor, describe
+from hierrouter_graph.dynamic_policy import (
+    DESCRIPTOR_KIND,
+    KIND_PHRASES,
+    DescriptorPolicy,
+    ModelDescriptor,
+    describe,
+)
 from hierrouter_graph.pool import PoolMember
+from hierrouter_graph.trained_policy import MLP_KIND
 from training.datasets import Item
 from training.policy_setup import TrainablePolicy, build_env, make_policy
 from training.ppo import PPOArgs, train
@@ -235,10 +242,10 @@ def run_experiment(
     )
 
     variants = [
-        ("descriptor", held, f"descriptor, trained without {hold_out} — before adding"),
-        ("descriptor", full, "descriptor, retrained on the full pool"),
-        ("mlp", full, "MLP RouterPolicy, retrained on the full pool"),
-        ("mlp", held, f"MLP RouterPolicy, trained without {hold_out}"),
+        (DESCRIPTOR_KIND, held, f"descriptor, trained without {hold_out} — before adding"),
+        (DESCRIPTOR_KIND, full, "descriptor, retrained on the full pool"),
+        (MLP_KIND, full, "MLP RouterPolicy, retrained on the full pool"),
+        (MLP_KIND, held, f"MLP RouterPolicy, trained without {hold_out}"),
     ]
     after_name = f"descriptor, same weights, {hold_out} added (no retraining)"
     scores: dict[str, list[Scores]] = {name: [] for _, _, name in variants}
@@ -261,7 +268,7 @@ def run_experiment(
             policy_routes = router_routes(policy, config, tree, test_items)
             scores[name].append(_routes_scores(tree, test_items, policy_routes))
             routes[name].append(policy_routes)
-            if kind == "descriptor" and config is held:
+            if kind == DESCRIPTOR_KIND and config is held:
                 assert isinstance(policy, DescriptorPolicy)
                 added = policy.with_pool(full.models)  # the point: no retraining
                 added_routes = router_routes(added, full, tree, test_items)

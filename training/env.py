@@ -30,10 +30,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from hierrouter_graph.alpha import resolve_alpha
 from hierrouter_graph.confidence import CONFIDENCE_FEATURES, Confidence, confidence_features
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import HopResult, ReplyCache, run_hop
-from hierrouter_graph.policy_inputs import within_alpha_range
 from hierrouter_graph.pool import PoolMember
 from hierrouter_graph.route import RouteState, advance
 from training.datasets import Item
@@ -193,18 +193,12 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
         return self.encode_state(self._context, 0, 0.0), info
 
     def _episode_alpha(self, requested: float | None) -> float:
-        if self.alpha_range is None:
-            if requested is not None and float(requested) != self.config.alpha:
-                raise ValueError(
-                    f"options['alpha']={requested} but the config has no alpha_range: every episode "
-                    f"is rewarded with alpha={self.config.alpha}"
-                )
-            return float(self.config.alpha)
+        """``options['alpha']`` checked by the graph's rule (``alpha.resolve_alpha``: inside
+        ``alpha_range``, or the config's α for a fixed-α env), else the config's α, or — with
+        ``alpha_range`` — a log-uniform draw from the range."""
+        if requested is not None or self.alpha_range is None:
+            return resolve_alpha(requested, float(self.config.alpha), self.alpha_range, "options['alpha']")
         lo, hi = self.alpha_range
-        if requested is not None:
-            if not within_alpha_range(float(requested), self.alpha_range):
-                raise ValueError(f"options['alpha']={requested} is outside alpha_range [{lo}, {hi}]")
-            return float(requested)
         return float(math.exp(self.np_random.uniform(math.log(lo), math.log(hi))))
 
     def step(self, action: int | np.integer[Any]) -> tuple[Observation, float, bool, bool, dict[str, Any]]:

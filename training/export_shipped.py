@@ -36,7 +36,7 @@ def export_shipped(
     """Export ``config``'s replies, its meta and its decision-state embeddings to ``record``;
     returns the counts (replies, complete items, contexts)."""
     from hierrouter_graph.encoder import load_encoder
-    from hierrouter_graph.graph import build_pool
+    from hierrouter_graph.pool_builder import build_pool
     from training.datasets import ALL_TASKS, DEFAULT_PER_TASK
     from training.record import write_record_meta
     from training.replay import CachedEncoder

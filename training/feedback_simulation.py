@@ -26,6 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 import numpy as np
 import torch
 
+from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.defaults import DEFAULT_POLICY_DIR
 from hierrouter_graph.hop import CONTEXT_SEPARATOR
 from hierrouter_graph.route import RouteState, decide_next
@@ -85,10 +86,10 @@ def log_sampled_routes(
 
 
 def test_rewards(
-    policy: TrainedPolicy, config: object, tree: OutcomeTree, items: Sequence[Item]
+    policy: TrainedPolicy, config: RouterConfig, tree: OutcomeTree, items: Sequence[Item]
 ) -> np.ndarray:
     """Per test item, R of the policy's greedy route on the recorded tree."""
-    routes = router_routes(policy, config, tree, items)  # type: ignore[arg-type]
+    routes = router_routes(policy, config, tree, items)
     return np.array([tree[item.id][route].reward for item, route in zip(items, routes, strict=True)])
 
 

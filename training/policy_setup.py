@@ -16,11 +16,11 @@ import gymnasium as gym
 import torch
 
 from hierrouter_graph.config import RouterConfig
-from hierrouter_graph.dynamic_policy import DescriptorPolicy
+from hierrouter_graph.dynamic_policy import DESCRIPTOR_KIND, TRAINED_POLICY_KINDS, DescriptorPolicy
 from hierrouter_graph.hop import ReplyCache
 from hierrouter_graph.policy_signature import PolicySignature
 from hierrouter_graph.pool import PoolMember
-from hierrouter_graph.trained_policy import RouterPolicy
+from hierrouter_graph.trained_policy import MLP_KIND, RouterPolicy
 from training.datasets import Item
 from training.reward import ScoreMemo
 
@@ -39,11 +39,20 @@ class PolicyShape(Protocol):
     cost_scale: float
     seed: int
 
-__all__ = ["POLICY_KINDS", "PolicyShape", "TrainablePolicy", "build_env", "check_compatible", "make_policy"]
+__all__ = [
+    "MLP_KIND",
+    "POLICY_KINDS",
+    "PolicyShape",
+    "TrainablePolicy",
+    "build_env",
+    "check_compatible",
+    "make_policy",
+]
 
-POLICY_KINDS: tuple[str, ...] = ("mlp", "descriptor")
-"""``PPOArgs.policy_kind``: "mlp" = ``RouterPolicy`` (one logit per pool index, the paper's), "descriptor"
-= ``DescriptorPolicy`` (one shared scorer of (state, model descriptor): the pool may change later)."""
+POLICY_KINDS: tuple[str, ...] = tuple(TRAINED_POLICY_KINDS)
+"""``PPOArgs.policy_kind``, the library's registry (``dynamic_policy.TRAINED_POLICY_KINDS``): "mlp" =
+``RouterPolicy`` (one logit per pool index, the paper's), "descriptor" = ``DescriptorPolicy`` (one
+shared scorer of (state, model descriptor): the pool may change later)."""
 
 TrainablePolicy = RouterPolicy | DescriptorPolicy
 """What ``ppo.train`` accepts: both have the same forward (embeddings, stages, costs, confidences,
@@ -72,7 +81,7 @@ def make_policy(
     }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
-        if args.policy_kind == "descriptor":
+        if args.policy_kind == DESCRIPTOR_KIND:
             return DescriptorPolicy(config.models, encoder=encoder, **shape)
         return RouterPolicy(config.model_names, **shape)
 

@@ -44,7 +44,7 @@ from torch.distributions import Categorical
 from tqdm import tqdm
 
 from hierrouter_graph.loading_errors import LoadError, read_json_object
-from training.policy_setup import POLICY_KINDS, TrainablePolicy, check_compatible
+from training.policy_setup import MLP_KIND, POLICY_KINDS, TrainablePolicy, check_compatible
 from training.rollout_data import LOG_COLUMNS, EpisodeSummary, StateBatch, log_row
 from training.run import (
     TensorBoard,
@@ -112,7 +112,7 @@ class PPOArgs:
     reward: str = "task"
     """Quality used in the reward: "task" (the item's own metric) or "f1" (the paper's token-F1)."""
     device: str = "cpu"
-    policy_kind: str = "mlp"
+    policy_kind: str = MLP_KIND
     """Which policy ``make_policy`` builds (``POLICY_KINDS``)."""
 
     def __post_init__(self) -> None:
@@ -391,7 +391,7 @@ def train(
             args.as_dict(),
             RESUMABLE_CHANGES,
             advice="use another run_dir, or pass resume=False / --no-resume to start over",
-            saved_defaults={"policy_kind": "mlp"},  # checkpoints written before the field existed
+            saved_defaults={"policy_kind": MLP_KIND},  # checkpoints written before the field existed
         )
         policy.load_state_dict(state["policy"])
         optimizer.load_state_dict(state["optimizer"])

@@ -15,10 +15,10 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 
+from ..alpha import resolve_alpha as resolve
 from ..cost import hop_cost
 from ..hop import extend_context
 from ..policy import RoutingPolicy
-from ..policy_inputs import check_alpha
 from ..pool import PoolMember
 
 __all__ = ["call_price", "conversation_context", "members_for", "message_text", "resolve_alpha"]
@@ -63,21 +63,12 @@ def members_for(
 
 def resolve_alpha(policy: RoutingPolicy, default: float | None, requested: Any) -> float | None:
     """The α a run is routed for: the runtime context's ``alpha`` (a mapping key or an attribute),
-    else ``default``. An α-conditioned policy checks it lies in its ``alpha_range``; a policy
-    trained at one α refuses any other than ``default`` (as ``graph.routing_alpha``)."""
-    if requested is None:
-        return default
-    if isinstance(requested, bool) or not isinstance(requested, int | float):
-        raise ValueError(f"context.alpha: expected a number, got {type(requested).__name__}")
-    alpha_range = getattr(policy, "alpha_range", None)
-    if alpha_range is not None:
-        return check_alpha(float(requested), alpha_range)
-    if default is None or abs(float(requested) - default) > 1e-12 * max(1.0, default):
-        raise ValueError(
-            f"context.alpha: this policy was trained for alpha={default} only (no alpha_range), so "
-            f"alpha={requested} cannot be served; train an α-conditioned policy to choose α per run"
-        )
-    return default
+    else ``default`` (the middleware's, else the α the policy was trained for). The rule is the
+    graph's (``alpha.resolve_alpha``): an α-conditioned policy serves any α in its ``alpha_range``,
+    a policy trained at one α refuses any other."""
+    if default is None and policy.alpha_range is None:
+        default = policy.trained_alpha
+    return resolve(requested, default, policy.alpha_range, field="context.alpha")
 
 
 def requested_alpha(context: Any) -> Any:

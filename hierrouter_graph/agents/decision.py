@@ -22,7 +22,7 @@ from langchain_core.decisions.types import Question, State
 from langchain_core.messages import BaseMessage
 from pydantic import ConfigDict
 
-from ..policy import RoutingPolicy
+from ..policy import RoutingPolicy, check_routing_policy
 from ..route import RouteState, decide_next
 from .conversation import conversation_context, resolve_alpha
 
@@ -91,7 +91,7 @@ class HierRouterDecisionModel(BaseDecisionModel):
 
     def _classify(self, state: State, questions: dict[str, Question]) -> ClassifierResponse:
         """One policy decision per Choice question, on the state's text at stage 0, cost 0."""
-        policy: RoutingPolicy = self.policy
+        policy = check_routing_policy(self.policy)
         text = _state_text(state)
         answers = {qid: self._answer(policy, text, qid, question) for qid, question in questions.items()}
         return ClassifierResponse(model=self.model, answers=answers)  # type: ignore[arg-type]

@@ -43,7 +43,7 @@ from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from ..policy import STOP_ACTION, Decision, RoutingPolicy
+from ..policy import STOP_ACTION, Decision, RoutingPolicy, check_routing_policy
 from ..pool import PoolMember
 from ..route import RouteState, decide_next
 from .conversation import call_price, conversation_context, members_for, requested_alpha, resolve_alpha
@@ -93,10 +93,10 @@ class HierRouterMiddleware(AgentMiddleware[HierRouterAgentState]):
         sample: draw each member from π (``seed`` seeds the draws) instead of the argmax.
         """
         super().__init__()
-        self.policy = policy
+        self.policy = check_routing_policy(policy)
         self.members = members_for(policy, members)
         self.alpha = alpha
-        self.horizon = horizon if horizon is not None else getattr(policy, "horizon", None)
+        self.horizon = horizon if horizon is not None else self.policy.horizon
         if self.horizon is not None and self.horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {self.horizon}")
         self.sample = sample
@@ -131,7 +131,7 @@ class HierRouterMiddleware(AgentMiddleware[HierRouterAgentState]):
         cost = float(trace[-1]["cumulative_cost"]) if trace else 0.0
         at = RouteState(context, context, self.stage_of(len(trace)), cost, alpha=alpha)
         decision = decide_next(
-            self.policy, at, bool(getattr(self.policy, "allow_stop", False)),
+            self.policy, at, self.policy.allow_stop,
             sample=self.sample if self.sample else None, generator=self.generator,
         )  # fmt: skip
         if decision.model == STOP_ACTION:  # a call must be answered: the best-rated member takes it

@@ -37,6 +37,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langgraph.graph.state import CompiledStateGraph
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..alpha import same_alpha
 from ..graph import HierRouterGraph, InvalidQueryError
 from ..hop import DECLINED_REPLIES, declined
 from .feedback import FeedbackError, FeedbackStore
@@ -147,9 +148,15 @@ class RouterService:
             router.builder.compile(checkpointer=checkpointer, name=MODEL_ID) if checkpointer else None
         )
         self.pool = frozenset(router.config.model_names)
-        self.trained_alpha = router.alpha if trained_alpha is None else trained_alpha
-        """The α a request gets when it names none (the policy's trained α unless α-conditioned)."""
-        self.alpha_range: tuple[float, float] | None = getattr(router.policy, "alpha_range", None)
+        if trained_alpha is not None and not same_alpha(trained_alpha, router.alpha):
+            raise ValueError(
+                f"trained_alpha: {trained_alpha} differs from the alpha={router.alpha} the graph serves "
+                "(alpha.serving_alpha); leave it out"
+            )
+        self.trained_alpha = router.alpha
+        """The α a request gets when it names none: the graph's (``alpha.serving_alpha``), so the
+        server and the graph report the same α."""
+        self.alpha_range: tuple[float, float] | None = router.policy.alpha_range
         """(lo, hi) of an α-conditioned policy: any α in it may be requested; None: only trained_alpha."""
         self.max_concurrency = max_concurrency
         self.executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="route")

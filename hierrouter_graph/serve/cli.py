@@ -13,7 +13,6 @@ from pathlib import Path
 from ..config import RouterConfig, default_cache_dir
 from ..defaults import default_config
 from ..graph import HierRouterGraph
-from ..trained_policy import read_policy_meta
 from .app import RouterService, create_app
 
 __all__ = ["build_service", "main"]
@@ -58,17 +57,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _trained_alpha(config: RouterConfig, policy: str | None) -> float:
-    """The α the served policy was trained with: its ``policy.json`` says, else the config's (also
-    the default α of an α-conditioned policy, which serves any in its range)."""
-    if policy is None:
-        return config.alpha
-    meta = read_policy_meta(Path(policy))
-    if meta.get("alpha_range") is not None:
-        return config.alpha
-    return float((meta.get("training") or {}).get("alpha", meta.get("alpha", config.alpha)))
-
-
 def build_service(args: argparse.Namespace) -> RouterService:
     """The RouterService for parsed CLI args."""
     from ..checkpoint import sqlite_checkpointer
@@ -87,7 +75,6 @@ def build_service(args: argparse.Namespace) -> RouterService:
         router,
         checkpointer=checkpointer,
         max_concurrency=args.max_concurrency or max(16, router.pool_width()),
-        trained_alpha=_trained_alpha(config, args.policy),
         feedback=feedback,
     )
 

@@ -27,7 +27,7 @@ from pydantic import (
     ValidationError,
 )
 
-from ..policy_inputs import within_alpha_range
+from ..alpha import AlphaError, resolve_alpha, same_alpha
 
 __all__ = [
     "MODEL_ID",
@@ -47,7 +47,6 @@ MODEL_ID = "hierrouter"
 
 _MODEL_PATTERN = re.compile(rf"^{MODEL_ID}(?::alpha=(?P<alpha>[^\s]+))?$")
 _THREAD_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
-_ALPHA_TOLERANCE = 1e-12
 
 
 class APIError(Exception):
@@ -203,27 +202,18 @@ def parse_request(
     from_body = None if request.alpha is None else float(request.alpha)
     if from_body is not None and (not math.isfinite(from_body) or from_body < 0):
         raise APIError(400, f"alpha: must be a finite number >= 0, got {request.alpha}", param="alpha")
-    if from_model is not None and from_body is not None and abs(from_model - from_body) > _ALPHA_TOLERANCE:
+    if from_model is not None and from_body is not None and not same_alpha(from_model, from_body):
         raise APIError(400, f"alpha: {from_body} contradicts the model's alpha={from_model}", param="alpha")
     asked = from_body if from_body is not None else from_model
-    alpha = trained_alpha if asked is None else asked
-    if alpha_range is not None and not within_alpha_range(alpha, alpha_range):
+    try:
+        alpha = resolve_alpha(asked, trained_alpha, alpha_range)
+    except AlphaError as error:
         raise APIError(
             400,
-            f"alpha: this server's policy is α-conditioned on [{alpha_range[0]:g}, {alpha_range[1]:g}]; "
-            f"alpha={alpha} is outside the range it was trained for.",
+            str(error),
             param="alpha" if from_body is not None else "model",
             code="unsupported_alpha",
-        )
-    if alpha_range is None and abs(alpha - trained_alpha) > _ALPHA_TOLERANCE:
-        raise APIError(
-            400,
-            f"alpha: this server's policy was trained for alpha={trained_alpha} only, and no "
-            f"α-conditioned policy is loaded, so alpha={alpha} cannot be served. Omit alpha, or "
-            "start a server with a policy trained at that alpha (training/ppo.py).",
-            param="alpha" if from_body is not None else "model",
-            code="unsupported_alpha",
-        )
+        ) from None
     if request.thread_id is not None and not _THREAD_PATTERN.match(request.thread_id):
         raise APIError(
             400, "thread_id: 1–128 characters of letters, digits, '_', '.', ':' or '-'", param="thread_id"

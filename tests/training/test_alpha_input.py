@@ -112,7 +112,7 @@ def test_each_episode_draws_its_alpha_observes_it_and_is_rewarded_with_it(encode
     drawn = [env.reset()[1]["alpha"] for _ in range(200)]
     assert min(drawn) >= RANGE[0] and max(drawn) <= RANGE[1]
     assert np.mean(np.log(drawn)) == pytest.approx(np.mean(np.log(RANGE)), abs=0.4)  # log-uniform
-    with pytest.raises(ValueError, match="outside alpha_range"):
+    with pytest.raises(ValueError, match=r"options\['alpha'\]: alpha=50.0 is outside the range \[0.05, 20\]"):
         env.reset(options={"alpha": 50.0})
     fixed = make_env(config(alpha_range=None), encoder)
     assert "alpha" not in fixed.reset()[0]

@@ -19,7 +19,7 @@ import torch
 
 from hierrouter_graph import RouterConfig
 from hierrouter_graph.graph import build_pool
-from hierrouter_graph.policy import FixedRoutePolicy
+from hierrouter_graph.policy import FixedRoutePolicy, PolicyTraits
 from hierrouter_graph.pool import PoolMember
 from tests.training.scripted_pool import POOL, chat_models, lucky_items, make_items, scripted_config
 from training import curves as cv
@@ -227,7 +227,7 @@ def test_study_trains_a_policy_per_alpha_and_writes_the_report(
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-class PricedPolicy:
+class PricedPolicy(PolicyTraits):
     """An α-conditioned policy with a known rule: the planner→solver route (right, dearer) below
     α = 1, the guesser (cheap, wrong on sums) above."""
 

@@ -20,7 +20,15 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from torch.distributions import Categorical
 
-from hierrouter_graph import STOP_ACTION, Decision, FixedRoutePolicy, ModelSpec, RouterConfig, RouterPolicy
+from hierrouter_graph import (
+    STOP_ACTION,
+    Decision,
+    FixedRoutePolicy,
+    ModelSpec,
+    PolicyTraits,
+    RouterConfig,
+    RouterPolicy,
+)
 from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import HierRouterGraph, build_pool
 from hierrouter_graph.hop import extend_context
@@ -277,7 +285,7 @@ def test_router_routes_follow_fixed_early_stops_and_refuse_bad_stops(
         policy = FixedRoutePolicy(POOL, route, stop=True)
         assert router_routes(policy, config, tree, items) == [tuple(route)] * 2
 
-    class StopsAtOnce:
+    class StopsAtOnce(PolicyTraits):
         allow_stop = True
 
         @property

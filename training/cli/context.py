@@ -175,7 +175,7 @@ def load_run_context(
     command can generate (``--live``, or ``generates`` for ``record.py``): replay needs the
     tokenizers alone (``hierrouter_graph.replay_member``).
     """
-    from hierrouter_graph.graph import build_pool
+    from hierrouter_graph.pool_builder import build_pool
 
     if getattr(ns, "threads", None) is not None:
         import torch

@@ -15,6 +15,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from hierrouter_graph.alpha import DEFAULT_ALPHA, serving_alpha
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.defaults import DEFAULT_POLICY_DIR
 from hierrouter_graph.encoder import SentenceEncoder
@@ -37,8 +38,8 @@ def retrain_from_log(
     if not db.is_file():
         raise FileNotFoundError(f"{db}: no route log there (hierrouter-serve --feedback-db writes one)")
     meta = read_policy_meta(policy_dir)
-    trained_alpha = float(alpha if alpha is not None else (meta.get("training") or {}).get("alpha", 0.005))
     policy = RouterPolicy.load(policy_dir, encoder=encoder)
+    trained_alpha = float(alpha if alpha is not None else serving_alpha(DEFAULT_ALPHA, policy))
     store = FeedbackStore(db)
     try:
         routes = store.scored_routes()
