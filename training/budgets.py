@@ -23,7 +23,7 @@ import os
 import random
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,9 +32,9 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.config import RouterConfig
-from hierrouter_graph.pool_builder import build_pool
 from hierrouter_graph.hop import applied_budget, run_hops
 from hierrouter_graph.pool import PoolMember
+from hierrouter_graph.pool_builder import build_pool
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.benchmarks import load_specialization_items
 from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item
@@ -129,8 +129,13 @@ def measure_budgets(
     *,
     stage: int = 0,
     batch_size: int = 8,
+    on_row: Callable[[list[BudgetRow]], None] | None = None,
 ) -> list[BudgetRow]:
-    """Each member of ``pool`` answers stage ``stage`` on every item once; one row per member and task."""
+    """Each member of ``pool`` answers stage ``stage`` on every item once; one row per member and task.
+
+    ``on_row`` gets the rows so far after each one (the CLI rewrites its ``--out`` file then, so a
+    run stopped after an hour keeps an hour of measurements).
+    """
     instruction, cap = config.stage_prompt(stage), config.stage_token_cap(stage)
     rows = []
     for member in pool.values():
@@ -145,7 +150,9 @@ def measure_budgets(
             scores = [score(item, hop.reply) for item, hop in zip(task_items, hops, strict=True)]
             tokens = [hop.tokens_out for hop in hops]
             rows.append(_row(member, task, budget, tokens, scores, [hop.cost for hop in hops]))
-            print(f"{member.name} · {task}: done {len(hops)}", file=sys.stderr, flush=True)
+            print(markdown_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+            if on_row is not None:
+                on_row(rows)
     return rows
 
 
@@ -204,12 +211,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = config.model_copy(update={"models": [config.spec(name) for name in members]})
     items = budget_items(ns.tasks, ns.per_task, ns.items, ns.seed)
     pool = build_pool(chosen)
-    rows = measure_budgets(chosen, pool, items, stage=ns.stage, batch_size=ns.batch_size)
+    settings = {key: value for key, value in vars(ns).items() if key not in ("config", "out")}
+
+    def save(rows: list[BudgetRow]) -> None:
+        if ns.out is not None:
+            data = {"config": str(ns.config), "settings": settings, "rows": [asdict(row) for row in rows]}
+            _write_json(ns.out, data)
+
+    rows = measure_budgets(chosen, pool, items, stage=ns.stage, batch_size=ns.batch_size, on_row=save)
     print(markdown_table(rows))
     if ns.out is not None:
-        settings = {key: value for key, value in vars(ns).items() if key not in ("config", "out")}
-        data = {"config": str(ns.config), "settings": settings, "rows": [asdict(row) for row in rows]}
-        _write_json(ns.out, data)
         print(f"wrote {ns.out}")
     return 0
 
