@@ -203,7 +203,12 @@ def test_float32_ir_replies_equal_transformers_token_for_token(
         generator.generate_scored([p], max_new_tokens=[b])[0] for p, b in zip(prompts, budgets, strict=True)
     ]
     assert [text for text, _ in batched] == [text for text, _ in expected]
-    assert batched == one_by_one
+    # a micro-batch must not change the reply; its float32 log-probs may differ in the last bits
+    # (the CPU plugin picks kernels by batch shape and instruction set), never more than that
+    assert [text for text, _ in one_by_one] == [text for text, _ in batched]
+    for (_, alone), (_, together) in zip(one_by_one, batched, strict=True):
+        assert alone is not None and together is not None
+        assert together.mean_logprob == pytest.approx(alone.mean_logprob, rel=1e-5, abs=1e-6)
     for (_, want), (_, got) in zip(expected, batched, strict=True):
         assert want is not None and got is not None and got.mean_entropy is None
         assert got.mean_logprob == pytest.approx(want.mean_logprob, abs=1e-4)
