@@ -30,9 +30,9 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 
 from bench.generation_speed import decode_tokens_per_s
 from hierrouter_graph import HierRouterGraph, MicroBatchedChatModel, PoolMember, RouterConfig, default_config
-from hierrouter_graph.encoder import load_encoder
-from hierrouter_graph.generation import BatchGenerator
-from hierrouter_graph.pool_builder import build_pool
+from hierrouter_graph.members.build import build_pool
+from hierrouter_graph.members.generation import BatchGenerator
+from hierrouter_graph.policy.encoder import load_encoder
 from training.datasets import Item
 from training.routing_data import build_routing_dataset
 

@@ -23,9 +23,9 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hierrouter_graph import ModelSpec
-from hierrouter_graph.cloze import ClozeMultipleChoiceChat, parse_multiple_choice
 from hierrouter_graph.config import default_cache_dir
-from hierrouter_graph.models import build_pool_member
+from hierrouter_graph.members.cloze import ClozeMultipleChoiceChat, parse_multiple_choice
+from hierrouter_graph.members.local import build_pool_member
 from training.benchmarks import load_task
 
 SPLITS = [("arc_easy", "validation"), ("arc_challenge", "validation"), ("mmlu", "validation")]

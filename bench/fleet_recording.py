@@ -40,8 +40,9 @@ import httpx
 
 from bench.fleet_server import endpoint_spec
 from bench.local_server import OFFLINE_ENV, free_port, stop, wait_ready
-from hierrouter_graph.config import EndpointSpec, ModelSpec, RouterConfig, default_cache_dir
-from hierrouter_graph.pool_builder import build_pool
+from hierrouter_graph.config import RouterConfig, default_cache_dir
+from hierrouter_graph.members.build import build_pool
+from hierrouter_graph.model_spec import EndpointSpec, ModelSpec
 from training.datasets import Item
 from training.record import RecordStats, record_outcome_tree
 from training.replay import ReplayStore

@@ -31,7 +31,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from bench.local_server import free_port
-from hierrouter_graph.config import EndpointSpec, ModelSpec
+from hierrouter_graph.model_spec import EndpointSpec, ModelSpec
 
 __all__ = ["FleetState", "endpoint_spec", "make_app", "reply_for", "serve_in_thread"]
 

@@ -32,9 +32,10 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hierrouter_graph.config import ModelSpec, default_cache_dir
+from hierrouter_graph.config import default_cache_dir
 from hierrouter_graph.hop import run_hops
-from hierrouter_graph.models import build_pool_member, describe_backend, load_causal_lm
+from hierrouter_graph.members.local import build_pool_member, describe_backend, load_causal_lm
+from hierrouter_graph.model_spec import ModelSpec
 
 PROMPT = "Explain step by step how to compute the sum of the first 100 odd numbers."
 TASKS = ("gsm8k", "math", "mbpp")

@@ -30,8 +30,8 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 
 from hierrouter_graph import ModelSpec, RouterConfig, run_hop
 from hierrouter_graph.config import default_cache_dir
-from hierrouter_graph.models import load_causal_lm
-from hierrouter_graph.pool_builder import build_pool
+from hierrouter_graph.members.build import build_pool
+from hierrouter_graph.members.local import load_causal_lm
 
 SOURCE = "offline:smollm2-135m-instruct"
 ADAPTERS = ("lora-a", "lora-b")

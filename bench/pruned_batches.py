@@ -28,9 +28,9 @@ import torch
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.defaults import default_config
-from hierrouter_graph.generation import BatchGenerator
 from hierrouter_graph.hop import messages_from_cache_key
-from hierrouter_graph.models import build_pool_member
+from hierrouter_graph.members.generation import BatchGenerator
+from hierrouter_graph.members.local import build_pool_member
 from training.shipped import shipped_record_for
 
 

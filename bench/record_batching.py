@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 from hierrouter_graph import ModelSpec, run_hop
 from hierrouter_graph.config import PAPER_STAGE_PROMPTS, default_cache_dir
 from hierrouter_graph.hop import run_hops
-from hierrouter_graph.models import build_pool_member
+from hierrouter_graph.members.local import build_pool_member
 from training.routing_data import build_routing_dataset
 
 

@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 
 from hierrouter_graph import HierRouterGraph, RouterConfig, default_config, run_hop
 from hierrouter_graph.hop import extend_context
-from hierrouter_graph.pool_builder import build_pool
+from hierrouter_graph.members.build import build_pool
 
 QUERIES = [
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "

@@ -16,7 +16,7 @@ from hierrouter_graph import HierRouterGraph
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.defaults import DEFAULT_POLICY_DIR
 from hierrouter_graph.display import format_result
-from hierrouter_graph.trained_policy import RouterPolicy
+from hierrouter_graph.policy.router import RouterPolicy
 
 SAMPLE_QUERIES = [
     "A box holds 6 eggs. How many eggs are in 4 boxes? Put the final answer in \\boxed{}.",

@@ -6,26 +6,33 @@ next model from the context so far, the stage and the cost spent.
 
 from typing import TYPE_CHECKING
 
-from .adapters import AdapterError
-from .config import PAPER_STAGE_PROMPTS, EndpointSpec, ModelSpec, RouterConfig
-from .cost import hop_cost
-from .defaults import default_config, default_policy
-from .dynamic_policy import DescriptorPolicy
-from .encoder import SentenceEncoder, TextEncoder, load_encoder
-from .graph import HierRouterGraph, InvalidQueryError, create_hierrouter_graph
-from .hop import HopResult, run_hop
-from .microbatch import MicroBatchedChatModel, MicroBatcher
-from .models import ModelSourceError, build_pool_member
-from .policy import STOP_ACTION, Decision, FixedRoutePolicy, PolicyTraits, RoutingPolicy
-from .policy_signature import PolicyMismatchError
-from .pool import PoolMember, TokenizerCounter
-from .pool_builder import build_pool
-from .remote import RemoteModelError, build_endpoint_member
-from .state import HopRecord, RouterState
-from .trained_policy import RouterPolicy
+from hierrouter_graph.config import PAPER_STAGE_PROMPTS, RouterConfig
+from hierrouter_graph.cost import hop_cost
+from hierrouter_graph.defaults import default_config, default_policy
+from hierrouter_graph.graph import HierRouterGraph, InvalidQueryError, create_hierrouter_graph
+from hierrouter_graph.hop import HopResult, run_hop
+from hierrouter_graph.members.adapters import AdapterError
+from hierrouter_graph.members.build import build_pool
+from hierrouter_graph.members.local import ModelSourceError, build_pool_member
+from hierrouter_graph.members.pool import PoolMember, TokenizerCounter
+from hierrouter_graph.members.remote import RemoteModelError, build_endpoint_member
+from hierrouter_graph.microbatch import MicroBatchedChatModel, MicroBatcher
+from hierrouter_graph.model_spec import EndpointSpec, ModelSpec
+from hierrouter_graph.policy.dynamic import DescriptorPolicy
+from hierrouter_graph.policy.encoder import SentenceEncoder, TextEncoder, load_encoder
+from hierrouter_graph.policy.protocol import (
+    STOP_ACTION,
+    Decision,
+    FixedRoutePolicy,
+    PolicyTraits,
+    RoutingPolicy,
+)
+from hierrouter_graph.policy.router import RouterPolicy
+from hierrouter_graph.policy.signature import PolicyMismatchError
+from hierrouter_graph.state import HopRecord, RouterState
 
 if TYPE_CHECKING:  # imported on first use at run time (``__getattr__``): they need langchain
-    from .agents import HierRouterDecisionModel, HierRouterMiddleware
+    from hierrouter_graph.agents import HierRouterDecisionModel, HierRouterMiddleware
 
 __all__ = [
     "PAPER_STAGE_PROMPTS",
@@ -76,7 +83,7 @@ def __getattr__(name: str) -> object:
     """The LangChain-agent classes, imported on first use: they need ``langchain`` (the dev extra),
     which the graph itself does not."""
     if name in _AGENT_EXPORTS:
-        from . import agents
+        from hierrouter_graph import agents
 
         return getattr(agents, name)
     raise AttributeError(f"module 'hierrouter_graph' has no attribute {name!r}")

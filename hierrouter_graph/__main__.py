@@ -3,7 +3,7 @@
 ``python -m hierrouter_graph serve [...]`` starts the OpenAI-compatible server instead
 (``hierrouter_graph/serve/cli.py``; ``serve --help`` lists its options), and
 ``python -m hierrouter_graph prepare [--config FILE] [--jobs N]`` converts the pool's local models
-ahead of first use, several at once (``hierrouter_graph/prepare.py``).
+ahead of first use, several at once (``hierrouter_graph/members/prepare.py``).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import json
 import sys
 import time
 
-from .cli_errors import run_cli
-from .config import RouterConfig
-from .defaults import default_config
-from .display import format_result
-from .graph import HierRouterGraph, InvalidQueryError
+from hierrouter_graph.cli_errors import run_cli
+from hierrouter_graph.config import RouterConfig
+from hierrouter_graph.defaults import default_config
+from hierrouter_graph.display import format_result
+from hierrouter_graph.graph import HierRouterGraph, InvalidQueryError
 
 __all__ = ["cli", "main"]
 
@@ -25,7 +25,7 @@ __all__ = ["cli", "main"]
 def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else argv
     if args_in[:1] == ["serve"]:
-        from .serve.cli import main as serve
+        from hierrouter_graph.serve.cli import main as serve
 
         return serve(args_in[1:])
     if args_in[:1] == ["prepare"]:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def prepare(argv: list[str]) -> int:
     """``prepare``: convert every local member's model now, ``--jobs`` at once."""
-    from .prepare import prepare_models
+    from hierrouter_graph.members.prepare import prepare_models
 
     parser = argparse.ArgumentParser(
         prog="python -m hierrouter_graph prepare",

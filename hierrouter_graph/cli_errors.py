@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
-from .graph import InvalidQueryError
-from .loading_errors import LoadError
-from .policy_signature import PolicyMismatchError
+from hierrouter_graph.graph import InvalidQueryError
+from hierrouter_graph.loading_errors import LoadError
+from hierrouter_graph.policy.signature import PolicyMismatchError
 
 __all__ = ["INPUT_ERRORS", "one_line", "run_cli"]
 

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelSpec, RouterConfig
-from .encoder import load_encoder
-from .loading_errors import read_json_object
-from .policy_signature import PolicySignature
-from .trained_policy import RouterPolicy
+from hierrouter_graph.config import RouterConfig
+from hierrouter_graph.loading_errors import read_json_object
+from hierrouter_graph.model_spec import ModelSpec
+from hierrouter_graph.policy.encoder import load_encoder
+from hierrouter_graph.policy.router import RouterPolicy
+from hierrouter_graph.policy.signature import PolicySignature
 
 __all__ = [
     "CODE_SPECIALIST_DIR",

@@ -23,19 +23,19 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
 
-from .alpha import resolve_alpha, serving_alpha
-from .config import RouterConfig
-from .dynamic_policy import DescriptorPolicy, load_saved_policy
-from .encoder import load_encoder
-from .hop import answer_text
-from .policy import STOP_ACTION, RoutingPolicy, check_routing_policy
-from .policy_signature import PolicyMismatchError, PolicySignature
-from .pool import PoolMember
-from .pool_builder import build_pool
-from .remote import fallback_members, run_hop_with_fallback
-from .route import RouteState, advance, decide_next
-from .state import HopRecord, InputState, OutputState, RouterState
-from .trained_policy import RouterPolicy
+from hierrouter_graph.config import RouterConfig
+from hierrouter_graph.hop import answer_text, run_hop_with_fallback
+from hierrouter_graph.members.build import build_pool
+from hierrouter_graph.members.pool import PoolMember
+from hierrouter_graph.members.remote import fallback_members
+from hierrouter_graph.policy.alpha import resolve_alpha, serving_alpha
+from hierrouter_graph.policy.dynamic import DescriptorPolicy, load_saved_policy
+from hierrouter_graph.policy.encoder import load_encoder
+from hierrouter_graph.policy.protocol import STOP_ACTION, RoutingPolicy, check_routing_policy
+from hierrouter_graph.policy.router import RouterPolicy
+from hierrouter_graph.policy.signature import PolicyMismatchError, PolicySignature
+from hierrouter_graph.route import RouteState, advance, decide_next
+from hierrouter_graph.state import HopRecord, InputState, OutputState, RouterState
 
 __all__ = [
     "HierRouterGraph",
@@ -64,7 +64,7 @@ def resolve_policy(
 ) -> RoutingPolicy:
     """A ready policy for ``config``: the given one (checked), a saved one, or the default."""
     if policy is None:
-        from .defaults import default_policy
+        from hierrouter_graph.defaults import default_policy
 
         return default_policy(config)
     if isinstance(policy, str | os.PathLike):
@@ -276,7 +276,7 @@ class HierRouterGraph:
         """Args as ``create_hierrouter_graph``; ``config`` may also be a YAML/JSON path or None
         (the offline default pool), and ``checkpointer`` is handed to ``compile``."""
         if config is None:
-            from .defaults import default_config
+            from hierrouter_graph.defaults import default_config
 
             config = default_config()
         elif not isinstance(config, RouterConfig):

@@ -13,12 +13,13 @@ from typing import Any, Protocol
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from .cloze import REFUSAL
-from .confidence import Confidence
-from .cost import hop_cost
-from .pool import CountedReply, PoolMember
-from .program_reply import NO_PROGRAM, program_trace
-from .state import ProgramTrace
+from hierrouter_graph.confidence import Confidence
+from hierrouter_graph.cost import hop_cost
+from hierrouter_graph.members.cloze import REFUSAL
+from hierrouter_graph.members.pool import CountedReply, PoolMember
+from hierrouter_graph.members.program_reply import NO_PROGRAM, program_trace
+from hierrouter_graph.members.remote import RemoteModelError
+from hierrouter_graph.state import ProgramTrace
 
 __all__ = [
     "CONTEXT_SEPARATOR",
@@ -37,6 +38,7 @@ __all__ = [
     "hop_key",
     "messages_from_cache_key",
     "run_hop",
+    "run_hop_with_fallback",
     "run_hops",
     "valid_text",
 ]
@@ -333,3 +335,33 @@ def messages_from_cache_key(key: str) -> list[BaseMessage]:
         else:
             raise ValueError(f"replay key holds a {role!r} message; hop prompts hold system/human only")
     return messages
+
+
+def run_hop_with_fallback(
+    member: PoolMember,
+    context: str,
+    instruction: str,
+    fallback: PoolMember | None = None,
+    cache: ReplyCache | None = None,
+    max_new_tokens: int | None = None,
+) -> tuple[HopResult, RemoteModelError | None]:
+    """``run_hop`` on ``member``; if its server fails and a fallback is given, on the fallback.
+
+    Returns the hop (the fallback's reply, tokens and price when it stepped in) and the error
+    that caused the fallback, for the trace. One level only: a failing fallback fails the query,
+    so a hop's worst-case time stays bounded.
+    """
+    try:
+        return run_hop(member, context, instruction, cache, max_new_tokens), None
+    except RemoteModelError as error:
+        if fallback is None:
+            raise
+        try:
+            return run_hop(fallback, context, instruction, cache, max_new_tokens), error
+        except RemoteModelError as second:
+            raise RemoteModelError(
+                second.model,
+                second.url,
+                f"{second.reason} (as fallback for {member.name}: {error})",
+                second.attempts,
+            ) from second

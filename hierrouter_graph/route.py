@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .hop import HopResult, answer_text, extend_context
-from .policy import STOP_ACTION, Decision, RoutingPolicy, check_stop_allowed
-from .policy_inputs import LastConfidence
+from hierrouter_graph.hop import HopResult, answer_text, extend_context
+from hierrouter_graph.policy.inputs import LastConfidence
+from hierrouter_graph.policy.protocol import STOP_ACTION, Decision, RoutingPolicy, check_stop_allowed
 
 __all__ = ["Route", "RouteState", "advance", "decide_next"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hierrouter_graph import ModelSpec, RouterConfig
-from hierrouter_graph.encoder import TextEncoder, load_encoder
+from hierrouter_graph.policy.encoder import TextEncoder, load_encoder
 from tests.tiny_models import build_tiny_model, special_token_ids
 
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):

@@ -21,15 +21,15 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hierrouter_graph import AdapterError, FixedRoutePolicy, HierRouterGraph, ModelSpec, RouterConfig, run_hop
-from hierrouter_graph import models as models_module
-from hierrouter_graph.adapters import base_parameter_count, read_adapter_config, shared_peft_model
-from hierrouter_graph.cloze import ClozeMultipleChoiceChat
 from hierrouter_graph.cost import base_rate_from_param_count
 from hierrouter_graph.graph import build_pool
 from hierrouter_graph.hop import build_hop_messages, extend_context, run_hops
+from hierrouter_graph.members import local as models_module
+from hierrouter_graph.members.adapters import base_parameter_count, read_adapter_config, shared_peft_model
+from hierrouter_graph.members.cloze import ClozeMultipleChoiceChat
+from hierrouter_graph.members.local import build_pool_member
+from hierrouter_graph.members.pool import PoolMember
 from hierrouter_graph.microbatch import MicroBatchedChatModel
-from hierrouter_graph.models import build_pool_member
-from hierrouter_graph.pool import PoolMember
 from tests.tiny_models import special_token_ids
 from tests.trace_compare import assert_same_hops, assert_same_traces
 

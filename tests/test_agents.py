@@ -19,7 +19,7 @@ from langchain_core.tools import tool
 
 from hierrouter_graph import FixedRoutePolicy, HierRouterDecisionModel, HierRouterMiddleware, PoolMember
 from hierrouter_graph.agents.conversation import conversation_context
-from hierrouter_graph.policy import Decision, PolicyTraits
+from hierrouter_graph.policy.protocol import Decision, PolicyTraits
 
 
 class ScriptedModel(GenericFakeChatModel):

@@ -1,4 +1,4 @@
-"""α's rules (``hierrouter_graph.alpha``): exact boundaries, the one tolerance, and a graph and a
+"""α's rules (``hierrouter_graph.policy.alpha``): exact boundaries, the one tolerance, and a graph and a
 server that report the same α for the same policy."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from hierrouter_graph import HierRouterGraph, ModelSpec, RouterConfig, RouterPolicy
-from hierrouter_graph.alpha import (
+from hierrouter_graph.policy.alpha import (
     ALPHA_TOLERANCE,
     AlphaError,
     check_alpha,
@@ -23,8 +23,8 @@ from hierrouter_graph.alpha import (
     trained_alpha_of,
     within_alpha_range,
 )
-from hierrouter_graph.encoder import TextEncoder
-from hierrouter_graph.policy import FixedRoutePolicy, PolicyTraits
+from hierrouter_graph.policy.encoder import TextEncoder
+from hierrouter_graph.policy.protocol import FixedRoutePolicy, PolicyTraits
 from hierrouter_graph.serve import RouterService, create_app
 from hierrouter_graph.serve.protocol import APIError, parse_request
 

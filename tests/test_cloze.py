@@ -8,8 +8,8 @@ import torch
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from hierrouter_graph import FixedRoutePolicy, HierRouterGraph, ModelSpec, RouterConfig
-from hierrouter_graph.cloze import REFUSAL, parse_multiple_choice
 from hierrouter_graph.graph import build_pool
+from hierrouter_graph.members.cloze import REFUSAL, parse_multiple_choice
 
 MC = "Which planet is largest?\n\nA. Mars\nB. Jupiter\nC. Venus\nD. Earth\n\nAnswer with the letter."
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.cost import param_count_from_name
 from hierrouter_graph.defaults import DEFAULT_POLICY_DIR, default_config
-from hierrouter_graph.policy_signature import PolicySignature
+from hierrouter_graph.policy.signature import PolicySignature
 
 REPO = Path(__file__).resolve().parents[1]
 

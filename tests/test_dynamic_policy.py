@@ -17,18 +17,18 @@ import pytest
 import torch
 
 from hierrouter_graph import HierRouterGraph, ModelSpec, RouterConfig, RouterPolicy
-from hierrouter_graph.dynamic_policy import (
+from hierrouter_graph.graph import build_pool
+from hierrouter_graph.hop import extend_context
+from hierrouter_graph.policy.dynamic import (
     KIND_PHRASES,
     DescriptorPolicy,
     describe,
     load_saved_policy,
     saved_policy_kind,
 )
-from hierrouter_graph.encoder import TextEncoder
-from hierrouter_graph.graph import build_pool
-from hierrouter_graph.hop import extend_context
-from hierrouter_graph.policy import STOP_ACTION
-from hierrouter_graph.policy_signature import PolicyMismatchError
+from hierrouter_graph.policy.encoder import TextEncoder
+from hierrouter_graph.policy.protocol import STOP_ACTION
+from hierrouter_graph.policy.signature import PolicyMismatchError
 from tests.training.scripted_pool import BEST_ROUTE, PLAN, POOL, ScriptedChat, make_items, reply
 from training.cli.ppo import parse_args, ppo_args_from
 from training.env import HierRouterEnv

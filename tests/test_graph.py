@@ -19,8 +19,8 @@ from hierrouter_graph import (
     RouterPolicy,
     create_hierrouter_graph,
 )
-from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.hop import extend_context
+from hierrouter_graph.policy.encoder import TextEncoder
 from tests.trace_compare import assert_same_traces
 
 QUERY = "What is seven times six?"

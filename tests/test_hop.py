@@ -107,8 +107,8 @@ def test_answer_text_is_the_last_reply() -> None:
 
 
 def test_answer_text_skips_a_specialists_refusal_or_an_empty_reply() -> None:
-    from hierrouter_graph.cloze import REFUSAL
     from hierrouter_graph.hop import answer_text
+    from hierrouter_graph.members.cloze import REFUSAL
 
     assert answer_text(["42", REFUSAL]) == "42"
     assert answer_text([REFUSAL, "42"]) == "42"
@@ -120,15 +120,15 @@ def test_answer_text_skips_a_specialists_refusal_or_an_empty_reply() -> None:
 
 
 def test_answer_text_keeps_the_refusal_when_nothing_else_answered() -> None:
-    from hierrouter_graph.cloze import REFUSAL
     from hierrouter_graph.hop import answer_text
+    from hierrouter_graph.members.cloze import REFUSAL
 
     assert answer_text([REFUSAL, REFUSAL]) == REFUSAL
 
 
 def test_the_route_state_answers_with_its_last_reply() -> None:
-    from hierrouter_graph.cloze import REFUSAL
     from hierrouter_graph.hop import HopResult
+    from hierrouter_graph.members.cloze import REFUSAL
     from hierrouter_graph.route import RouteState, advance
 
     def hop(reply: str) -> HopResult:

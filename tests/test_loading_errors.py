@@ -13,13 +13,13 @@ import torch
 from pydantic import ValidationError
 
 import hierrouter_graph.__main__ as cli_main
-import hierrouter_graph.policy_files as policy_files
+import hierrouter_graph.policy.files as policy_files
 from hierrouter_graph import ModelSpec, RouterConfig, RouterPolicy
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.defaults import DEFAULT_POLICY_DIR
-from hierrouter_graph.dynamic_policy import DescriptorPolicy
-from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.loading_errors import LoadError
+from hierrouter_graph.policy.dynamic import DescriptorPolicy
+from hierrouter_graph.policy.encoder import TextEncoder
 
 POOL = ["small", "medium", "large"]
 

@@ -23,8 +23,8 @@ from langchain_huggingface import ChatHuggingFace
 from hierrouter_graph import FixedRoutePolicy, HierRouterGraph, ModelSpec, RouterConfig, run_hop
 from hierrouter_graph.graph import build_pool
 from hierrouter_graph.hop import HopResult
+from hierrouter_graph.members.pool import PoolMember
 from hierrouter_graph.microbatch import MicroBatchedChatModel, MicroBatcher, MicroBatcherClosedError
-from hierrouter_graph.pool import PoolMember
 from tests.trace_compare import assert_same_traces
 
 INSTRUCTION = "Solve."
@@ -272,7 +272,7 @@ def test_a_much_longer_prompt_gets_its_own_generate_call(pools, monkeypatch) -> 
 
 
 def test_chunks_keep_at_least_half_of_the_prompt_tokens_real() -> None:
-    from hierrouter_graph.generation import BatchGenerator
+    from hierrouter_graph.members.generation import BatchGenerator
 
     generator = BatchGenerator(model=None, tokenizer=None, generate_kwargs={}, max_batch=4)
     assert generator._chunks([30, 10, 20, 10]) == [[1, 3, 2, 0]]  # shortest first, one call

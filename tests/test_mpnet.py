@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hierrouter_graph import HierRouterGraph, RouterConfig, RouterPolicy
-from hierrouter_graph.encoder import load_encoder
+from hierrouter_graph.policy.encoder import load_encoder
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,11 @@ import torch
 from langchain_core.messages import HumanMessage
 from pydantic import ValidationError
 
-from hierrouter_graph import ModelSpec, RouterConfig, engine_choice
+from hierrouter_graph import ModelSpec, RouterConfig
 from hierrouter_graph.confidence import Confidence, confidence_features
-from hierrouter_graph.engine_choice import BackendUnavailableError, resolve_backend
-from hierrouter_graph.openvino_engine import openvino_threads
+from hierrouter_graph.members import engine_choice
+from hierrouter_graph.members.engine_choice import BackendUnavailableError, resolve_backend
+from hierrouter_graph.members.openvino_engine import openvino_threads
 
 QWEN = "offline:qwen2.5-coder-0.5b-instruct"
 OLD_QWEN_FINGERPRINT = (
@@ -118,8 +119,7 @@ def test_transformers_fingerprints_stay_byte_for_byte(cpu_with_openvino: None) -
 def test_openvino_fingerprint_names_engine_precision_and_resolved_dtype(
     cpu_with_openvino: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hierrouter_graph import quantize
-
+    from hierrouter_graph.members import quantize as quantize
     monkeypatch.setattr(quantize, "cpu_has_native_bf16", lambda: True)
     engine = json.loads(_qwen().fingerprint())["engine"]
     assert engine == {
@@ -187,7 +187,7 @@ def _spec(folder: Path, backend: str, **fields: object) -> ModelSpec:
 def test_float32_ir_replies_equal_transformers_token_for_token(
     tiny_folders: dict[str, Path], tmp_path: Path
 ) -> None:
-    from hierrouter_graph.models import build_pool_member
+    from hierrouter_graph.members.local import build_pool_member
 
     folder = tiny_folders["tiny-a"]
     torch_member = build_pool_member(_spec(folder, "transformers"), tmp_path)
@@ -238,9 +238,9 @@ def test_float32_ir_replies_equal_transformers_token_for_token(
 def test_int8_ir_and_auto_and_prepare(
     tiny_folders: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hierrouter_graph import quantize
-    from hierrouter_graph.models import build_pool_member, describe_backend
-    from hierrouter_graph.prepare import prepare_models
+    from hierrouter_graph.members import quantize as quantize
+    from hierrouter_graph.members.local import build_pool_member, describe_backend
+    from hierrouter_graph.members.prepare import prepare_models
 
     folder = tiny_folders["tiny-b"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

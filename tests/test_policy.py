@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hierrouter_graph import FixedRoutePolicy, PolicyMismatchError, RouterPolicy
-from hierrouter_graph.encoder import TextEncoder
+from hierrouter_graph.policy.encoder import TextEncoder
 
 POOL = ["small", "medium", "large"]
 

@@ -1,4 +1,4 @@
-"""The registry of trained policy kinds (``dynamic_policy.TRAINED_POLICY_KINDS``): one name per
+"""The registry of trained policy kinds (``dynamic.TRAINED_POLICY_KINDS``): one name per
 kind, read from ``policy.json`` (a ``RouterPolicy``'s files carry none), the only dispatch."""
 
 from __future__ import annotations
@@ -10,15 +10,16 @@ import pytest
 import torch
 
 from hierrouter_graph import ModelSpec, RouterConfig
-from hierrouter_graph.dynamic_policy import (
+from hierrouter_graph.policy.dynamic import (
     TRAINED_POLICY_KINDS,
     DescriptorPolicy,
     load_saved_policy,
     saved_policy_kind,
 )
-from hierrouter_graph.encoder import TextEncoder
-from hierrouter_graph.policy_signature import PolicyMismatchError
-from hierrouter_graph.trained_policy import MLP_KIND, RouterPolicy
+from hierrouter_graph.policy.encoder import TextEncoder
+from hierrouter_graph.policy.router import RouterPolicy
+from hierrouter_graph.policy.signature import PolicyMismatchError
+from hierrouter_graph.policy.trained import MLP_KIND
 from training.policy_setup import POLICY_KINDS
 
 SPECS = [

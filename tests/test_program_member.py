@@ -16,10 +16,14 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from hierrouter_graph import EndpointSpec, HierRouterGraph, ModelSpec, PoolMember, RouterConfig, run_hop
 from hierrouter_graph.cost import hop_cost
 from hierrouter_graph.hop import CachedReply, run_hops
+from hierrouter_graph.members.program import ProgramRunner, ProgramSettings, program_aided
+from hierrouter_graph.members.program_reply import (
+    DEFAULT_PROGRAM_SYSTEM_PROMPT,
+    extract_program,
+    program_trace,
+)
 from hierrouter_graph.microbatch import GenerationRequest, MicroBatchedChatModel, MicroBatcher
-from hierrouter_graph.policy import FixedRoutePolicy
-from hierrouter_graph.program_member import ProgramRunner, ProgramSettings, program_aided
-from hierrouter_graph.program_reply import DEFAULT_PROGRAM_SYSTEM_PROMPT, extract_program, program_trace
+from hierrouter_graph.policy.protocol import FixedRoutePolicy
 from hierrouter_graph.sandbox import SandboxResult, SandboxUnavailable, run_python
 
 _SUM = re.compile(r"What is (\d+) plus (\d+)\?")
@@ -323,7 +327,7 @@ def test_two_hop_graph_program_member_then_chat_member() -> None:
 def test_endpoint_program_member_is_allowed_and_wrapped() -> None:
     spec = _spec(endpoint=EndpointSpec(url="http://127.0.0.1:9"))
     assert spec.kind == "program"
-    from hierrouter_graph.models import build_pool_member
+    from hierrouter_graph.members.local import build_pool_member
 
     assert build_pool_member(spec, cache_dir=None).runs_programs  # type: ignore[arg-type]
 
@@ -411,8 +415,8 @@ def test_trace_is_read_back_from_the_reply_alone() -> None:
 
 
 def test_loaded_and_replay_members_agree_and_batch_like_single_hops(tiny_specs: Any, tmp_path: Any) -> None:
-    from hierrouter_graph.models import build_pool_member
-    from hierrouter_graph.replay_member import build_replay_member
+    from hierrouter_graph.members.local import build_pool_member
+    from hierrouter_graph.members.replay import build_replay_member
 
     spec = ModelSpec(
         **{**tiny_specs[0].model_dump(), "name": "tiny-p", "kind": "program", "max_batch_size": 1}

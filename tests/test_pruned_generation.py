@@ -15,7 +15,7 @@ import pytest
 import torch
 from langchain_core.messages import HumanMessage
 
-from hierrouter_graph.generation import BatchGenerator
+from hierrouter_graph.members.generation import BatchGenerator
 from tests.tiny_models import special_token_ids
 
 PROMPTS = [

@@ -8,9 +8,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from hierrouter_graph import quantize
-from hierrouter_graph.config import EndpointSpec, ModelSpec
-from hierrouter_graph.models import describe_backend, load_causal_lm, resolve_dtype
+from hierrouter_graph.members import quantize as quantize
+from hierrouter_graph.members.local import describe_backend, load_causal_lm, resolve_dtype
+from hierrouter_graph.model_spec import EndpointSpec, ModelSpec
 
 FULL = "torch.nn.modules.linear"
 INT8 = "torch.ao.nn.quantized.dynamic.modules.linear"  # its class is also named "Linear"

@@ -6,7 +6,7 @@ import pytest
 
 from hierrouter_graph import FixedRoutePolicy, HierRouterGraph, ModelSpec, RouterConfig
 from hierrouter_graph.config import default_cache_dir
-from hierrouter_graph.models import load_causal_lm
+from hierrouter_graph.members.local import load_causal_lm
 from hierrouter_graph.offline import QWEN_CODER_05B, QWEN_CODER_15B
 
 pytestmark = pytest.mark.integration

@@ -30,7 +30,7 @@ from hierrouter_graph import (
     run_hop,
 )
 from hierrouter_graph.graph import build_pool
-from hierrouter_graph.remote import MAX_BACKOFF_S, EndpointClient, chat_completions_url
+from hierrouter_graph.members.remote import MAX_BACKOFF_S, EndpointClient, chat_completions_url
 
 URL = "http://inference.test:8000"
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -457,7 +457,7 @@ def test_mixed_pool_local_model_and_endpoint_in_one_graph(
 
 
 def test_endpoint_spec_dispatches_without_loading(tmp_path: Path) -> None:
-    from hierrouter_graph.models import build_pool_member
+    from hierrouter_graph.members.local import build_pool_member
 
     member = build_pool_member(_endpoint_spec(), tmp_path)
     assert member.extra == {"endpoint_url": URL, "on_error": "fail", "max_concurrency": 8}

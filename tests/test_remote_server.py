@@ -25,7 +25,7 @@ from transformers import AutoTokenizer
 
 from bench.local_server import free_port, stop
 from hierrouter_graph import FixedRoutePolicy, HierRouterGraph, ModelSpec, RemoteModelError, RouterConfig
-from hierrouter_graph.pool import TokenizerCounter
+from hierrouter_graph.members.pool import TokenizerCounter
 
 # allow_hosts alone (no enable_socket, which would lift every restriction): loopback only
 pytestmark = [pytest.mark.integration, pytest.mark.allow_hosts(["127.0.0.1"])]

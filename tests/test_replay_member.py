@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from hierrouter_graph.config import ModelSpec, RouterConfig
+from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.graph import build_pool
 from hierrouter_graph.hop import build_hop_messages, hop_key, run_hop
-from hierrouter_graph.models import build_pool_member
-from hierrouter_graph.replay_member import NotLoadedChat, ReplayOnlyMemberError, build_replay_member
+from hierrouter_graph.members.local import build_pool_member
+from hierrouter_graph.members.replay import NotLoadedChat, ReplayOnlyMemberError, build_replay_member
+from hierrouter_graph.model_spec import ModelSpec
 from training.replay import ReplayOnlyCache, ReplayStore
 
 LONG = "The query comes first. " + "filler words of the middle " * 60 + "The newest reply comes last."
@@ -64,7 +65,7 @@ def test_a_recorded_hop_replays_without_weights_and_a_missing_one_says_what_to_d
 def test_build_pool_loads_no_weights_for_replay(
     tiny_specs: list[ModelSpec], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import hierrouter_graph.models as models
+    import hierrouter_graph.members.local as models
 
     def no_weights(*args: object, **kwargs: object) -> None:
         raise AssertionError("weights were loaded")

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from hierrouter_graph import HierRouterGraph, ModelSpec, RouterConfig
 from hierrouter_graph.checkpoint import sqlite_checkpointer
-from hierrouter_graph.policy import FixedRoutePolicy, PolicyTraits
+from hierrouter_graph.policy.protocol import FixedRoutePolicy, PolicyTraits
 from hierrouter_graph.serve import RouterService, create_app
 
 QUERY = [{"role": "user", "content": "What is seven times six?"}]

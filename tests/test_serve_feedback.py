@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from hierrouter_graph import HierRouterGraph, ModelSpec, RouterConfig
 from hierrouter_graph.hop import extend_context
-from hierrouter_graph.policy import FixedRoutePolicy
+from hierrouter_graph.policy.protocol import FixedRoutePolicy
 from hierrouter_graph.serve import FeedbackStore, RouterService, create_app
 
 QUERY = "What is seven times six?"

@@ -25,7 +25,7 @@ from hierrouter_graph.hop import (
     run_hop,
     run_hops,
 )
-from hierrouter_graph.policy import FixedRoutePolicy
+from hierrouter_graph.policy.protocol import FixedRoutePolicy
 
 QUERY = "What is two plus two?"
 

@@ -28,8 +28,8 @@ from hierrouter_graph import (
     RouterConfig,
     RouterPolicy,
 )
-from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import create_hierrouter_graph
+from hierrouter_graph.policy.encoder import TextEncoder
 
 POOL = ["alpha", "beta"]
 RATES = {"alpha": 0.001, "beta": 0.01}

@@ -30,7 +30,7 @@ Two answers match when the normalised strings are equal or both are plain number
 decimals, ``\\frac{a}{b}``, ``a/b``, optionally negative) with the same exact rational value.
 
 Program output (all three extractors above): when a reply holds a ```output block — what a
-program-aided member's program printed (``hierrouter_graph/program_reply.py``), or an output block
+program-aided member's program printed (``hierrouter_graph/members/program_reply.py``), or an output block
 a chat model wrote itself — the answer is read from the LAST output block's last non-empty line
 only, by the same rules (a MATH line without ``\\boxed``/"final answer is" is the answer as it
 stands). No fallback to the rest of the reply: a program that failed or printed nothing answers
@@ -50,7 +50,7 @@ from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
-from hierrouter_graph.program_reply import last_output_line
+from hierrouter_graph.members.program_reply import last_output_line
 
 __all__ = [
     "MC_LETTERS",

@@ -38,8 +38,8 @@ from hierrouter_graph.confidence import Confidence
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.defaults import default_config
 from hierrouter_graph.hop import CONTEXT_SEPARATOR, CachedReply, messages_from_cache_key
-from hierrouter_graph.pool import PoolMember
-from hierrouter_graph.pool_builder import build_pool
+from hierrouter_graph.members.build import build_pool
+from hierrouter_graph.members.pool import PoolMember
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.replay import ReplayStore
 

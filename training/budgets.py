@@ -33,8 +33,8 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import applied_budget, run_hops
-from hierrouter_graph.pool import PoolMember
-from hierrouter_graph.pool_builder import build_pool
+from hierrouter_graph.members.build import build_pool
+from hierrouter_graph.members.pool import PoolMember
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.benchmarks import load_specialization_items
 from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item

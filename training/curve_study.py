@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from hierrouter_graph.config import RouterConfig
-from hierrouter_graph.policy import RoutingPolicy
-from hierrouter_graph.pool import PoolMember
+from hierrouter_graph.members.pool import PoolMember
+from hierrouter_graph.policy.protocol import RoutingPolicy
 from training import curves as cv
 from training.datasets import ALL_TASKS, Item
 from training.learned import KNN, MLP, fit_routers, query_embeddings

@@ -31,8 +31,8 @@ from numpy.typing import NDArray
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import ReplyCache
-from hierrouter_graph.policy import RoutingPolicy
-from hierrouter_graph.pool import PoolMember
+from hierrouter_graph.members.pool import PoolMember
+from hierrouter_graph.policy.protocol import RoutingPolicy
 from training.baselines import calibrate
 from training.datasets import Item
 from training.learned import KNN, MLP, FittedRouters, stack

@@ -43,15 +43,15 @@ import numpy as np
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.defaults import default_config
-from hierrouter_graph.dynamic_policy import (
+from hierrouter_graph.members.pool import PoolMember
+from hierrouter_graph.policy.dynamic import (
     DESCRIPTOR_KIND,
     KIND_PHRASES,
     DescriptorPolicy,
     ModelDescriptor,
     describe,
 )
-from hierrouter_graph.pool import PoolMember
-from hierrouter_graph.trained_policy import MLP_KIND
+from hierrouter_graph.policy.trained import MLP_KIND
 from training.datasets import Item
 from training.policy_setup import TrainablePolicy, build_env, make_policy
 from training.ppo import PPOArgs, train

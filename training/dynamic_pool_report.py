@@ -47,7 +47,7 @@ def dynamic_pool_report(
         "## Dynamic pool" if hold_out == DEFAULT_HOLD_OUT else f"### Dynamic pool, holding out `{hold_out}`",
         "",
         f"- **Command:** `{command}`",
-        f"- **What:** `DescriptorPolicy` (hierrouter_graph/dynamic_policy.py) trained without `{hold_out}`, "
+        f"- **What:** `DescriptorPolicy` (hierrouter_graph/policy/dynamic.py) trained without `{hold_out}`, "
         "then given the full pool with the same weights; compared with retraining from scratch. Test split "
         f"of the default pool (n = {len(items)}), replayed from a copy of the recorded store.",
         f"- **Seeds:** {', '.join(map(str, seeds))} (PPO, paper defaults). Cells: the per-query mean over "

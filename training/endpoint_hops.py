@@ -11,7 +11,7 @@ prompt, key, token counts and price are exactly the sequential recording's, and 
 committed in its own transaction the moment it arrives: a run killed with ``kill -9`` loses only
 the requests in flight, and the next run skips everything stored (``INSERT OR IGNORE`` keeps the
 first reply if two processes ever race on one key). Retries, backoff and the per-request timeout
-are the endpoint client's (``hierrouter_graph.remote.EndpointClient``); a hop that still fails
+are the endpoint client's (``hierrouter_graph.members.remote.EndpointClient``); a hop that still fails
 raises ``HopFailedError`` naming the member and the item, after the hops already in flight have
 landed (and been stored).
 """
@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
 from hierrouter_graph.hop import HopResult, ReplyCache, run_hop
-from hierrouter_graph.pool import PoolMember
+from hierrouter_graph.members.pool import PoolMember
 
 __all__ = ["HopFailedError", "StageCancelledError", "concurrent_hops"]
 

@@ -30,11 +30,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from hierrouter_graph.alpha import resolve_alpha
 from hierrouter_graph.confidence import CONFIDENCE_FEATURES, Confidence, confidence_features
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import HopResult, ReplyCache, run_hop
-from hierrouter_graph.pool import PoolMember
+from hierrouter_graph.members.pool import PoolMember
+from hierrouter_graph.policy.alpha import resolve_alpha
 from hierrouter_graph.route import RouteState, advance
 from training.datasets import Item
 from training.replay import StateEncoder

@@ -37,9 +37,9 @@ from numpy.typing import NDArray
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import ReplyCache
-from hierrouter_graph.policy import RoutingPolicy
-from hierrouter_graph.pool import PoolMember
-from hierrouter_graph.trained_policy import TrainedPolicy
+from hierrouter_graph.members.pool import PoolMember
+from hierrouter_graph.policy.protocol import RoutingPolicy
+from hierrouter_graph.policy.trained import TrainedPolicy
 from training.curves import SweepPoint, alpha_sweep_points, oracle_point
 from training.datasets import ALL_TASKS, Item
 from training.learned import query_embeddings

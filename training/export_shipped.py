@@ -35,8 +35,8 @@ def export_shipped(
 ) -> tuple[int, int, int]:
     """Export ``config``'s replies, its meta and its decision-state embeddings to ``record``;
     returns the counts (replies, complete items, contexts)."""
-    from hierrouter_graph.encoder import load_encoder
-    from hierrouter_graph.pool_builder import build_pool
+    from hierrouter_graph.members.build import build_pool
+    from hierrouter_graph.policy.encoder import load_encoder
     from training.datasets import ALL_TASKS, DEFAULT_PER_TASK
     from training.record import write_record_meta
     from training.replay import CachedEncoder

@@ -29,9 +29,10 @@ import torch
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.defaults import DEFAULT_POLICY_DIR
 from hierrouter_graph.hop import CONTEXT_SEPARATOR
+from hierrouter_graph.policy.router import RouterPolicy
+from hierrouter_graph.policy.trained import TrainedPolicy
 from hierrouter_graph.route import RouteState, decide_next
 from hierrouter_graph.serve.feedback import FeedbackStore
-from hierrouter_graph.trained_policy import RouterPolicy, TrainedPolicy
 from training.cli.context import add_data_flags, add_router_flags, load_run_context
 from training.cli.from_feedback import retrain_from_log
 from training.datasets import Item

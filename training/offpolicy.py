@@ -27,8 +27,9 @@ from typing import Any
 
 import torch
 
+from hierrouter_graph.policy.router import RouterPolicy
+from hierrouter_graph.policy.trained import TrainedPolicy
 from hierrouter_graph.serve.feedback import LoggedRoute
-from hierrouter_graph.trained_policy import RouterPolicy, TrainedPolicy
 
 __all__ = ["LoggedBatch", "OffPolicyArgs", "improve", "provenance"]
 

@@ -16,16 +16,17 @@ import gymnasium as gym
 import torch
 
 from hierrouter_graph.config import RouterConfig
-from hierrouter_graph.dynamic_policy import DESCRIPTOR_KIND, TRAINED_POLICY_KINDS, DescriptorPolicy
 from hierrouter_graph.hop import ReplyCache
-from hierrouter_graph.policy_signature import PolicySignature
-from hierrouter_graph.pool import PoolMember
-from hierrouter_graph.trained_policy import MLP_KIND, RouterPolicy
+from hierrouter_graph.members.pool import PoolMember
+from hierrouter_graph.policy.dynamic import DESCRIPTOR_KIND, TRAINED_POLICY_KINDS, DescriptorPolicy
+from hierrouter_graph.policy.router import RouterPolicy
+from hierrouter_graph.policy.signature import PolicySignature
+from hierrouter_graph.policy.trained import MLP_KIND
 from training.datasets import Item
 from training.reward import ScoreMemo
 
 if TYPE_CHECKING:
-    from hierrouter_graph.encoder import TextEncoder
+    from hierrouter_graph.policy.encoder import TextEncoder
     from training.replay import StateEncoder
 
 
@@ -50,7 +51,7 @@ __all__ = [
 ]
 
 POLICY_KINDS: tuple[str, ...] = tuple(TRAINED_POLICY_KINDS)
-"""``PPOArgs.policy_kind``, the library's registry (``dynamic_policy.TRAINED_POLICY_KINDS``): "mlp" =
+"""``PPOArgs.policy_kind``, the library's registry (``dynamic.TRAINED_POLICY_KINDS``): "mlp" =
 ``RouterPolicy`` (one logit per pool index, the paper's), "descriptor" = ``DescriptorPolicy`` (one
 shared scorer of (state, model descriptor): the pool may change later)."""
 

@@ -36,8 +36,8 @@ from tqdm import tqdm
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import CachedReply, HopResult, run_hops
-from hierrouter_graph.pool import PoolMember
-from hierrouter_graph.remote import endpoint_concurrency
+from hierrouter_graph.members.pool import PoolMember
+from hierrouter_graph.members.remote import endpoint_concurrency
 from training.datasets import Item
 from training.endpoint_hops import HopFailedError, StageCancelledError, concurrent_hops
 from training.replay import ReplayStore
@@ -380,8 +380,8 @@ def write_record_meta(config: RouterConfig, path: Path) -> None:
 
     import torch
 
-    from hierrouter_graph.models import describe_backend
-    from hierrouter_graph.quantize import cpu_has_native_bf16
+    from hierrouter_graph.members.local import describe_backend
+    from hierrouter_graph.members.quantize import cpu_has_native_bf16
 
     members = {}
     for spec in config.models:

@@ -48,8 +48,8 @@ import numpy as np
 import torch
 
 from hierrouter_graph.confidence import Confidence
-from hierrouter_graph.encoder import SentenceEncoder
 from hierrouter_graph.hop import CachedReply, ReplyCache
+from hierrouter_graph.policy.encoder import SentenceEncoder
 from training.replay_checks import check_replay_file
 from training.replay_file import RECORD_FIELDS, read_records, write_records
 

@@ -18,7 +18,7 @@ from typing import cast
 import numpy as np
 
 from hierrouter_graph.config import RouterConfig
-from hierrouter_graph.policy import RoutingPolicy
+from hierrouter_graph.policy.protocol import RoutingPolicy
 from training.datasets import Item
 from training.strategies import ROUTER, Scores, Strategy, router_strategy
 from training.tree import OutcomeTree, Route, route_label

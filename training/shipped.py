@@ -127,7 +127,7 @@ class ShippedRecord:
         other hardware holds replies this machine would not produce; saying so keeps a replayed
         evaluation from passing as a live one.
         """
-        from hierrouter_graph.models import describe_backend
+        from hierrouter_graph.members.local import describe_backend
 
         members = self.read_meta()["members"]
         assert isinstance(members, dict)  # read_meta checked

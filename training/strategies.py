@@ -42,10 +42,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hierrouter_graph.config import RouterConfig
-from hierrouter_graph.policy import STOP_ACTION, RoutingPolicy
-from hierrouter_graph.policy_signature import PolicyMismatchError, PolicySignature
+from hierrouter_graph.policy.protocol import STOP_ACTION, RoutingPolicy
+from hierrouter_graph.policy.signature import PolicyMismatchError, PolicySignature
+from hierrouter_graph.policy.trained import TrainedPolicy
 from hierrouter_graph.route import RouteState, decide_next
-from hierrouter_graph.trained_policy import TrainedPolicy
 from training.datasets import Item
 from training.learned import KNN, MLP, fit_routers, stack
 from training.statistics import FloatArray

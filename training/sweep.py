@@ -37,8 +37,8 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 import numpy as np
 
 from hierrouter_graph.config import RouterConfig
-from hierrouter_graph.pool import PoolMember
-from hierrouter_graph.trained_policy import RouterPolicy
+from hierrouter_graph.members.pool import PoolMember
+from hierrouter_graph.policy.router import RouterPolicy
 from training import evaluate as ev
 from training.datasets import DEFAULT_PER_TASK, Item
 from training.policy_setup import build_env, make_policy

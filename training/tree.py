@@ -26,7 +26,7 @@ from tqdm import tqdm
 from hierrouter_graph.confidence import Confidence
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import HopResult, ReplyCache, run_hop, run_hops
-from hierrouter_graph.pool import PoolMember
+from hierrouter_graph.members.pool import PoolMember
 from hierrouter_graph.route import Route, RouteState, advance
 from training.datasets import Item
 from training.replay import ReplayMissError, ReplayOnlyCache, StateEncoder

@@ -30,8 +30,8 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 import numpy as np
 
 from hierrouter_graph.config import RouterConfig
-from hierrouter_graph.dynamic_policy import load_saved_policy
-from hierrouter_graph.pool import PoolMember
+from hierrouter_graph.members.pool import PoolMember
+from hierrouter_graph.policy.dynamic import load_saved_policy
 from training.datasets import Item
 from training.policy_setup import build_env, make_policy
 from training.ppo import PPOArgs, train

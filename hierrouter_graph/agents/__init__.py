@@ -2,7 +2,7 @@
 ``create_agent`` run; ``HierRouterDecisionModel`` plugs the policy into LangChain's own
 ``ModelRouterMiddleware`` (one decision per run). Needs ``langchain>=1.5`` (the dev extra)."""
 
-from .decision import HierRouterDecisionModel
-from .middleware import AgentCallRecord, HierRouterAgentState, HierRouterMiddleware
+from hierrouter_graph.agents.decision import HierRouterDecisionModel
+from hierrouter_graph.agents.middleware import AgentCallRecord, HierRouterAgentState, HierRouterMiddleware
 
 __all__ = ["AgentCallRecord", "HierRouterAgentState", "HierRouterDecisionModel", "HierRouterMiddleware"]

@@ -15,11 +15,11 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 
-from ..alpha import resolve_alpha as resolve
-from ..cost import hop_cost
-from ..hop import extend_context
-from ..policy import RoutingPolicy
-from ..pool import PoolMember
+from hierrouter_graph.cost import hop_cost
+from hierrouter_graph.hop import extend_context
+from hierrouter_graph.members.pool import PoolMember
+from hierrouter_graph.policy.alpha import resolve_alpha as resolve
+from hierrouter_graph.policy.protocol import RoutingPolicy
 
 __all__ = ["call_price", "conversation_context", "members_for", "message_text", "resolve_alpha"]
 

@@ -22,9 +22,9 @@ from langchain_core.decisions.types import Question, State
 from langchain_core.messages import BaseMessage
 from pydantic import ConfigDict
 
-from ..policy import RoutingPolicy, check_routing_policy
-from ..route import RouteState, decide_next
-from .conversation import conversation_context, resolve_alpha
+from hierrouter_graph.agents.conversation import conversation_context, resolve_alpha
+from hierrouter_graph.policy.protocol import RoutingPolicy, check_routing_policy
+from hierrouter_graph.route import RouteState, decide_next
 
 __all__ = ["HierRouterDecisionModel"]
 

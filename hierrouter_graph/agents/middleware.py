@@ -43,10 +43,16 @@ from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from ..policy import STOP_ACTION, Decision, RoutingPolicy, check_routing_policy
-from ..pool import PoolMember
-from ..route import RouteState, decide_next
-from .conversation import call_price, conversation_context, members_for, requested_alpha, resolve_alpha
+from hierrouter_graph.agents.conversation import (
+    call_price,
+    conversation_context,
+    members_for,
+    requested_alpha,
+    resolve_alpha,
+)
+from hierrouter_graph.members.pool import PoolMember
+from hierrouter_graph.policy.protocol import STOP_ACTION, Decision, RoutingPolicy, check_routing_policy
+from hierrouter_graph.route import RouteState, decide_next
 
 __all__ = ["AgentCallRecord", "HierRouterAgentState", "HierRouterMiddleware"]
 

@@ -7,9 +7,9 @@ extra (FastAPI, uvicorn, langgraph-checkpoint-sqlite). See docs/deploy.md.
 
 from __future__ import annotations
 
-from .app import RouterService, create_app
-from .feedback import FeedbackError, FeedbackStore
-from .protocol import MODEL_ID, APIError, parse_request
+from hierrouter_graph.serve.app import RouterService, create_app
+from hierrouter_graph.serve.feedback import FeedbackError, FeedbackStore
+from hierrouter_graph.serve.protocol import MODEL_ID, APIError, parse_request
 
 __all__ = [
     "MODEL_ID",

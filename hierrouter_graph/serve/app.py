@@ -37,11 +37,11 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langgraph.graph.state import CompiledStateGraph
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..alpha import same_alpha
-from ..graph import HierRouterGraph, InvalidQueryError
-from ..hop import DECLINED_REPLIES, declined
-from .feedback import FeedbackError, FeedbackStore
-from .protocol import (
+from hierrouter_graph.graph import HierRouterGraph, InvalidQueryError
+from hierrouter_graph.hop import DECLINED_REPLIES, declined
+from hierrouter_graph.policy.alpha import same_alpha
+from hierrouter_graph.serve.feedback import FeedbackError, FeedbackStore
+from hierrouter_graph.serve.protocol import (
     MODEL_ID,
     APIError,
     ParsedRequest,

@@ -10,10 +10,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..config import RouterConfig, default_cache_dir
-from ..defaults import default_config
-from ..graph import HierRouterGraph
-from .app import RouterService, create_app
+from hierrouter_graph.config import RouterConfig, default_cache_dir
+from hierrouter_graph.defaults import default_config
+from hierrouter_graph.graph import HierRouterGraph
+from hierrouter_graph.serve.app import RouterService, create_app
 
 __all__ = ["build_service", "main"]
 
@@ -59,10 +59,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def build_service(args: argparse.Namespace) -> RouterService:
     """The RouterService for parsed CLI args."""
-    from ..checkpoint import sqlite_checkpointer
+    from hierrouter_graph.checkpoint import sqlite_checkpointer
 
     config = RouterConfig.from_file(args.config) if args.config else default_config()
-    from .feedback import FeedbackStore
+    from hierrouter_graph.serve.feedback import FeedbackStore
 
     router = HierRouterGraph(config, policy=args.policy, sample=args.sample)
     feedback = None

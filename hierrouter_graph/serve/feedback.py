@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..hop import extend_context
+from hierrouter_graph.hop import extend_context
 
 __all__ = ["LABEL_SCORES", "FeedbackError", "FeedbackStore", "LoggedHop", "LoggedRoute"]
 

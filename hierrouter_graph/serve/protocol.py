@@ -27,7 +27,7 @@ from pydantic import (
     ValidationError,
 )
 
-from ..alpha import AlphaError, resolve_alpha, same_alpha
+from hierrouter_graph.policy.alpha import AlphaError, resolve_alpha, same_alpha
 
 __all__ = [
     "MODEL_ID",

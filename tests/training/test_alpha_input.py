@@ -22,11 +22,11 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ValidationError
 
 from hierrouter_graph import ModelSpec, RouterConfig
-from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import HierRouterGraph, build_pool
-from hierrouter_graph.policy_inputs import alpha_feature
-from hierrouter_graph.policy_signature import PolicyMismatchError
-from hierrouter_graph.trained_policy import RouterPolicy
+from hierrouter_graph.policy.encoder import TextEncoder
+from hierrouter_graph.policy.inputs import alpha_feature
+from hierrouter_graph.policy.router import RouterPolicy
+from hierrouter_graph.policy.signature import PolicyMismatchError
 from training.datasets import Item
 from training.env import HierRouterEnv
 from training.policy_setup import make_policy

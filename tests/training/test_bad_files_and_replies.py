@@ -15,7 +15,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 from hierrouter_graph import RouterConfig, build_pool
 from hierrouter_graph.hop import run_hop
-from hierrouter_graph.pool import PoolMember
+from hierrouter_graph.members.pool import PoolMember
 from training.metrics import TASK_METRICS, score
 from training.replay import ReplayStore
 from training.replay_file import read_records, write_records
@@ -98,7 +98,7 @@ def test_a_meta_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
 
 
 def test_a_record_made_with_other_numerics_says_so_once(tiny_config: RouterConfig, tmp_path: Path) -> None:
-    from hierrouter_graph.models import describe_backend
+    from hierrouter_graph.members.local import describe_backend
 
     here = {s.name: describe_backend(s, tiny_config.resolved_cache_dir) for s in tiny_config.models}
     members = {s.name: {"fingerprint": s.fingerprint(), "backend": here[s.name]} for s in tiny_config.models}

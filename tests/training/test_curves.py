@@ -19,8 +19,8 @@ import torch
 
 from hierrouter_graph import RouterConfig
 from hierrouter_graph.graph import build_pool
-from hierrouter_graph.policy import FixedRoutePolicy, PolicyTraits
-from hierrouter_graph.pool import PoolMember
+from hierrouter_graph.members.pool import PoolMember
+from hierrouter_graph.policy.protocol import FixedRoutePolicy, PolicyTraits
 from tests.training.scripted_pool import POOL, chat_models, lucky_items, make_items, scripted_config
 from training import curves as cv
 from training.curve_study import run_study

@@ -26,11 +26,11 @@ import pytest
 import torch
 
 from hierrouter_graph import RouterConfig
-from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import HierRouterGraph, build_pool
-from hierrouter_graph.policy import FixedRoutePolicy
-from hierrouter_graph.pool import PoolMember
-from hierrouter_graph.trained_policy import RouterPolicy
+from hierrouter_graph.members.pool import PoolMember
+from hierrouter_graph.policy.encoder import TextEncoder
+from hierrouter_graph.policy.protocol import FixedRoutePolicy
+from hierrouter_graph.policy.router import RouterPolicy
 from tests.training.scripted_pool import (
     POOL,
     RATES,

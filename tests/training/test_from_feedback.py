@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hierrouter_graph.encoder import TextEncoder
+from hierrouter_graph.policy.encoder import TextEncoder
+from hierrouter_graph.policy.router import RouterPolicy
 from hierrouter_graph.serve.feedback import FeedbackStore
-from hierrouter_graph.trained_policy import RouterPolicy
 from training.cli.from_feedback import main, retrain_from_log
 from training.offpolicy import LoggedBatch, OffPolicyArgs, improve
 

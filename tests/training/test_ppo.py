@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from hierrouter_graph import RouterConfig
-from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import HierRouterGraph, build_pool
 from hierrouter_graph.hop import extend_context
-from hierrouter_graph.trained_policy import RouterPolicy
+from hierrouter_graph.policy.encoder import TextEncoder
+from hierrouter_graph.policy.router import RouterPolicy
 from tests.training.scripted_pool import (
     BEST_ROUTE,
     PLAN,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hierrouter_graph import ModelSpec, PoolMember, RouterConfig
 from hierrouter_graph.graph import build_pool
-from hierrouter_graph.program_member import ProgramRunner, ProgramSettings, program_aided
+from hierrouter_graph.members.program import ProgramRunner, ProgramSettings, program_aided
 from tests.test_program_member import _Checker, _Coder, _Counting
 from tests.training.scripted_pool import make_items
 from training.answers import extract_choice, extract_math_answer, extract_number

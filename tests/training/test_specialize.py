@@ -15,7 +15,7 @@ import torch
 
 from hierrouter_graph import ModelSpec, RouterConfig
 from hierrouter_graph.hop import build_hop_messages
-from hierrouter_graph.models import build_pool_member
+from hierrouter_graph.members.local import build_pool_member
 from training.benchmarks import load_routing_items, load_specialization_items
 from training.datasets import ALL_TASKS, Item
 from training.metrics import score

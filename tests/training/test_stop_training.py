@@ -29,10 +29,10 @@ from hierrouter_graph import (
     RouterConfig,
     RouterPolicy,
 )
-from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import HierRouterGraph, build_pool
 from hierrouter_graph.hop import extend_context
-from hierrouter_graph.policy_signature import PolicyMismatchError
+from hierrouter_graph.policy.encoder import TextEncoder
+from hierrouter_graph.policy.signature import PolicyMismatchError
 from training.datasets import Item
 from training.env import HierRouterEnv, StopNotAllowedError
 from training.evaluate import evaluate

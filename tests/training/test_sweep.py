@@ -16,8 +16,8 @@ import pytest
 
 from hierrouter_graph import RouterConfig
 from hierrouter_graph.config import PAPER_STAGE_PROMPTS
-from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import build_pool
+from hierrouter_graph.policy.encoder import TextEncoder
 from tests.training.scripted_pool import POOL, chat_models, make_items, scripted_config
 from training import evaluate as ev
 from training.cli.record import parser as record_parser

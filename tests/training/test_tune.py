@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from hierrouter_graph.dynamic_policy import load_saved_policy
-from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import build_pool
+from hierrouter_graph.policy.dynamic import load_saved_policy
+from hierrouter_graph.policy.encoder import TextEncoder
 from tests.training.scripted_pool import chat_models, make_items, scripted_config
 from training.datasets import Item
 from training.ppo import PPOArgs

@@ -25,9 +25,9 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 
 from hierrouter_graph import ModelSpec, RouterConfig
 from hierrouter_graph.confidence import NEUTRAL_FEATURES
-from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import HierRouterGraph, build_pool
 from hierrouter_graph.hop import extend_context
+from hierrouter_graph.policy.encoder import TextEncoder
 from training.datasets import Item
 from training.env import HierRouterEnv
 from training.policy_setup import make_policy

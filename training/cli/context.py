@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hierrouter_graph.config import RouterConfig
-from hierrouter_graph.pool import PoolMember
+from hierrouter_graph.members.pool import PoolMember
 from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item
 from training.replay import CachedEncoder, ReplayMissError, ReplayStore, StateEncoder
 from training.routing_data import build_routing_dataset, load_items
@@ -132,7 +132,7 @@ class RunContext:
     def encoder(self) -> StateEncoder:
         """The config's sentence encoder (the given one in tests), loaded once."""
         if self._encoder is None:
-            from hierrouter_graph.encoder import load_encoder
+            from hierrouter_graph.policy.encoder import load_encoder
 
             config = self.config
             self._encoder = self.given_encoder or load_encoder(
@@ -173,9 +173,9 @@ def load_run_context(
     ``require_replay``: replay-only (no ``--live``) needs the store to exist unless a shipped record
     seeds it — say so before building the pool. The pool's weights are loaded only when the
     command can generate (``--live``, or ``generates`` for ``record.py``): replay needs the
-    tokenizers alone (``hierrouter_graph.replay_member``).
+    tokenizers alone (``hierrouter_graph.members.replay``).
     """
-    from hierrouter_graph.pool_builder import build_pool
+    from hierrouter_graph.members.build import build_pool
 
     if getattr(ns, "threads", None) is not None:
         import torch

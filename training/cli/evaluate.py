@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from hierrouter_graph.cli_errors import one_line, run_cli
-from hierrouter_graph.dynamic_policy import load_saved_policy
-from hierrouter_graph.policy import RoutingPolicy
+from hierrouter_graph.policy.dynamic import load_saved_policy
+from hierrouter_graph.policy.protocol import RoutingPolicy
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import RunContext, add_data_flags, add_router_flags, load_run_context
 from training.evaluate import EvaluationResult, evaluate

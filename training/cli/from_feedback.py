@@ -15,12 +15,13 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from hierrouter_graph.alpha import DEFAULT_ALPHA, serving_alpha
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.defaults import DEFAULT_POLICY_DIR
-from hierrouter_graph.encoder import SentenceEncoder
+from hierrouter_graph.policy.alpha import DEFAULT_ALPHA, serving_alpha
+from hierrouter_graph.policy.encoder import SentenceEncoder
+from hierrouter_graph.policy.router import RouterPolicy
+from hierrouter_graph.policy.trained import read_policy_meta
 from hierrouter_graph.serve.feedback import FeedbackStore
-from hierrouter_graph.trained_policy import RouterPolicy, read_policy_meta
 from training.offpolicy import LoggedBatch, OffPolicyArgs, improve, provenance
 
 __all__ = ["main", "retrain_from_log"]

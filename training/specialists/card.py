@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from hierrouter_graph.config import ModelSpec, RouterConfig
+from hierrouter_graph.config import RouterConfig
+from hierrouter_graph.model_spec import ModelSpec
 from training.datasets import SPECIALIZATION
 from training.specialists.examples import Example
 from training.specialists.settings import SpecializeArgs

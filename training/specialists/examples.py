@@ -18,7 +18,7 @@ import torch
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import build_hop_messages
-from hierrouter_graph.pool import PoolMember, TokenizerCounter, messages_to_chat_dicts
+from hierrouter_graph.members.pool import PoolMember, TokenizerCounter, messages_to_chat_dicts
 from training.benchmarks import load_specialization_items
 from training.datasets import SPECIALIZATION, Item
 

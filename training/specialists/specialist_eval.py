@@ -3,7 +3,7 @@
 Why a script: keeping a specialist in the pool costs the router an action and the user memory, so
 it stays only when it beats the generalist on its domain beyond the noise. Both models answer the
 SAME routing-half items (never seen by the specialist) as the stage-0 hop, exactly as the pool
-would: both members come from the pool's factory (``models.build_pool_member``; the specialist is
+would: both members come from the pool's factory (``local.build_pool_member``; the specialist is
 the generalist's spec plus ``adapter``), prompts from ``hop.build_hop_messages``, replies from the
 member's own ``BatchGenerator`` (what ``run_hops`` uses: greedy, ``max_new_tokens`` of the spec,
 128), fp32 on CPU. The task metric is ``training.metrics.score``
@@ -40,11 +40,12 @@ import numpy as np
 from tqdm import tqdm
 
 from hierrouter_graph.cli_errors import run_cli
-from hierrouter_graph.config import ModelSpec, RouterConfig
+from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.defaults import default_config
 from hierrouter_graph.hop import build_hop_messages
-from hierrouter_graph.models import build_pool_member
-from hierrouter_graph.pool import PoolMember
+from hierrouter_graph.members.local import build_pool_member
+from hierrouter_graph.members.pool import PoolMember
+from hierrouter_graph.model_spec import ModelSpec
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.benchmarks import load_routing_items
 from training.datasets import Item

@@ -60,8 +60,9 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 import torch
 from tqdm import tqdm
 
-from hierrouter_graph.config import ModelSpec, RouterConfig
-from hierrouter_graph.models import build_pool_member, load_causal_lm, resolve_model_folder
+from hierrouter_graph.config import RouterConfig
+from hierrouter_graph.members.local import build_pool_member, load_causal_lm, resolve_model_folder
+from hierrouter_graph.model_spec import ModelSpec
 from training import run
 from training.datasets import Item
 from training.specialists.card import FINAL_PREFIX, save_adapter, specialist_card
@@ -147,7 +148,7 @@ def _load_checkpoint(path: Path, args: SpecializeArgs, total_steps: int) -> dict
 def _trainable_model(spec: ModelSpec, cache_dir: Path, args: SpecializeArgs) -> tuple[Any, Any]:
     """A private fp32 copy of the member's base weights, wrapped with fresh LoRA layers.
 
-    The weights come from the folder ``models.resolve_model_folder`` resolves for the member (the
+    The weights come from the folder ``local.resolve_model_folder`` resolves for the member (the
     one ``load_causal_lm`` loads) and the tokenizer is the pool's own. The model is NOT the pool's
     shared instance: ``adapters.py`` injects the pool's adapters into that one, and training must
     neither see them nor change what other members generate with.

@@ -11,12 +11,13 @@ from collections.abc import Mapping
 
 from langchain_core.language_models import BaseChatModel
 
-from .config import ModelSpec, RouterConfig
-from .cost import base_rate_from_param_count, param_count_from_name
-from .models import build_pool_member
-from .pool import PoolMember
-from .program_member import for_spec
-from .replay_member import build_replay_member
+from hierrouter_graph.config import RouterConfig
+from hierrouter_graph.cost import base_rate_from_param_count, param_count_from_name
+from hierrouter_graph.members.local import build_pool_member
+from hierrouter_graph.members.pool import PoolMember
+from hierrouter_graph.members.program import for_spec
+from hierrouter_graph.members.replay import build_replay_member
+from hierrouter_graph.model_spec import ModelSpec
 
 __all__ = ["build_pool"]
 
@@ -29,7 +30,7 @@ def build_pool(
 ) -> dict[str, PoolMember]:
     """Pool members in action order: the given chat models, the rest built from their specs.
 
-    ``weights=False`` builds the rest for replay only (``replay_member.build_replay_member``:
+    ``weights=False`` builds the rest for replay only (``replay.build_replay_member``:
     tokenizer and config, no weights), for commands that never generate.
     """
     given = dict(chat_models or {})

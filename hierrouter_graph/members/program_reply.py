@@ -31,10 +31,10 @@ import re
 import textwrap
 from typing import TYPE_CHECKING
 
-from .state import ProgramTrace
+from hierrouter_graph.state import ProgramTrace
 
 if TYPE_CHECKING:
-    from .sandbox import SandboxResult
+    from hierrouter_graph.sandbox import SandboxResult
 
 __all__ = [
     "DEFAULT_PROGRAM_SYSTEM_PROMPT",

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .confidence import Confidence
-from .generation import shared_generate_lock
-from .pool import TokenizerCounter
+from hierrouter_graph.confidence import Confidence
+from hierrouter_graph.members.generation import shared_generate_lock
+from hierrouter_graph.members.pool import TokenizerCounter
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -243,7 +243,7 @@ class OpenVINOModel:
 
 
 def backend_text(settings: dict[str, str]) -> str:
-    """How an OpenVINO member runs, for record metadata (``models.describe_backend``)."""
+    """How an OpenVINO member runs, for record metadata (``local.describe_backend``)."""
     threads = openvino_threads()
     return (
         f"openvino cpu weights={settings['weights']} dtype={settings['inference_dtype']} "

@@ -6,7 +6,7 @@ differ from the transformers path's), so the resolution has to be importable fro
 without a cycle, and it must not load any weights.
 
 ``ModelSpec.backend``:
-- ``"transformers"``: the torch path (``models.load_causal_lm``), on any device.
+- ``"transformers"``: the torch path (``local.load_causal_lm``), on any device.
 - ``"openvino"``: an OpenVINO IR run by openvino-genai on the CPU (``openvino_engine.py``);
   refused with a clear error where the packages are missing or the device is not the CPU.
 - ``"auto"`` (default): OpenVINO for the built-in offline Qwen members when the device resolves
@@ -20,8 +20,10 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING, Any, Literal
 
+from hierrouter_graph.device import resolve_device
+
 if TYPE_CHECKING:
-    from .config import ModelSpec
+    from hierrouter_graph.model_spec import ModelSpec
 
 __all__ = [
     "AUTO_OPENVINO_SOURCES",
@@ -31,7 +33,6 @@ __all__ = [
     "openvino_installed",
     "openvino_settings",
     "resolve_backend",
-    "resolved_device",
 ]
 
 OPENVINO_MODULES = ("openvino", "openvino_genai", "openvino_tokenizers")
@@ -56,19 +57,6 @@ def openvino_installed() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in OPENVINO_MODULES)
 
 
-def resolved_device(device: str) -> str:
-    """'auto' → 'cuda' when a GPU is visible, else 'mps', else 'cpu'; anything else as given."""
-    if device != "auto":
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 def resolve_backend(spec: ModelSpec) -> Backend:
     """The engine ``spec`` runs on here (see the module docstring).
 
@@ -78,7 +66,7 @@ def resolve_backend(spec: ModelSpec) -> Backend:
     """
     if spec.backend == "transformers" or spec.endpoint is not None or spec.kind == "cloze_mc":
         return "transformers"  # config validation refuses an explicit openvino with these
-    device = resolved_device(spec.device)
+    device = resolve_device(spec.device)
     if spec.backend == "auto":
         eligible = (
             spec.source in AUTO_OPENVINO_SOURCES
@@ -113,7 +101,7 @@ def openvino_settings(spec: ModelSpec) -> dict[str, str]:
     CPU defaults stay: u8 KV cache, dynamically quantized activations (what was measured for speed
     and quality).
     """
-    from .quantize import cpu_has_native_bf16
+    from hierrouter_graph.members.quantize import cpu_has_native_bf16
 
     dtype = spec.dtype
     if dtype == "auto":

@@ -21,10 +21,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ModelSpec, RouterConfig
-from .engine_choice import openvino_settings, resolve_backend
-from .models import OFFLINE_PREFIX, openvino_ir, resolve_model_folder
-from .offline import OFFLINE_MODELS
+from hierrouter_graph.config import RouterConfig
+from hierrouter_graph.members.engine_choice import openvino_settings, resolve_backend
+from hierrouter_graph.members.local import OFFLINE_PREFIX, openvino_ir, resolve_model_folder
+from hierrouter_graph.model_spec import ModelSpec
+from hierrouter_graph.offline import OFFLINE_MODELS
 
 __all__ = ["PreparedModel", "local_sources", "prepare_models"]
 

@@ -14,7 +14,7 @@ converts messages and turns the server's ``usage`` block into ``usage_metadata``
 ``EndpointClient`` speaks the OpenAI chat-completions protocol (``transformers serve``, vLLM and
 TGI all serve it), bounds each attempt by ``timeout_s``, retries transient failures with exponential
 backoff and turns everything else into a ``RemoteModelError`` naming the member and the URL. The
-graph then applies the member's ``on_error`` policy (``run_hop_with_fallback``).
+graph then applies the member's ``on_error`` policy (``hop.run_hop_with_fallback``).
 
 At most ``max_concurrency`` requests of one client are in flight at once (a semaphore held for
 one attempt, released during the backoff sleep), whichever threads send them — the recorder's
@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .config import ModelSpec, RouterConfig
-from .cost import base_rate_from_param_count, param_count_from_name
-from .hop import HopResult, ReplyCache, run_hop
-from .pool import PoolMember
+from hierrouter_graph.config import RouterConfig
+from hierrouter_graph.cost import base_rate_from_param_count, param_count_from_name
+from hierrouter_graph.members.pool import PoolMember
+from hierrouter_graph.model_spec import ModelSpec
 
 if TYPE_CHECKING:
     from langchain_huggingface import ChatHuggingFace
@@ -54,7 +54,6 @@ __all__ = [
     "chat_completions_url",
     "endpoint_concurrency",
     "fallback_members",
-    "run_hop_with_fallback",
 ]
 
 MAX_BACKOFF_S = 30.0
@@ -381,33 +380,3 @@ def fallback_members(config: RouterConfig, pool: Mapping[str, PoolMember]) -> di
             assert spec.endpoint.fallback_model is not None  # EndpointSpec validation
             out[spec.name] = pool[spec.endpoint.fallback_model]
     return out
-
-
-def run_hop_with_fallback(
-    member: PoolMember,
-    context: str,
-    instruction: str,
-    fallback: PoolMember | None = None,
-    cache: ReplyCache | None = None,
-    max_new_tokens: int | None = None,
-) -> tuple[HopResult, RemoteModelError | None]:
-    """``run_hop`` on ``member``; if its server fails and a fallback is given, on the fallback.
-
-    Returns the hop (the fallback's reply, tokens and price when it stepped in) and the error
-    that caused the fallback, for the trace. One level only: a failing fallback fails the query,
-    so a hop's worst-case time stays bounded.
-    """
-    try:
-        return run_hop(member, context, instruction, cache, max_new_tokens), None
-    except RemoteModelError as error:
-        if fallback is None:
-            raise
-        try:
-            return run_hop(fallback, context, instruction, cache, max_new_tokens), error
-        except RemoteModelError as second:
-            raise RemoteModelError(
-                second.model,
-                second.url,
-                f"{second.reason} (as fallback for {member.name}: {error})",
-                second.attempts,
-            ) from second

@@ -1,7 +1,7 @@
 """What a router is: a ``Decision`` per state (``RoutingPolicy``), the STOP action, and the
-``FixedRoutePolicy`` baseline. The learned policies live in ``trained_policy.py`` (the PPO
-actor-critic) and ``dynamic_policy.py`` (over model descriptors); the state they read in
-``policy_inputs.py``; the check that a policy fits a config in ``policy_signature.py``.
+``FixedRoutePolicy`` baseline. The learned policies live in ``policy/trained.py`` (the PPO
+actor-critic) and ``policy/dynamic.py`` (over model descriptors); the state they read in
+``policy/inputs.py``; the check that a policy fits a config in ``policy/signature.py``.
 
 With ``allow_stop`` the action space gains one last action, ``STOP_ACTION`` (the paper's Appendix A
 done flag): the router may end before L hops; STOP before the first hop is refused everywhere a
@@ -16,8 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from .policy_inputs import LastConfidence
-from .policy_signature import PolicyMismatchError
+from hierrouter_graph.policy.inputs import LastConfidence
+from hierrouter_graph.policy.signature import PolicyMismatchError
 
 __all__ = [
     "STOP_ACTION",
@@ -139,7 +139,7 @@ def check_routing_policy(policy: object) -> RoutingPolicy:
         missing = [name for name in _CONTRACT if not hasattr(policy, name)]
         raise TypeError(
             f"policy: a {type(policy).__name__} is not a RoutingPolicy, it lacks {missing}; subclass "
-            "hierrouter_graph.policy.PolicyTraits for the defaults of allow_stop, alpha_range and "
+            "hierrouter_graph.policy.protocol.PolicyTraits for the defaults of allow_stop, alpha_range and "
             "trained_alpha"
         )
     return policy

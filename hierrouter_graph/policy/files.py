@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .loading_errors import LoadError, read_json_object, require_fields
+from hierrouter_graph.loading_errors import LoadError, read_json_object, require_fields
 
 __all__ = ["META_FILE", "WEIGHTS_FILE", "load_weights_into", "read_policy_json", "save_policy_folder"]
 

@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from .confidence import CONFIDENCE_FEATURES, Confidence, confidence_features
+from hierrouter_graph.confidence import CONFIDENCE_FEATURES, Confidence, confidence_features
 
 __all__ = [
     "LastConfidence",

@@ -22,7 +22,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict
 
-from .confidence import option_confidence
+from hierrouter_graph.confidence import option_confidence
 
 __all__ = ["REFUSAL", "ClozeMultipleChoiceChat", "MultipleChoice", "parse_multiple_choice"]
 

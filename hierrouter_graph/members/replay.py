@@ -7,9 +7,9 @@ more). A replay member loads only the tokenizer and the model config, which is a
 to build the exact prompt (including the middle cut of an over-long context) and to price it.
 Its chat model refuses to generate, naming the way out (``--live``).
 
-``build_replay_member(spec, cache_dir)`` agrees with ``models.build_pool_member`` on everything a
-replayed hop reads: both build the member with ``models.member_around`` and price it with
-``models.spec_base_rate`` (a test checks them field by field on a tiny model).
+``build_replay_member(spec, cache_dir)`` agrees with ``local.build_pool_member`` on everything a
+replayed hop reads: both build the member with ``local.member_around`` and price it with
+``local.spec_base_rate`` (a test checks them field by field on a tiny model).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
-from .adapters import base_parameter_count
-from .config import ModelSpec
-from .models import load_causal_lm, member_around, resolve_model_folder, spec_base_rate
-from .pool import PoolMember
+from hierrouter_graph.members.adapters import base_parameter_count
+from hierrouter_graph.members.local import load_causal_lm, member_around, resolve_model_folder, spec_base_rate
+from hierrouter_graph.members.pool import PoolMember
+from hierrouter_graph.model_spec import ModelSpec
 
 __all__ = ["NotLoadedChat", "ReplayOnlyMemberError", "build_replay_member"]
 
@@ -73,10 +73,10 @@ def build_replay_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
     Endpoint members load nothing anyway and are built as usual. A program member replays its
     composed replies (program and output) and runs nothing: a miss raises before any program.
     """
-    from .program_member import for_spec
+    from hierrouter_graph.members.program import for_spec
 
     if spec.endpoint is not None:
-        from .remote import build_endpoint_member
+        from hierrouter_graph.members.remote import build_endpoint_member
 
         return for_spec(build_endpoint_member(spec), spec)
     from transformers import AutoConfig, AutoTokenizer

@@ -1,4 +1,5 @@
-"""The learned router policies' shared base ``TrainedPolicy`` and the PPO actor-critic ``RouterPolicy``.
+"""The learned router policies' shared base ``TrainedPolicy`` (of ``router.RouterPolicy`` and
+``dynamic.DescriptorPolicy``): state encoding, masking, saving and loading.
 
 State s_t = (c_t, ℓ_t, C_t) → [frozen encoder(c_t) ⊕ stage embedding(ℓ_t) ⊕ C_t / cost_scale] →
 two-layer MLP → (logits over the pool, value). With ``uncertainty_state`` (as ``RouterConfig``)
@@ -27,27 +28,31 @@ from typing import Any, ClassVar, Self
 import torch
 from torch import nn
 
-from .alpha import check_alpha, check_alpha_range, trained_alpha_of
-from .encoder import SentenceEncoder, TextEncoder, load_encoder
-from .loading_errors import require_fields
-from .policy import STOP_ACTION, Decision, decision_from
-from .policy_files import load_weights_into, read_policy_json, save_policy_folder
-from .policy_inputs import (
+from hierrouter_graph.loading_errors import require_fields
+from hierrouter_graph.policy.alpha import check_alpha, check_alpha_range, trained_alpha_of
+from hierrouter_graph.policy.encoder import SentenceEncoder, TextEncoder, load_encoder
+from hierrouter_graph.policy.files import load_weights_into, read_policy_json, save_policy_folder
+from hierrouter_graph.policy.inputs import (
     LastConfidence,
     confidence_tensor,
     orthogonal_layer,
     state_features,
     state_input_size,
 )
-from .policy_signature import UNCHECKED, PolicyMismatchError, PolicySignature, Unchecked, saved_uncertainty
+from hierrouter_graph.policy.protocol import STOP_ACTION, Decision, decision_from
+from hierrouter_graph.policy.signature import (
+    UNCHECKED,
+    PolicyMismatchError,
+    PolicySignature,
+    Unchecked,
+    saved_uncertainty,
+)
 
-__all__ = ["MLP_KIND", "POLICY_FORMAT_VERSION", "RouterPolicy", "TrainedPolicy", "read_policy_meta"]
+__all__ = ["MLP_KIND", "POLICY_FORMAT_VERSION", "TrainedPolicy", "read_policy_meta"]
 
 POLICY_FORMAT_VERSION = 1
 MLP_KIND = "mlp"  # a RouterPolicy's kind (dynamic_policy.TRAINED_POLICY_KINDS); its files carry no "kind"
 _META = "policy.json"
-# Fields a RouterPolicy's policy.json needs beyond the common ones (read_policy_json checks those).
-_MLP_FIELDS: dict[str, type] = {"hidden_size": int, "stage_dim": int, "cost_scale": float}
 
 _MASKED_LOGIT = -1e9
 """Logit of a forbidden action: exp() underflows to exactly 0 probability, yet (unlike -inf) the
@@ -57,7 +62,7 @@ entropy and log-softmax stay finite, so PPO's loss never sees NaN."""
 class TrainedPolicy(nn.Module):
     """What both learned policies share: the state trunk, the frozen encoder, ``decide``, ``save``.
 
-    Subclasses (``RouterPolicy``, ``dynamic_policy.DescriptorPolicy``) build their heads after
+    Subclasses (``RouterPolicy``, ``dynamic.DescriptorPolicy``) build their heads after
     calling ``__init__`` (the module order, hence the seeded initialisation, is trunk then heads),
     define ``pool``/``forward`` and the policy.json head of ``metadata``. The encoder is frozen and
     kept outside the module's parameters (it is not saved with the policy; its name and dimension
@@ -257,7 +262,7 @@ class TrainedPolicy(nn.Module):
 
     def save(self, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
         """Write ``policy.safetensors`` + ``policy.json`` atomically as a pair (a new folder, then
-        one rename: ``policy_files.save_policy_folder``)."""
+        one rename: ``files.save_policy_folder``)."""
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         return save_policy_folder(directory, tensors, {**self.metadata(), **(extra or {})})
 
@@ -297,7 +302,7 @@ class TrainedPolicy(nn.Module):
         if kind is not None and meta.get("kind", MLP_KIND) != kind:
             raise PolicyMismatchError(
                 f"{meta_path}: a {meta.get('kind', MLP_KIND)!r} policy, not a {kind} policy; "
-                "load it with hierrouter_graph.dynamic_policy.load_saved_policy (either kind)"
+                "load it with hierrouter_graph.policy.dynamic.load_saved_policy (either kind)"
             )
         if meta.get("format_version") != version:
             raise PolicyMismatchError(
@@ -385,40 +390,6 @@ class TrainedPolicy(nn.Module):
             uncertainty_state=config.uncertainty_state,
             alpha_range=config.alpha_range,
         )
-
-
-class RouterPolicy(TrainedPolicy):
-    """The HierRouter actor-critic: one logit per pool member (its weights ARE the pool)."""
-
-    KIND: ClassVar[str] = MLP_KIND
-    META_FIELDS: ClassVar[Mapping[str, type]] = _MLP_FIELDS
-
-    def __init__(self, pool: Sequence[str], **shape: Any) -> None:
-        """``shape``: ``TrainedPolicy``'s keyword arguments (encoder_name, embedding_dim, horizon, ...)."""
-        if len(pool) < 1 or len(set(pool)) != len(pool):
-            raise ValueError(f"pool must hold unique model names, got {list(pool)}")
-        super().__init__(**shape)
-        self._pool = list(pool)
-        self.actor = orthogonal_layer(self.hidden_size, len(self.actions), 0.01)
-        self.critic = orthogonal_layer(self.hidden_size, 1, 1.0)
-
-    @property
-    def pool(self) -> list[str]:
-        return list(self._pool)
-
-    def member_logits(self, hidden: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.actor(hidden)  # one output per member (+ STOP): the weights are the pool
-
-    def metadata_head(self) -> dict[str, Any]:
-        return {"format_version": POLICY_FORMAT_VERSION, "pool": self.pool}
-
-    @classmethod
-    def from_meta(cls, meta: Mapping[str, Any], encoder: SentenceEncoder | str | None) -> RouterPolicy:
-        return cls(meta["pool"], **cls.shape_from_meta(meta, encoder))
-
-    @classmethod
-    def pool_of(cls, config: Any) -> list[str]:
-        return list(config.model_names)
 
 
 def read_policy_meta(folder: Path) -> dict[str, Any]:

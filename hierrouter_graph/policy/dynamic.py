@@ -40,12 +40,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import ModelSpec, RouterConfig
-from .cost import RATE_PER_BILLION_PARAMS, base_rate_from_param_count, param_count_from_name
-from .encoder import SentenceEncoder
-from .policy_inputs import orthogonal_layer
-from .policy_signature import PolicyMismatchError, PolicySignature
-from .trained_policy import MLP_KIND, RouterPolicy, TrainedPolicy, read_policy_meta
+from hierrouter_graph.config import RouterConfig
+from hierrouter_graph.cost import RATE_PER_BILLION_PARAMS, base_rate_from_param_count, param_count_from_name
+from hierrouter_graph.model_spec import ModelSpec
+from hierrouter_graph.policy.encoder import SentenceEncoder
+from hierrouter_graph.policy.inputs import orthogonal_layer
+from hierrouter_graph.policy.router import RouterPolicy
+from hierrouter_graph.policy.signature import PolicyMismatchError, PolicySignature
+from hierrouter_graph.policy.trained import MLP_KIND, TrainedPolicy, read_policy_meta
 
 __all__ = [
     "DESCRIPTOR_FORMAT_VERSION",

@@ -1,6 +1,6 @@
 """A pool member as the hop sees it: a chat model, its price, and how to count its tokens.
 
-Kept apart from the factory (``models.py``) so users can hand the graph any LangChain chat model —
+Kept apart from the factory (``members/local.py``) so users can hand the graph any LangChain chat model —
 an API model, a fake in a test — without going through transformers.
 """
 
@@ -14,7 +14,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 if TYPE_CHECKING:
-    from .confidence import Confidence
+    from hierrouter_graph.confidence import Confidence
 
 __all__ = [
     "CountedReply",
@@ -125,7 +125,7 @@ class PoolMember:
     (``RouterConfig.stage_max_new_tokens``); None: the member cannot be capped per call (endpoint
     and user chat models keep their own budget)."""
     runs_programs: bool = False
-    """A program-aided member (``program_member.py``): its replies hold a program run, which the
+    """A program-aided member (``members/program.py``): its replies hold a program run, which the
     hop reads back (``program_reply.program_trace``) for the trace and the execution price."""
     execution_cost: float = 0.0
     """Added to δ for each program the member ran (``ModelSpec.execution_cost``)."""

@@ -35,10 +35,14 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict
 
-from .config import ModelSpec
-from .pool import CountedReply, PoolMember, TokenCounter
-from .program_reply import DEFAULT_PROGRAM_SYSTEM_PROMPT, compose_reply, extract_program
-from .sandbox import SandboxLimits, SandboxResult, SandboxUnavailable, run_python
+from hierrouter_graph.members.pool import CountedReply, PoolMember, TokenCounter
+from hierrouter_graph.members.program_reply import (
+    DEFAULT_PROGRAM_SYSTEM_PROMPT,
+    compose_reply,
+    extract_program,
+)
+from hierrouter_graph.model_spec import ModelSpec
+from hierrouter_graph.sandbox import SandboxLimits, SandboxResult, SandboxUnavailable, run_python
 
 __all__ = [
     "ProgramAidedChatModel",

@@ -21,10 +21,10 @@ from typing import Any, Protocol
 
 import torch
 
-from .config import default_cache_dir
-from .microbatch import BatchStats, MicroBatcher
-from .models import resolve_device
-from .offline import OFFLINE_ENCODERS, offline_encoder_folder
+from hierrouter_graph.config import default_cache_dir
+from hierrouter_graph.device import resolve_device
+from hierrouter_graph.microbatch import BatchStats, MicroBatcher
+from hierrouter_graph.offline import OFFLINE_ENCODERS, offline_encoder_folder
 
 __all__ = ["EncoderLoadError", "SentenceEncoder", "TextEncoder", "load_encoder"]
 

@@ -2,7 +2,7 @@
 
 Why: a LoRA specialist is a few MB on top of its base; loading the base again for every specialist
 would multiply the pool's memory by the number of adapters. So every member whose ``source`` (and
-device, dtype, chat template) resolves to the same loaded model (``models.load_causal_lm``) shares
+device, dtype, chat template) resolves to the same loaded model (``local.load_causal_lm``) shares
 it: the base becomes a peft ``PeftModel`` holding every adapter of the pool, loaded with
 ``PeftModel.from_pretrained`` (first adapter) and ``load_adapter`` (the rest).
 
@@ -40,7 +40,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .config import ModelSpec
+from hierrouter_graph.model_spec import ModelSpec
 
 __all__ = [
     "BASE_ADAPTER",

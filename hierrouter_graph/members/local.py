@@ -14,32 +14,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .adapters import adapter_view, base_parameter_count
-from .confidence import Confidence
-from .config import ModelSpec
-from .cost import base_rate_from_param_count, param_count_from_name
-from .engine_choice import resolve_backend, resolved_device
-from .generation import BatchGenerator
-from .offline import (
+from hierrouter_graph.confidence import Confidence
+from hierrouter_graph.cost import base_rate_from_param_count, param_count_from_name
+from hierrouter_graph.device import resolve_device
+from hierrouter_graph.members.adapters import adapter_view, base_parameter_count
+from hierrouter_graph.members.engine_choice import resolve_backend
+from hierrouter_graph.members.generation import BatchGenerator
+from hierrouter_graph.members.pool import PoolMember, TokenizerCounter
+from hierrouter_graph.model_spec import ModelSpec
+from hierrouter_graph.offline import (
     OFFLINE_MODELS,
     MissingOfflineAssetError,
     convert_gguf_to_folder,
     gguf_cache_folder,
     offline_model_folder,
 )
-from .pool import PoolMember, TokenizerCounter
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
-    from .openvino_engine import OpenVINOGenerator
+    from hierrouter_graph.members.openvino_engine import OpenVINOGenerator
 
 __all__ = [
     "ModelSourceError",
     "build_pool_member",
     "load_causal_lm",
     "openvino_ir",
-    "resolve_device",
     "resolve_dtype",
     "resolve_model_folder",
 ]
@@ -56,11 +56,6 @@ def _builtin_names() -> str:
     return ", ".join(OFFLINE_PREFIX + key for key in sorted(OFFLINE_MODELS))
 
 
-def resolve_device(device: str) -> str:
-    """'auto' → 'cuda' when a GPU is visible, else 'mps', else 'cpu'."""
-    return resolved_device(device)
-
-
 def resolve_dtype(dtype: str, device: str, quantization: str = "none") -> Any:
     """'auto' → bfloat16 on CUDA (float16 where bf16 is unsupported), float16 on MPS; on CPU
     bfloat16 where the CPU computes it natively (avx512_bf16/AMX: ~2x float32), else float32.
@@ -71,7 +66,7 @@ def resolve_dtype(dtype: str, device: str, quantization: str = "none") -> Any:
     """
     import torch
 
-    from .quantize import cpu_has_native_bf16
+    from hierrouter_graph.members.quantize import cpu_has_native_bf16
 
     on_cpu = not device.startswith(("cuda", "mps"))
     if on_cpu and quantization == "int8":
@@ -148,11 +143,11 @@ def describe_backend(spec: ModelSpec, cache_dir: Path) -> str:
     """What ``load_causal_lm`` would load ``spec`` as here, without loading any weights: e.g.
     'transformers cpu float32 int8(kept: down_proj)'. Why: record metadata names the numerics
     that produced a record, and exporting one should not cost loading the whole pool."""
-    from .quantize import int8_keep_modules
+    from hierrouter_graph.members.quantize import int8_keep_modules
 
     if resolve_backend(spec) == "openvino":
-        from .engine_choice import openvino_settings
-        from .openvino_engine import backend_text
+        from hierrouter_graph.members.engine_choice import openvino_settings
+        from hierrouter_graph.members.openvino_engine import backend_text
 
         return backend_text(openvino_settings(spec))
     folder = resolve_model_folder(spec.source, cache_dir)
@@ -177,7 +172,7 @@ def load_causal_lm(spec: ModelSpec, cache_dir: Path) -> _LoadedLM:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .quantize import cuda_int8_load_kwargs, int8_keep_modules, quantize_int8_cpu
+    from hierrouter_graph.members.quantize import cuda_int8_load_kwargs, int8_keep_modules, quantize_int8_cpu
 
     folder = resolve_model_folder(spec.source, cache_dir)
     device = resolve_device(spec.device)
@@ -254,7 +249,7 @@ def member_around(
     """``spec``'s PoolMember around ``chat``: everything a hop reads to build, key and price a prompt.
 
     Why one function: the loaded member (``build_pool_member``) and the replay member
-    (``replay_member.build_replay_member``) must build the same prompt for the same context, or a
+    (``replay.build_replay_member``) must build the same prompt for the same context, or a
     recorded hop would not be found. ``context_limit``: the model's ``max_position_embeddings``.
     ``generation``: the loaded member's ``batch_generate`` / ``cap_new_tokens``.
     """
@@ -285,7 +280,7 @@ def member_around(
 
 def _cloze_member(spec: ModelSpec, model: Any, tokenizer: Any) -> PoolMember:
     """The cloze specialist on the (shared) loaded base; it reports its own token usage."""
-    from .cloze import ClozeMultipleChoiceChat
+    from hierrouter_graph.members.cloze import ClozeMultipleChoiceChat
 
     chat = ClozeMultipleChoiceChat(
         model=model, tokenizer=tokenizer, model_id=spec.name, scoring=spec.cloze_scoring
@@ -307,7 +302,7 @@ def _request_cap(tokens: int) -> dict[str, Any]:
 
 def _micro_batched(spec: ModelSpec, batch_generate: BatchGenerator | OpenVINOGenerator) -> BaseChatModel:
     """The member's chat model when micro-batching is on: requests queue for one shared generate."""
-    from .microbatch import GenerationRequest, MicroBatchedChatModel, MicroBatcher
+    from hierrouter_graph.microbatch import GenerationRequest, MicroBatchedChatModel, MicroBatcher
 
     def generate(requests: list[GenerationRequest]) -> list[tuple[str, Confidence | None]]:
         return batch_generate.generate_scored(
@@ -328,8 +323,8 @@ def _micro_batched(spec: ModelSpec, batch_generate: BatchGenerator | OpenVINOGen
 def openvino_ir(spec: ModelSpec, cache_dir: Path) -> Path:
     """The OpenVINO IR of ``spec``'s model folder with its weight precision, converted once into
     ``cache_dir/openvino`` (what ``prepare`` does ahead of time; ``openvino_engine.py``)."""
-    from .engine_choice import openvino_settings
-    from .openvino_engine import convert_to_openvino, openvino_ir_folder
+    from hierrouter_graph.members.engine_choice import openvino_settings
+    from hierrouter_graph.members.openvino_engine import convert_to_openvino, openvino_ir_folder
 
     folder = resolve_model_folder(spec.source, cache_dir)
     if not isinstance(folder, Path):
@@ -356,8 +351,8 @@ def _folder_parameter_count(folder: Path | str) -> int:
 
 def _openvino_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
     """A greedy chat member on OpenVINO GenAI, always micro-batched (its generate takes many prompts)."""
-    from .engine_choice import openvino_settings
-    from .openvino_engine import OpenVINOGenerator, load_openvino_model
+    from hierrouter_graph.members.engine_choice import openvino_settings
+    from hierrouter_graph.members.openvino_engine import OpenVINOGenerator, load_openvino_model
 
     loaded = load_openvino_model(
         openvino_ir(spec, cache_dir), openvino_settings(spec), _stop_token_ids, spec.chat_template
@@ -385,9 +380,9 @@ def build_pool_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
     The tokenizer is passed explicitly so ChatHuggingFace never asks the hub for one, and
     ``return_full_text=False`` keeps the prompt out of the reply. A spec with an ``endpoint``
     is served remotely instead (``remote.build_endpoint_member``): nothing is loaded here. A
-    ``kind: program`` member is any of these, running the programs it writes (``program_member.py``).
+    ``kind: program`` member is any of these, running the programs it writes (``members/program.py``).
     """
-    from .program_member import for_spec
+    from hierrouter_graph.members.program import for_spec
 
     return for_spec(_chat_member(spec, cache_dir), spec)
 
@@ -395,7 +390,7 @@ def build_pool_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
 def _chat_member(spec: ModelSpec, cache_dir: Path) -> PoolMember:
     """``build_pool_member`` before a program member's wrapper."""
     if spec.endpoint is not None:
-        from .remote import build_endpoint_member
+        from hierrouter_graph.members.remote import build_endpoint_member
 
         return build_endpoint_member(spec)
     if resolve_backend(spec) == "openvino":

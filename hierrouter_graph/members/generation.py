@@ -13,8 +13,8 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .confidence import Confidence, ConfidenceRecorder, mean_confidence, reply_lengths
-from .pool import TokenizerCounter
+from hierrouter_graph.confidence import Confidence, ConfidenceRecorder, mean_confidence, reply_lengths
+from hierrouter_graph.members.pool import TokenizerCounter
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
