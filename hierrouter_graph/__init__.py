@@ -13,9 +13,10 @@ from hierrouter_graph.graph import HierRouterGraph, InvalidQueryError, create_hi
 from hierrouter_graph.hop import HopResult, run_hop
 from hierrouter_graph.members.adapters import AdapterError
 from hierrouter_graph.members.build import build_pool
-from hierrouter_graph.members.local import ModelSourceError, build_pool_member
+from hierrouter_graph.members.local import build_pool_member
 from hierrouter_graph.members.pool import PoolMember, TokenizerCounter
 from hierrouter_graph.members.remote import RemoteModelError, build_endpoint_member
+from hierrouter_graph.members.sources import ModelSourceError
 from hierrouter_graph.microbatch import MicroBatchedChatModel, MicroBatcher
 from hierrouter_graph.model_spec import EndpointSpec, ModelSpec
 from hierrouter_graph.policy.dynamic import DescriptorPolicy

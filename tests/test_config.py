@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from hierrouter_graph import PAPER_STAGE_PROMPTS, ModelSpec, RouterConfig
 from hierrouter_graph.cost import base_rate_from_param_count, hop_cost, param_count_from_name
-from hierrouter_graph.members.local import ModelSourceError, resolve_model_folder
+from hierrouter_graph.members.sources import ModelSourceError, resolve_model_folder
 
 
 def _spec(name: str = "m", **kw: object) -> dict[str, object]:

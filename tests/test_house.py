@@ -32,8 +32,6 @@ MAX_LINES = 400
 OVER_BUDGET = {
     # Modules over MAX_LINES when the budget was set (issue 29), with their line counts then. Each
     # may only shrink: split one below MAX_LINES and delete its line here (the test says when).
-    "hierrouter_graph/members/local.py": 442,
-    "hierrouter_graph/offline.py": 409,
     "training/evaluate.py": 419,
     "training/ppo.py": 481,
     "training/record.py": 410,

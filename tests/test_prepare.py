@@ -9,8 +9,8 @@ import pytest
 
 from hierrouter_graph import ModelSpec, RouterConfig
 from hierrouter_graph.__main__ import main
-from hierrouter_graph.members.local import ModelSourceError
 from hierrouter_graph.members.prepare import local_sources, prepare_models
+from hierrouter_graph.members.sources import ModelSourceError
 from hierrouter_graph.model_spec import EndpointSpec
 from tests.test_offline import fake_gguf_loading  # noqa: F401 (a fixture)
 

@@ -9,7 +9,8 @@ import torch
 from pydantic import ValidationError
 
 from hierrouter_graph.members import quantize as quantize
-from hierrouter_graph.members.local import describe_backend, load_causal_lm, resolve_dtype
+from hierrouter_graph.members.local import describe_backend, load_causal_lm
+from hierrouter_graph.members.sources import resolve_dtype
 from hierrouter_graph.model_spec import EndpointSpec, ModelSpec
 
 FULL = "torch.nn.modules.linear"

@@ -7,7 +7,7 @@ from transformers import AutoTokenizer
 
 from hierrouter_graph import FixedRoutePolicy, HierRouterGraph, ModelSpec, RouterConfig
 from hierrouter_graph.config import default_cache_dir
-from hierrouter_graph.members.local import resolve_model_folder
+from hierrouter_graph.members.sources import resolve_model_folder
 
 pytestmark = pytest.mark.integration
 

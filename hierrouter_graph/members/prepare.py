@@ -23,7 +23,8 @@ from pathlib import Path
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.members.engine_choice import openvino_settings, resolve_backend
-from hierrouter_graph.members.local import OFFLINE_PREFIX, openvino_ir, resolve_model_folder
+from hierrouter_graph.members.local import openvino_ir
+from hierrouter_graph.members.sources import OFFLINE_PREFIX, resolve_model_folder
 from hierrouter_graph.model_spec import ModelSpec
 from hierrouter_graph.offline import OFFLINE_MODELS
 

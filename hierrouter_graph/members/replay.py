@@ -23,8 +23,9 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
 from hierrouter_graph.members.adapters import base_parameter_count
-from hierrouter_graph.members.local import load_causal_lm, member_around, resolve_model_folder, spec_base_rate
+from hierrouter_graph.members.local import load_causal_lm, member_around, spec_base_rate
 from hierrouter_graph.members.pool import PoolMember
+from hierrouter_graph.members.sources import resolve_model_folder
 from hierrouter_graph.model_spec import ModelSpec
 
 __all__ = ["NotLoadedChat", "ReplayOnlyMemberError", "build_replay_member"]

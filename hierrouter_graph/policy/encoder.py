@@ -24,7 +24,7 @@ import torch
 from hierrouter_graph.config import default_cache_dir
 from hierrouter_graph.device import resolve_device
 from hierrouter_graph.microbatch import BatchStats, MicroBatcher
-from hierrouter_graph.offline import OFFLINE_ENCODERS, offline_encoder_folder
+from hierrouter_graph.offline_encoders import OFFLINE_ENCODERS, offline_encoder_folder
 
 __all__ = ["EncoderLoadError", "SentenceEncoder", "TextEncoder", "load_encoder"]
 

@@ -61,7 +61,8 @@ import torch
 from tqdm import tqdm
 
 from hierrouter_graph.config import RouterConfig
-from hierrouter_graph.members.local import build_pool_member, load_causal_lm, resolve_model_folder
+from hierrouter_graph.members.local import build_pool_member, load_causal_lm
+from hierrouter_graph.members.sources import resolve_model_folder
 from hierrouter_graph.model_spec import ModelSpec
 from training import run
 from training.datasets import Item
