@@ -42,9 +42,9 @@ from bench.fleet_server import endpoint_spec
 from bench.local_server import OFFLINE_ENV, free_port, stop, wait_ready
 from hierrouter_graph.config import EndpointSpec, ModelSpec, RouterConfig, default_cache_dir
 from hierrouter_graph.pool_builder import build_pool
-from training.datasets import Item
-from training.record import RecordStats, record_outcome_tree
-from training.replay import ReplayStore
+from training.replay.record import RecordStats, record_outcome_tree
+from training.replay.store import ReplayStore
+from training.tasks.items import Item
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,8 +22,8 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 
 import torch
 
-from training import ppo
 from training.cli import ppo as ppo_cli
+from training.rl import ppo
 
 TARGET_S = 60.0
 

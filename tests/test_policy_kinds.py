@@ -19,7 +19,7 @@ from hierrouter_graph.dynamic_policy import (
 from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.policy_signature import PolicyMismatchError
 from hierrouter_graph.trained_policy import MLP_KIND, RouterPolicy
-from training.policy_setup import POLICY_KINDS
+from training.rl.setup import POLICY_KINDS
 
 SPECS = [
     ModelSpec(name="planner", source="fake:planner", base_rate=0.001, description="Plans."),

@@ -27,10 +27,10 @@ from hierrouter_graph.graph import HierRouterGraph, build_pool
 from hierrouter_graph.policy_inputs import alpha_feature
 from hierrouter_graph.policy_signature import PolicyMismatchError
 from hierrouter_graph.trained_policy import RouterPolicy
-from training.datasets import Item
-from training.env import HierRouterEnv
-from training.policy_setup import make_policy
-from training.ppo import PPOArgs, train
+from training.rl.env import HierRouterEnv
+from training.rl.ppo import PPOArgs, train
+from training.rl.setup import make_policy
+from training.tasks.items import Item
 
 POOL = ("cheap", "dear")
 RANGE = (0.05, 20.0)

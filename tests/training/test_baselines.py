@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.baselines import KNNRouter, MLPRouter, calibrate_alpha, choose_k, route_rewards
+from training.evaluation.learned_routers import KNNRouter, MLPRouter, calibrate_alpha, choose_k, route_rewards
 
 # Routes: 0 = cheap member alone, 1 = expensive member alone, 2 = cheap then expensive.
 COST = np.array([1.0, 10.0, 11.0])

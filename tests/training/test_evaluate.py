@@ -42,16 +42,16 @@ from tests.training.scripted_pool import (
 from tests.training.scripted_pool import chat_models as scripted_chat_models
 from tests.training.scripted_pool import reply as shared_reply
 from training.cli.evaluate import main, parse_args, run_from_cli
-from training.datasets import Item
-from training.evaluate import EvaluationResult, alpha_sweep_points, evaluate
-from training.jsonl_datasets import write_jsonl_dataset
-from training.record import record_outcome_tree
-from training.replay import ReplayMissError, ReplayStore
-from training.reports import NO_SWEEP, plot_cost_quality, print_table, write_report
-from training.reward import ScoreMemo
-from training.statistics import aiq, bootstrap_interval
-from training.strategies import ORACLE, RANDOM, ROUTER, TASK_ORACLE, best_route
-from training.tree import OutcomeTree, candidate_routes, outcome_tree
+from training.evaluation.evaluate import EvaluationResult, alpha_sweep_points, evaluate
+from training.evaluation.reports import NO_SWEEP, plot_cost_quality, print_table, write_report
+from training.evaluation.statistics import aiq, bootstrap_interval
+from training.evaluation.strategies import ORACLE, RANDOM, ROUTER, TASK_ORACLE, best_route
+from training.replay.record import record_outcome_tree
+from training.replay.store import ReplayMissError, ReplayStore
+from training.replay.tree import OutcomeTree, candidate_routes, outcome_tree
+from training.tasks.items import Item
+from training.tasks.jsonl_datasets import write_jsonl_dataset
+from training.tasks.reward import ScoreMemo
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -19,14 +19,11 @@ from hierrouter_graph.config import PAPER_STAGE_PROMPTS
 from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import build_pool
 from tests.training.scripted_pool import POOL, chat_models, make_items, scripted_config
-from training import evaluate as ev
 from training.cli.record import parser as record_parser
-from training.ppo import PPOArgs
-from training.record import record_outcome_tree
-from training.replay import ReplayStore
-from training.reports import write_marked_section, write_report
-from training.strategies import ROUTER
-from training.sweep import (
+from training.evaluation import evaluate as ev
+from training.evaluation.reports import write_marked_section, write_report
+from training.evaluation.strategies import ROUTER
+from training.experiments.sweep import (
     SECTION,
     Setting,
     SweepResult,
@@ -34,8 +31,11 @@ from training.sweep import (
     setting_config,
     settings_grid,
 )
-from training.sweep_report import markdown_section, plot_pareto
-from training.tree import outcome_tree, with_horizon
+from training.experiments.sweep_report import markdown_section, plot_pareto
+from training.replay.record import record_outcome_tree
+from training.replay.store import ReplayStore
+from training.replay.tree import outcome_tree, with_horizon
+from training.rl.ppo import PPOArgs
 
 TRAIN, TEST = make_items(6, offset=100), make_items(4, offset=0)
 ALPHAS = (0.0, 0.05)

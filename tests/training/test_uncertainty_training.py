@@ -28,10 +28,10 @@ from hierrouter_graph.confidence import NEUTRAL_FEATURES
 from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import HierRouterGraph, build_pool
 from hierrouter_graph.hop import extend_context
-from training.datasets import Item
-from training.env import HierRouterEnv
-from training.policy_setup import make_policy
-from training.ppo import PPOArgs, train
+from training.rl.env import HierRouterEnv
+from training.rl.ppo import PPOArgs, train
+from training.rl.setup import make_policy
+from training.tasks.items import Item
 
 POOL = ("probe", "keep", "fixer")
 PROMPT = "What number am I thinking of?"

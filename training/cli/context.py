@@ -17,10 +17,10 @@ from typing import Any
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.pool import PoolMember
-from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item
-from training.replay import CachedEncoder, ReplayMissError, ReplayStore, StateEncoder
-from training.routing_data import build_routing_dataset, load_items
-from training.shipped import ShippedRecord, note_replayed_numerics, shipped_record_for
+from training.replay.shipped import ShippedRecord, note_replayed_numerics, shipped_record_for
+from training.replay.store import CachedEncoder, ReplayMissError, ReplayStore, StateEncoder
+from training.tasks.items import ALL_TASKS, DEFAULT_PER_TASK, Item
+from training.tasks.routing_data import build_routing_dataset, load_items
 
 __all__ = [
     "RunContext",

@@ -26,8 +26,8 @@ from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.defaults import DEFAULT_POLICY_DIR
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import add_data_flags, add_router_flags, load_run_context
-from training.curve_study import DEFAULT_CURVE_ALPHAS, run_study
-from training.ppo import PPOArgs
+from training.experiments.curve_study import DEFAULT_CURVE_ALPHAS, run_study
+from training.rl.ppo import PPOArgs
 
 __all__ = ["SECTION", "main", "parse_args"]
 
@@ -84,8 +84,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python training/curves.py ...``: run the study, print it, write the section and the PNG."""
-    from training.curves_report import markdown_section, plot_curves, print_study
-    from training.reports import write_marked_section
+    from training.evaluation.reports import write_marked_section
+    from training.experiments.curves_report import markdown_section, plot_curves, print_study
 
     args_list = list(sys.argv[1:] if argv is None else argv)
     ns = parse_args(args_list)
@@ -121,5 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+
+def cli() -> int:
+    """The command line: ``main`` with its expected errors reported in one line (``run_cli``)."""
+    return run_cli(main, extra=(SandboxUnavailable,))
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
+    raise SystemExit(cli())

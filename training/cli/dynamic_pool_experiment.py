@@ -15,12 +15,12 @@ from pathlib import Path
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import load_run_context
-from training.datasets import ALL_TASKS, DEFAULT_PER_TASK
-from training.dynamic_pool_experiment import DEFAULT_HOLD_OUT, SECTION, copy_store, run_experiment
-from training.dynamic_pool_report import dynamic_pool_report
-from training.ppo import PPOArgs
-from training.replay import ReplayStore
-from training.reports import write_marked_section
+from training.evaluation.reports import write_marked_section
+from training.experiments.dynamic_pool import DEFAULT_HOLD_OUT, SECTION, copy_store, run_experiment
+from training.experiments.dynamic_pool_report import dynamic_pool_report
+from training.replay.store import ReplayStore
+from training.rl.ppo import PPOArgs
+from training.tasks.items import ALL_TASKS, DEFAULT_PER_TASK
 
 __all__ = ["main", "parse_args"]
 
@@ -84,5 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+
+def cli() -> int:
+    """The command line: ``main`` with its expected errors reported in one line (``run_cli``)."""
+    return run_cli(main, extra=(SandboxUnavailable,))
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
+    raise SystemExit(cli())

@@ -19,10 +19,10 @@ from hierrouter_graph.dynamic_policy import load_saved_policy
 from hierrouter_graph.policy import RoutingPolicy
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import RunContext, add_data_flags, add_router_flags, load_run_context
-from training.evaluate import EvaluationResult, evaluate
-from training.ppo import POLICY_DIRNAME
-from training.replay import ReplayMissError, ReplayStore
-from training.reports import plot_cost_quality, print_table, write_report
+from training.evaluation.evaluate import EvaluationResult, evaluate
+from training.evaluation.reports import plot_cost_quality, print_table, write_report
+from training.replay.store import ReplayMissError, ReplayStore
+from training.rl.ppo import POLICY_DIRNAME
 
 __all__ = ["evaluate_saved", "main", "parse_args", "policy_folder", "run_from_cli"]
 
@@ -199,5 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+
+def cli() -> int:
+    """The command line: ``main`` with its expected errors reported in one line (``run_cli``)."""
+    return run_cli(main, extra=(SandboxUnavailable,))
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
+    raise SystemExit(cli())

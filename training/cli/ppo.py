@@ -18,10 +18,10 @@ from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.hop import ReplyCache
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import RunContext, add_data_flags, add_router_flags, load_run_context
-from training.policy_setup import POLICY_KINDS, build_env, make_policy
-from training.ppo import PPOArgs, TrainResult, train
-from training.replay import ReplayMissError, ReplayOnlyCache, StateEncoder
-from training.tree import encode_recorded_states, recorded_only
+from training.replay.store import ReplayMissError, ReplayOnlyCache, StateEncoder
+from training.replay.tree import encode_recorded_states, recorded_only
+from training.rl.ppo import PPOArgs, TrainResult, train
+from training.rl.setup import POLICY_KINDS, build_env, make_policy
 
 __all__ = ["evaluate_trained", "main", "parse_args", "ppo_args_from", "run_from_cli"]
 
@@ -166,7 +166,7 @@ def evaluate_trained(ns: argparse.Namespace, context: RunContext, policy_dir: Pa
     """Evaluate the policy just trained on the TEST split of the same data, and print the table."""
     from training.cli.context import evaluation_splits
     from training.cli.evaluate import evaluate_saved
-    from training.reports import plot_cost_quality, print_table, write_report
+    from training.evaluation.reports import plot_cost_quality, print_table, write_report
 
     train_items, test_items, info = evaluation_splits(ns)
     split = RunContext(
@@ -198,5 +198,11 @@ def evaluate_trained(ns: argparse.Namespace, context: RunContext, policy_dir: Pa
     return 0
 
 
+
+def cli() -> int:
+    """The command line: ``main`` with its expected errors reported in one line (``run_cli``)."""
+    return run_cli(main, extra=(SandboxUnavailable,))
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
+    raise SystemExit(cli())

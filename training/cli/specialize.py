@@ -15,13 +15,13 @@ from typing import Any
 
 import torch
 
-import training.specialists.specialize as specialize
+import training.specialists.lora as specialize
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import load_config
 from training.specialists.examples import DOMAINS, domain_items
+from training.specialists.lora import GENERALIST, train_specialist
 from training.specialists.settings import SpecializeArgs
-from training.specialists.specialize import GENERALIST, train_specialist
 
 __all__ = ["DOMAIN_RECIPES", "args_from", "main", "parse_args"]
 
@@ -112,5 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+
+def cli() -> int:
+    """The command line: ``main`` with its expected errors reported in one line (``run_cli``)."""
+    return run_cli(main, extra=(SandboxUnavailable,))
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
+    raise SystemExit(cli())

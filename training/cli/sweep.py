@@ -14,10 +14,8 @@ from pathlib import Path
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import load_run_context
-from training.datasets import ALL_TASKS, DEFAULT_PER_TASK
-from training.ppo import PPOArgs
-from training.reports import write_marked_section
-from training.sweep import (
+from training.evaluation.reports import write_marked_section
+from training.experiments.sweep import (
     DEFAULT_ALPHAS,
     DEFAULT_HORIZONS,
     DEFAULT_STOP_HORIZONS,
@@ -27,7 +25,9 @@ from training.sweep import (
     run_sweep,
     settings_grid,
 )
-from training.sweep_report import markdown_section, plot_pareto
+from training.experiments.sweep_report import markdown_section, plot_pareto
+from training.rl.ppo import PPOArgs
+from training.tasks.items import ALL_TASKS, DEFAULT_PER_TASK
 
 __all__ = ["main", "parse_args"]
 
@@ -118,5 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if sweep.results else 2
 
 
+
+def cli() -> int:
+    """The command line: ``main`` with its expected errors reported in one line (``run_cli``)."""
+    return run_cli(main, extra=(SandboxUnavailable,))
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
+    raise SystemExit(cli())

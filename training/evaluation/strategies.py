@@ -1,6 +1,6 @@
 """The strategies every router is compared with, each read off the same replayed outcome tree.
 
-Definitions (exact; "reward" is R = Q − α·C of ``training.reward.terminal_reward``):
+Definitions (exact; "reward" is R = Q − α·C of ``training.tasks.reward.terminal_reward``):
 
 - **candidate routes**: every route of length 1..L (the tree's nodes). A length-1 route is one
   call of one model with the stage-0 instruction; its reward uses its own (one-call) cost.
@@ -17,7 +17,7 @@ Definitions (exact; "reward" is R = Q − α·C of ``training.reward.terminal_re
 - **best fixed route**: the candidate route with the highest mean reward over the whole TRAIN
   split, evaluated on test (ties: lower mean cost, then candidate order). Without a train tree it
   is chosen on test and labelled "hindsight".
-- **kNN router (k=…)** / **MLP router**: the learned single-hop baselines (``training.learned``):
+- **kNN router (k=…)** / **MLP router**: the learned single-hop baselines (``training.evaluation.learned``):
   from the frozen embedding of the query alone, one whole route of length 1..L per query — the
   route with the best mean R among the k nearest train queries (k chosen on held-out train
   items), or the best R = Q̂ − α·Ĉ of an MLP predicting every route's Q and C. Fitted on the
@@ -46,10 +46,10 @@ from hierrouter_graph.policy import STOP_ACTION, RoutingPolicy
 from hierrouter_graph.policy_signature import PolicyMismatchError, PolicySignature
 from hierrouter_graph.route import RouteState, decide_next
 from hierrouter_graph.trained_policy import TrainedPolicy
-from training.datasets import Item
-from training.learned import KNN, MLP, fit_routers, stack
-from training.statistics import FloatArray
-from training.tree import OutcomeTree, Route, RouteOutcome, route_label
+from training.evaluation.learned import KNN, MLP, fit_routers, stack
+from training.evaluation.statistics import FloatArray
+from training.replay.tree import OutcomeTree, Route, RouteOutcome, route_label
+from training.tasks.items import Item
 
 __all__ = [
     "BASELINES",

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from training.datasets import Item
-from training.dynamic_pool_experiment import DEFAULT_HOLD_OUT, MC_TASKS, ExperimentResult
-from training.statistics import Interval, bootstrap_interval
-from training.tree import route_label
+from training.evaluation.statistics import Interval, bootstrap_interval
+from training.experiments.dynamic_pool import DEFAULT_HOLD_OUT, MC_TASKS, ExperimentResult
+from training.replay.tree import route_label
+from training.tasks.items import Item
 
 __all__ = ["dynamic_pool_report"]
 

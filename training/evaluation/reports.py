@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from training.evaluate import OVERALL, EvaluationResult, GroupResult, StrategyRow
-from training.strategies import ROUTER
-from training.tree import route_label
+from training.evaluation.evaluate import OVERALL, EvaluationResult, GroupResult, StrategyRow
+from training.evaluation.strategies import ROUTER
+from training.replay.tree import route_label
 
 __all__ = ["NO_SWEEP", "plot_cost_quality", "print_table", "write_marked_section", "write_report"]
 
@@ -101,7 +101,7 @@ def _seed_lines(results: EvaluationResult) -> list[str]:
     """Each PPO seed's overall result and the spread, beside the effect it is read against."""
     if not results.seed_runs:
         return []
-    from training.seeds import seed_spread
+    from training.evaluation.seeds import seed_spread
 
     std, low, high = seed_spread(results.seed_runs)
     lines = [
@@ -195,7 +195,7 @@ def _header_lines(results: EvaluationResult, command: str, seed: int) -> list[st
         "of length 1..L (the ceiling); *gap recovered* = (S − best single)/(oracle − best single) on "
         "mean reward, n/a when the oracle does no better than the best single; *best single* = the "
         "single-model row with the best mean reward on that table. ≈ marks a difference with the best "
-        "single whose paired interval contains 0. See `training/strategies.py` for the exact "
+        "single whose paired interval contains 0. See `training/evaluation/strategies.py` for the exact "
         "construction.",
         "",
     ]
@@ -249,7 +249,7 @@ def write_report(
     kept = _marked_sections(target.read_text(encoding="utf-8")) if target.is_file() else []
     lines = _header_lines(
         results,
-        command or "(library call: training.evaluate.evaluate)",
+        command or "(library call: training.evaluation.evaluate.evaluate)",
         results.seed if seed is None else seed,
     )
     for group in _ordered_groups(results):

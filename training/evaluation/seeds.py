@@ -19,9 +19,9 @@ import numpy as np
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.policy import RoutingPolicy
-from training.datasets import Item
-from training.strategies import ROUTER, Scores, Strategy, router_strategy
-from training.tree import OutcomeTree, Route, route_label
+from training.evaluation.strategies import ROUTER, Scores, Strategy, router_strategy
+from training.replay.tree import OutcomeTree, Route, route_label
+from training.tasks.items import Item
 
 __all__ = ["SeedRun", "seed_runs", "seed_spread", "seed_strategies"]
 

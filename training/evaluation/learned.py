@@ -2,7 +2,8 @@
 
 Why: RouterBench, LLMRouterBench and "well-tuned kNN" (arXiv 2505.12601) find that a kNN or MLP
 router over a frozen query embedding is hard to beat; a HierRouter claim means little until it
-stands next to them. Both routers (``training.baselines``) read only the embedding of the QUERY —
+stands next to them. Both routers (``training.evaluation.learned_routers``) read only the
+embedding of the QUERY —
 the stage-0 context c_0 the HierRouter policy takes its first decision in, encoded by the same
 frozen sentence encoder (the shipped state embeddings hold exactly these vectors) — and pick one
 whole route of length 1..L up front. They are fitted on the TRAIN split's recorded tree only:
@@ -11,7 +12,7 @@ same R = Q − α·C) HierRouter is trained on.
 
 Q and C are kept apart, so one fit serves every α (a whole cost–quality curve); only the kNN's k is
 chosen per α, on held-out train items (``baselines.choose_k``), never on test.
-``strategies.learned_strategies`` turns a fit into table rows; ``training.curves`` into curves.
+``strategies.learned_strategies`` turns a fit into table rows; ``training.evaluation.curves`` into curves.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import numpy as np
 import torch
 
 from hierrouter_graph.route import RouteState
-from training.baselines import FloatArray, KNNRouter, MLPRouter, choose_k
-from training.datasets import Item
-from training.replay import StateEncoder
-from training.tree import OutcomeTree, Route
+from training.evaluation.learned_routers import FloatArray, KNNRouter, MLPRouter, choose_k
+from training.replay.store import StateEncoder
+from training.replay.tree import OutcomeTree, Route
+from training.tasks.items import Item
 
 __all__ = [
     "DEFAULT_KS",

@@ -21,12 +21,12 @@ from hierrouter_graph.hop import ReplyCache
 from hierrouter_graph.policy_signature import PolicySignature
 from hierrouter_graph.pool import PoolMember
 from hierrouter_graph.trained_policy import MLP_KIND, RouterPolicy
-from training.datasets import Item
-from training.reward import ScoreMemo
+from training.tasks.items import Item
+from training.tasks.reward import ScoreMemo
 
 if TYPE_CHECKING:
     from hierrouter_graph.encoder import TextEncoder
-    from training.replay import StateEncoder
+    from training.replay.store import StateEncoder
 
 
 class PolicyShape(Protocol):
@@ -99,7 +99,7 @@ def build_env(
     """The training environment. Observed cost is left raw (cost_scale 1): the policy scales it,
     exactly as it will when the graph hands it the raw cost at inference. Terminal states are not
     encoded: the rollout never reads their observation. ``memo``: scores to share with other runs."""
-    from training.env import HierRouterEnv
+    from training.rl.env import HierRouterEnv
 
     return HierRouterEnv(
         config,

@@ -7,7 +7,7 @@ calls — and grows the context with the same ``extend_context``; there is no ot
 
 State s_t = (c_t, ℓ_t, C_t), observed as {"embedding": encoder(c_t), "stage": ℓ_t, "cost": C_t}.
 Action: the index of a pool model (``config.model_names`` order). Reward: 0 before the last hop,
-then R = Q(c_L) − α·C_L (``training.reward``); the episode terminates after exactly L hops.
+then R = Q(c_L) − α·C_L (``training.tasks.reward``); the episode terminates after exactly L hops.
 
 With ``config.allow_stop`` there is one more action, index M = STOP (Appendix A's done flag): it
 runs no model, charges nothing, and terminates with R = Q(c_t) − α·C_t on the context so far. It is
@@ -36,9 +36,9 @@ from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import HopResult, ReplyCache, run_hop
 from hierrouter_graph.pool import PoolMember
 from hierrouter_graph.route import RouteState, advance
-from training.datasets import Item
-from training.replay import StateEncoder
-from training.reward import ScoreMemo, terminal_reward
+from training.replay.store import StateEncoder
+from training.tasks.items import Item
+from training.tasks.reward import ScoreMemo, terminal_reward
 
 __all__ = ["HierRouterEnv", "Observation", "StopNotAllowedError"]
 

@@ -11,8 +11,8 @@ Two families of scores, both in [0, 1]:
 
 
 Extracting the answer a reply states (its option letter, number, MATH expression or code) is
-``training/answers.py``'s job; this module compares it with the gold. MBPP and HumanEval are
-judged by ``training/code_tests.py``: the code (then MBPP's ``test_setup_code``, which uses classes
+``training/tasks/answers.py``'s job; this module compares it with the gold. MBPP and HumanEval are
+judged by ``training/tasks/code_tests.py``: the code (then MBPP's ``test_setup_code``, which uses classes
 the solution defines) runs in the sandbox, the tests' inputs come back as plain data and the
 comparison with the expected values happens outside the candidate's process.
 """
@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol, TypedDict
 
-from training.answers import (
+from training.tasks.answers import (
     MC_LETTERS,
     extract_choice,
     extract_code,
@@ -36,7 +36,7 @@ from training.answers import (
     math_equal,
     numbers_equal,
 )
-from training.code_tests import passes_tests, split_humaneval_check
+from training.tasks.code_tests import passes_tests, split_humaneval_check
 
 __all__ = [
     "TASK_METRICS",
@@ -62,7 +62,7 @@ TASK_METRICS: tuple[str, ...] = (
 
 
 class ScorableItem(Protocol):
-    """What scoring needs from an item; ``training.datasets.Item`` satisfies it."""
+    """What scoring needs from an item; ``training.tasks.items.Item`` satisfies it."""
 
     @property
     def references(self) -> list[str]: ...

@@ -1,7 +1,7 @@
 """Answer extraction: the option, number, MATH expression or code a reply states.
 
 Why a module of its own: what a verbose, multi-hop reply *answers* is decided here once, with
-the precedence rules below, and ``training/metrics.py`` only compares the extracted answer with
+the precedence rules below, and ``training/tasks/metrics.py`` only compares the extracted answer with
 the gold. When several answers are stated, the LAST explicit answer statement wins, because the
 later hop is the one that had the chance to correct the earlier one.
 

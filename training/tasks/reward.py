@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypedDict, cast
 
-from training.datasets import Item
-from training.metrics import ScorableItem, evaluate_reply
+from training.tasks.items import Item
+from training.tasks.metrics import ScorableItem, evaluate_reply
 
 __all__ = ["EpisodeQuality", "ScoreMemo", "episode_quality", "terminal_reward"]
 
@@ -57,7 +57,7 @@ class ScoreMemo:
     Why: MBPP runs code in a sandbox, and identical replies recur across routes, episodes, the
     train and test trees and α sweeps; each distinct answer is scored once. Q depends on neither α
     nor L, so one memo serves every setting. ``trees`` keeps the replay-only outcome trees scored
-    with it (``training.tree.outcome_tree``), so an α sweep replays each tree once.
+    with it (``training.replay.tree.outcome_tree``), so an α sweep replays each tree once.
     """
 
     def __init__(self) -> None:

@@ -10,7 +10,7 @@ another machine from the committed pieces.
 A shipped record named ``NAME`` is three files in ``training/data/``:
 
 - ``NAME.replay.jsonl.gz``: the replies (``ReplayStore.export_jsonl_gz``);
-- ``NAME.replay.meta.json``: what produced them (``training.record.write_record_meta``): per member
+- ``NAME.replay.meta.json``: what produced them (``training.replay.record.write_record_meta``): per member
   its fingerprint and backend, the stage prompts. ``shipped_record_for`` matches a config against
   it: a record seeds a config's store when it holds every member's fingerprint under the config's
   stage prompts, so a sub-pool of a shipped pool (the dynamic-pool experiment) replays too;
@@ -38,7 +38,7 @@ from safetensors.torch import save_file
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.defaults import default_config
-from training.replay import ReplayStore, text_sha
+from training.replay.store import ReplayStore, text_sha
 
 __all__ = [
     "SHIPPED_DIR",
@@ -52,7 +52,7 @@ __all__ = [
     "shipped_records",
 ]
 
-SHIPPED_DIR = Path(__file__).parent / "data"
+SHIPPED_DIR = Path(__file__).parents[1] / "data"
 _REPLAY_SUFFIX, _META_SUFFIX, _EMBEDDINGS_SUFFIX = (
     ".replay.jsonl.gz",
     ".replay.meta.json",

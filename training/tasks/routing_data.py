@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.benchmarks import load_routing_items
-from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item
-from training.jsonl_datasets import load_jsonl_dataset
+from training.tasks.benchmarks import load_routing_items
+from training.tasks.items import ALL_TASKS, DEFAULT_PER_TASK, Item
+from training.tasks.jsonl_datasets import load_jsonl_dataset
 
 __all__ = ["RoutingDataset", "build_routing_dataset", "load_items"]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from training.statistics import bootstrap_interval
-from training.strategies import ROUTER
-from training.sweep import Setting, SettingResult, SweepResult
+from training.evaluation.statistics import bootstrap_interval
+from training.evaluation.strategies import ROUTER
+from training.experiments.sweep import Setting, SettingResult, SweepResult
 
 __all__ = ["markdown_section", "plot_pareto"]
 
@@ -164,9 +164,10 @@ def markdown_section(sweep: SweepResult, command: str, plot: Path, report: Path)
         lines += [
             "### AIQ of each α sweep",
             "",
-            "Area under the non-decreasing convex hull of (mean cost, mean Q) over the α values, divided by "
-            "the cost range of that L's fixed routes (`training/statistics.py: aiq`); the oracle at the "
-            "same α values and the fixed routes (every route of length 1..L, no router) on the same range.",
+            "Area under the non-decreasing convex hull of (mean cost, mean Q) over the α values, divided "
+            "by the cost range of that L's fixed routes (`training/evaluation/statistics.py: aiq`); the "
+            "oracle at the same α values and the fixed routes (every route of length 1..L, no router) "
+            "on the same range.",
             "",
             "| family | HierRouter | oracle (same α) | fixed routes | cost range |",
             "|---|---:|---:|---:|---|",

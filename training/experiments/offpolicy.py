@@ -27,10 +27,12 @@ from typing import Any
 
 import torch
 
-from hierrouter_graph.serve.feedback import LoggedRoute
-from hierrouter_graph.trained_policy import RouterPolicy, TrainedPolicy
+from hierrouter_graph.alpha import DEFAULT_ALPHA, serving_alpha
+from hierrouter_graph.encoder import SentenceEncoder
+from hierrouter_graph.serve.feedback import FeedbackStore, LoggedRoute
+from hierrouter_graph.trained_policy import RouterPolicy, TrainedPolicy, read_policy_meta
 
-__all__ = ["LoggedBatch", "OffPolicyArgs", "improve", "provenance"]
+__all__ = ["LoggedBatch", "OffPolicyArgs", "improve", "provenance", "retrain_from_log"]
 
 
 @dataclass(frozen=True)
@@ -151,3 +153,36 @@ def provenance(db: Path, routes: Sequence[LoggedRoute]) -> dict[str, Any]:
         "last": iso(max(created)) if created else None,
         "sha256": digest.hexdigest(),
     }
+
+
+def retrain_from_log(
+    db: Path,
+    policy_dir: Path,
+    out: Path,
+    args: OffPolicyArgs,
+    alpha: float | None = None,
+    encoder: SentenceEncoder | None = None,
+) -> tuple[Path, dict[str, object]]:
+    """The new policy's folder and its ``training`` metadata."""
+    if not db.is_file():
+        raise FileNotFoundError(f"{db}: no route log there (hierrouter-serve --feedback-db writes one)")
+    meta = read_policy_meta(policy_dir)
+    policy = RouterPolicy.load(policy_dir, encoder=encoder)
+    trained_alpha = float(alpha if alpha is not None else serving_alpha(DEFAULT_ALPHA, policy))
+    store = FeedbackStore(db)
+    try:
+        routes = store.scored_routes()
+    finally:
+        store.close()
+    new, history = improve(policy, LoggedBatch.of(policy, routes, trained_alpha), args)
+    training = {
+        **(meta.get("training") or {}),
+        "algorithm": "offpolicy-clipped-ips",
+        "started_from": str(policy_dir),
+        "alpha": trained_alpha,
+        "args": args.as_dict(),
+        "final": history[-1],
+        "feedback": provenance(db, routes),
+    }
+    folder = new.save(out, extra={"training": json.loads(json.dumps(training, default=str))})
+    return folder, training

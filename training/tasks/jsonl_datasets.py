@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from training.answers import MC_LETTERS
-from training.datasets import HALVES, DatasetFormatError, Item, decode_line, half_for
-from training.metrics import TASK_METRICS
+from training.tasks.answers import MC_LETTERS
+from training.tasks.items import HALVES, DatasetFormatError, Item, decode_line, half_for
+from training.tasks.metrics import TASK_METRICS
 
 __all__ = ["load_jsonl_dataset", "write_jsonl_dataset"]
 

@@ -1,6 +1,6 @@
 """The curves' report: the marked "curves" section of docs/results.md, the console view, the PNG.
 
-Why apart from ``training/curve_study.py``: the study is measured there; everything here only
+Why apart from ``training/experiments/curve_study.py``: the study is measured there; everything here only
 formats a ``CurveStudy`` (AIQ table with intervals and the paired difference with the zero router,
 the per-seed AIQ, the APGR / CPT(50%) table, the points of every curve and the cost–quality plot
 with the zero router's hull), so a new family or column is added in one place.
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from training.curve_study import CONDITIONED_FAMILY, CurveStudy
-from training.curves import Curve
-from training.statistics import Interval, quality_curve
+from training.evaluation.curves import Curve
+from training.evaluation.statistics import Interval, quality_curve
+from training.experiments.curve_study import CONDITIONED_FAMILY, CurveStudy
 
 __all__ = ["markdown_section", "plot_curves", "print_study"]
 
@@ -147,7 +147,7 @@ def markdown_section(study: CurveStudy, command: str, plot: Path, report: Path) 
         "(non-decreasing hull, PGR 0 left of its cheapest point) over x ∈ [0, 1]: randomising between weak "
         "and strong gets 0.5. CPT(50%) = the least x at which the curve recovers half the gap (0% when it "
         "does at the weak member's cost; never = not on the grid). n/a: the cheapest member is also the best "
-        "(no trade-off to recover). Definitions: `training/statistics.py` (`apgr`, `cpt`).",
+        "(no trade-off to recover). Definitions: `training/evaluation/statistics.py` (`apgr`, `cpt`).",
         "",
         *_routellm_table(study),
         "",

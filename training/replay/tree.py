@@ -7,7 +7,7 @@ model over the distinct contexts of the level, each node advanced by the library
 (``hierrouter_graph.route.advance``). ``walk`` is that walk; the rest are views of it that differ
 only in how a level's hops are obtained (replay, probe, generate) and what they keep.
 
-Outcomes keep Q and C; the reward R = Q − α·C (``training.reward.terminal_reward``) is computed on
+Outcomes keep Q and C; the reward R = Q − α·C (``training.tasks.reward.terminal_reward``) is computed on
 read, so one replayed tree serves every α (``reprice``).
 """
 
@@ -28,9 +28,9 @@ from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import HopResult, ReplyCache, run_hop, run_hops
 from hierrouter_graph.pool import PoolMember
 from hierrouter_graph.route import Route, RouteState, advance
-from training.datasets import Item
-from training.replay import ReplayMissError, ReplayOnlyCache, StateEncoder
-from training.reward import ScoreMemo, terminal_reward
+from training.replay.store import ReplayMissError, ReplayOnlyCache, StateEncoder
+from training.tasks.items import Item
+from training.tasks.reward import ScoreMemo, terminal_reward
 
 __all__ = [
     "HopsFor",
@@ -190,7 +190,7 @@ def encode_recorded_states(
     Why: episodes encode one state at a time, which on a CPU costs ~10x more per text than a
     batch; a fresh replay store (``make demo``) would otherwise spend most of its PPO run in the
     encoder. ``CachedEncoder`` keeps each vector, so the episodes then only look them up; the
-    shipped record's embeddings (``training/shipped.py``) usually make this a lookup too.
+    shipped record's embeddings (``training/replay/shipped.py``) usually make this a lookup too.
     Returns the number of distinct contexts.
     """
     distinct = decision_contexts(config, pool, items, cache)

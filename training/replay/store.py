@@ -50,8 +50,8 @@ import torch
 from hierrouter_graph.confidence import Confidence
 from hierrouter_graph.encoder import SentenceEncoder
 from hierrouter_graph.hop import CachedReply, ReplyCache
-from training.replay_checks import check_replay_file
-from training.replay_file import RECORD_FIELDS, read_records, write_records
+from training.replay.checks import check_replay_file
+from training.replay.file import RECORD_FIELDS, read_records, write_records
 
 __all__ = [
     "CONFIDENCE_SOURCES",
@@ -304,7 +304,7 @@ class ReplayStore:
 
     def export_jsonl_gz(self, path: str | os.PathLike[str], fingerprints: Iterable[str] | None = None) -> int:
         """Write the replies (optionally only some fingerprints) as a reproducible gzip JSONL
-        (``training/replay_file.py``: same replies, same bytes; written atomically). Returns the
+        (``training/replay/file.py``: same replies, same bytes; written atomically). Returns the
         number of rows."""
         wanted = None if fingerprints is None else sorted(set(fingerprints))
         columns = ", ".join(f"r.{name}" for name in RECORD_FIELDS)
@@ -387,7 +387,7 @@ class ReplayOnlyCache:
     Why: training and evaluating from a recorded outcome tree should be pure replay; a miss means
     the store was recorded for other items, prompts or generation settings, and silently
     generating would turn a minutes-long run into hours. ``--live`` allows generation (and records
-    it) instead. It is also the probe of "is this hop recorded?" (``training.tree.complete_items``):
+    it) instead. It is also the probe of "is this hop recorded?" (``training.replay.tree.complete_items``):
     the key is built by the hop's own code, so it can never disagree with ``run_hop``.
     """
 
