@@ -18,6 +18,7 @@ from hierrouter_graph.defaults import DEFAULT_POLICY_DIR
 from hierrouter_graph.serve.feedback import FeedbackStore
 from hierrouter_graph.trained_policy import RouterPolicy
 from training.cli.context import add_data_flags, add_router_flags, load_run_context
+from training.cli.flags import add_dataclass_flags, dataclass_from_flags
 from training.evaluation.statistics import bootstrap_interval
 from training.experiments.feedback_simulation import SeedResult, log_sampled_routes, test_rewards
 from training.experiments.offpolicy import OffPolicyArgs, retrain_from_log
@@ -33,8 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_data_flags(parser, items_help="(not used: the shipped record's benchmark split)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--passes", type=int, default=4, help="routes logged per train item")
-    parser.add_argument("--epochs", type=int, default=OffPolicyArgs().epochs)
-    parser.add_argument("--learning-rate", type=float, default=OffPolicyArgs().learning_rate)
+    add_dataclass_flags(
+        parser.add_argument_group("the update (OffPolicyArgs; its seed is each --seeds value)"),
+        OffPolicyArgs,
+        exclude=("seed",),
+    )
     parser.add_argument("--out", type=Path, default=None, help="keep the logs and policies here")
     ns = parser.parse_args(argv)
     ctx = load_run_context(ns, split="evaluation", require_replay=True)
@@ -59,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 store, shipped, train_tree, train, config.alpha, config.horizon, ns.passes, seed
             )
             store.close()
-            args = OffPolicyArgs(epochs=ns.epochs, learning_rate=ns.learning_rate, seed=seed)
+            args = dataclass_from_flags(ns, OffPolicyArgs, OffPolicyArgs(seed=seed))
             folder, _ = retrain_from_log(
                 db, DEFAULT_POLICY_DIR, root / f"seed{seed}" / "policy", args, config.alpha, cached
             )

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.defaults import DEFAULT_POLICY_DIR
+from training.cli.flags import add_dataclass_flags, dataclass_from_flags
 from training.experiments.offpolicy import OffPolicyArgs, retrain_from_log
 
 __all__ = ["cli", "main"]
@@ -28,15 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--policy", type=Path, default=DEFAULT_POLICY_DIR, help="starting policy (shipped)")
     parser.add_argument("--out", type=Path, default=Path("runs/feedback-policy"))
     parser.add_argument("--alpha", type=float, default=None, help="α of routes logged without one")
-    defaults = OffPolicyArgs()
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--clip-coef", type=float, default=defaults.clip_coef)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    add_dataclass_flags(parser.add_argument_group("the update (OffPolicyArgs)"), OffPolicyArgs)
     ns = parser.parse_args(argv)
-    args = OffPolicyArgs(
-        epochs=ns.epochs, learning_rate=ns.learning_rate, clip_coef=ns.clip_coef, seed=ns.seed
-    )
+    args = dataclass_from_flags(ns, OffPolicyArgs)
     folder, training = retrain_from_log(ns.db, ns.policy, ns.out, args, ns.alpha)
     print(f"wrote {folder}: {json.dumps(training['feedback'])}")
     return 0

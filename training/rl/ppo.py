@@ -29,7 +29,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,9 @@ class PPOArgs:
     rollouts: int = 128
     """Episodes per iteration; each is L transitions, so the batch is ``rollouts·L`` steps."""
     num_minibatches: int = 16
+    """Minibatches per update epoch."""
     update_epochs: int = 4
+    """Passes over an iteration's batch."""
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_coef: float = 0.2
@@ -101,15 +103,18 @@ class PPOArgs:
     target_kl: float | None = None
     """Stop an iteration's update epochs early once approx KL exceeds this (None: never)."""
     seed: int = 42
+    """PPO seed (init, actions, items)."""
     hidden_size: int = 256
     stage_dim: int = 16
     cost_scale: float = 1.0
     """The policy divides its cost input by this (the env always reports the raw cost)."""
-    reward: str = "task"
+    reward: str = field(default="task", metadata={"choices": ("task", "f1")})
     """Quality used in the reward: "task" (the item's own metric) or "f1" (the paper's token-F1)."""
     device: str = "cpu"
-    policy_kind: str = MLP_KIND
-    """Which policy ``make_policy`` builds (``POLICY_KINDS``)."""
+    """Torch device of the policy."""
+    policy_kind: str = field(default=MLP_KIND, metadata={"choices": POLICY_KINDS})
+    """Which policy ``make_policy`` builds: mlp, RouterPolicy (fixed pool); descriptor,
+    DescriptorPolicy (the pool may change after training)."""
 
     def __post_init__(self) -> None:
         if self.policy_kind not in POLICY_KINDS:
