@@ -27,9 +27,10 @@ from hierrouter_graph.graph import HierRouterGraph, build_pool
 from hierrouter_graph.policy_inputs import alpha_feature
 from hierrouter_graph.policy_signature import PolicyMismatchError
 from hierrouter_graph.trained_policy import RouterPolicy
+from training.rl.args import PPOArgs
 from training.rl.env import HierRouterEnv
-from training.rl.ppo import PPOArgs, train
 from training.rl.setup import make_policy
+from training.rl.train import train
 from training.tasks.items import Item
 
 POOL = ("cheap", "dear")

@@ -10,7 +10,7 @@ import pytest
 
 from training.cli.flags import add_dataclass_flags, dataclass_from_flags, field_docs
 from training.cli.ppo import parse_args, ppo_args_from
-from training.rl.ppo import PPOArgs
+from training.rl.args import PPOArgs
 
 SHIPPED = Path(__file__).resolve().parents[2] / "hierrouter_graph" / "default_policy"
 

@@ -24,7 +24,7 @@ from hierrouter_graph.pool import PoolMember
 from tests.training.scripted_pool import POOL, chat_models, lucky_items, make_items, scripted_config
 from training.evaluation import curves as cv
 from training.evaluation.evaluate import evaluate
-from training.evaluation.learned import KNN, MLP, fit_routers, query_embeddings
+from training.evaluation.learned_routers import KNN, MLP, fit_routers, query_embeddings
 from training.evaluation.reports import write_report
 from training.evaluation.seeds import seed_spread
 from training.evaluation.statistics import aiq, apgr, cpt, quality_curve
@@ -34,7 +34,7 @@ from training.experiments.curves_report import markdown_section, plot_curves
 from training.replay.record import record_outcome_tree
 from training.replay.store import ReplayStore
 from training.replay.tree import OutcomeTree, candidate_routes, outcome_tree
-from training.rl.ppo import PPOArgs
+from training.rl.args import PPOArgs
 
 TRAIN = [*make_items(16, offset=100), *lucky_items(16, offset=100)]
 TEST = [*make_items(6), *lucky_items(6)]

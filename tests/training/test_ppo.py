@@ -33,10 +33,12 @@ from tests.training.scripted_pool import (
 )
 from training.cli.ppo import parse_args, run_from_cli
 from training.replay.store import ReplayMissError
+from training.rl.args import PPOArgs
 from training.rl.env import HierRouterEnv
-from training.rl.ppo import PPOArgs, TrainResult, compute_gae, train
+from training.rl.ppo import compute_gae
 from training.rl.rollout_data import LOG_COLUMNS
 from training.rl.setup import TrainablePolicy, build_env, make_policy
+from training.rl.train import TrainResult, train
 from training.tasks.jsonl_datasets import write_jsonl_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -38,9 +38,11 @@ from training.evaluation.strategies import ROUTER, router_routes
 from training.replay.record import record_outcome_tree
 from training.replay.store import ReplayStore
 from training.replay.tree import outcome_tree
+from training.rl.args import PPOArgs
 from training.rl.env import HierRouterEnv, StopNotAllowedError
-from training.rl.ppo import PPOArgs, TrainResult, collect_rollouts, compute_gae, train
+from training.rl.ppo import collect_rollouts, compute_gae
 from training.rl.setup import make_policy
+from training.rl.train import TrainResult, train
 from training.tasks.items import Item
 from training.tasks.metrics import score
 

@@ -35,7 +35,7 @@ from training.experiments.sweep_report import markdown_section, plot_pareto
 from training.replay.record import record_outcome_tree
 from training.replay.store import ReplayStore
 from training.replay.tree import outcome_tree, with_horizon
-from training.rl.ppo import PPOArgs
+from training.rl.args import PPOArgs
 
 TRAIN, TEST = make_items(6, offset=100), make_items(4, offset=0)
 ALPHAS = (0.0, 0.05)

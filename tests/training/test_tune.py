@@ -17,7 +17,7 @@ from training.experiments.tune import split_validation, tune
 from training.replay.record import record_outcome_tree
 from training.replay.store import CachedEncoder, ReplayStore
 from training.replay.tree import candidate_routes, outcome_tree
-from training.rl.ppo import PPOArgs
+from training.rl.args import PPOArgs
 from training.tasks.items import Item
 
 

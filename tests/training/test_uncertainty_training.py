@@ -28,9 +28,10 @@ from hierrouter_graph.confidence import NEUTRAL_FEATURES
 from hierrouter_graph.encoder import TextEncoder
 from hierrouter_graph.graph import HierRouterGraph, build_pool
 from hierrouter_graph.hop import extend_context
+from training.rl.args import PPOArgs
 from training.rl.env import HierRouterEnv
-from training.rl.ppo import PPOArgs, train
 from training.rl.setup import make_policy
+from training.rl.train import train
 from training.tasks.items import Item
 
 POOL = ("probe", "keep", "fixer")

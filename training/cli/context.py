@@ -20,6 +20,7 @@ from hierrouter_graph.pool import PoolMember
 from training.replay.shipped import ShippedRecord, note_replayed_numerics, shipped_record_for
 from training.replay.store import CachedEncoder, ReplayMissError, ReplayStore, StateEncoder
 from training.tasks.items import ALL_TASKS, DEFAULT_PER_TASK, Item
+from training.tasks.reward import REWARD_METRICS
 from training.tasks.routing_data import build_routing_dataset, load_items
 
 __all__ = [
@@ -42,7 +43,7 @@ def add_router_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="generate hops missing from the replay store (and record them); default: replay only",
     )
-    parser.add_argument("--reward", choices=("task", "f1"), default="task")
+    parser.add_argument("--reward", choices=REWARD_METRICS, default="task")
     parser.add_argument(
         "--allow-stop",
         action="store_true",

@@ -27,7 +27,7 @@ from hierrouter_graph.defaults import DEFAULT_POLICY_DIR
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import add_data_flags, add_router_flags, load_run_context
 from training.experiments.curve_study import DEFAULT_CURVE_ALPHAS, run_study
-from training.rl.ppo import PPOArgs
+from training.rl.args import PPOArgs
 
 __all__ = ["SECTION", "main", "parse_args"]
 

@@ -19,7 +19,7 @@ from training.evaluation.reports import write_marked_section
 from training.experiments.dynamic_pool import DEFAULT_HOLD_OUT, SECTION, copy_store, run_experiment
 from training.experiments.dynamic_pool_report import dynamic_pool_report
 from training.replay.store import ReplayStore
-from training.rl.ppo import PPOArgs
+from training.rl.args import PPOArgs
 from training.tasks.items import ALL_TASKS, DEFAULT_PER_TASK
 
 __all__ = ["main", "parse_args"]

@@ -22,7 +22,7 @@ from training.cli.context import RunContext, add_data_flags, add_router_flags, l
 from training.evaluation.evaluate import EvaluationResult, evaluate
 from training.evaluation.reports import plot_cost_quality, print_table, write_report
 from training.replay.store import ReplayMissError, ReplayStore
-from training.rl.ppo import POLICY_DIRNAME
+from training.rl.train import POLICY_DIRNAME
 
 __all__ = ["evaluate_saved", "main", "parse_args", "policy_folder", "run_from_cli"]
 
@@ -141,7 +141,7 @@ def evaluate_saved(
         seed,
         live=live,
         resamples=resamples,
-        sweep=_load_sweep(sweep_run_dirs, load) if sweep_run_dirs else None,
+        alpha_policies=_load_sweep(sweep_run_dirs, load) if sweep_run_dirs else None,
         progress=progress,
         data_info={**context.data_info, **dict(data_info or {})},
         encoder=encoder,

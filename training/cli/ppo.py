@@ -21,8 +21,8 @@ from training.cli.context import RunContext, add_data_flags, add_router_flags, l
 from training.cli.flags import add_dataclass_flags, dataclass_from_flags
 from training.replay.store import ReplayMissError, ReplayOnlyCache, StateEncoder
 from training.replay.tree import encode_recorded_states, recorded_only
-from training.rl.ppo import PPOArgs, TrainResult, train
-from training.rl.setup import build_env, make_policy
+from training.rl.args import PPOArgs
+from training.rl.train import TrainResult, train_router
 
 __all__ = [
     "PPO_FLAG_ALIASES",
@@ -108,24 +108,21 @@ def run_from_cli(
         state_encoder = context.state_encoder(store)
         if not ns.live:
             encode_recorded_states(state_encoder, config, pool, items, cache)
-        env = build_env(config, items, pool, state_encoder, reward=args.reward, cache=cache)
-        policy = make_policy(config, context.encoder(), args)
         metadata = {
             "dataset": data_info,
             "config": str(ns.config) if ns.config is not None else "default_config()",
-            "alpha": config.alpha,
-            "horizon": config.horizon,
-            "allow_stop": config.allow_stop,
-            "uncertainty_state": config.uncertainty_state,
-            "alpha_range": config.alpha_range,
             "replay": str(ns.replay),
             "live": bool(ns.live),
         }
-        return train(
-            env,
-            policy,
+        return train_router(
+            config,
+            items,
+            pool,
+            state_encoder,
             args,
             ns.run_dir,
+            cache=cache,
+            policy_encoder=context.encoder(),
             progress=not ns.no_progress,
             resume=not ns.no_resume,
             metadata=metadata,

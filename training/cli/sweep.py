@@ -26,8 +26,9 @@ from training.experiments.sweep import (
     settings_grid,
 )
 from training.experiments.sweep_report import markdown_section, plot_pareto
-from training.rl.ppo import PPOArgs
+from training.rl.args import PPOArgs
 from training.tasks.items import ALL_TASKS, DEFAULT_PER_TASK
+from training.tasks.reward import REWARD_METRICS
 
 __all__ = ["main", "parse_args"]
 
@@ -60,7 +61,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--replay", type=Path, default=Path("runs/replay.sqlite"), help="replay store")
     parser.add_argument("--live", action="store_true", help="generate hops missing from the replay store")
-    parser.add_argument("--reward", choices=("task", "f1"), default=defaults.reward)
+    parser.add_argument("--reward", choices=REWARD_METRICS, default=defaults.reward)
     parser.add_argument("--iterations", type=int, default=defaults.iterations)
     parser.add_argument("--rollouts", type=int, default=defaults.rollouts)
     parser.add_argument("--seed", type=int, default=defaults.seed)

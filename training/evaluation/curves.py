@@ -28,8 +28,7 @@ from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import ReplyCache
 from hierrouter_graph.policy import RoutingPolicy
 from hierrouter_graph.pool import PoolMember
-from training.evaluation.learned import KNN, MLP, FittedRouters, stack
-from training.evaluation.learned_routers import calibrate
+from training.evaluation.learned_routers import KNN, MLP, FittedRouters, calibrate, stack
 from training.evaluation.statistics import FloatArray, Interval, aiq, apgr, bootstrap_indices, cpt
 from training.evaluation.strategies import best_route, oracle_routes, router_routes
 from training.replay.tree import OutcomeTree, Route, outcome_tree, reprice, route_label
@@ -39,11 +38,11 @@ from training.tasks.reward import terminal_reward
 __all__ = [
     "ZERO_ROUTER",
     "AIQResult",
+    "AlphaPoint",
     "Curve",
     "RouteFamily",
-    "SweepPoint",
     "aiq_intervals",
-    "alpha_sweep_points",
+    "alpha_points",
     "best_fixed_family",
     "calibrate_family",
     "conditioned_family",
@@ -270,7 +269,7 @@ def routellm_scores(
 
 
 @dataclass(frozen=True)
-class SweepPoint:
+class AlphaPoint:
     """One trained policy of an α sweep, evaluated greedily on the test items."""
 
     alpha: float
@@ -281,7 +280,7 @@ class SweepPoint:
     """Mean route length of the policy's greedy routes (< L only with STOP)."""
 
 
-def alpha_sweep_points(
+def alpha_points(
     config: RouterConfig,
     pool: Mapping[str, PoolMember],
     policies: Mapping[float, RoutingPolicy],
@@ -291,7 +290,7 @@ def alpha_sweep_points(
     reward_metric: str = "task",
     tree: OutcomeTree | None = None,
     live: bool = False,
-) -> list[SweepPoint]:
+) -> list[AlphaPoint]:
     """(mean cost, mean quality) on ``items`` of policies already trained at each α, by α.
 
     Quality is the reward's metric Q (independent of α), so the points trace the cost/quality
@@ -305,7 +304,7 @@ def alpha_sweep_points(
         cost, quality, task_metric = _columns(tree, items, routes)
         hops = float(np.mean([len(route) for route in routes]))
         points.append(
-            SweepPoint(
+            AlphaPoint(
                 float(alpha), float(cost.mean()), float(quality.mean()), float(task_metric.mean()), hops
             )
         )

@@ -35,8 +35,8 @@ from hierrouter_graph.hop import ReplyCache
 from hierrouter_graph.policy import RoutingPolicy
 from hierrouter_graph.pool import PoolMember
 from hierrouter_graph.trained_policy import TrainedPolicy
-from training.evaluation.curves import SweepPoint, alpha_sweep_points, oracle_point
-from training.evaluation.learned import query_embeddings
+from training.evaluation.curves import AlphaPoint, alpha_points, oracle_point
+from training.evaluation.learned_routers import query_embeddings
 from training.evaluation.seeds import SeedRun, seed_runs, seed_strategies
 from training.evaluation.statistics import Interval, aiq, bootstrap_indices, gap_interval, mean_interval
 from training.evaluation.strategies import (
@@ -67,8 +67,6 @@ __all__ = [
     "GroupResult",
     "SeedRun",
     "StrategyRow",
-    "SweepPoint",
-    "alpha_sweep_points",
     "evaluate",
 ]
 
@@ -196,7 +194,8 @@ class EvaluationResult:
     aiq: dict[str, float | None]
     """Family → AIQ over ``aiq_cost_range``; None where it cannot be computed honestly."""
     aiq_cost_range: tuple[float, float]
-    sweep: list[SweepPoint] = field(default_factory=list)
+    alpha_points: list[AlphaPoint] = field(default_factory=list)
+    """The router's (cost, quality) at each α of ``alpha_policies`` (empty without them)."""
     seed_runs: list[SeedRun] = field(default_factory=list)
     router_pairs: dict[tuple[str, str], Interval] = field(default_factory=dict)
     """(A, B) → paired interval of A − B mean reward over all test queries, for every pair of
@@ -294,7 +293,7 @@ def evaluate(
     *,
     live: bool = False,
     resamples: int = 1000,
-    sweep: Mapping[float, RoutingPolicy] | None = None,
+    alpha_policies: Mapping[float, RoutingPolicy] | None = None,
     data_info: Mapping[str, Any] | None = None,
     progress: bool = False,
     memo: ScoreMemo | None = None,
@@ -304,7 +303,7 @@ def evaluate(
 ) -> EvaluationResult:
     """Replay the test (and train) outcome trees and score every strategy (module docstring).
 
-    ``policy=None`` leaves the router row out (baselines only). ``sweep`` maps α → a policy
+    ``policy=None`` leaves the router row out (baselines only). ``alpha_policies`` maps α → a policy
     trained at that α, for AIQ. Replay-only unless ``live``. ``memo``: scores (and replayed trees)
     already computed — they do not depend on α — shared by the many evaluations of a sweep.
     ``baselines``: the rows after the router's (``strategies.BASELINES``; the oracle must be one).
@@ -367,13 +366,13 @@ def evaluate(
     ]
     span = (min(c for c, _ in fixed_points), max(c for c, _ in fixed_points))
     aiq_values: dict[str, float | None] = {"fixed routes (zero router)": aiq(fixed_points)}
-    points: list[SweepPoint] = []
-    if sweep:
-        points = alpha_sweep_points(
-            config, pool, sweep, test_items, cache, reward_metric=reward_metric, tree=tree
+    points: list[AlphaPoint] = []
+    if alpha_policies:
+        points = alpha_points(
+            config, pool, alpha_policies, test_items, cache, reward_metric=reward_metric, tree=tree
         )
         aiq_values[f"{ROUTER} (α sweep)"] = aiq([(p.cost, p.quality) for p in points], cost_range=span)
-        oracle_points = [oracle_point(tree, test_items, candidates, a) for a in sorted(sweep)]
+        oracle_points = [oracle_point(tree, test_items, candidates, a) for a in sorted(alpha_policies)]
         aiq_values["oracle (same α values)"] = aiq(oracle_points, cost_range=span)
     else:
         aiq_values[ROUTER] = None
@@ -407,7 +406,7 @@ def evaluate(
         best_fixed_source=source,
         aiq=aiq_values,
         aiq_cost_range=span,
-        sweep=points,
+        alpha_points=points,
         seed_runs=seeds,
         router_pairs=pairs,
         data_info=dict(data_info or {}),

@@ -149,12 +149,12 @@ def _markdown_table(group: GroupResult) -> list[str]:
 def _aiq_lines(results: EvaluationResult) -> list[str]:
     lo, hi = results.aiq_cost_range
     values = "; ".join(f"{name}: {NO_SWEEP if v is None else f'{v:.4f}'}" for name, v in results.aiq.items())
+    elsewhere = "; every family's curve and AIQ, with intervals: `training/curves.py`"
     lines = [
         f"- **AIQ** (quality = Q; over the fixed routes' cost range [{lo:.4g}, {hi:.4g}], a family's curve "
-        f"being 0 below its cheapest point): {values}"
-        + ("" if results.sweep else "; every family's curve and AIQ, with intervals: `training/curves.py`")
+        f"being 0 below its cheapest point): {values}" + ("" if results.alpha_points else elsewhere)
     ]
-    for point in results.sweep:
+    for point in results.alpha_points:
         lines.append(
             f"  - α = {point.alpha:g}: mean cost {point.cost:.4f}, Q {point.quality:.4f}, "
             f"task metric {point.task_metric:.4f}"
@@ -306,10 +306,10 @@ def plot_cost_quality(results: EvaluationResult, path: str | Path = "docs/cost_q
         labels.setdefault((round(row.cost.mean, 12), round(row.task_metric.mean, 12)), []).append(row.name)
     for (x, y), names in labels.items():
         axes.annotate(" = ".join(names), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
-    if results.sweep:
+    if results.alpha_points:
         axes.plot(
-            [p.cost for p in results.sweep],
-            [p.task_metric for p in results.sweep],
+            [p.cost for p in results.alpha_points],
+            [p.task_metric for p in results.alpha_points],
             "--",
             color="grey",
             label=f"{ROUTER} α sweep",

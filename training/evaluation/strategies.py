@@ -17,7 +17,7 @@ Definitions (exact; "reward" is R = Q − α·C of ``training.tasks.reward.termi
 - **best fixed route**: the candidate route with the highest mean reward over the whole TRAIN
   split, evaluated on test (ties: lower mean cost, then candidate order). Without a train tree it
   is chosen on test and labelled "hindsight".
-- **kNN router (k=…)** / **MLP router**: the learned single-hop baselines (``training.evaluation.learned``):
+- **kNN router (k=…)** / **MLP router**: the learned routers (``training.evaluation.learned_routers``):
   from the frozen embedding of the query alone, one whole route of length 1..L per query — the
   route with the best mean R among the k nearest train queries (k chosen on held-out train
   items), or the best R = Q̂ − α·Ĉ of an MLP predicting every route's Q and C. Fitted on the
@@ -46,7 +46,7 @@ from hierrouter_graph.policy import STOP_ACTION, RoutingPolicy
 from hierrouter_graph.policy_signature import PolicyMismatchError, PolicySignature
 from hierrouter_graph.route import RouteState, decide_next
 from hierrouter_graph.trained_policy import TrainedPolicy
-from training.evaluation.learned import KNN, MLP, fit_routers, stack
+from training.evaluation.learned_routers import KNN, MLP, fit_routers, stack
 from training.evaluation.statistics import FloatArray
 from training.replay.tree import OutcomeTree, Route, RouteOutcome, route_label
 from training.tasks.items import Item

@@ -23,12 +23,12 @@ from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.policy import RoutingPolicy
 from hierrouter_graph.pool import PoolMember
 from training.evaluation import curves as cv
-from training.evaluation.learned import KNN, MLP, fit_routers, query_embeddings
+from training.evaluation.learned_routers import KNN, MLP, fit_routers, query_embeddings
 from training.evaluation.statistics import aiq
 from training.experiments.sweep import Setting, setting_config, train_setting
 from training.replay.store import CachedEncoder, ReplayStore, StateEncoder
 from training.replay.tree import candidate_routes, complete_items, shared_tree
-from training.rl.ppo import PPOArgs
+from training.rl.args import PPOArgs
 from training.tasks.items import ALL_TASKS, Item
 from training.tasks.reward import ScoreMemo
 

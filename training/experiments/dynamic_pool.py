@@ -52,8 +52,9 @@ from hierrouter_graph.trained_policy import MLP_KIND
 from training.evaluation.strategies import Scores, oracle_routes, router_routes
 from training.replay.store import CachedEncoder, ReplayOnlyCache, ReplayStore, StateEncoder
 from training.replay.tree import OutcomeTree, Route, candidate_routes, outcome_tree, recorded_only
-from training.rl.ppo import PPOArgs, train
-from training.rl.setup import TrainablePolicy, build_env, make_policy
+from training.rl.args import PPOArgs
+from training.rl.setup import TrainablePolicy
+from training.rl.train import train_router
 from training.tasks.items import Item
 from training.tasks.reward import ScoreMemo
 
@@ -164,10 +165,9 @@ def _train(
 ) -> TrainablePolicy:
     """One PPO run (resumable: a finished run dir is loaded back, not retrained)."""
     args = PPOArgs(**{**base.as_dict(), "seed": seed, "policy_kind": kind})
-    env = build_env(config, items, {n: pool[n] for n in config.model_names}, state_encoder, cache=cache)
-    policy = make_policy(config, state_encoder, args)
     began = time.perf_counter()
-    result = train(env, policy, args, run_dir, progress=False, metadata={"experiment": "dynamic_pool"})
+    experiment = {"experiment": "dynamic_pool"}
+    result = train_router(config, items, pool, state_encoder, args, run_dir, cache=cache, metadata=experiment)
     final = result.final
     print(
         f"  trained {kind:10s} on {config.model_names} seed {seed}: last-iteration quality "

@@ -40,8 +40,8 @@ from training.evaluation.statistics import Interval
 from training.evaluation.strategies import ORACLE, ROUTER
 from training.replay.store import CachedEncoder, ReplayOnlyCache, ReplayStore, StateEncoder
 from training.replay.tree import complete_items, with_horizon
-from training.rl.ppo import PPOArgs, train
-from training.rl.setup import build_env, make_policy
+from training.rl.args import PPOArgs
+from training.rl.train import train_router
 from training.tasks.items import DEFAULT_PER_TASK, Item
 from training.tasks.reward import ScoreMemo
 
@@ -292,7 +292,7 @@ def run_sweep(
             config.alpha,
             memo=memo,
             live=live,
-            sweep=by_alpha,
+            alpha_policies=by_alpha,
         )
         aiq[family] = dict(swept.aiq)
         spans[family] = swept.aiq_cost_range
@@ -331,19 +331,22 @@ def train_setting(
     began = time.perf_counter()
     cache = store if live else ReplayOnlyCache(store)
     # Q depends on neither α nor the policy: one memo is right for every run
-    env = build_env(config, train_items, pool, cached, reward=args.reward, cache=cache, memo=memo)
-    metadata = {
-        "alpha": setting.alpha,
-        "horizon": setting.horizon,
-        "allow_stop": setting.allow_stop,
-        "uncertainty_state": setting.uncertainty,
-        "sweep": setting.name,
-        "train_items": len(train_items),
-    }
     folder = run_dir / setting.name
     resume = _same_train_items(folder, train_items, log)
-    fresh = make_policy(config, encoder, args)
-    trained = train(env, fresh, args, folder, progress, resume=resume, metadata=metadata)
+    trained = train_router(
+        config,
+        train_items,
+        pool,
+        cached,
+        args,
+        folder,
+        cache=cache,
+        policy_encoder=encoder,
+        memo=memo,
+        progress=progress,
+        resume=resume,
+        metadata={"sweep": setting.name},
+    )
     seconds = time.perf_counter() - began
     policy = RouterPolicy.load(
         trained.policy_dir,

@@ -31,8 +31,8 @@ from hierrouter_graph.pool import PoolMember
 from training.evaluation.strategies import best_route, router_routes
 from training.replay.store import CachedEncoder, ReplayOnlyCache, ReplayStore, StateEncoder
 from training.replay.tree import candidate_routes, encode_recorded_states, outcome_tree, route_label
-from training.rl.ppo import PPOArgs, train
-from training.rl.setup import build_env, make_policy
+from training.rl.args import PPOArgs
+from training.rl.train import train_router
 from training.tasks.items import Item
 from training.tasks.reward import ScoreMemo
 
@@ -145,9 +145,8 @@ def tune(
                 args = PPOArgs(
                     **{**asdict(base), "learning_rate": lr, "iterations": n_iterations, "seed": seed}
                 )
-                env = build_env(config, fit, pool, cached, reward=args.reward, cache=ReplayOnlyCache(store))
                 folder = run_dir / f"lr{lr:g}-it{n_iterations}-seed{seed}"
-                trained = train(env, make_policy(config, cached, args), args, folder, progress=False)
+                trained = train_router(config, fit, pool, cached, args, folder, cache=ReplayOnlyCache(store))
                 policy = load_saved_policy(trained.policy_dir, config, cached)
                 chosen = router_routes(policy, config, val_tree, val)
                 outcomes = [val_tree[item.id][route] for item, route in zip(val, chosen, strict=True)]

@@ -30,7 +30,7 @@ from hierrouter_graph.pool import PoolMember
 from hierrouter_graph.route import Route, RouteState, advance
 from training.replay.store import ReplayMissError, ReplayOnlyCache, StateEncoder
 from training.tasks.items import Item
-from training.tasks.reward import ScoreMemo, terminal_reward
+from training.tasks.reward import ScoreMemo, reward_metric_of, terminal_reward
 
 __all__ = [
     "HopsFor",
@@ -296,8 +296,7 @@ def outcome_tree(
     when one is given). Costs accumulate hop by hop exactly as the graph and the env add them.
     ``shared_tree`` replays a tree once per memo and reprices it for every α asked.
     """
-    if reward_metric not in ("task", "f1"):
-        raise ValueError(f"reward_metric must be 'task' or 'f1', got {reward_metric!r}")
+    reward_metric_of(reward_metric)
     missing = [name for name in config.model_names if name not in pool]
     if missing:
         raise KeyError(f"pool lacks models {missing} named by the config {config.model_names}")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -38,7 +38,7 @@ from hierrouter_graph.pool import PoolMember
 from hierrouter_graph.route import RouteState, advance
 from training.replay.store import StateEncoder
 from training.tasks.items import Item
-from training.tasks.reward import ScoreMemo, terminal_reward
+from training.tasks.reward import ScoreMemo, reward_metric_of, terminal_reward
 
 __all__ = ["HierRouterEnv", "Observation", "StopNotAllowedError"]
 
@@ -84,15 +84,13 @@ class HierRouterEnv(gym.Env[Observation, np.int64]):
         missing = [name for name in config.model_names if name not in pool]
         if missing:
             raise KeyError(f"pool lacks models {missing} named by the config {config.model_names}")
-        if reward_metric not in ("task", "f1"):
-            raise ValueError(f"reward_metric must be 'task' or 'f1', got {reward_metric!r}")
         if cost_scale <= 0:
             raise ValueError(f"cost_scale must be > 0, got {cost_scale}")
         self.config = config
         self.items = list(items)
         self.members = [pool[name] for name in config.model_names]
         self.encoder = encoder
-        self.reward_metric = cast(Literal["task", "f1"], reward_metric)
+        self.reward_metric = reward_metric_of(reward_metric)
         self.cache = cache
         # Q of a final context never changes, and replayed episodes revisit the same few leaves of
         # each item's tree: scoring once (MBPP runs a sandboxed subprocess) keeps replay fast.

@@ -15,150 +15,28 @@ transition that pays R = Q(c_t) − α·C_t and ends the episode. Nothing else c
 ``dones`` wherever an episode ends, and STOP is masked at stage 0 inside ``RouterPolicy.forward``,
 which both the rollout and the update call, so their log-probs agree.
 
-Runs are resumable: ``run_dir/checkpoint.pt`` is rewritten atomically after every iteration with
-everything that influences the next one (weights, Adam state, every RNG — the environment's
-included), so a run killed at any point and started again with the same ``run_dir`` finishes
-with bit-identical weights to an uninterrupted run.
+The loop that runs these iterations, checkpoints and saves the policy is ``train.py``; the
+hyperparameters are ``args.py``.
 
     python training/ppo.py --run-dir runs/ppo --replay runs/replay.sqlite --reward task
 """
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import torch
 from torch import nn
 from torch.distributions import Categorical
-from tqdm import tqdm
 
-from hierrouter_graph.loading_errors import LoadError, read_json_object
-from training.rl.checkpointing import (
-    TensorBoard,
-    env_rng_state,
-    load_checkpoint,
-    restore_rng_states,
-    rng_states,
-    save_checkpoint,
-    seed_everything,
-    set_env_rng_state,
-    write_log,
-)
-from training.rl.rollout_data import LOG_COLUMNS, EpisodeSummary, StateBatch, log_row
-from training.rl.setup import MLP_KIND, POLICY_KINDS, TrainablePolicy, check_compatible
+from training.rl.args import PPOArgs
+from training.rl.rollout_data import EpisodeSummary, StateBatch
+from training.rl.setup import TrainablePolicy
 
-__all__ = [
-    "CHECKPOINT_NAME",
-    "LOG_COLUMNS",
-    "LOG_NAME",
-    "POLICY_DIRNAME",
-    "RESUMABLE_CHANGES",
-    "PPOArgs",
-    "Rollout",
-    "TrainResult",
-    "collect_rollouts",
-    "compute_gae",
-    "ppo_update",
-    "train",
-]
-
-CHECKPOINT_NAME = "checkpoint.pt"
-LOG_NAME = "log.csv"
-POLICY_DIRNAME = "policy"
-
-# ------------------------------------------------------------------------------------ arguments
-
-
-@dataclass
-class PPOArgs:
-    """Hyperparameters; the defaults are the paper's (Appendix B) where it gives one."""
-
-    iterations: int = 8
-    """PPO iterations (rollout collection + update)."""
-    rollouts: int = 128
-    """Episodes per iteration; each is L transitions, so the batch is ``rollouts·L`` steps."""
-    num_minibatches: int = 16
-    """Minibatches per update epoch."""
-    update_epochs: int = 4
-    """Passes over an iteration's batch."""
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_coef: float = 0.2
-    clip_vloss: bool = False
-    """CleanRL clips the value loss by default; the paper does not say, and with a terminal reward
-    in [−αC, 1] and a critic starting at 0, clipping only slows the critic down."""
-    vf_coef: float = 0.5
-    ent_coef: float = 0.01
-    max_grad_norm: float = 0.3
-    learning_rate: float = 1e-4
-    adam_eps: float = 1e-4
-    norm_adv: bool = True
-    target_kl: float | None = None
-    """Stop an iteration's update epochs early once approx KL exceeds this (None: never)."""
-    seed: int = 42
-    """PPO seed (init, actions, items)."""
-    hidden_size: int = 256
-    stage_dim: int = 16
-    cost_scale: float = 1.0
-    """The policy divides its cost input by this (the env always reports the raw cost)."""
-    reward: str = field(default="task", metadata={"choices": ("task", "f1")})
-    """Quality used in the reward: "task" (the item's own metric) or "f1" (the paper's token-F1)."""
-    device: str = "cpu"
-    """Torch device of the policy."""
-    policy_kind: str = field(default=MLP_KIND, metadata={"choices": POLICY_KINDS})
-    """Which policy ``make_policy`` builds: mlp, RouterPolicy (fixed pool); descriptor,
-    DescriptorPolicy (the pool may change after training)."""
-
-    def __post_init__(self) -> None:
-        if self.policy_kind not in POLICY_KINDS:
-            raise ValueError(f"policy_kind must be one of {POLICY_KINDS}, got {self.policy_kind!r}")
-        if self.reward not in ("task", "f1"):
-            raise ValueError(f"reward must be 'task' or 'f1', got {self.reward!r}")
-        for name in ("iterations", "rollouts", "num_minibatches", "update_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0 or self.cost_scale <= 0:
-            raise ValueError("learning_rate and cost_scale must be > 0")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_policy(cls, policy_dir: Path) -> PPOArgs:
-        """The arguments a saved policy was trained with (``policy.json``'s ``training.args``,
-        written by ``train``).
-
-        Why: "retrain the shipped policy" should name the policy, not copy its learning rate and
-        length into a Makefile and docs where they drift from what was actually chosen.
-
-        Raises:
-            FileNotFoundError: no ``policy.json`` in ``policy_dir``.
-            LoadError: the file records no PPO arguments, or unknown or invalid ones.
-        """
-        path = policy_dir / "policy.json"
-        data = read_json_object(path, "a saved policy's policy.json")
-        training = data.get("training")
-        recorded = training.get("args") if isinstance(training, dict) else None
-        if not isinstance(recorded, dict):
-            raise LoadError(f"{path}: expected training.args (the PPO arguments it was trained with)")
-        unknown = sorted(set(recorded) - {field.name for field in fields(cls)})
-        if unknown:
-            raise LoadError(f"{path}: training.args has fields PPOArgs does not know: {unknown}")
-        try:
-            return cls(**recorded)
-        except (TypeError, ValueError) as error:
-            raise LoadError(f"{path}: training.args are not valid PPO arguments: {error}") from error
-
-
-RESUMABLE_CHANGES: frozenset[str] = frozenset({"iterations", "device"})
-"""PPOArgs fields a resumed run may change without changing what the finished iterations computed."""
+__all__ = ["Rollout", "collect_rollouts", "compute_gae", "ppo_update"]
 
 
 # ------------------------------------------------------------------------------------ rollouts
@@ -329,148 +207,3 @@ def ppo_update(
         if args.target_kl is not None and kl_this_epoch > args.target_kl:
             break
     return {key: value / max(steps, 1) for key, value in sums.items()}
-
-
-# ------------------------------------------------------------------------------------ training
-
-
-@dataclass
-class TrainResult:
-    """What ``train`` leaves behind; ``history`` holds every logged row, resumed ones included."""
-
-    policy: TrainablePolicy
-    run_dir: Path
-    policy_dir: Path
-    checkpoint: Path
-    log: Path
-    history: list[dict[str, float]]
-    start_iteration: int
-    """Iterations already done when this call started (> 0: the run was resumed)."""
-
-    @property
-    def resumed(self) -> bool:
-        return self.start_iteration > 0
-
-    @property
-    def final(self) -> dict[str, float]:
-        return self.history[-1] if self.history else {}
-
-
-def train(
-    env: gym.Env[Any, Any] | Callable[[], gym.Env[Any, Any]],
-    policy: TrainablePolicy,
-    args: PPOArgs,
-    run_dir: str | os.PathLike[str],
-    progress: bool = True,
-    *,
-    resume: bool = True,
-    metadata: Mapping[str, Any] | None = None,
-    tensorboard: bool = True,
-) -> TrainResult:
-    """Train ``policy`` with PPO on ``env`` (an env or a factory); resumes from ``run_dir``.
-
-    A checkpoint in ``run_dir`` written with the same hyperparameters (``iterations`` and
-    ``device`` may differ) is continued from its next iteration; ``resume=False`` starts over.
-    The final policy is saved to ``run_dir/policy`` (loadable by ``HierRouterGraph(config,
-    policy=...)``), with the training arguments and ``metadata`` in its ``policy.json``.
-    """
-    env = env if isinstance(env, gym.Env) else env()
-    check_compatible(env, policy, args.reward)
-    folder = Path(run_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    checkpoint, log_path = folder / CHECKPOINT_NAME, folder / LOG_NAME
-    device = torch.device(args.device)
-    policy.to(device)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate, eps=args.adam_eps)
-    generator = torch.Generator().manual_seed(args.seed)
-
-    history: list[dict[str, float]] = []
-    start = 0
-    if resume and checkpoint.is_file():
-        state = load_checkpoint(
-            checkpoint,
-            args.as_dict(),
-            RESUMABLE_CHANGES,
-            advice="use another run_dir, or pass resume=False / --no-resume to start over",
-            saved_defaults={"policy_kind": MLP_KIND},  # checkpoints written before the field existed
-        )
-        policy.load_state_dict(state["policy"])
-        optimizer.load_state_dict(state["optimizer"])
-        restore_rng_states(state["rng"])
-        generator.set_state(state["rng"]["action_generator"])
-        set_env_rng_state(env, state["rng"]["env"])
-        start, history = int(state["iteration"]), list(state["history"])
-        write_log(log_path, LOG_COLUMNS, history)  # the CSV may lag the checkpoint if killed in between
-    else:
-        seed_everything(args.seed)
-
-    board = TensorBoard(folder, tensorboard, prefix="ppo", step_key="episodes")
-    total_episodes = args.iterations * args.rollouts
-    bar = tqdm(
-        total=total_episodes,
-        initial=min(start * args.rollouts, total_episodes),
-        unit="ep",
-        desc="ppo",
-        disable=not progress,
-        dynamic_ncols=True,
-    )
-    try:
-        for iteration in range(start, args.iterations):
-            began = time.perf_counter()
-            policy.train()
-            rollout = collect_rollouts(
-                env,
-                policy,
-                args.rollouts,
-                generator,
-                seed=args.seed if iteration == 0 else None,
-                device=device,
-                on_episode=lambda _summary: bar.update(1),
-            )
-            advantages, returns = compute_gae(
-                rollout.rewards, rollout.values, rollout.dones, args.gamma, args.gae_lambda
-            )
-            stats = ppo_update(policy, optimizer, rollout, advantages, returns, args, generator, device)
-            seconds = time.perf_counter() - began
-            row = log_row(iteration + 1, (iteration + 1) * args.rollouts, rollout.episodes, stats, seconds)
-            history.append(row)
-            save_checkpoint(
-                checkpoint,
-                {
-                    "format": 1,
-                    "iteration": iteration + 1,  # iterations completed
-                    "policy": {k: v.detach().cpu() for k, v in policy.state_dict().items()},
-                    "optimizer": optimizer.state_dict(),
-                    "rng": rng_states(action_generator=generator.get_state(), env=env_rng_state(env)),
-                    "args": args.as_dict(),
-                    "history": history,
-                },
-            )
-            write_log(log_path, LOG_COLUMNS, history)
-            board.log(row, LOG_COLUMNS[2:])
-            bar.set_postfix(
-                it=iteration + 1,
-                ret=f"{row['mean_return']:.3f}",
-                q=f"{row['mean_quality']:.3f}",
-                refresh=False,
-            )
-    finally:
-        bar.close()
-        board.close()
-
-    policy.eval()
-    done = len(history)
-    extra = {
-        "training": {
-            "algorithm": "ppo",
-            "paper": "arXiv 2511.09873",
-            "reward_metric": args.reward,
-            "args": args.as_dict(),
-            "iterations_completed": done,
-            "episodes": done * args.rollouts,
-            "final": dict(history[-1]) if history else {},
-            **dict(metadata or {}),
-        }
-    }
-    policy_dir = policy.save(folder / POLICY_DIRNAME, extra=json.loads(json.dumps(extra, default=str)))
-    return TrainResult(policy, folder, policy_dir, checkpoint, log_path, history, start)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 class PolicyShape(Protocol):
-    """What ``make_policy`` reads of the hyperparameters (``ppo.PPOArgs`` has these fields; a
+    """What ``make_policy`` reads of the hyperparameters (``args.PPOArgs`` has these fields; a
     protocol, so this module does not import the algorithm that imports it)."""
 
     policy_kind: str
@@ -55,7 +55,7 @@ POLICY_KINDS: tuple[str, ...] = tuple(TRAINED_POLICY_KINDS)
 shared scorer of (state, model descriptor): the pool may change later)."""
 
 TrainablePolicy = RouterPolicy | DescriptorPolicy
-"""What ``ppo.train`` accepts: both have the same forward (embeddings, stages, costs, confidences,
+"""What ``train.train`` accepts: both have the same forward (embeddings, stages, costs, confidences,
 alphas) → (logits, value)."""
 
 
