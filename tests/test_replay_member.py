@@ -12,7 +12,8 @@ from hierrouter_graph.graph import build_pool
 from hierrouter_graph.hop import build_hop_messages, hop_key, run_hop
 from hierrouter_graph.models import build_pool_member
 from hierrouter_graph.replay_member import NotLoadedChat, ReplayOnlyMemberError, build_replay_member
-from training.replay.store import ReplayOnlyCache, ReplayStore
+from training.replay.readers import ReplayOnlyCache
+from training.replay.store import ReplayStore
 
 LONG = "The query comes first. " + "filler words of the middle " * 60 + "The newest reply comes last."
 

@@ -287,5 +287,5 @@ def test_curves_cli_trains_with_the_shipped_policys_lr_and_length_by_default() -
 
     recorded = json.loads(Path("hierrouter_graph/default_policy/policy.json").read_text())["training"]["args"]
     ns = parse_args([])
-    assert (ns.lr, ns.iterations) == (recorded["learning_rate"], recorded["iterations"])
-    assert parse_args(["--lr", "0.003"]).lr == 0.003
+    assert (ns.learning_rate, ns.iterations) == (recorded["learning_rate"], recorded["iterations"])
+    assert parse_args(["--lr", "0.003"]).learning_rate == 0.003

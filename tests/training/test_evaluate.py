@@ -47,8 +47,9 @@ from training.evaluation.evaluate import EvaluationResult, evaluate
 from training.evaluation.reports import NO_SWEEP, plot_cost_quality, print_table, write_report
 from training.evaluation.statistics import aiq, bootstrap_interval
 from training.evaluation.strategies import ORACLE, RANDOM, ROUTER, TASK_ORACLE, best_route
+from training.replay.readers import ReplayMissError
 from training.replay.record import record_outcome_tree
-from training.replay.store import ReplayMissError, ReplayStore
+from training.replay.store import ReplayStore
 from training.replay.tree import OutcomeTree, candidate_routes, outcome_tree
 from training.tasks.items import Item
 from training.tasks.jsonl_datasets import write_jsonl_dataset

@@ -32,7 +32,7 @@ from tests.training.scripted_pool import (
     scripted_config,
 )
 from training.cli.ppo import parse_args, run_from_cli
-from training.replay.store import ReplayMissError
+from training.replay.readers import ReplayMissError
 from training.rl.args import PPOArgs
 from training.rl.env import HierRouterEnv
 from training.rl.ppo import compute_gae
@@ -316,7 +316,8 @@ def test_recorded_states_are_encoded_in_batches_before_training(
 ) -> None:
     """Every context a decision is taken in (depth 0..L-1) is encoded up front, in batches; the
     training env does not encode final contexts at all."""
-    from training.replay.store import CachedEncoder, ReplayStore
+    from training.replay.readers import CachedEncoder
+    from training.replay.store import ReplayStore
     from training.replay.tree import encode_recorded_states
 
     calls: list[int] = []

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from hierrouter_graph.hop import CachedReply
-from training.replay.store import CachedEncoder, ReplayStore, text_sha
+from training.replay.readers import CachedEncoder
+from training.replay.store import ReplayStore, text_sha
 
 REPO = Path(__file__).resolve().parents[2]
 

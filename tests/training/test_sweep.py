@@ -23,14 +23,8 @@ from training.cli.record import parser as record_parser
 from training.evaluation import evaluate as ev
 from training.evaluation.reports import write_marked_section, write_report
 from training.evaluation.strategies import ROUTER
-from training.experiments.sweep import (
-    SECTION,
-    Setting,
-    SweepResult,
-    run_sweep,
-    setting_config,
-    settings_grid,
-)
+from training.experiments.settings import Setting, setting_config, settings_grid
+from training.experiments.sweep import SECTION, SweepResult, run_sweep
 from training.experiments.sweep_report import markdown_section, plot_pareto
 from training.replay.record import record_outcome_tree
 from training.replay.store import ReplayStore

@@ -14,8 +14,9 @@ from hierrouter_graph.graph import build_pool
 from tests.training.scripted_pool import chat_models, make_items, scripted_config
 from training.evaluation.strategies import best_route, router_routes
 from training.experiments.tune import split_validation, tune
+from training.replay.readers import CachedEncoder
 from training.replay.record import record_outcome_tree
-from training.replay.store import CachedEncoder, ReplayStore
+from training.replay.store import ReplayStore
 from training.replay.tree import candidate_routes, outcome_tree
 from training.rl.args import PPOArgs
 from training.tasks.items import Item

@@ -17,8 +17,9 @@ from typing import Any
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.pool import PoolMember
+from training.replay.readers import CachedEncoder, ReplayMissError
 from training.replay.shipped import ShippedRecord, note_replayed_numerics, shipped_record_for
-from training.replay.store import CachedEncoder, ReplayMissError, ReplayStore, StateEncoder
+from training.replay.store import ReplayStore, StateEncoder
 from training.tasks.items import ALL_TASKS, DEFAULT_PER_TASK, Item
 from training.tasks.reward import REWARD_METRICS
 from training.tasks.routing_data import build_routing_dataset, load_items

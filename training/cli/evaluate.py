@@ -21,7 +21,8 @@ from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import RunContext, add_data_flags, add_router_flags, load_run_context
 from training.evaluation.evaluate import EvaluationResult, evaluate
 from training.evaluation.reports import plot_cost_quality, print_table, write_report
-from training.replay.store import ReplayMissError, ReplayStore
+from training.replay.readers import ReplayMissError
+from training.replay.store import ReplayStore
 from training.rl.train import POLICY_DIRNAME
 
 __all__ = ["evaluate_saved", "main", "parse_args", "policy_folder", "run_from_cli"]

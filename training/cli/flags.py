@@ -21,9 +21,16 @@ import typing
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["AddsArguments", "add_dataclass_flags", "dataclass_from_flags", "field_docs"]
+__all__ = ["PPO_FLAG_ALIASES", "AddsArguments", "add_dataclass_flags", "dataclass_from_flags", "field_docs"]
 
 T = TypeVar("T")
+
+PPO_FLAG_ALIASES: dict[str, tuple[str, ...]] = {
+    "num_minibatches": ("--minibatches",),
+    "update_epochs": ("--epochs",),
+    "learning_rate": ("--lr",),
+}
+"""The ``PPOArgs`` spellings README, docs and the Makefile use, kept beside each field's own flag."""
 
 
 class AddsArguments(Protocol):

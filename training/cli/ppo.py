@@ -18,14 +18,14 @@ from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.hop import ReplyCache
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import RunContext, add_data_flags, add_router_flags, load_run_context
-from training.cli.flags import add_dataclass_flags, dataclass_from_flags
-from training.replay.store import ReplayMissError, ReplayOnlyCache, StateEncoder
+from training.cli.flags import PPO_FLAG_ALIASES, add_dataclass_flags, dataclass_from_flags
+from training.replay.readers import ReplayMissError, ReplayOnlyCache
+from training.replay.store import StateEncoder
 from training.replay.tree import encode_recorded_states, recorded_only
 from training.rl.args import PPOArgs
 from training.rl.train import TrainResult, train_router
 
 __all__ = [
-    "PPO_FLAG_ALIASES",
     "cli",
     "evaluate_trained",
     "main",
@@ -34,12 +34,6 @@ __all__ = [
     "run_from_cli",
 ]
 
-PPO_FLAG_ALIASES = {
-    "num_minibatches": ("--minibatches",),
-    "update_epochs": ("--epochs",),
-    "learning_rate": ("--lr",),
-}
-"""The spellings README, docs and the Makefile use, kept beside each field's own flag."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -15,13 +15,8 @@ from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import load_config, load_run_context
 from training.replay.endpoint_hops import HopFailedError
-from training.replay.record import (
-    RecordStats,
-    record_in_chunks,
-    record_meta_path,
-    record_outcome_tree,
-    write_record_meta,
-)
+from training.replay.record import RecordStats, record_in_chunks, record_outcome_tree
+from training.replay.record_meta import record_meta_path, write_record_meta
 from training.replay.shipped import shipped_record_for
 from training.replay.tree import with_horizon
 from training.tasks.items import ALL_TASKS, DEFAULT_PER_TASK, Item

@@ -25,10 +25,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import ReplyCache
@@ -38,10 +37,9 @@ from hierrouter_graph.trained_policy import TrainedPolicy
 from training.evaluation.curves import AlphaPoint, alpha_points, oracle_point
 from training.evaluation.learned_routers import query_embeddings
 from training.evaluation.seeds import SeedRun, seed_runs, seed_strategies
-from training.evaluation.statistics import Interval, aiq, bootstrap_indices, gap_interval, mean_interval
+from training.evaluation.statistics import Interval, aiq, bootstrap_indices, mean_interval
 from training.evaluation.strategies import (
     BASELINES,
-    ORACLE,
     ROUTER,
     Strategy,
     StrategyBuilder,
@@ -49,13 +47,14 @@ from training.evaluation.strategies import (
     best_route,
     router_strategy,
 )
-from training.replay.store import ReplayMissError, StateEncoder
+from training.evaluation.tables import GroupResult, group_table
+from training.replay.readers import ReplayMissError
+from training.replay.store import StateEncoder
 from training.replay.tree import (
     OutcomeTree,
     Route,
     candidate_routes,
     complete_items,
-    route_label,
     shared_tree,
 )
 from training.tasks.items import ALL_TASKS, Item
@@ -64,9 +63,7 @@ from training.tasks.reward import ScoreMemo
 __all__ = [
     "OVERALL",
     "EvaluationResult",
-    "GroupResult",
     "SeedRun",
-    "StrategyRow",
     "evaluate",
 ]
 
@@ -74,97 +71,6 @@ OVERALL = "overall"
 
 
 # ---------------------------------------------------------------------------------- tables
-
-
-@dataclass(frozen=True)
-class StrategyRow:
-    """One strategy in one table: every column as a mean with its paired bootstrap interval."""
-
-    name: str
-    kind: str
-    description: str
-    task_metric: Interval
-    f1: Interval
-    cost: Interval
-    quality: Interval
-    reward: Interval
-    gap: Interval
-    vs_best_single: Interval | None
-    """Paired interval of (this − best single) mean reward; None on the best single's own row."""
-
-    @property
-    def inside_noise(self) -> bool:
-        """The difference with the best single is not distinguishable from 0 at 95%."""
-        return self.vs_best_single is not None and self.vs_best_single.contains(0.0)
-
-
-@dataclass(frozen=True)
-class GroupResult:
-    """One table: a task's test queries, or all of them (``"overall"``)."""
-
-    name: str
-    n: int
-    rows: list[StrategyRow]
-    best_single: str
-    router_routes: dict[str, int] = field(default_factory=dict)
-    """How often the router took each route on this table's queries (empty without a router)."""
-    router_lengths: dict[int, int] = field(default_factory=dict)
-    """How often the router's route had each length (hops); < L only when it chose STOP."""
-    routes_taken: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Per routing strategy (the router and the learned baselines): how often it took each route."""
-
-    def row(self, name: str) -> StrategyRow:
-        for row in self.rows:
-            if row.name == name:
-                return row
-        raise KeyError(f"no strategy {name!r} in table {self.name!r}; have {[r.name for r in self.rows]}")
-
-
-def _describe(strategy: Strategy, index: NDArray[np.intp]) -> str:
-    routes = {strategy.routes[i] for i in index}
-    if len(routes) == 1 and None not in routes:
-        return route_label(cast(Route, next(iter(routes))))
-    return strategy.description or "per query"
-
-
-def _group(
-    name: str, index: NDArray[np.intp], strategies: Sequence[Strategy], resamples: int, seed: int
-) -> GroupResult:
-    scores = {s.name: s.scores.take(index) for s in strategies}
-    singles = [s.name for s in strategies if s.kind == "single"]
-    best = max(singles, key=lambda n: float(scores[n].reward.mean()))  # max keeps the first of ties
-    best_reward, oracle_reward = scores[best].reward, scores[ORACLE].reward
-    boot = bootstrap_indices(len(index), resamples, seed)
-    rows = []
-    for strategy in strategies:
-        own = scores[strategy.name]
-        rows.append(
-            StrategyRow(
-                name=strategy.name,
-                kind=strategy.kind,
-                description=_describe(strategy, index),
-                task_metric=mean_interval(own.task_metric, boot),
-                f1=mean_interval(own.f1, boot),
-                cost=mean_interval(own.cost, boot),
-                quality=mean_interval(own.quality, boot),
-                reward=mean_interval(own.reward, boot),
-                gap=gap_interval(own.reward, best_reward, oracle_reward, boot),
-                vs_best_single=None
-                if strategy.name == best
-                else mean_interval(own.reward - best_reward, boot),
-            )
-        )
-    routing = {
-        s.name: dict(Counter(route_label(cast(Route, s.routes[i])) for i in index).most_common())
-        for s in strategies
-        if s.kind in ("router", "learned")
-    }
-    router = next((s for s in strategies if s.kind == "router"), None)
-    lengths = Counter(len(cast(Route, router.routes[i])) for i in index) if router else Counter()
-    return GroupResult(
-        name, len(index), rows, best, routing.get(router.name, {}) if router else {},
-        dict(sorted(lengths.items())), routing,
-    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------- evaluate
@@ -353,9 +259,11 @@ def evaluate(
 
     task_of = np.array([item.task for item in test_items])
     groups = {
-        t: _group(t, np.flatnonzero(task_of == t).astype(np.intp), strategies, resamples, seed) for t in tasks
+        t: group_table(t, np.flatnonzero(task_of == t).astype(np.intp), strategies, resamples, seed)
+        for t in tasks
     }
-    groups[OVERALL] = _group(OVERALL, np.arange(len(test_items), dtype=np.intp), strategies, resamples, seed)
+    everything = np.arange(len(test_items), dtype=np.intp)
+    groups[OVERALL] = group_table(OVERALL, everything, strategies, resamples, seed)
 
     fixed_points = [
         (

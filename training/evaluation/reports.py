@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from training.evaluation.evaluate import OVERALL, EvaluationResult, GroupResult, StrategyRow
+from training.evaluation.evaluate import OVERALL, EvaluationResult
 from training.evaluation.strategies import ROUTER
+from training.evaluation.tables import GroupResult, StrategyRow
 from training.replay.tree import route_label
 
 __all__ = ["NO_SWEEP", "plot_cost_quality", "print_table", "write_marked_section", "write_report"]

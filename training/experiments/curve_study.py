@@ -3,7 +3,7 @@ per family with bootstrap intervals, RouteLLM's APGR / CPT(50%) — as objects (
 ``CurveStudy``); ``python training/curves.py`` (``cli/curves.py``) runs it, ``curves_report.py``
 writes it.
 
-HierRouter needs a policy per α (and per seed): each is one PPO run through ``sweep.train_setting``
+HierRouter needs a policy per α (and per seed): each is one PPO run through ``settings.train_setting``
 in ``run_dir/seed<S>/L<L>-a<α>`` (a finished run is only loaded again, so a rerun is cheap); one
 α-conditioned policy per seed serves the whole grid instead (``run_dir/seed<S>-conditioned``). The
 kNN and MLP routers are fitted once on the train tree and asked at every α; the oracle and the best
@@ -25,8 +25,9 @@ from hierrouter_graph.pool import PoolMember
 from training.evaluation import curves as cv
 from training.evaluation.learned_routers import KNN, MLP, fit_routers, query_embeddings
 from training.evaluation.statistics import aiq
-from training.experiments.sweep import Setting, setting_config, train_setting
-from training.replay.store import CachedEncoder, ReplayStore, StateEncoder
+from training.experiments.settings import Setting, setting_config, train_setting
+from training.replay.readers import CachedEncoder
+from training.replay.store import ReplayStore, StateEncoder
 from training.replay.tree import candidate_routes, complete_items, shared_tree
 from training.rl.args import PPOArgs
 from training.tasks.items import ALL_TASKS, Item

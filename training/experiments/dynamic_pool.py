@@ -50,7 +50,8 @@ from hierrouter_graph.dynamic_policy import (
 from hierrouter_graph.pool import PoolMember
 from hierrouter_graph.trained_policy import MLP_KIND
 from training.evaluation.strategies import Scores, oracle_routes, router_routes
-from training.replay.store import CachedEncoder, ReplayOnlyCache, ReplayStore, StateEncoder
+from training.replay.readers import CachedEncoder, ReplayOnlyCache
+from training.replay.store import ReplayStore, StateEncoder
 from training.replay.tree import OutcomeTree, Route, candidate_routes, outcome_tree, recorded_only
 from training.rl.args import PPOArgs
 from training.rl.setup import TrainablePolicy

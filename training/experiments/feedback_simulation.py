@@ -5,7 +5,7 @@
 Per seed: the shipped policy serves every TRAIN item ``--passes`` times, drawing each member from
 its π (the exploration a server started with ``--sample`` does); each route is written to a fresh
 route log through the server's own ``FeedbackStore.log_route`` and scored with the tree's Q
-(``add_feedback``). ``training/cli/from_feedback.retrain_from_log`` then trains a new policy from
+(``add_feedback``). ``offpolicy.retrain_from_log`` then trains a new policy from
 that log alone, and both policies route the TEST items greedily on the recorded tree
 (``strategies.router_routes``). Reported: mean test reward R = Q − α·C of each, and the paired
 difference with its 95% bootstrap interval (``training.evaluation.statistics``).

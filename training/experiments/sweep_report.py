@@ -15,7 +15,8 @@ import numpy as np
 
 from training.evaluation.statistics import bootstrap_interval
 from training.evaluation.strategies import ROUTER
-from training.experiments.sweep import Setting, SettingResult, SweepResult
+from training.experiments.settings import Setting
+from training.experiments.sweep import SettingResult, SweepResult
 
 __all__ = ["markdown_section", "plot_pareto"]
 

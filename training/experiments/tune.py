@@ -29,7 +29,8 @@ from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.dynamic_policy import load_saved_policy
 from hierrouter_graph.pool import PoolMember
 from training.evaluation.strategies import best_route, router_routes
-from training.replay.store import CachedEncoder, ReplayOnlyCache, ReplayStore, StateEncoder
+from training.replay.readers import CachedEncoder, ReplayOnlyCache
+from training.replay.store import ReplayStore, StateEncoder
 from training.replay.tree import candidate_routes, encode_recorded_states, outcome_tree, route_label
 from training.rl.args import PPOArgs
 from training.rl.train import train_router

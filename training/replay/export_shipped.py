@@ -33,9 +33,9 @@ def export_shipped(
     returns the counts (replies, complete items, contexts)."""
     from hierrouter_graph.encoder import load_encoder
     from hierrouter_graph.pool_builder import build_pool
-    from training.replay.record import write_record_meta
+    from training.replay.readers import CachedEncoder
+    from training.replay.record_meta import write_record_meta
     from training.replay.shipped import export_shipped_embeddings
-    from training.replay.store import CachedEncoder
     from training.replay.tree import complete_items, decision_contexts
     from training.tasks.items import ALL_TASKS, DEFAULT_PER_TASK
     from training.tasks.routing_data import build_routing_dataset

@@ -10,8 +10,8 @@ another machine from the committed pieces.
 A shipped record named ``NAME`` is three files in ``training/data/``:
 
 - ``NAME.replay.jsonl.gz``: the replies (``ReplayStore.export_jsonl_gz``);
-- ``NAME.replay.meta.json``: what produced them (``training.replay.record.write_record_meta``): per member
-  its fingerprint and backend, the stage prompts. ``shipped_record_for`` matches a config against
+- ``NAME.replay.meta.json``: what produced them (``record_meta.write_record_meta``): per member its
+  fingerprint and backend, the stage prompts. ``shipped_record_for`` matches a config against
   it: a record seeds a config's store when it holds every member's fingerprint under the config's
   stage prompts, so a sub-pool of a shipped pool (the dynamic-pool experiment) replays too;
 - ``NAME.state_embeddings.safetensors`` (optional): the encoder's embeddings of every context a

@@ -28,7 +28,8 @@ from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import HopResult, ReplyCache, run_hop, run_hops
 from hierrouter_graph.pool import PoolMember
 from hierrouter_graph.route import Route, RouteState, advance
-from training.replay.store import ReplayMissError, ReplayOnlyCache, StateEncoder
+from training.replay.readers import ReplayMissError, ReplayOnlyCache
+from training.replay.store import StateEncoder
 from training.tasks.items import Item
 from training.tasks.reward import ScoreMemo, reward_metric_of, terminal_reward
 

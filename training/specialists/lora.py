@@ -58,7 +58,7 @@ from tqdm import tqdm
 
 from hierrouter_graph.config import ModelSpec, RouterConfig
 from hierrouter_graph.models import build_pool_member, load_causal_lm, resolve_model_folder
-from training.rl import checkpointing as run
+from training.rl import checkpointing
 from training.specialists.card import FINAL_PREFIX, save_adapter, specialist_card
 from training.specialists.examples import (
     PromptFormat,
@@ -131,7 +131,7 @@ def _clean_temporaries(out: Path) -> None:
 
 def _load_checkpoint(path: Path, args: SpecializeArgs, total_steps: int) -> dict[str, Any]:
     advice = "use another --out or pass --no-resume to start over"
-    state = run.load_checkpoint(path, args.as_dict(), RESUMABLE_CHANGES, advice=advice)
+    state = checkpointing.load_checkpoint(path, args.as_dict(), RESUMABLE_CHANGES, advice=advice)
     if int(state["total_steps"]) != total_steps:
         raise ValueError(
             f"{path} was written by a run with other settings (total steps differ); resuming would not "
@@ -196,7 +196,7 @@ def train_specialist(
     cache = cache_dir if cache_dir is not None else config.resolved_cache_dir
     precision = resolve_precision(args.precision)
 
-    run.seed_everything(args.seed)
+    checkpointing.seed_everything(args.seed)
     member = build_pool_member(spec, cache)
     fmt = PromptFormat.for_pool(member, config, stage=0)
     model, tokenizer = _trainable_model(spec, cache, args)
@@ -220,7 +220,7 @@ def train_specialist(
         model.load_state_dict(state["adapter"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        run.restore_rng_states(state["rng"])
+        checkpointing.restore_rng_states(state["rng"])
         start, elapsed = int(state["step"]), float(state["elapsed_s"])
         history, resumes = list(state["history"]), [*state.get("resumes", []), int(state["step"])]
 
@@ -260,7 +260,7 @@ def train_specialist(
             bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens'] / seconds:.0f}", refresh=False)
             done = step + 1
             if done % args.checkpoint_every == 0 or done == total:
-                run.save_checkpoint(
+                checkpointing.save_checkpoint(
                     checkpoint,
                     {
                         "format": 1,
@@ -269,14 +269,14 @@ def train_specialist(
                         "adapter": _trainable_state(model),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
-                        "rng": run.rng_states(),
+                        "rng": checkpointing.rng_states(),
                         "args": args.as_dict(),
                         "history": history,
                         "elapsed_s": elapsed,
                         "resumes": resumes,
                     },
                 )
-                run.write_log(folder / LOG_NAME, LOG_COLUMNS, history)
+                checkpointing.write_log(folder / LOG_NAME, LOG_COLUMNS, history)
         else:
             step = total
     finally:
