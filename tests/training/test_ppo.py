@@ -38,7 +38,7 @@ from training.rl.env import HierRouterEnv
 from training.rl.ppo import compute_gae
 from training.rl.rollout_data import LOG_COLUMNS
 from training.rl.setup import TrainablePolicy, build_env, make_policy
-from training.rl.train import TrainResult, train
+from training.rl.train import TrainResult, run_metadata, train
 from training.tasks.jsonl_datasets import write_jsonl_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -268,6 +268,11 @@ def test_cli_wiring_replay_then_replay_only(
         encoder=encoder,
     )
     meta = json.loads((live.policy_dir / "policy.json").read_text())
+    # the one set-up path's metadata (train_router), then the CLI's own
+    assert {k: meta["training"][k] for k in run_metadata(config, [])} == {
+        **run_metadata(config, []),
+        "train_items": 6,
+    }
     assert meta["training"]["dataset"]["source"] == "jsonl"
     assert meta["training"]["dataset"]["items"] == 6
     assert meta["pool"] == list(POOL)

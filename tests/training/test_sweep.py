@@ -8,6 +8,7 @@ run L = 1 and L = 2 (with and without STOP) and skip L = 3 naming the record com
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from training.replay.record import record_outcome_tree
 from training.replay.store import ReplayStore
 from training.replay.tree import outcome_tree, with_horizon
 from training.rl.args import PPOArgs
+from training.rl.train import run_metadata
 
 TRAIN, TEST = make_items(6, offset=100), make_items(4, offset=0)
 ALPHAS = (0.0, 0.05)
@@ -164,8 +166,11 @@ def test_rerun_resumes_instead_of_retraining(
     fewer = run_sweep(base, pool, TRAIN[:3], TEST, store, encoder, grid[:1], TINY, run_dir, log=log.append)
     assert fewer.results[0].n_train == 3
     assert any("train items changed" in line and "training from scratch" in line for line in log)
-    policy_meta = (run_dir / grid[0].name / "policy" / "policy.json").read_text()
-    assert '"train_items": 3' in policy_meta
+    policy_meta = json.loads((run_dir / grid[0].name / "policy" / "policy.json").read_text())["training"]
+    # the one set-up path's metadata (train_router) at the setting's config, then the sweep's name
+    setting = setting_config(base, grid[0])
+    assert {k: policy_meta[k] for k in run_metadata(setting, TRAIN[:3])} == run_metadata(setting, TRAIN[:3])
+    assert policy_meta["train_items"] == 3 and policy_meta["sweep"] == grid[0].name
 
 
 def test_report_section_plot_and_marked_block(
