@@ -9,7 +9,8 @@ The wings, lowest first; a module imports its own wing and the wings below it on
 - ``evaluation/``: every strategy the router is compared with, statistics, curves, reports;
 - ``experiments/`` and ``specialists/`` (one level): sweeps, tuning, the dynamic pool, learning
   from feedback, reply budgets; the LoRA specialists;
-- ``cli/``: the command lines. ``python training/X.py`` files are thin scripts that call them.
+- ``cli/``: the command lines; the documented scripts (``python training/ppo.py`` and the others)
+  are thin files that call them.
 
 The library (``hierrouter_graph``) never imports ``training``: a user of the router needs none
 of the benchmark files or the code sandbox these depend on.
