@@ -33,8 +33,8 @@ from hierrouter_graph import HierRouterGraph, MicroBatchedChatModel, PoolMember,
 from hierrouter_graph.members.build import build_pool
 from hierrouter_graph.members.generation import BatchGenerator
 from hierrouter_graph.policy.encoder import load_encoder
-from training.datasets import Item
-from training.routing_data import build_routing_dataset
+from training.tasks.items import Item
+from training.tasks.routing_data import build_routing_dataset
 
 NUMERIC_TOLERANCE = 1e-4
 """Differences below this in probabilities, values and confidences are float rounding (padded

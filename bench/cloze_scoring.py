@@ -26,7 +26,7 @@ from hierrouter_graph import ModelSpec
 from hierrouter_graph.config import default_cache_dir
 from hierrouter_graph.members.cloze import ClozeMultipleChoiceChat, parse_multiple_choice
 from hierrouter_graph.members.local import build_pool_member
-from training.benchmarks import load_task
+from training.tasks.benchmarks import load_task
 
 SPLITS = [("arc_easy", "validation"), ("arc_challenge", "validation"), ("mmlu", "validation")]
 

@@ -25,7 +25,7 @@ import torch
 from hierrouter_graph.defaults import default_config
 from hierrouter_graph.hop import CachedReply, messages_from_cache_key
 from hierrouter_graph.members.build import build_pool
-from training.backfill_confidence import teacher_forced_confidences
+from training.replay.backfill_confidence import teacher_forced_confidences
 
 
 def main() -> int:

@@ -43,9 +43,9 @@ from bench.local_server import OFFLINE_ENV, free_port, stop, wait_ready
 from hierrouter_graph.config import RouterConfig, default_cache_dir
 from hierrouter_graph.members.build import build_pool
 from hierrouter_graph.model_spec import EndpointSpec, ModelSpec
-from training.datasets import Item
-from training.record import RecordStats, record_outcome_tree
-from training.replay import ReplayStore
+from training.replay.record import RecordStats, record_outcome_tree
+from training.replay.store import ReplayStore
+from training.tasks.items import Item
 
 ROOT = Path(__file__).resolve().parents[1]
 

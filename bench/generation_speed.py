@@ -64,8 +64,8 @@ def decode_tokens_per_s(model: Any, tokenizer: Any, batch: int, new_tokens: int)
 
 def quality(spec: ModelSpec, per_task: int) -> tuple[dict[str, float], dict[str, str]]:
     """Task metric per task on the first ``per_task`` specialization items, and each item's reply."""
-    from training.benchmarks import load_specialization_items
-    from training.metrics import score
+    from training.tasks.benchmarks import load_specialization_items
+    from training.tasks.metrics import score
 
     member = build_pool_member(spec, default_cache_dir())
     results: dict[str, float] = {}
@@ -130,8 +130,8 @@ def _torch_prefill_per_s(spec: ModelSpec, ids: list[int]) -> float:
 
 def compare_engines(args: argparse.Namespace) -> None:
     """Torch int8 vs OpenVINO: speed on the same ids, then GSM8K against float32 (module docstring)."""
-    from training.benchmarks import load_specialization_items
-    from training.metrics import score
+    from training.tasks.benchmarks import load_specialization_items
+    from training.tasks.metrics import score
 
     specs = _engine_specs(args.source, args.max_new_tokens)
     ov_member = build_pool_member(specs["openvino"], default_cache_dir())
@@ -227,7 +227,7 @@ def main() -> None:
     for task in TASKS:
         print(f"{task:<8} {full[task]:>8.1%} {quick[task]:>8.1%}")
     member = build_pool_member(fast.model_copy(update={"max_batch_size": 1}), default_cache_dir())
-    from training.benchmarks import load_specialization_items
+    from training.tasks.benchmarks import load_specialization_items
 
     items = [item for task in TASKS for item in load_specialization_items(task)[: min(args.per_task, 4)]]
     same = sum(run_hops(member, [item.prompt], INSTRUCTION)[0].reply == batched[item.id] for item in items)

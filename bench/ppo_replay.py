@@ -22,8 +22,8 @@ if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `t
 
 import torch
 
-from training import ppo
 from training.cli import ppo as ppo_cli
+from training.rl.args import PPOArgs
 
 TARGET_S = 60.0
 
@@ -48,7 +48,7 @@ def main() -> None:
         wall = time.perf_counter() - started
     history = result.history
     train_s = sum(row.get("wall_seconds", 0.0) for row in history)
-    defaults = ppo.PPOArgs()
+    defaults = PPOArgs()
     print(
         f"PPO (paper defaults: {defaults.iterations} iterations x {defaults.rollouts} rollouts, "
         f"{defaults.num_minibatches} minibatches, {defaults.update_epochs} epochs) on the shipped record, "

@@ -31,7 +31,7 @@ from hierrouter_graph.defaults import default_config
 from hierrouter_graph.hop import messages_from_cache_key
 from hierrouter_graph.members.generation import BatchGenerator
 from hierrouter_graph.members.local import build_pool_member
-from training.shipped import shipped_record_for
+from training.replay.shipped import shipped_record_for
 
 
 def recorded_stage0(config: RouterConfig, member: str, count: int) -> list[tuple[str, str]]:

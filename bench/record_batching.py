@@ -23,7 +23,7 @@ from hierrouter_graph import ModelSpec, run_hop
 from hierrouter_graph.config import PAPER_STAGE_PROMPTS, default_cache_dir
 from hierrouter_graph.hop import run_hops
 from hierrouter_graph.members.local import build_pool_member
-from training.routing_data import build_routing_dataset
+from training.tasks.routing_data import build_routing_dataset
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ import torch
 
 from hierrouter_graph.defaults import default_config
 from training.specialists.examples import domain_items
+from training.specialists.lora import GENERALIST, train_specialist
 from training.specialists.settings import SpecializeArgs, bf16_supported
-from training.specialists.specialize import GENERALIST, train_specialist
 
 
 def _tokens_per_s(history: list[dict[str, float]]) -> tuple[float, int]:

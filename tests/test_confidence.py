@@ -23,7 +23,7 @@ from hierrouter_graph.confidence import (
 from hierrouter_graph.graph import build_pool
 from hierrouter_graph.hop import CachedReply, run_hop, run_hops
 from hierrouter_graph.members.pool import PoolMember
-from training.replay import ReplayStore
+from training.replay.store import ReplayStore
 
 
 def _teacher_forced(gen: Any, messages: list[HumanMessage]) -> Confidence:

@@ -31,9 +31,10 @@ from hierrouter_graph.policy.protocol import STOP_ACTION
 from hierrouter_graph.policy.signature import PolicyMismatchError
 from tests.training.scripted_pool import BEST_ROUTE, PLAN, POOL, ScriptedChat, make_items, reply
 from training.cli.ppo import parse_args, ppo_args_from
-from training.env import HierRouterEnv
-from training.policy_setup import make_policy
-from training.ppo import PPOArgs, TrainResult, train
+from training.rl.args import PPOArgs
+from training.rl.env import HierRouterEnv
+from training.rl.setup import make_policy
+from training.rl.train import TrainResult, train
 
 CARDS = {
     "planner": "Writes a short step-by-step plan for a word problem; never states the final number.",

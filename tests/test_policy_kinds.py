@@ -20,7 +20,7 @@ from hierrouter_graph.policy.encoder import TextEncoder
 from hierrouter_graph.policy.router import RouterPolicy
 from hierrouter_graph.policy.signature import PolicyMismatchError
 from hierrouter_graph.policy.trained import MLP_KIND
-from training.policy_setup import POLICY_KINDS
+from training.rl.setup import POLICY_KINDS
 
 SPECS = [
     ModelSpec(name="planner", source="fake:planner", base_rate=0.001, description="Plans."),

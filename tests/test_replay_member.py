@@ -13,7 +13,8 @@ from hierrouter_graph.hop import build_hop_messages, hop_key, run_hop
 from hierrouter_graph.members.local import build_pool_member
 from hierrouter_graph.members.replay import NotLoadedChat, ReplayOnlyMemberError, build_replay_member
 from hierrouter_graph.model_spec import ModelSpec
-from training.replay import ReplayOnlyCache, ReplayStore
+from training.replay.readers import ReplayOnlyCache
+from training.replay.store import ReplayStore
 
 LONG = "The query comes first. " + "filler words of the middle " * 60 + "The newest reply comes last."
 

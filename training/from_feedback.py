@@ -1,13 +1,10 @@
-"""``python training/from_feedback.py DB``: the command line is ``training/cli/from_feedback.py``;
-the estimator is ``training/offpolicy.py``."""
+"""``python training/from_feedback.py``: improve a policy from the server's feedback log.
 
-from __future__ import annotations
+A thin script: the command line is ``training.cli.from_feedback``; ``training`` is installed with
+the package, so nothing patches ``sys.path``.
+"""
 
-import sys
-from pathlib import Path
+from training.cli.from_feedback import cli
 
-if __name__ == "__main__":  # run as a script: make `hierrouter_graph` and `training` importable
-    import runpy
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    runpy.run_module("training.cli.from_feedback", run_name="__main__", alter_sys=True)
+if __name__ == "__main__":
+    raise SystemExit(cli())

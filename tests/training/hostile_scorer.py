@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from hierrouter_graph.sandbox import SandboxLimits, isolation_summary, run_python
-from training.metrics import score
+from training.tasks.metrics import score
 
 
 @dataclasses.dataclass

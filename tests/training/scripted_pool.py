@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from hierrouter_graph import ModelSpec, RouterConfig
-from training.datasets import Item
+from training.tasks.items import Item
 
 __all__ = [
     "BEST_ROUTE",

@@ -27,10 +27,11 @@ from hierrouter_graph.policy.encoder import TextEncoder
 from hierrouter_graph.policy.inputs import alpha_feature
 from hierrouter_graph.policy.router import RouterPolicy
 from hierrouter_graph.policy.signature import PolicyMismatchError
-from training.datasets import Item
-from training.env import HierRouterEnv
-from training.policy_setup import make_policy
-from training.ppo import PPOArgs, train
+from training.rl.args import PPOArgs
+from training.rl.env import HierRouterEnv
+from training.rl.setup import make_policy
+from training.rl.train import train
+from training.tasks.items import Item
 
 POOL = ("cheap", "dear")
 RANGE = (0.05, 20.0)

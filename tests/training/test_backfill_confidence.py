@@ -19,8 +19,8 @@ from hierrouter_graph.hop import (
     messages_from_cache_key,
     run_hops,
 )
-from training.backfill_confidence import backfill
-from training.replay import ReplayStore
+from training.replay.backfill_confidence import backfill
+from training.replay.store import ReplayStore
 
 QUERIES = ["Name a colour.", "What is two plus two?", "Say hello to the reader in French, please."]
 

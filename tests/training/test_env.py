@@ -17,10 +17,10 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from hierrouter_graph import FixedRoutePolicy, HierRouterGraph, ModelSpec, PoolMember, RouterConfig
 from hierrouter_graph.graph import build_pool
 from hierrouter_graph.hop import extend_context
-from training.datasets import Item
-from training.env import HierRouterEnv
-from training.metrics import score
-from training.replay import ReplayStore
+from training.replay.store import ReplayStore
+from training.rl.env import HierRouterEnv
+from training.tasks.items import Item
+from training.tasks.metrics import score
 
 QUERY = "Which planet is largest?\nA. Mars\nB. Jupiter\nC. Venus\nD. Earth"
 

@@ -42,16 +42,18 @@ from tests.training.scripted_pool import (
 from tests.training.scripted_pool import chat_models as scripted_chat_models
 from tests.training.scripted_pool import reply as shared_reply
 from training.cli.evaluate import main, parse_args, run_from_cli
-from training.datasets import Item
-from training.evaluate import EvaluationResult, alpha_sweep_points, evaluate
-from training.jsonl_datasets import write_jsonl_dataset
-from training.record import record_outcome_tree
-from training.replay import ReplayMissError, ReplayStore
-from training.reports import NO_SWEEP, plot_cost_quality, print_table, write_report
-from training.reward import ScoreMemo
-from training.statistics import aiq, bootstrap_interval
-from training.strategies import ORACLE, RANDOM, ROUTER, TASK_ORACLE, best_route
-from training.tree import OutcomeTree, candidate_routes, outcome_tree
+from training.evaluation.curves import alpha_points
+from training.evaluation.evaluate import EvaluationResult, evaluate
+from training.evaluation.reports import NO_SWEEP, plot_cost_quality, print_table, write_report
+from training.evaluation.statistics import aiq, bootstrap_interval
+from training.evaluation.strategies import ORACLE, RANDOM, ROUTER, TASK_ORACLE, best_route
+from training.replay.readers import ReplayMissError
+from training.replay.record import record_outcome_tree
+from training.replay.store import ReplayStore
+from training.replay.tree import OutcomeTree, candidate_routes, outcome_tree
+from training.tasks.items import Item
+from training.tasks.jsonl_datasets import write_jsonl_dataset
+from training.tasks.reward import ScoreMemo
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -324,19 +326,19 @@ def test_aiq_on_hand_computed_point_sets() -> None:
         aiq([(float("nan"), 0.1)])
 
 
-def test_alpha_sweep_points_and_aiq_in_the_evaluation(
+def test_alpha_points_and_aiq_in_the_evaluation(
     config: RouterConfig, pool: dict[str, PoolMember], store: ReplayStore, test_tree: OutcomeTree
 ) -> None:
-    sweep = {
+    policies = {
         0.5: FixedRoutePolicy(POOL, ["guesser", "guesser"]),
         0.0: FixedRoutePolicy(POOL, ["guesser", "solver"]),
     }
-    points = alpha_sweep_points(config, pool, sweep, TEST, store)
+    points = alpha_points(config, pool, policies, TEST, store)
     assert [p.alpha for p in points] == [0.0, 0.5]
     assert points[0].cost == pytest.approx(_mean_over_test(test_tree, ("guesser", "solver"), "cost"))
     assert points[0].quality == 0.5 and points[1].quality == 0.5
-    results = evaluate(config, pool, None, TRAIN, TEST, store, sweep=sweep)
-    assert results.sweep == points
+    results = evaluate(config, pool, None, TRAIN, TEST, store, alpha_policies=policies)
+    assert results.alpha_points == points
     assert isinstance(results.aiq[f"{ROUTER} (α sweep)"], float)
     assert isinstance(results.aiq["fixed routes (zero router)"], float)
     no_sweep = evaluate(config, pool, None, TRAIN, TEST, store)
@@ -382,7 +384,7 @@ def test_cli_evaluates_a_saved_policy_and_a_sweep(
     ]  # fmt: skip
     results = run_from_cli(parse_args(argv), chat_models=chat_models(), encoder=encoder, command="CMD")
     assert results.n_test == 8 and results.n_train == 8 and results.best_fixed_source == "train"
-    assert [p.alpha for p in results.sweep] == [0.0, 0.05]
+    assert [p.alpha for p in results.alpha_points] == [0.0, 0.05]
     assert "`CMD`" in (tmp_path / "results.md").read_text() and (tmp_path / "plot.png").stat().st_size > 0
 
 

@@ -13,7 +13,7 @@ from hierrouter_graph.policy.encoder import TextEncoder
 from hierrouter_graph.policy.router import RouterPolicy
 from hierrouter_graph.serve.feedback import FeedbackStore
 from training.cli.from_feedback import main, retrain_from_log
-from training.offpolicy import LoggedBatch, OffPolicyArgs, improve
+from training.experiments.offpolicy import LoggedBatch, OffPolicyArgs, improve
 
 
 def _log(store: FeedbackStore, policy: RouterPolicy, n: int) -> None:

@@ -11,10 +11,10 @@ import pytest
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.hop import CachedReply
 from hierrouter_graph.sandbox import SandboxUnavailable
-from training.datasets import DatasetFormatError
-from training.jsonl_datasets import load_jsonl_dataset
-from training.replay import ReplayStore
-from training.replay_checks import ReplayStoreError
+from training.replay.checks import ReplayStoreError
+from training.replay.store import ReplayStore
+from training.tasks.items import DatasetFormatError
+from training.tasks.jsonl_datasets import load_jsonl_dataset
 
 
 def _filled_store(path: Path, n: int = 2000) -> Path:

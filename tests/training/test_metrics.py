@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.answers import (
+from training.tasks.answers import (
     extract_choice,
     extract_code,
     extract_math_answer,
@@ -13,9 +13,9 @@ from training.answers import (
     normalize_math_answer,
     numbers_equal,
 )
-from training.benchmarks import load_task
-from training.datasets import Item
-from training.metrics import evaluate_reply, normalize_text, score, token_f1
+from training.tasks.benchmarks import load_task
+from training.tasks.items import Item
+from training.tasks.metrics import evaluate_reply, normalize_text, score, token_f1
 
 CHOICES = ["The rainbow", "Circumcision", "A son", "Bar mitzvah"]
 

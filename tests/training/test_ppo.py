@@ -32,12 +32,14 @@ from tests.training.scripted_pool import (
     scripted_config,
 )
 from training.cli.ppo import parse_args, run_from_cli
-from training.env import HierRouterEnv
-from training.jsonl_datasets import write_jsonl_dataset
-from training.policy_setup import TrainablePolicy, build_env, make_policy
-from training.ppo import PPOArgs, TrainResult, compute_gae, train
-from training.replay import ReplayMissError
-from training.rollout_data import LOG_COLUMNS
+from training.replay.readers import ReplayMissError
+from training.rl.args import PPOArgs
+from training.rl.env import HierRouterEnv
+from training.rl.ppo import compute_gae
+from training.rl.rollout_data import LOG_COLUMNS
+from training.rl.setup import TrainablePolicy, build_env, make_policy
+from training.rl.train import TrainResult, run_metadata, train
+from training.tasks.jsonl_datasets import write_jsonl_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -266,6 +268,11 @@ def test_cli_wiring_replay_then_replay_only(
         encoder=encoder,
     )
     meta = json.loads((live.policy_dir / "policy.json").read_text())
+    # the one set-up path's metadata (train_router), then the CLI's own
+    assert {k: meta["training"][k] for k in run_metadata(config, [])} == {
+        **run_metadata(config, []),
+        "train_items": 6,
+    }
     assert meta["training"]["dataset"]["source"] == "jsonl"
     assert meta["training"]["dataset"]["items"] == 6
     assert meta["pool"] == list(POOL)
@@ -273,8 +280,8 @@ def test_cli_wiring_replay_then_replay_only(
 
     # the whole outcome tree of 6 items × 9 routes is now recorded? Replay-only then works for every
     # route the sampled episodes took; record it fully so any route replays
-    from training.record import record_outcome_tree
-    from training.replay import ReplayStore
+    from training.replay.record import record_outcome_tree
+    from training.replay.store import ReplayStore
 
     with ReplayStore(tmp_path / "replay.sqlite") as store:
         record_outcome_tree(config, build_pool(config, chat_models()), make_items(6), store, progress=False)
@@ -314,8 +321,9 @@ def test_recorded_states_are_encoded_in_batches_before_training(
 ) -> None:
     """Every context a decision is taken in (depth 0..L-1) is encoded up front, in batches; the
     training env does not encode final contexts at all."""
-    from training.replay import CachedEncoder, ReplayStore
-    from training.tree import encode_recorded_states
+    from training.replay.readers import CachedEncoder
+    from training.replay.store import ReplayStore
+    from training.replay.tree import encode_recorded_states
 
     calls: list[int] = []
 

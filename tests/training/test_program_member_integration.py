@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hierrouter_graph import FixedRoutePolicy, HierRouterGraph, ModelSpec, RouterConfig
-from training.routing_data import load_items
+from training.tasks.routing_data import load_items
 
 pytestmark = pytest.mark.integration
 

@@ -10,11 +10,11 @@ from hierrouter_graph.graph import build_pool
 from hierrouter_graph.members.program import ProgramRunner, ProgramSettings, program_aided
 from tests.test_program_member import _Checker, _Coder, _Counting
 from tests.training.scripted_pool import make_items
-from training.answers import extract_choice, extract_math_answer, extract_number
-from training.metrics import score
-from training.record import record_outcome_tree
-from training.replay import ReplayStore
-from training.tree import outcome_tree
+from training.replay.record import record_outcome_tree
+from training.replay.store import ReplayStore
+from training.replay.tree import outcome_tree
+from training.tasks.answers import extract_choice, extract_math_answer, extract_number
+from training.tasks.metrics import score
 
 
 def _config() -> RouterConfig:

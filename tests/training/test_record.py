@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import signal
 import sqlite3
@@ -18,11 +19,11 @@ from hierrouter_graph import RouterConfig
 from hierrouter_graph.graph import build_pool
 from hierrouter_graph.hop import extend_context, run_hop
 from training.cli.record import main
-from training.datasets import Item
-from training.jsonl_datasets import write_jsonl_dataset
-from training.record import interleave_tasks, record_in_chunks, record_outcome_tree
-from training.replay import ReplayStore
-from training.tree import complete_items, tree_size
+from training.replay.record import interleave_tasks, record_in_chunks, record_outcome_tree
+from training.replay.store import ReplayStore
+from training.replay.tree import complete_items, tree_size
+from training.tasks.items import Item
+from training.tasks.jsonl_datasets import write_jsonl_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPTS = ["What is seven times six?", "def add(a, b):", "Which planet is largest? A. Mars B. Jupiter", "q"]
@@ -73,6 +74,7 @@ def test_kill_9_then_rerun_completes_the_tree_and_loses_nothing(
     process = subprocess.Popen(
         [sys.executable, "training/record.py", *args],
         cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},  # this checkout's `training`, whatever is installed
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

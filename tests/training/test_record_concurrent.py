@@ -25,12 +25,12 @@ from bench.fleet_server import FleetState, serve_in_thread
 from bench.fleet_server import endpoint_spec as spec
 from hierrouter_graph import ModelSpec, RemoteModelError, RouterConfig
 from hierrouter_graph.graph import build_pool
-from training.datasets import Item
-from training.endpoint_hops import HopFailedError
-from training.jsonl_datasets import write_jsonl_dataset
-from training.record import record_outcome_tree
-from training.replay import ReplayStore
-from training.tree import tree_size
+from training.replay.endpoint_hops import HopFailedError
+from training.replay.record import record_outcome_tree
+from training.replay.store import ReplayStore
+from training.replay.tree import tree_size
+from training.tasks.items import Item
+from training.tasks.jsonl_datasets import write_jsonl_dataset
 
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])  # loopback only: the test's own server
 
@@ -173,7 +173,7 @@ def test_kill_9_mid_recording_then_resume_equals_the_sequential_record(tmp_path:
         db = tmp_path / "tree.sqlite"
         command = [sys.executable, "training/record.py", "--config", str(tmp_path / "router.yaml")]
         command += ["--items", str(tmp_path / "items.jsonl"), "--db", str(db), "--no-progress"]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
         process = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 120
         while server.replies < 10 and process.poll() is None and time.monotonic() < deadline:

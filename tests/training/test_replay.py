@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from hierrouter_graph.hop import CachedReply
-from training.replay import CachedEncoder, ReplayStore, text_sha
+from training.replay.readers import CachedEncoder
+from training.replay.store import ReplayStore, text_sha
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,7 +61,7 @@ def test_kill_9_mid_transaction_keeps_every_committed_batch(tmp_path: Path) -> N
     script = """
         import os, signal, sys
         from hierrouter_graph.hop import CachedReply
-        from training.replay import ReplayStore
+        from training.replay.store import ReplayStore
         store = ReplayStore(sys.argv[1])
         for b in range(5):
             store.put_many([("fp", f"b{b} p{i}", CachedReply("x" * 200 + str(i), i, i)) for i in range(100)])
@@ -82,7 +83,7 @@ def test_two_processes_and_threads_write_concurrently(tmp_path: Path) -> None:
     script = """
         import sys
         from hierrouter_graph.hop import CachedReply
-        from training.replay import ReplayStore
+        from training.replay.store import ReplayStore
         with ReplayStore(sys.argv[1]) as store:
             for b in range(300):
                 store.put_many([("child", f"{b}/{i}", CachedReply("c", b, i)) for i in range(10)])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from training.datasets import Item
-from training.reward import ScoreMemo, episode_quality, terminal_reward
+from training.tasks.items import Item
+from training.tasks.reward import ScoreMemo, episode_quality, terminal_reward
 
 CHOICES = ["Mars", "Jupiter", "Venus", "Earth"]
 QUERY = "Which planet is largest?\nA. Mars\nB. Jupiter\nC. Venus\nD. Earth"

@@ -12,8 +12,7 @@ from safetensors.torch import save_file
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import CachedReply
-from training.replay import ReplayStore, text_sha
-from training.shipped import (
+from training.replay.shipped import (
     ShippedFileError,
     ShippedRecord,
     default_shipped_record,
@@ -22,6 +21,7 @@ from training.shipped import (
     shipped_record_for,
     shipped_records,
 )
+from training.replay.store import ReplayStore, text_sha
 
 TEXTS = ["What is 2 + 2?", "What is 2 + 2?\n\nPlan: add.", "Which letter? A) x B) y"]
 
@@ -96,8 +96,8 @@ def test_the_shipped_file_covers_every_test_prompt_for_the_default_encoder(tmp_p
     """Every test query's first state is shipped, so evaluating the default policy encodes nothing
     at depth 0 (deeper states are covered for the items whose tree is complete)."""
     from hierrouter_graph.defaults import default_config
-    from training.datasets import ALL_TASKS, DEFAULT_PER_TASK
-    from training.routing_data import build_routing_dataset
+    from training.tasks.items import ALL_TASKS, DEFAULT_PER_TASK
+    from training.tasks.routing_data import build_routing_dataset
 
     store = ReplayStore(tmp_path / "shipped.sqlite")
     added = import_shipped_embeddings(store, default_shipped_record().embeddings)

@@ -16,10 +16,6 @@ import torch
 from hierrouter_graph import ModelSpec, RouterConfig
 from hierrouter_graph.hop import build_hop_messages
 from hierrouter_graph.members.local import build_pool_member
-from training.benchmarks import load_routing_items, load_specialization_items
-from training.datasets import ALL_TASKS, Item
-from training.metrics import score
-from training.routing_data import build_routing_dataset
 from training.specialists.card import CARD_NAME
 from training.specialists.examples import (
     DOMAINS,
@@ -35,8 +31,12 @@ from training.specialists.examples import (
     math_target,
     train_schedule,
 )
+from training.specialists.lora import CHECKPOINT_NAME, train_specialist
 from training.specialists.settings import SpecializeArgs, resolve_precision
-from training.specialists.specialize import CHECKPOINT_NAME, train_specialist
+from training.tasks.benchmarks import load_routing_items, load_specialization_items
+from training.tasks.items import ALL_TASKS, Item
+from training.tasks.metrics import score
+from training.tasks.routing_data import build_routing_dataset
 
 # ------------------------------------------------------------------------------------- data halves
 
@@ -376,7 +376,7 @@ def test_output_folder_is_a_bf16_peft_adapter_with_a_card(
 
 
 def test_evaluation_items_are_the_routers_test_split_of_the_domain() -> None:
-    from training.specialists.specialist_eval import eval_items
+    from training.specialists.paired_check import eval_items
 
     items = eval_items("code")
     expected = [it for it in build_routing_dataset(per_task=100).test if it.task == "mbpp"]
@@ -388,7 +388,7 @@ def test_evaluation_items_are_the_routers_test_split_of_the_domain() -> None:
 
 
 def test_paired_comparison_keeps_only_a_win_beyond_the_noise() -> None:
-    from training.specialists.specialist_eval import mcnemar_exact, paired_comparison
+    from training.specialists.paired_check import mcnemar_exact, paired_comparison
 
     assert mcnemar_exact(0, 0) == 1.0
     assert mcnemar_exact(10, 0) == pytest.approx(2 / 1024)
@@ -408,7 +408,7 @@ def test_paired_comparison_keeps_only_a_win_beyond_the_noise() -> None:
 def test_evaluation_runs_both_members_through_the_pool_and_resumes(
     tiny_spec: ModelSpec, tiny_pool: RouterConfig, tmp_path: Path
 ) -> None:
-    from training.specialists.specialist_eval import evaluate_specialist
+    from training.specialists.paired_check import evaluate_specialist
 
     adapter = tmp_path / "adapter"
     args = SpecializeArgs(**{**FAST.as_dict(), "steps": 2})

@@ -33,16 +33,18 @@ from hierrouter_graph.graph import HierRouterGraph, build_pool
 from hierrouter_graph.hop import extend_context
 from hierrouter_graph.policy.encoder import TextEncoder
 from hierrouter_graph.policy.signature import PolicyMismatchError
-from training.datasets import Item
-from training.env import HierRouterEnv, StopNotAllowedError
-from training.evaluate import evaluate
-from training.metrics import score
-from training.policy_setup import make_policy
-from training.ppo import PPOArgs, TrainResult, collect_rollouts, compute_gae, train
-from training.record import record_outcome_tree
-from training.replay import ReplayStore
-from training.strategies import ROUTER, router_routes
-from training.tree import outcome_tree
+from training.evaluation.evaluate import evaluate
+from training.evaluation.strategies import ROUTER, router_routes
+from training.replay.record import record_outcome_tree
+from training.replay.store import ReplayStore
+from training.replay.tree import outcome_tree
+from training.rl.args import PPOArgs
+from training.rl.env import HierRouterEnv, StopNotAllowedError
+from training.rl.ppo import collect_rollouts, compute_gae
+from training.rl.setup import make_policy
+from training.rl.train import TrainResult, train
+from training.tasks.items import Item
+from training.tasks.metrics import score
 
 POOL = ("solver", "guesser")
 RATES = {"solver": 0.002, "guesser": 0.001}
@@ -306,7 +308,7 @@ def test_router_routes_follow_fixed_early_stops_and_refuse_bad_stops(
 def test_cli_allow_stop_flags_train_and_evaluate_a_stop_router(encoder: TextEncoder, tmp_path: Path) -> None:
     from training.cli import evaluate as ev
     from training.cli.ppo import parse_args, run_from_cli
-    from training.jsonl_datasets import write_jsonl_dataset
+    from training.tasks.jsonl_datasets import write_jsonl_dataset
 
     make_config(allow_stop=False).to_file(tmp_path / "router.yaml")  # the flag adds STOP on top
     write_jsonl_dataset(make_items(4), tmp_path / "train.jsonl")

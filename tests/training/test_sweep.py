@@ -8,6 +8,7 @@ run L = 1 and L = 2 (with and without STOP) and skip L = 3 naming the record com
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +20,18 @@ from hierrouter_graph.config import PAPER_STAGE_PROMPTS
 from hierrouter_graph.graph import build_pool
 from hierrouter_graph.policy.encoder import TextEncoder
 from tests.training.scripted_pool import POOL, chat_models, make_items, scripted_config
-from training import evaluate as ev
 from training.cli.record import parser as record_parser
-from training.ppo import PPOArgs
-from training.record import record_outcome_tree
-from training.replay import ReplayStore
-from training.reports import write_marked_section, write_report
-from training.strategies import ROUTER
-from training.sweep import (
-    SECTION,
-    Setting,
-    SweepResult,
-    run_sweep,
-    setting_config,
-    settings_grid,
-)
-from training.sweep_report import markdown_section, plot_pareto
-from training.tree import outcome_tree, with_horizon
+from training.evaluation import evaluate as ev
+from training.evaluation.reports import write_marked_section, write_report
+from training.evaluation.strategies import ROUTER
+from training.experiments.settings import Setting, setting_config, settings_grid
+from training.experiments.sweep import SECTION, SweepResult, run_sweep
+from training.experiments.sweep_report import markdown_section, plot_pareto
+from training.replay.record import record_outcome_tree
+from training.replay.store import ReplayStore
+from training.replay.tree import outcome_tree, with_horizon
+from training.rl.args import PPOArgs
+from training.rl.train import run_metadata
 
 TRAIN, TEST = make_items(6, offset=100), make_items(4, offset=0)
 ALPHAS = (0.0, 0.05)
@@ -170,8 +166,11 @@ def test_rerun_resumes_instead_of_retraining(
     fewer = run_sweep(base, pool, TRAIN[:3], TEST, store, encoder, grid[:1], TINY, run_dir, log=log.append)
     assert fewer.results[0].n_train == 3
     assert any("train items changed" in line and "training from scratch" in line for line in log)
-    policy_meta = (run_dir / grid[0].name / "policy" / "policy.json").read_text()
-    assert '"train_items": 3' in policy_meta
+    policy_meta = json.loads((run_dir / grid[0].name / "policy" / "policy.json").read_text())["training"]
+    # the one set-up path's metadata (train_router) at the setting's config, then the sweep's name
+    setting = setting_config(base, grid[0])
+    assert {k: policy_meta[k] for k in run_metadata(setting, TRAIN[:3])} == run_metadata(setting, TRAIN[:3])
+    assert policy_meta["train_items"] == 3 and policy_meta["sweep"] == grid[0].name
 
 
 def test_report_section_plot_and_marked_block(

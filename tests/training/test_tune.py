@@ -12,13 +12,14 @@ from hierrouter_graph.graph import build_pool
 from hierrouter_graph.policy.dynamic import load_saved_policy
 from hierrouter_graph.policy.encoder import TextEncoder
 from tests.training.scripted_pool import chat_models, make_items, scripted_config
-from training.datasets import Item
-from training.ppo import PPOArgs
-from training.record import record_outcome_tree
-from training.replay import CachedEncoder, ReplayStore
-from training.strategies import best_route, router_routes
-from training.tree import candidate_routes, outcome_tree
-from training.tune import split_validation, tune
+from training.evaluation.strategies import best_route, router_routes
+from training.experiments.tune import split_validation, tune
+from training.replay.readers import CachedEncoder
+from training.replay.record import record_outcome_tree
+from training.replay.store import ReplayStore
+from training.replay.tree import candidate_routes, outcome_tree
+from training.rl.args import PPOArgs
+from training.tasks.items import Item
 
 
 def _tasks(n_per_task: int) -> list[Item]:
@@ -93,7 +94,7 @@ def test_cli_defaults_are_the_documented_grid() -> None:
 
 
 def test_markdown_section_marks_the_choice_and_names_both_commands() -> None:
-    from training.tune import GridResult, TuneResult, markdown_section
+    from training.experiments.tune import GridResult, TuneResult, markdown_section
 
     grid = [
         GridResult(1e-4, 8, 0.10, 0.10, (0.10,), {"a → b": 3}),

@@ -28,10 +28,11 @@ from hierrouter_graph.confidence import NEUTRAL_FEATURES
 from hierrouter_graph.graph import HierRouterGraph, build_pool
 from hierrouter_graph.hop import extend_context
 from hierrouter_graph.policy.encoder import TextEncoder
-from training.datasets import Item
-from training.env import HierRouterEnv
-from training.policy_setup import make_policy
-from training.ppo import PPOArgs, train
+from training.rl.args import PPOArgs
+from training.rl.env import HierRouterEnv
+from training.rl.setup import make_policy
+from training.rl.train import train
+from training.tasks.items import Item
 
 POOL = ("probe", "keep", "fixer")
 PROMPT = "What number am I thinking of?"

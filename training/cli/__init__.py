@@ -1,6 +1,4 @@
-"""Command lines of the training tools, apart from their algorithms.
-
-Each entry point parses its flags, builds the run's objects with ``context.load_run_context``
-(config, pool, encoder, replay store, items) and calls the algorithm module's functions with them;
-``python training/ppo.py`` and ``python training/evaluate.py`` run these.
-"""
+"""The command lines (top wing): each parses its flags (``flags`` makes them from a settings
+dataclass), builds the run's objects with ``context.load_run_context`` and calls the wings' functions
+with them. ``python training/ppo.py`` and the other documented scripts are thin files calling a
+``cli()`` here (or, for the small tools, beside their one function)."""

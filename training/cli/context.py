@@ -17,10 +17,12 @@ from typing import Any
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.members.pool import PoolMember
-from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item
-from training.replay import CachedEncoder, ReplayMissError, ReplayStore, StateEncoder
-from training.routing_data import build_routing_dataset, load_items
-from training.shipped import ShippedRecord, note_replayed_numerics, shipped_record_for
+from training.replay.readers import CachedEncoder, ReplayMissError
+from training.replay.shipped import ShippedRecord, note_replayed_numerics, shipped_record_for
+from training.replay.store import ReplayStore, StateEncoder
+from training.tasks.items import ALL_TASKS, DEFAULT_PER_TASK, Item
+from training.tasks.reward import REWARD_METRICS
+from training.tasks.routing_data import build_routing_dataset, load_items
 
 __all__ = [
     "RunContext",
@@ -42,7 +44,7 @@ def add_router_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="generate hops missing from the replay store (and record them); default: replay only",
     )
-    parser.add_argument("--reward", choices=("task", "f1"), default="task")
+    parser.add_argument("--reward", choices=REWARD_METRICS, default="task")
     parser.add_argument(
         "--allow-stop",
         action="store_true",

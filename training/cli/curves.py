@@ -1,7 +1,7 @@
 """``python training/curves.py``: every router family's cost–quality curve over an α grid on the
 test split, AIQ per family with bootstrap intervals, RouteLLM's APGR / CPT(50%), one PNG.
 
-HierRouter needs a policy per α (and per seed): each is one PPO run through ``sweep.train_setting``
+HierRouter needs a policy per α (and per seed): each is one PPO run through ``settings.train_setting``
 in ``--run-dir/seed<S>/L<L>-a<α>`` (a finished run is only loaded again, so a rerun is cheap). The
 kNN and MLP routers are fitted once on the train tree and asked at every α; the oracle and the best
 fixed route (chosen on train) are read off the trees. Writes the marked "curves" section of
@@ -15,6 +15,7 @@ fixed route (chosen on train) are read off the trees. Writes the marked "curves"
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -26,8 +27,9 @@ from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.defaults import DEFAULT_POLICY_DIR
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import add_data_flags, add_router_flags, load_run_context
-from training.curve_study import DEFAULT_CURVE_ALPHAS, run_study
-from training.ppo import PPOArgs
+from training.cli.flags import PPO_FLAG_ALIASES, add_dataclass_flags, dataclass_from_flags
+from training.experiments.curve_study import DEFAULT_CURVE_ALPHAS, run_study
+from training.rl.args import PPOArgs
 
 __all__ = ["SECTION", "main", "parse_args"]
 
@@ -36,7 +38,6 @@ SECTION = "curves"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    defaults = PPOArgs()
     parser = argparse.ArgumentParser(description="Cost–quality curves and AIQ of every router family.")
     add_router_flags(parser)
     add_data_flags(parser, items_help="JSONL of TEST items instead of the benchmarks")
@@ -65,13 +66,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-router", action="store_true", help="baselines only: train no PPO policy")
     shipped = PPOArgs.from_policy(DEFAULT_POLICY_DIR)  # what training/tune.py chose for the default pool
-    parser.add_argument(
-        "--lr", type=float, default=shipped.learning_rate, help="PPO lr (default: the shipped policy's)"
+    add_dataclass_flags(
+        parser.add_argument_group("PPO of every policy (PPOArgs; the seeds are --seeds)"),
+        PPOArgs,
+        dataclasses.replace(PPOArgs(), learning_rate=shipped.learning_rate, iterations=shipped.iterations),
+        exclude=("seed", "reward"),  # --reward is the router flags'
+        aliases=PPO_FLAG_ALIASES,
+        helps={"learning_rate": "PPO lr (the shipped policy's)", "iterations": "PPO iterations (shipped's)"},
     )
-    parser.add_argument(
-        "--iterations", type=int, default=shipped.iterations, help="PPO iterations (default: shipped's)"
-    )
-    parser.add_argument("--rollouts", type=int, default=defaults.rollouts)
     parser.add_argument(
         "--run-dir", type=Path, default=Path("runs/curves"), help="PPO runs: seed<S>/L<L>-a<α>"
     )
@@ -84,13 +86,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python training/curves.py ...``: run the study, print it, write the section and the PNG."""
-    from training.curves_report import markdown_section, plot_curves, print_study
-    from training.reports import write_marked_section
+    from training.evaluation.reports import write_marked_section
+    from training.experiments.curves_report import markdown_section, plot_curves, print_study
 
     args_list = list(sys.argv[1:] if argv is None else argv)
     ns = parse_args(args_list)
     context = load_run_context(ns, split="evaluation", require_replay=True)
-    ppo = PPOArgs(iterations=ns.iterations, rollouts=ns.rollouts, learning_rate=ns.lr, reward=ns.reward)
+    ppo = dataclass_from_flags(ns, PPOArgs)
     began = time.perf_counter()
     ns.replay.parent.mkdir(parents=True, exist_ok=True)
     with context.open_store() as store:
@@ -121,5 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+
+def cli() -> int:
+    """The command line: ``main`` with its expected errors reported in one line (``run_cli``)."""
+    return run_cli(main, extra=(SandboxUnavailable,))
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
+    raise SystemExit(cli())

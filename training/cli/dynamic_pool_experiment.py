@@ -15,12 +15,13 @@ from pathlib import Path
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import load_run_context
-from training.datasets import ALL_TASKS, DEFAULT_PER_TASK
-from training.dynamic_pool_experiment import DEFAULT_HOLD_OUT, SECTION, copy_store, run_experiment
-from training.dynamic_pool_report import dynamic_pool_report
-from training.ppo import PPOArgs
-from training.replay import ReplayStore
-from training.reports import write_marked_section
+from training.cli.flags import PPO_FLAG_ALIASES, add_dataclass_flags, dataclass_from_flags
+from training.evaluation.reports import write_marked_section
+from training.experiments.dynamic_pool import DEFAULT_HOLD_OUT, SECTION, copy_store, run_experiment
+from training.experiments.dynamic_pool_report import dynamic_pool_report
+from training.replay.store import ReplayStore
+from training.rl.args import PPOArgs
+from training.tasks.items import ALL_TASKS, DEFAULT_PER_TASK
 
 __all__ = ["main", "parse_args"]
 
@@ -36,7 +37,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--run-dir", type=Path, default=Path("runs/dynamic_pool"), help="PPO run dirs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
-    parser.add_argument("--iterations", type=int, default=PPOArgs().iterations)
+    add_dataclass_flags(
+        parser.add_argument_group("PPO of every run (PPOArgs; seeds: --seeds; kinds: the experiment's)"),
+        PPOArgs,
+        exclude=("seed", "policy_kind"),
+        aliases=PPO_FLAG_ALIASES,
+    )
     parser.add_argument("--per-task", type=int, default=DEFAULT_PER_TASK)
     parser.add_argument("--data-seed", type=int, default=42)
     parser.add_argument("--resamples", type=int, default=1000)
@@ -72,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 context.encoder(),
                 ns.run_dir,
                 seeds=ns.seeds,
-                base=PPOArgs(iterations=ns.iterations),
+                base=dataclass_from_flags(ns, PPOArgs),
                 notes=notes,
             )
     text = dynamic_pool_report(result, context.test, ns.hold_out, ns.seeds, command, ns.resamples)
@@ -84,5 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+
+def cli() -> int:
+    """The command line: ``main`` with its expected errors reported in one line (``run_cli``)."""
+    return run_cli(main, extra=(SandboxUnavailable,))
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
+    raise SystemExit(cli())

@@ -19,10 +19,11 @@ from hierrouter_graph.policy.dynamic import load_saved_policy
 from hierrouter_graph.policy.protocol import RoutingPolicy
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import RunContext, add_data_flags, add_router_flags, load_run_context
-from training.evaluate import EvaluationResult, evaluate
-from training.ppo import POLICY_DIRNAME
-from training.replay import ReplayMissError, ReplayStore
-from training.reports import plot_cost_quality, print_table, write_report
+from training.evaluation.evaluate import EvaluationResult, evaluate
+from training.evaluation.reports import plot_cost_quality, print_table, write_report
+from training.replay.readers import ReplayMissError
+from training.replay.store import ReplayStore
+from training.rl.train import POLICY_DIRNAME
 
 __all__ = ["evaluate_saved", "main", "parse_args", "policy_folder", "run_from_cli"]
 
@@ -141,7 +142,7 @@ def evaluate_saved(
         seed,
         live=live,
         resamples=resamples,
-        sweep=_load_sweep(sweep_run_dirs, load) if sweep_run_dirs else None,
+        alpha_policies=_load_sweep(sweep_run_dirs, load) if sweep_run_dirs else None,
         progress=progress,
         data_info={**context.data_info, **dict(data_info or {})},
         encoder=encoder,
@@ -199,5 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+
+def cli() -> int:
+    """The command line: ``main`` with its expected errors reported in one line (``run_cli``)."""
+    return run_cli(main, extra=(SandboxUnavailable,))
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
+    raise SystemExit(cli())

@@ -4,7 +4,7 @@
 
 Reads every route with feedback from ``DB`` (``hierrouter-serve --feedback-db``), encodes the
 logged states with the starting policy's encoder, runs the clipped importance-weighted update
-(``training.offpolicy``) and writes the new policy; its policy.json's ``training.feedback`` names
+(``training.experiments.offpolicy``) and writes the new policy; its policy.json's ``training.feedback`` names
 the data (db path, routes, decisions, date range, sha256).
 """
 
@@ -17,47 +17,10 @@ from pathlib import Path
 
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.defaults import DEFAULT_POLICY_DIR
-from hierrouter_graph.policy.alpha import DEFAULT_ALPHA, serving_alpha
-from hierrouter_graph.policy.encoder import SentenceEncoder
-from hierrouter_graph.policy.router import RouterPolicy
-from hierrouter_graph.policy.trained import read_policy_meta
-from hierrouter_graph.serve.feedback import FeedbackStore
-from training.offpolicy import LoggedBatch, OffPolicyArgs, improve, provenance
+from training.cli.flags import add_dataclass_flags, dataclass_from_flags
+from training.experiments.offpolicy import OffPolicyArgs, retrain_from_log
 
-__all__ = ["main", "retrain_from_log"]
-
-
-def retrain_from_log(
-    db: Path,
-    policy_dir: Path,
-    out: Path,
-    args: OffPolicyArgs,
-    alpha: float | None = None,
-    encoder: SentenceEncoder | None = None,
-) -> tuple[Path, dict[str, object]]:
-    """The new policy's folder and its ``training`` metadata."""
-    if not db.is_file():
-        raise FileNotFoundError(f"{db}: no route log there (hierrouter-serve --feedback-db writes one)")
-    meta = read_policy_meta(policy_dir)
-    policy = RouterPolicy.load(policy_dir, encoder=encoder)
-    trained_alpha = float(alpha if alpha is not None else serving_alpha(DEFAULT_ALPHA, policy))
-    store = FeedbackStore(db)
-    try:
-        routes = store.scored_routes()
-    finally:
-        store.close()
-    new, history = improve(policy, LoggedBatch.of(policy, routes, trained_alpha), args)
-    training = {
-        **(meta.get("training") or {}),
-        "algorithm": "offpolicy-clipped-ips",
-        "started_from": str(policy_dir),
-        "alpha": trained_alpha,
-        "args": args.as_dict(),
-        "final": history[-1],
-        "feedback": provenance(db, routes),
-    }
-    folder = new.save(out, extra={"training": json.loads(json.dumps(training, default=str))})
-    return folder, training
+__all__ = ["cli", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,19 +29,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--policy", type=Path, default=DEFAULT_POLICY_DIR, help="starting policy (shipped)")
     parser.add_argument("--out", type=Path, default=Path("runs/feedback-policy"))
     parser.add_argument("--alpha", type=float, default=None, help="α of routes logged without one")
-    defaults = OffPolicyArgs()
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--clip-coef", type=float, default=defaults.clip_coef)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    add_dataclass_flags(parser.add_argument_group("the update (OffPolicyArgs)"), OffPolicyArgs)
     ns = parser.parse_args(argv)
-    args = OffPolicyArgs(
-        epochs=ns.epochs, learning_rate=ns.learning_rate, clip_coef=ns.clip_coef, seed=ns.seed
-    )
+    args = dataclass_from_flags(ns, OffPolicyArgs)
     folder, training = retrain_from_log(ns.db, ns.policy, ns.out, args, ns.alpha)
     print(f"wrote {folder}: {json.dumps(training['feedback'])}")
     return 0
 
 
+
+def cli() -> int:
+    """The command line: ``main`` with its expected errors reported in one line (``run_cli``)."""
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(cli())

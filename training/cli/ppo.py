@@ -18,12 +18,22 @@ from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.hop import ReplyCache
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import RunContext, add_data_flags, add_router_flags, load_run_context
-from training.policy_setup import POLICY_KINDS, build_env, make_policy
-from training.ppo import PPOArgs, TrainResult, train
-from training.replay import ReplayMissError, ReplayOnlyCache, StateEncoder
-from training.tree import encode_recorded_states, recorded_only
+from training.cli.flags import PPO_FLAG_ALIASES, add_dataclass_flags, dataclass_from_flags
+from training.replay.readers import ReplayMissError, ReplayOnlyCache
+from training.replay.store import StateEncoder
+from training.replay.tree import encode_recorded_states, recorded_only
+from training.rl.args import PPOArgs
+from training.rl.train import TrainResult, train_router
 
-__all__ = ["evaluate_trained", "main", "parse_args", "ppo_args_from", "run_from_cli"]
+__all__ = [
+    "cli",
+    "evaluate_trained",
+    "main",
+    "parse_args",
+    "ppo_args_from",
+    "run_from_cli",
+]
+
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -45,25 +55,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "flags given here still override them",
     )
     add_router_flags(parser)
-    # ppo_base: what the flags below start from, read once (the fields without a flag come from it)
+    # ppo_base: what the flags start from, read once; --reward is the router flags' (shared with
+    # evaluate.py), and --device defaults to this machine's choice, never the saved run's
     parser.set_defaults(reward=defaults.reward, ppo_base=defaults)
     parser.add_argument("--run-dir", type=Path, default=Path("runs/ppo"), help="log, checkpoint, policy/")
-    parser.add_argument("--iterations", type=int, default=defaults.iterations)
-    parser.add_argument("--rollouts", type=int, default=defaults.rollouts, help="episodes per iteration")
-    parser.add_argument("--minibatches", type=int, default=defaults.num_minibatches)
-    parser.add_argument("--epochs", type=int, default=defaults.update_epochs, help="update epochs")
-    parser.add_argument("--lr", type=float, default=defaults.learning_rate)
-    parser.add_argument("--ent-coef", type=float, default=defaults.ent_coef)
-    parser.add_argument("--hidden-size", type=int, default=defaults.hidden_size)
-    parser.add_argument("--stage-dim", type=int, default=defaults.stage_dim)
-    parser.add_argument("--cost-scale", type=float, default=defaults.cost_scale)
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="PPO seed (init, actions, items)")
-    parser.add_argument("--device", default=PPOArgs.device, help="torch device of the policy")
-    parser.add_argument(
-        "--policy-kind",
-        choices=POLICY_KINDS,
-        default=defaults.policy_kind,
-        help="mlp: RouterPolicy (fixed pool); descriptor: DescriptorPolicy (pool may change after training)",
+    add_dataclass_flags(
+        parser.add_argument_group("PPO (PPOArgs; the documented short spellings are aliases)"),
+        PPOArgs,
+        dataclasses.replace(defaults, device=PPOArgs.device),
+        exclude=("reward",),
+        aliases=PPO_FLAG_ALIASES,
     )
     add_data_flags(parser, items_help="a JSONL dataset instead of the benchmarks")
     parser.add_argument("--no-resume", action="store_true", help="ignore a checkpoint in --run-dir")
@@ -78,24 +79,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def ppo_args_from(ns: argparse.Namespace) -> PPOArgs:
-    """Parsed flags → ``PPOArgs``; hyperparameters the CLI does not expose keep the paper's values,
-    or those of the ``--args-from`` policy."""
-    return dataclasses.replace(
-        getattr(ns, "ppo_base", None) or PPOArgs(),
-        iterations=ns.iterations,
-        rollouts=ns.rollouts,
-        num_minibatches=ns.minibatches,
-        update_epochs=ns.epochs,
-        learning_rate=ns.lr,
-        ent_coef=ns.ent_coef,
-        hidden_size=ns.hidden_size,
-        stage_dim=ns.stage_dim,
-        cost_scale=ns.cost_scale,
-        seed=ns.seed,
-        reward=ns.reward,
-        device=ns.device,
-        policy_kind=ns.policy_kind,
-    )
+    """Parsed flags → ``PPOArgs``: the ``--args-from`` policy's arguments (else the paper's) with
+    every flag given applied."""
+    return dataclass_from_flags(ns, PPOArgs, getattr(ns, "ppo_base", None) or PPOArgs())
 
 
 def run_from_cli(
@@ -116,24 +102,21 @@ def run_from_cli(
         state_encoder = context.state_encoder(store)
         if not ns.live:
             encode_recorded_states(state_encoder, config, pool, items, cache)
-        env = build_env(config, items, pool, state_encoder, reward=args.reward, cache=cache)
-        policy = make_policy(config, context.encoder(), args)
         metadata = {
             "dataset": data_info,
             "config": str(ns.config) if ns.config is not None else "default_config()",
-            "alpha": config.alpha,
-            "horizon": config.horizon,
-            "allow_stop": config.allow_stop,
-            "uncertainty_state": config.uncertainty_state,
-            "alpha_range": config.alpha_range,
             "replay": str(ns.replay),
             "live": bool(ns.live),
         }
-        return train(
-            env,
-            policy,
+        return train_router(
+            config,
+            items,
+            pool,
+            state_encoder,
             args,
             ns.run_dir,
+            cache=cache,
+            policy_encoder=context.encoder(),
             progress=not ns.no_progress,
             resume=not ns.no_resume,
             metadata=metadata,
@@ -166,7 +149,7 @@ def evaluate_trained(ns: argparse.Namespace, context: RunContext, policy_dir: Pa
     """Evaluate the policy just trained on the TEST split of the same data, and print the table."""
     from training.cli.context import evaluation_splits
     from training.cli.evaluate import evaluate_saved
-    from training.reports import plot_cost_quality, print_table, write_report
+    from training.evaluation.reports import plot_cost_quality, print_table, write_report
 
     train_items, test_items, info = evaluation_splits(ns)
     split = RunContext(
@@ -198,5 +181,11 @@ def evaluate_trained(ns: argparse.Namespace, context: RunContext, policy_dir: Pa
     return 0
 
 
+
+def cli() -> int:
+    """The command line: ``main`` with its expected errors reported in one line (``run_cli``)."""
+    return run_cli(main, extra=(SandboxUnavailable,))
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
+    raise SystemExit(cli())

@@ -10,23 +10,18 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-import training.record as record
+import training.replay.record as record
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import load_config, load_run_context
-from training.datasets import ALL_TASKS, DEFAULT_PER_TASK, Item
-from training.endpoint_hops import HopFailedError
-from training.jsonl_datasets import load_jsonl_dataset
-from training.record import (
-    RecordStats,
-    record_in_chunks,
-    record_meta_path,
-    record_outcome_tree,
-    write_record_meta,
-)
-from training.routing_data import build_routing_dataset
-from training.shipped import shipped_record_for
-from training.tree import with_horizon
+from training.replay.endpoint_hops import HopFailedError
+from training.replay.record import RecordStats, record_in_chunks, record_outcome_tree
+from training.replay.record_meta import record_meta_path, write_record_meta
+from training.replay.shipped import shipped_record_for
+from training.replay.tree import with_horizon
+from training.tasks.items import ALL_TASKS, DEFAULT_PER_TASK, Item
+from training.tasks.jsonl_datasets import load_jsonl_dataset
+from training.tasks.routing_data import build_routing_dataset
 
 __all__ = ["main", "parser", "record_items"]
 
@@ -166,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         total = len(store)
         if ns.export_shipped:
-            from training.export_shipped import export_shipped
+            from training.replay.export_shipped import export_shipped
 
             assert context.shipped is not None  # checked before recording
             rows, complete, contexts = export_shipped(store, config, context.shipped, seed=ns.data_seed)
@@ -183,5 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+
+def cli() -> int:
+    """The command line: ``main`` with its expected errors reported in one line (``run_cli``)."""
+    return run_cli(main, extra=(SandboxUnavailable, HopFailedError))
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, extra=(SandboxUnavailable, HopFailedError)))
+    raise SystemExit(cli())

@@ -9,19 +9,19 @@ import argparse
 import shlex
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-import training.specialists.specialize as specialize
+import training.specialists.lora as specialize
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import load_config
+from training.cli.flags import dataclass_from_flags
 from training.specialists.examples import DOMAINS, domain_items
+from training.specialists.lora import GENERALIST, train_specialist
 from training.specialists.settings import SpecializeArgs
-from training.specialists.specialize import GENERALIST, train_specialist
 
 __all__ = ["DOMAIN_RECIPES", "args_from", "main", "parse_args"]
 
@@ -79,8 +79,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def args_from(ns: argparse.Namespace) -> SpecializeArgs:
     """Parsed flags → ``SpecializeArgs`` (settings without a flag keep their defaults)."""
-    flagged = {f.name: getattr(ns, f.name) for f in fields(SpecializeArgs) if hasattr(ns, f.name)}
-    return SpecializeArgs(**flagged)
+    return dataclass_from_flags(ns, SpecializeArgs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,5 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+
+def cli() -> int:
+    """The command line: ``main`` with its expected errors reported in one line (``run_cli``)."""
+    return run_cli(main, extra=(SandboxUnavailable,))
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
+    raise SystemExit(cli())

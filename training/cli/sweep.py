@@ -14,10 +14,10 @@ from pathlib import Path
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import load_run_context
-from training.datasets import ALL_TASKS, DEFAULT_PER_TASK
-from training.ppo import PPOArgs
-from training.reports import write_marked_section
-from training.sweep import (
+from training.cli.flags import PPO_FLAG_ALIASES, add_dataclass_flags, dataclass_from_flags
+from training.evaluation.reports import write_marked_section
+from training.experiments.settings import settings_grid
+from training.experiments.sweep import (
     DEFAULT_ALPHAS,
     DEFAULT_HORIZONS,
     DEFAULT_STOP_HORIZONS,
@@ -25,15 +25,15 @@ from training.sweep import (
     SECTION,
     record_command,
     run_sweep,
-    settings_grid,
 )
-from training.sweep_report import markdown_section, plot_pareto
+from training.experiments.sweep_report import markdown_section, plot_pareto
+from training.rl.args import PPOArgs
+from training.tasks.items import ALL_TASKS, DEFAULT_PER_TASK
 
 __all__ = ["main", "parse_args"]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    defaults = PPOArgs()
     parser = argparse.ArgumentParser(
         description="Sweep horizon L, cost weight α and STOP; train + evaluate each."
     )
@@ -60,10 +60,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--replay", type=Path, default=Path("runs/replay.sqlite"), help="replay store")
     parser.add_argument("--live", action="store_true", help="generate hops missing from the replay store")
-    parser.add_argument("--reward", choices=("task", "f1"), default=defaults.reward)
-    parser.add_argument("--iterations", type=int, default=defaults.iterations)
-    parser.add_argument("--rollouts", type=int, default=defaults.rollouts)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    add_dataclass_flags(
+        parser.add_argument_group("PPO of every setting (PPOArgs)"), PPOArgs, aliases=PPO_FLAG_ALIASES
+    )
     parser.add_argument("--tasks", nargs="+", default=list(ALL_TASKS), choices=ALL_TASKS)
     parser.add_argument("--per-task", type=int, default=DEFAULT_PER_TASK)
     parser.add_argument("--data-seed", type=int, default=42)
@@ -80,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     ns = parse_args(args_list)
     context = load_run_context(ns, split="evaluation")
-    args = PPOArgs(iterations=ns.iterations, rollouts=ns.rollouts, seed=ns.seed, reward=ns.reward)
+    args = dataclass_from_flags(ns, PPOArgs)
     grid = settings_grid(ns.horizons, ns.alphas, ns.stop_horizons, ns.uncertainty_horizons)
     encoder = context.encoder()
     ns.replay.parent.mkdir(parents=True, exist_ok=True)
@@ -118,5 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if sweep.results else 2
 
 
+
+def cli() -> int:
+    """The command line: ``main`` with its expected errors reported in one line (``run_cli``)."""
+    return run_cli(main, extra=(SandboxUnavailable,))
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
+    raise SystemExit(cli())

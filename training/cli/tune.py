@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import training.tune as tuning
+import training.experiments.tune as tuning
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import load_run_context
-from training.reports import write_marked_section
-from training.tree import complete_items
-from training.tune import DEFAULT_ITERATIONS, DEFAULT_LRS, SECTION, markdown_section, tune
+from training.evaluation.reports import write_marked_section
+from training.experiments.tune import DEFAULT_ITERATIONS, DEFAULT_LRS, SECTION, markdown_section, tune
+from training.replay.tree import complete_items
 
 __all__ = ["main", "parse_args"]
 
@@ -104,5 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+
+def cli() -> int:
+    """The command line: ``main`` with its expected errors reported in one line (``run_cli``)."""
+    return run_cli(main, extra=(SandboxUnavailable,))
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, extra=(SandboxUnavailable,)))
+    raise SystemExit(cli())

@@ -21,9 +21,9 @@ import torch
 
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.model_spec import ModelSpec
-from training.datasets import SPECIALIZATION
 from training.specialists.examples import Example
 from training.specialists.settings import SpecializeArgs
+from training.tasks.items import SPECIALIZATION
 
 __all__ = ["ADAPTER_FILES", "CARD_NAME", "FINAL_PREFIX", "save_adapter", "specialist_card"]
 

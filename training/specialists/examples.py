@@ -19,8 +19,8 @@ import torch
 from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.hop import build_hop_messages
 from hierrouter_graph.members.pool import PoolMember, TokenizerCounter, messages_to_chat_dicts
-from training.benchmarks import load_specialization_items
-from training.datasets import SPECIALIZATION, Item
+from training.tasks.benchmarks import load_specialization_items
+from training.tasks.items import SPECIALIZATION, Item
 
 __all__ = [
     "DOMAINS",
