@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from langchain.agents import create_agent
 from langchain.agents.middleware import ModelChoice, ModelRouterMiddleware
+from langchain.agents.structured_output import ToolStrategy
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.tools import tool
+from pydantic import BaseModel
 
 from hierrouter_graph import FixedRoutePolicy, HierRouterDecisionModel, HierRouterMiddleware, PoolMember
 from hierrouter_graph.agents.conversation import conversation_context
@@ -224,3 +226,35 @@ def test_decision_model_refuses_labels_outside_the_pool() -> None:
     model = HierRouterDecisionModel(policy=FixedRoutePolicy(["a", "b"], ["a"]))
     with pytest.raises(ValueError, match=r"questions\['route'\].criteria: labels \['gpt'\]"):
         model.invoke({"state": "q", "questions": {"route": Choice(instructions="x", criteria={"gpt": "y"})}})
+
+
+class Product(BaseModel):
+    """The answer as data."""
+
+    value: int
+
+
+def test_structured_output_comes_from_the_routed_member_after_a_tool_call() -> None:
+    """``response_format`` keeps working: the agent binds its structured-output tool to whichever
+    member the policy chose, and that member's tool call becomes ``structured_response``."""
+    small = member(
+        "small",
+        0.001,
+        [reply("", 10, 4, tool_calls=[{"name": "multiply", "args": {"a": 7, "b": 6}, "id": "c1"}])],
+    )
+    big = member(
+        "big", 0.01, [reply("", 30, 6, tool_calls=[{"name": "Product", "args": {"value": 42}, "id": "c2"}])]
+    )
+    policy = FixedRoutePolicy(["small", "big"], ["small", "big"])
+    middleware = HierRouterMiddleware(policy, [small, big], alpha=0.005)
+    agent = create_agent(
+        small.chat_model, tools=[multiply], middleware=[middleware], response_format=ToolStrategy(Product)
+    )
+
+    out = agent.invoke({"messages": [HumanMessage("What is 7 times 6? Answer as data.")]})
+
+    assert out["structured_response"] == Product(value=42)
+    assert [call["model"] for call in out["hierrouter_trace"]] == ["small", "big"]
+    assert out["hierrouter_cost"] == pytest.approx(0.001 * 14 + 0.01 * 36)
+    assert out["messages"][2].text == "42"  # the tool ran before the structured answer
+    assert len(big.chat_model.prompts) == 1 and len(small.chat_model.prompts) == 1  # type: ignore[attr-defined]
