@@ -20,6 +20,7 @@ from hierrouter_graph.graph import build_pool
 from hierrouter_graph.hop import extend_context, run_hop
 from training.cli.record import main
 from training.replay.record import interleave_tasks, record_in_chunks, record_outcome_tree
+from training.replay.record_meta import batching_of
 from training.replay.store import ReplayStore
 from training.replay.tree import complete_items, tree_size
 from training.tasks.items import Item
@@ -179,6 +180,8 @@ def test_export_to_writes_the_record_after_every_chunk_and_resumes_from_it(
     meta = json.loads((tmp_path / "pool.replay.meta.json").read_text())
     assert set(meta["members"]) == set(tiny_config.model_names)
     assert all(m["backend"].startswith("transformers cpu float32") for m in meta["members"].values())
+    assert all(m["batching"] == batching_of("generate", m["backend"]) for m in meta["members"].values())
+    assert "float weights" in next(iter(meta["members"].values()))["batching"]
     args[args.index(str(tmp_path / "a.sqlite"))] = str(tmp_path / "c.sqlite")
     stats_line = io.StringIO()
     with contextlib.redirect_stdout(stats_line):
@@ -235,3 +238,15 @@ def test_export_shipped_without_a_fitting_record_is_refused_before_loading_anyth
         )
     assert exit_info.value.code == 2
     assert "--export-shipped: no shipped record fits this config" in capsys.readouterr().err
+
+
+def test_the_meta_says_how_each_kind_of_member_was_batched() -> None:
+    """A record's reader judges replies made on other hardware from this: only int8 torch batches
+    make a reply depend on its batch mates."""
+    openvino = "openvino cpu weights=int8 dtype=float32 kv=float32 threads=1"
+    assert "do not depend on its batch mates" in batching_of("program", openvino)
+    torch_int8 = "transformers cpu float32 int8(kept: down_proj)"
+    assert "can depend on its batch mates" in batching_of("generate", torch_int8)
+    assert "float weights" in batching_of("generate", "transformers cpu float32")
+    assert batching_of("cloze_mc", "transformers cpu float32").startswith("no generation")
+    assert "max_concurrency" in batching_of("generate", "endpoint")

@@ -12,6 +12,7 @@ from pathlib import Path
 from hierrouter_graph.config import RouterConfig
 
 __all__ = [
+    "batching_of",
     "record_meta_path",
     "write_record_meta",
 ]
@@ -22,9 +23,33 @@ def record_meta_path(record: Path) -> Path:
     return record.with_name(record.name.removesuffix(".jsonl.gz") + ".meta.json")
 
 
+def batching_of(kind: str, backend: str) -> str:
+    """How a member's hops were batched while recording, and whether a reply can depend on its
+    batch mates — what a reader needs to judge a record made on other hardware."""
+    if kind == "cloze_mc":
+        return "no generation: one scoring forward pass per question, batched; float32 scores"
+    if backend == "endpoint":
+        return "the inference server's own batching (concurrent requests up to endpoint.max_concurrency)"
+    if backend.startswith("openvino"):
+        return (
+            "greedy; openvino-genai continuous batching (no padding), up to --batch-size prompts per call: "
+            "a reply's tokens do not depend on its batch mates (its log-probs only in the last bits)"
+        )
+    if "int8" in backend:
+        return (
+            "greedy; up to --batch-size prompts of similar length per left-padded generate; a row leaves the "
+            "batch as soon as it stops (BatchGenerator prune_finished). int8 activation scales are "
+            "per batch, so a reply can depend on its batch mates"
+        )
+    return (
+        "greedy; up to --batch-size prompts of similar length per left-padded generate; a row leaves the "
+        "batch as soon as it stops (BatchGenerator prune_finished); float weights and activations"
+    )
+
+
 def write_record_meta(config: RouterConfig, path: Path) -> None:
     """Name what produced a record: per member its fingerprint and backend (device, dtype,
-    quantization as this machine loads it; no weights are loaded), how hops were batched, plus
+    quantization as this machine loads it; no weights are loaded) and how its hops were batched, plus
     torch and the CPU's bf16 support.
 
     Why: replies are keyed by the member's *spec*, so a GPU user replays this record without
@@ -42,17 +67,16 @@ def write_record_meta(config: RouterConfig, path: Path) -> None:
     for spec in config.models:
         local = spec.endpoint is None
         backend = describe_backend(spec, config.resolved_cache_dir) if local else "endpoint"
-        members[spec.name] = {"fingerprint": spec.fingerprint(), "backend": backend}
+        members[spec.name] = {
+            "fingerprint": spec.fingerprint(),
+            "backend": backend,
+            "batching": batching_of(spec.kind, backend),
+        }
     meta = {
         "members": members,
         "torch": torch.__version__,
         "cpu_native_bf16": cpu_has_native_bf16(),
         "stage_prompts": [config.stage_prompt(stage) for stage in range(config.horizon)],
-        "batching": (
-            "greedy; up to 16 prompts of similar length per left-padded generate; a row leaves the "
-            "batch as soon as it stops (BatchGenerator prune_finished). int8 activation scales are "
-            "per batch, so a reply can depend on its batch mates"
-        ),
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
