@@ -127,7 +127,8 @@ def test_ppo_runs_see_only_the_subset_and_the_row_is_the_seed_mean(
     )  # fmt: skip
     for seed in (3, 4):
         marker = runs / "n4-draw0" / f"seed{seed}" / "L2-a0.005" / "train_items.json"
-        assert json.loads(marker.read_text()) == small.subset(4)  # PPO trained on those 4 items only
+        in_recorded_order = [i.id for i in TRAIN if i.id in set(small.subset(4))]
+        assert json.loads(marker.read_text()) == in_recorded_order  # PPO trained on those 4 items only
     row = small.row(4, HIERROUTER)
     assert len(row.seed_rewards) == 2 and row.reward.mean == pytest.approx(np.mean(row.seed_rewards))
 
@@ -180,7 +181,11 @@ def test_delta_and_intervals_are_the_hand_computed_paired_bootstrap(
 
 
 def test_draws_average_per_query_over_their_own_subsets(
-    config: RouterConfig, pool: dict[str, PoolMember], store: ReplayStore, tmp_path: Path
+    config: RouterConfig,
+    pool: dict[str, PoolMember],
+    store: ReplayStore,
+    curve: LearningCurve,
+    tmp_path: Path,
 ) -> None:
     drawn = run_learning_curve(
         config, pool, TRAIN, TEST, store, TopicEncoder(), sizes=[2, 16], settings=LearningCurveSettings(
@@ -194,6 +199,8 @@ def test_draws_average_per_query_over_their_own_subsets(
     per_task = np.mean([test_tree[i.id][("planner", "solver") if i.task == "sum" else ("guesser",)].reward
                         for i in TEST])  # fmt: skip
     assert drawn.row(2, PER_TASK).reward.mean == pytest.approx(per_task)
+    for name in (KNN, MLP, PER_TASK, BEST_FIXED, BEST_SINGLE):  # n = every item: the order never matters
+        assert drawn.row(16, name).reward.mean == pytest.approx(curve.row(16, name).reward.mean), name
 
 
 def test_no_size_within_the_recorded_items_is_an_error_naming_the_count(

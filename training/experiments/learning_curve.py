@@ -128,7 +128,8 @@ class LearningCurve:
     settings: LearningCurveSettings
     rows: list[CurveRow]
     orders: list[list[str]]
-    """per draw, the train item ids in draw order: subset(n) of that draw is its first n"""
+    """per draw, the train item ids in draw order: subset(n) of that draw is its first n (fitted
+    and trained on in the recorded train order)"""
     notes: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -310,7 +311,9 @@ def run_learning_curve(
         order = stratified_order(train, settings.subset_seed + draw)
         orders.append([item.id for item in order[: measured[-1]]])
         for n in measured:
-            subset, point = order[:n], points[n]
+            chosen = {item.id for item in order[:n]}
+            # fitted in the recorded order: a result depends on which items, never on the draw order
+            subset, point = [item for item in train if item.id in chosen], points[n]
             single = best_route(train_tree, subset, singles)
             fixed = best_route(train_tree, subset, candidates)
             by_task = per_task_routes(train_tree, subset, candidates)
