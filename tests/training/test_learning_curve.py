@@ -271,3 +271,17 @@ def test_cli_end_to_end_on_tiny_data(config: RouterConfig, store: ReplayStore, t
     text = (tmp_path / "results.md").read_text()
     assert f"<!-- {SECTION}:begin -->" in text and "python training/learning_curve.py --config" in text
     assert (tmp_path / "lc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_strategies_are_scored_with_the_reward_metric_ppo_is_given(
+    config: RouterConfig, pool: dict[str, PoolMember], store: ReplayStore, tmp_path: Path
+) -> None:
+    by_f1 = run_learning_curve(
+        config, pool, TRAIN, TEST, store, TopicEncoder(), sizes=[16], args=PPOArgs(reward="f1"),
+        settings=LearningCurveSettings(resamples=20), run_dir=tmp_path, log=lambda _: None,
+    )  # fmt: skip
+    train_tree = outcome_tree(config, pool, TRAIN, store, reward_metric="f1")
+    test_tree = outcome_tree(config, pool, TEST, store, reward_metric="f1")
+    routes = per_task_routes(train_tree, TRAIN, candidate_routes(config))
+    expected = np.mean([test_tree[i.id][routes[i.task]].reward for i in TEST])
+    assert by_f1.row(16, PER_TASK).reward.mean == pytest.approx(expected)

@@ -300,8 +300,13 @@ def run_learning_curve(
     ]
     if not measured:
         raise ValueError(f"every size {wanted} is above the {len(train)} recorded train items")
-    test_tree = shared_tree(config, pool, test_items, store, memo, alpha=alpha, progress=progress)
-    train_tree = shared_tree(config, pool, train, store, memo, alpha=alpha, progress=progress)
+    metric = (args or PPOArgs()).reward  # the Q PPO is rewarded with scores every strategy
+    test_tree = shared_tree(
+        config, pool, test_items, store, memo, reward_metric=metric, alpha=alpha, progress=progress
+    )
+    train_tree = shared_tree(
+        config, pool, train, store, memo, reward_metric=metric, alpha=alpha, progress=progress
+    )
     embeddings = query_embeddings(cached, [*train, *test_items])
     test_x = stack(embeddings, test_items)
     weight = 1.0 / settings.draws
