@@ -17,7 +17,7 @@ from hierrouter_graph import ModelSpec, RouterConfig
 from hierrouter_graph.confidence import Confidence, confidence_features
 from hierrouter_graph.members import engine_choice
 from hierrouter_graph.members.engine_choice import BackendUnavailableError, resolve_backend
-from hierrouter_graph.members.openvino_engine import openvino_threads
+from hierrouter_graph.members.openvino_engine import cpu_properties, openvino_threads
 
 QWEN = "offline:qwen2.5-coder-0.5b-instruct"
 OLD_QWEN_FINGERPRINT = (
@@ -120,19 +120,29 @@ def test_openvino_fingerprint_names_engine_precision_and_resolved_dtype(
     cpu_with_openvino: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from hierrouter_graph.members import quantize as quantize
+
     monkeypatch.setattr(quantize, "cpu_has_native_bf16", lambda: True)
     engine = json.loads(_qwen().fingerprint())["engine"]
     assert engine == {
-        "backend": "openvino", "weights": "int8", "inference_dtype": "bfloat16", "kv_cache": "u8"
+        "backend": "openvino",
+        "weights": "int8",
+        "inference_dtype": "bfloat16",
+        "kv_cache": "u8",
     }
     monkeypatch.setattr(quantize, "cpu_has_native_bf16", lambda: False)
     engine = json.loads(_qwen(quantization="none").fingerprint())["engine"]
     assert engine == {
-        "backend": "openvino", "weights": "float32", "inference_dtype": "float32", "kv_cache": "u8"
+        "backend": "openvino",
+        "weights": "float32",
+        "inference_dtype": "float32",
+        "kv_cache": "u8",
     }
     engine = json.loads(_qwen(quantization="none", dtype="float32").fingerprint())["engine"]
     assert engine == {
-        "backend": "openvino", "weights": "float32", "inference_dtype": "float32", "kv_cache": "float32"
+        "backend": "openvino",
+        "weights": "float32",
+        "inference_dtype": "float32",
+        "kv_cache": "float32",
     }
     assert _qwen().fingerprint() != OLD_QWEN_FINGERPRINT
     old = json.loads(OLD_QWEN_FINGERPRINT)
@@ -160,6 +170,19 @@ def test_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     expected = r"\$HIERROUTER_OPENVINO_THREADS: expected a whole number of threads, got 'two'"
     with pytest.raises(ValueError, match=expected):
         openvino_threads()
+
+
+def test_explicit_threads_are_not_pinned_and_numerics_are_explicit() -> None:
+    exact = {"weights": "int8", "inference_dtype": "float32", "kv_cache": "float32"}
+    assert cpu_properties(exact, 1) == {
+        "INFERENCE_PRECISION_HINT": "f32",
+        "KV_CACHE_PRECISION": "f32",
+        "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0,
+        "INFERENCE_NUM_THREADS": 1,
+        "ENABLE_CPU_PINNING": False,
+    }
+    fast = {"weights": "int8", "inference_dtype": "bfloat16", "kv_cache": "u8"}
+    assert cpu_properties(fast, 0) == {"INFERENCE_PRECISION_HINT": "bf16", "KV_CACHE_PRECISION": "u8"}
 
 
 # ------------------------------------------------------------------------------ integration
@@ -267,3 +290,37 @@ def test_int8_ir_and_auto_and_prepare(
     # int8 weights on a random 2-layer model: near-tie tokens may flip; the agreement is measured, not assumed
     agreement = sum(a == b for a, b in zip(got, want, strict=True))
     print(f"int8 IR vs transformers float32: {agreement}/{len(PROMPTS)} replies identical")
+
+
+_AFFINITY_SCRIPT = """
+import os, sys
+from pathlib import Path
+from langchain_core.messages import HumanMessage
+from hierrouter_graph import ModelSpec
+from hierrouter_graph.members.local import build_pool_member
+spec = ModelSpec(name="tiny", source=sys.argv[1], base_rate=0.001, max_new_tokens=8, dtype="float32",
+                 backend="openvino")
+member = build_pool_member(spec, Path(sys.argv[2]))
+member.batch_generate([[HumanMessage("What is seven times six?")]])
+print(sorted(os.sched_getaffinity(0)))
+"""
+
+
+@pytest.mark.integration
+@needs_openvino
+def test_a_single_threaded_unpinned_pipeline_compiles_generates_and_keeps_every_core(
+    tiny_folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """A 1-thread pipeline compiles with pinning off (an unknown or refused property would raise
+    here) and generates, and the process keeps every core it was given (``cpu_properties``)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HIERROUTER_OPENVINO_THREADS": "1"}
+    ran = subprocess.run(
+        [sys.executable, "-c", _AFFINITY_SCRIPT, str(tiny_folders["tiny-a"]), str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.strip().splitlines()[-1] == str(sorted(os.sched_getaffinity(0)))
