@@ -71,8 +71,23 @@ def test_full_horizon_finds_each_tasks_route_and_the_hand_computed_gain(
         0.25 < check.gain.low < check.gain.mean < check.gain.high
         and check.oracle_reward.mean >= check.task_oracle_reward.mean
     )
+    # every item's task has other items choosing the same route: leave-one-out agrees here
+    assert check.loo_task_reward.mean == pytest.approx(check.task_oracle_reward.mean)
+    assert check.loo_gain.mean == pytest.approx(check.gain.mean)
     solver = next(row for row in check.routes if row.route == "planner → solver")
     assert solver.quality == {"sum": 1.0, "lucky": 0.0} and solver.overall_quality == 0.6
+
+
+def test_leave_one_out_does_not_credit_a_route_seen_only_on_the_item_itself(
+    config: RouterConfig, pool: dict[str, PoolMember], store: ReplayStore
+) -> None:
+    check = check_pool(config, pool, [*LUCKY, SUMS[0]], store, resamples=50)
+    assert check.task_oracle_reward.mean == pytest.approx(1.0, abs=0.02)  # in-sample: 5 of 5 right
+    assert check.gain.mean == pytest.approx(0.2, abs=0.02)  # the guesser alone gets the 4 lucky ones
+    # held out, the lone sum gets the route chosen on the lucky items (the guesser's wrong 13)
+    assert check.loo_task_reward.mean == pytest.approx(0.8, abs=0.02)
+    assert check.loo_gain.mean == pytest.approx(0.0, abs=0.01)
+    assert check.loo_gain.mean < check.gain.mean
 
 
 def test_cost_range_is_dearest_over_cheapest_one_call_and_gates_the_verdict(

@@ -13,6 +13,12 @@ horizon recorded so far (``horizon=1`` needs just the stage-0 replies — a fift
 - the members' **cost range**: the largest over the smallest mean one-call cost (members that cost
   nothing are left out of the ratio).
 
+In-sample choice flatters a pool on few items (the best of M noisy task means is biased up), so
+the check also reports **per-task routing chosen leave-one-out**: for each item, the best single
+member and its task's best route are chosen on the other items (the same rules: highest mean
+reward, ties to the lower mean cost, then candidate order) and scored on the held-out item — what a
+task-level router that never saw the item would gain.
+
 The pool passes when the task oracle beats the best single member by at least ``min_gain`` and
 the cost range is at least ``min_cost_range`` (the issue-26 criterion: 0.08 and 20×). The gap is
 in-sample (the oracle picks its routes on the items it is scored on): a pass is necessary, not
@@ -38,7 +44,15 @@ from training.evaluation.strategies import (
     task_oracle_strategy,
 )
 from training.replay.readers import ReplayMissError
-from training.replay.tree import candidate_routes, complete_items, outcome_tree, route_label, with_horizon
+from training.replay.tree import (
+    OutcomeTree,
+    Route,
+    candidate_routes,
+    complete_items,
+    outcome_tree,
+    route_label,
+    with_horizon,
+)
 from training.tasks.items import Item
 
 __all__ = ["MIN_COST_RANGE", "MIN_GAIN", "PoolCheck", "RouteRow", "check_pool"]
@@ -78,6 +92,10 @@ class PoolCheck:
     task_oracle_reward: Interval
     gain: Interval
     """Task oracle − best single, mean reward with its paired 95% bootstrap interval."""
+    loo_task_reward: Interval
+    """Per-task routing chosen leave-one-out (module docstring), scored on the held-out items."""
+    loo_gain: Interval
+    """Leave-one-out per-task routing − the best single member chosen leave-one-out."""
     oracle_reward: Interval
     member_costs: dict[str, float]
     """Member → mean cost of one call (route ``(m,)``)."""
@@ -91,6 +109,31 @@ class PoolCheck:
 
     def as_dict(self) -> dict[str, object]:
         return {**asdict(self), "passes": self.passes}
+
+
+def _best(rewards: np.ndarray, costs: np.ndarray, columns: Sequence[int]) -> int:
+    """The column of highest mean reward (ties: lower mean cost, then the first)."""
+    return min(columns, key=lambda c: (-float(rewards[:, c].mean()), float(costs[:, c].mean()), c))
+
+
+def _leave_one_out(
+    tree: OutcomeTree, items: Sequence[Item], candidates: Sequence[Route], singles: Sequence[Route]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per item: the reward of its task's best route and of the best single route, both chosen on
+    the other items (of its task / of all). An item alone in its task keeps the single's choice."""
+    rewards = np.array([[tree[i.id][r].reward for r in candidates] for i in items])
+    costs = np.array([[tree[i.id][r].cost for r in candidates] for i in items])
+    single_columns = [candidates.index(route) for route in singles]
+    every = list(range(len(candidates)))
+    task_of = np.array([item.task for item in items])
+    routed, single = np.empty(len(items)), np.empty(len(items))
+    for row in range(len(items)):
+        others = np.arange(len(items)) != row
+        chosen_single = _best(rewards[others], costs[others], single_columns) if others.any() else 0
+        same_task = others & (task_of == task_of[row])
+        chosen_task = _best(rewards[same_task], costs[same_task], every) if same_task.any() else chosen_single
+        routed[row], single[row] = rewards[row, chosen_task], rewards[row, chosen_single]
+    return routed, single
 
 
 def _cost_range(costs: Mapping[str, float]) -> float:
@@ -166,6 +209,8 @@ def check_pool(
     task_oracle: Strategy = task_oracle_strategy(inputs)[0]
     oracle: Strategy = oracle_strategy(inputs)[0]
     index = bootstrap_indices(len(complete), resamples, seed)
+    single_routes = [route for s in singles for route in dict.fromkeys(s.routes) if route is not None]
+    loo_routed, loo_single = _leave_one_out(tree, complete, candidates, single_routes)
     member_costs = {
         name: float(np.mean([tree[i.id][(name,)].cost for i in complete]))
         for name in checked_config.model_names
@@ -187,6 +232,8 @@ def check_pool(
         task_routes=task_routes,
         task_oracle_reward=mean_interval(task_oracle.scores.reward, index),
         gain=mean_interval(task_oracle.scores.reward - best.scores.reward, index),
+        loo_task_reward=mean_interval(loo_routed, index),
+        loo_gain=mean_interval(loo_routed - loo_single, index),
         oracle_reward=mean_interval(oracle.scores.reward, index),
         member_costs=member_costs,
         cost_range=_cost_range(member_costs),

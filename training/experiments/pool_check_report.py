@@ -52,6 +52,9 @@ def markdown(check: PoolCheck, command: str | None = None) -> str:
         f"- task oracle (hindsight; {routes}): reward {_ci(check.task_oracle_reward)}",
         f"- **gain of the task oracle over the best single: {_ci(check.gain, signed=True)}** "
         f"(criterion ≥ {check.min_gain:g}: {_verdict(gain_ok)})",
+        f"- per-task routing chosen leave-one-out (each item scored by the routes chosen on the others): "
+        f"reward {_ci(check.loo_task_reward)}; **gain over the best single chosen the same way: "
+        f"{_ci(check.loo_gain, signed=True)}**",
         f"- per-query oracle (ceiling): reward {_ci(check.oracle_reward)}",
         f"- mean cost of one call: {costs}; cost range {check.cost_range:.1f}× "
         f"(criterion ≥ {check.min_cost_range:g}×: {_verdict(range_ok)})",
