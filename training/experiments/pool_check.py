@@ -129,7 +129,9 @@ def _leave_one_out(
     routed, single = np.empty(len(items)), np.empty(len(items))
     for row in range(len(items)):
         others = np.arange(len(items)) != row
-        chosen_single = _best(rewards[others], costs[others], single_columns) if others.any() else 0
+        chosen_single = (
+            _best(rewards[others], costs[others], single_columns) if others.any() else single_columns[0]
+        )
         same_task = others & (task_of == task_of[row])
         chosen_task = _best(rewards[same_task], costs[same_task], every) if same_task.any() else chosen_single
         routed[row], single[row] = rewards[row, chosen_task], rewards[row, chosen_single]
