@@ -256,9 +256,10 @@ def cpu_properties(settings: dict[str, str], threads: int) -> dict[str, Any]:
     """The CPU plugin's properties for ``settings`` and ``threads`` (0: OpenVINO's default).
 
     With an explicit thread count (the machine is shared with other jobs) the threads are NOT
-    pinned to cores: two single-threaded recorders were found with their threads bound to core 0
-    (50% + 50% of one core, the other idle; 2x the pace once re-bound by hand). Pinning decides
-    where threads run, never the numbers, so replies and fingerprints are unchanged.
+    pinned to cores: OpenVINO binds a 1-thread pipeline's inferring thread to core 0 before every
+    inference (strace: ``sched_setaffinity(0, [0])`` each step), in every process, so two
+    single-threaded recorders shared one core while the other idled (50% + 50%; 2x the pace once
+    unbound). Pinning decides where threads run, never the numbers: replies and fingerprints stay.
     """
     properties: dict[str, Any] = {
         "INFERENCE_PRECISION_HINT": _DTYPE_HINT[settings["inference_dtype"]],
