@@ -17,7 +17,7 @@ from hierrouter_graph import ModelSpec, RouterConfig
 from hierrouter_graph.confidence import Confidence, confidence_features
 from hierrouter_graph.members import engine_choice
 from hierrouter_graph.members.engine_choice import BackendUnavailableError, resolve_backend
-from hierrouter_graph.members.openvino_engine import cpu_properties, openvino_threads
+from hierrouter_graph.members.openvino_engine import cpu_properties, openvino_cache_gb, openvino_threads
 
 QWEN = "offline:qwen2.5-coder-0.5b-instruct"
 OLD_QWEN_FINGERPRINT = (
@@ -170,6 +170,19 @@ def test_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     expected = r"\$HIERROUTER_OPENVINO_THREADS: expected a whole number of threads, got 'two'"
     with pytest.raises(ValueError, match=expected):
         openvino_threads()
+
+
+def test_kv_cache_size_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HIERROUTER_OPENVINO_CACHE_GB", raising=False)
+    assert openvino_cache_gb() == 1
+    monkeypatch.setenv("HIERROUTER_OPENVINO_CACHE_GB", "3")
+    assert openvino_cache_gb() == 3
+    monkeypatch.setenv("HIERROUTER_OPENVINO_CACHE_GB", "2.5")
+    with pytest.raises(ValueError, match=r"CACHE_GB: expected a whole number of GB, got '2.5'"):
+        openvino_cache_gb()
+    monkeypatch.setenv("HIERROUTER_OPENVINO_CACHE_GB", "0")
+    with pytest.raises(ValueError, match=r"CACHE_GB: expected >= 1 GB, got 0"):
+        openvino_cache_gb()
 
 
 def test_explicit_threads_are_not_pinned_and_numerics_are_explicit() -> None:

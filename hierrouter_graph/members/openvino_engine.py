@@ -231,6 +231,25 @@ def openvino_threads() -> int:
     return 0
 
 
+def openvino_cache_gb() -> int:
+    """Whole GB of KV cache per OpenVINO pipeline: ``$HIERROUTER_OPENVINO_CACHE_GB``, else 1.
+
+    Why a knob: continuous batching only keeps a batch full while every running row's cache fits;
+    1 GB holds ~18k float32 tokens of the 1.5B (16 rows of ~1000), enough for a chat server but
+    not for a recorder that hands 48 prompts to one call. The size changes no reply."""
+    value = os.environ.get("HIERROUTER_OPENVINO_CACHE_GB", "").strip()
+    if not value:
+        return 1
+    try:
+        size = int(value)
+    except ValueError:
+        expected = f"$HIERROUTER_OPENVINO_CACHE_GB: expected a whole number of GB, got {value!r}"
+        raise ValueError(expected) from None
+    if size < 1:
+        raise ValueError(f"$HIERROUTER_OPENVINO_CACHE_GB: expected >= 1 GB, got {size}")
+    return size
+
+
 @dataclass
 class OpenVINOModel:
     """A loaded IR: the continuous-batching pipeline, the HF tokenizer and the stop ids."""
@@ -296,7 +315,7 @@ def load_openvino_model(
         from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
         scheduler = og.SchedulerConfig()
-        scheduler.cache_size = 1  # GB of KV cache: 16 x 1000-token rows of the 1.5B fit in u8
+        scheduler.cache_size = openvino_cache_gb()
         pipeline = og.ContinuousBatchingPipeline(
             str(ir_folder), scheduler, "CPU", cpu_properties(settings, threads)
         )
