@@ -80,3 +80,18 @@ def test_ppo_flags_are_ppoargs_fields_and_the_documented_spellings_still_parse()
     )
     assert ppo_args_from(parse_args(["--args-from", str(SHIPPED)])) == PPOArgs.from_policy(SHIPPED)
     assert ppo_args_from(parse_args(["--args-from", str(SHIPPED), "--seed", "1"])).seed == 1
+
+
+def test_horizon_flag_answers_in_that_many_hops_with_the_same_members() -> None:
+    from training.cli.context import load_config
+    from training.cli.tune import parse_args as tune_args
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "skills-pool.yaml"
+    full = load_config(parse_args(["--config", str(config)]))
+    one = load_config(parse_args(["--config", str(config), "--horizon", "1"]))
+    assert (full.horizon, one.horizon) == (2, 1)
+    assert [m.fingerprint() for m in one.models] == [m.fingerprint() for m in full.models]
+    assert one.stage_prompts[0] == full.stage_prompts[0]
+    assert load_config(tune_args(["--config", str(config), "--horizon", "3"])).horizon == 3
+    with pytest.raises(ValueError, match="--horizon: expected >= 1 hops, got 0"):
+        load_config(parse_args(["--horizon", "0"]))

@@ -1,7 +1,7 @@
 """The objects every training command builds from its flags: ``load_run_context(args)``.
 
 Why one function: PPO, the evaluation, the sweep and the tuner all read the same flags
-(``--config``, ``--allow-stop``, ``--uncertainty``, ``--replay``, ``--live``, ``--tasks``,
+(``--config``, ``--horizon``, ``--allow-stop``, ``--uncertainty``, ``--replay``, ``--live``, ``--tasks``,
 ``--per-task``, ``--data-seed``, ``--items``, ``--threads``) into the same objects; building them in
 one place keeps the commands from drifting apart (which config a flag changes, when the shipped
 record seeds the store, which split is train).
@@ -20,6 +20,7 @@ from hierrouter_graph.members.pool import PoolMember
 from training.replay.readers import CachedEncoder, ReplayMissError
 from training.replay.shipped import ShippedRecord, note_replayed_numerics, shipped_record_for
 from training.replay.store import ReplayStore, StateEncoder
+from training.replay.tree import with_horizon
 from training.tasks.items import ALL_TASKS, DEFAULT_PER_TASK, Item
 from training.tasks.reward import REWARD_METRICS
 from training.tasks.routing_data import build_routing_dataset, load_items
@@ -27,6 +28,7 @@ from training.tasks.routing_data import build_routing_dataset, load_items
 __all__ = [
     "RunContext",
     "add_data_flags",
+    "add_horizon_flag",
     "add_router_flags",
     "evaluation_splits",
     "load_config",
@@ -34,10 +36,23 @@ __all__ = [
 ]
 
 
+def add_horizon_flag(parser: argparse.ArgumentParser) -> None:
+    """``--horizon L``: the config answering in L hops (``tree.with_horizon``). Why a flag and not a
+    copy of the YAML: a pool recorded to one hop (``record.py --horizon 1``) is trained, tuned and
+    evaluated at that horizon with the same config file, so fingerprints and replay keys stay one."""
+    parser.add_argument(
+        "--horizon",
+        type=int,
+        default=None,
+        help="hops per route instead of the config's L (deeper stages reuse the last stage prompt)",
+    )
+
+
 def add_router_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags that say which router and which replies: config, its STOP/confidence switches,
-    the replay store, live generation and the reward's quality metric."""
+    """The flags that say which router and which replies: config and its horizon, its
+    STOP/confidence switches, the replay store, live generation and the reward's quality metric."""
     parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
+    add_horizon_flag(parser)
     parser.add_argument("--replay", type=Path, default=Path("runs/replay.sqlite"), help="replay store")
     parser.add_argument(
         "--live",
@@ -83,11 +98,15 @@ def add_data_flags(parser: argparse.ArgumentParser, *, items_help: str) -> None:
 
 
 def load_config(ns: argparse.Namespace) -> RouterConfig:
-    """``--config`` (default: the offline pool), with ``--allow-stop`` / ``--uncertainty`` /
-    ``--alpha-range`` on top."""
+    """``--config`` (default: the offline pool), with ``--horizon`` / ``--allow-stop`` /
+    ``--uncertainty`` / ``--alpha-range`` on top."""
     from hierrouter_graph.defaults import default_config
 
     config = RouterConfig.from_file(ns.config) if ns.config is not None else default_config()
+    if getattr(ns, "horizon", None) is not None:
+        if ns.horizon < 1:
+            raise ValueError(f"--horizon: expected >= 1 hops, got {ns.horizon}")
+        config = with_horizon(config, ns.horizon)
     if getattr(ns, "allow_stop", False):
         config = config.model_copy(update={"allow_stop": True})
     if getattr(ns, "uncertainty", False):

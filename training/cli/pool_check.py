@@ -32,7 +32,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_data_flags(
         parser, items_help="JSONL of train/specialization items instead of the benchmarks' train split"
     )
-    parser.add_argument("--horizon", type=int, default=None, help="hops per route (default: the config's L)")
     parser.add_argument("--alpha", type=float, default=None, help="α of R = Q − α·C (default: the config's)")
     parser.add_argument("--min-gain", type=float, default=MIN_GAIN, help="least task-oracle gain to pass")
     parser.add_argument(

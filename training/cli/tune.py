@@ -17,7 +17,7 @@ from pathlib import Path
 import training.experiments.tune as tuning
 from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.sandbox import SandboxUnavailable
-from training.cli.context import load_run_context
+from training.cli.context import add_horizon_flag, load_run_context
 from training.evaluation.reports import write_marked_section
 from training.experiments.tune import DEFAULT_ITERATIONS, DEFAULT_LRS, SECTION, markdown_section, tune
 from training.replay.tree import complete_items
@@ -28,6 +28,7 @@ __all__ = ["main", "parse_args"]
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(tuning.__doc__ or "").split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=None, help="router YAML/JSON (default: offline pool)")
+    add_horizon_flag(parser)
     parser.add_argument("--items", type=Path, default=None, help="a JSONL dataset instead of the benchmarks")
     parser.add_argument("--lrs", type=float, nargs="+", default=list(DEFAULT_LRS))
     parser.add_argument("--iterations", type=int, nargs="+", default=list(DEFAULT_ITERATIONS))
@@ -67,8 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             split_seed=ns.split_seed,
         )
     best = result.best
-    own = (["--config", str(ns.config)] if ns.config else []) + (
-        ["--items", str(ns.items)] if ns.items else []
+    own = (
+        (["--config", str(ns.config)] if ns.config else [])
+        + (["--horizon", str(ns.horizon)] if ns.horizon is not None else [])
+        + (["--items", str(ns.items)] if ns.items else [])
     )
     command = [
         "python",
