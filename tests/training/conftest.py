@@ -7,6 +7,11 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from hierrouter_graph import RouterConfig
+from hierrouter_graph.members.build import build_pool
+from hierrouter_graph.members.pool import PoolMember
+from tests.training.scripted_pool import chat_models, scripted_config
+
 
 @pytest.fixture(scope="module")
 def one_torch_thread() -> Iterator[None]:
@@ -16,3 +21,16 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def config() -> RouterConfig:
+    """The scripted pool's router (planner, solver, guesser; L=2); a module may override it."""
+    return scripted_config()
+
+
+@pytest.fixture(scope="module")
+def pool(config: RouterConfig) -> dict[str, PoolMember]:
+    """The scripted pool's members on their scripted chat models; a module whose members answer
+    differently (``test_evaluate``) overrides it."""
+    return build_pool(config, chat_models())

@@ -37,7 +37,6 @@ from tests.training.scripted_pool import (
     ScriptedChat,
     lucky_items,
     make_items,
-    scripted_config,
 )
 from tests.training.scripted_pool import chat_models as scripted_chat_models
 from tests.training.scripted_pool import reply as shared_reply
@@ -69,11 +68,6 @@ def chat_models() -> dict[str, ScriptedChat]:
 
 TRAIN = [*make_items(6, offset=100), *lucky_items(2, offset=100)]
 TEST = [*make_items(4), *lucky_items(4)]
-
-
-@pytest.fixture(scope="module")
-def config() -> RouterConfig:
-    return scripted_config()
 
 
 @pytest.fixture(scope="module")

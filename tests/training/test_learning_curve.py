@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 
 from hierrouter_graph import RouterConfig
-from hierrouter_graph.graph import build_pool
 from hierrouter_graph.members.pool import PoolMember
-from tests.training.scripted_pool import chat_models, lucky_items, make_items, scripted_config
+from tests.training.scripted_pool import chat_models, lucky_items, make_items
 from tests.training.test_curves import TopicEncoder
 from training.evaluation.learned_routers import KNN, MLP
 from training.evaluation.reports import write_marked_section
@@ -49,16 +48,6 @@ TRAIN = [*make_items(8, offset=100), *lucky_items(8, offset=100)]
 TEST = [*make_items(6), *lucky_items(6)]
 TINY_PPO = PPOArgs(iterations=1, rollouts=8, num_minibatches=2, update_epochs=1, hidden_size=16)
 RESAMPLES = 200
-
-
-@pytest.fixture(scope="module")
-def config() -> RouterConfig:
-    return scripted_config()
-
-
-@pytest.fixture(scope="module")
-def pool(config: RouterConfig) -> dict[str, PoolMember]:
-    return build_pool(config, chat_models())
 
 
 @pytest.fixture(scope="module")

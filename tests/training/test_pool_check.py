@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from hierrouter_graph import RouterConfig
-from hierrouter_graph.members.build import build_pool
 from hierrouter_graph.members.pool import PoolMember
-from tests.training.scripted_pool import chat_models, lucky_items, make_items, scripted_config
+from tests.training.scripted_pool import chat_models, lucky_items, make_items
 from training.experiments.pool_check import PoolCheck, check_pool
 from training.experiments.pool_check_report import markdown
 from training.replay.readers import ReplayMissError
@@ -26,16 +25,6 @@ SUMS = make_items(6)
 LUCKY = lucky_items(4)
 STAGE0_ONLY = make_items(3, offset=50)
 """Items whose stage-0 replies alone are recorded: in the horizon-1 check, not in the L=2 one."""
-
-
-@pytest.fixture(scope="module")
-def config() -> RouterConfig:
-    return scripted_config()
-
-
-@pytest.fixture(scope="module")
-def pool(config: RouterConfig) -> dict[str, PoolMember]:
-    return build_pool(config, chat_models())
 
 
 @pytest.fixture(scope="module")
