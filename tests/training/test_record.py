@@ -250,3 +250,32 @@ def test_the_meta_says_how_each_kind_of_member_was_batched() -> None:
     assert "float weights" in batching_of("generate", "transformers cpu float32")
     assert batching_of("cloze_mc", "transformers cpu float32").startswith("no generation")
     assert "max_concurrency" in batching_of("generate", "endpoint")
+
+
+def test_status_counts_complete_items_per_horizon_and_writes_nothing(
+    tiny_config: RouterConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--status: item 0's whole tree, item 1's stage 0 only, item 2 one hop short of stage 0."""
+    from training.replay.tree import with_horizon
+
+    tiny_config.to_file(tmp_path / "router.yaml")
+    items = [*_items(2), Item("code/0", "code", PROMPTS[1] + " # 2", ["x"], "token_f1", "routing")]
+    write_jsonl_dataset(items, tmp_path / "items.jsonl")
+    pool = build_pool(tiny_config)
+    with ReplayStore(tmp_path / "a.sqlite") as store:
+        record_outcome_tree(tiny_config, pool, items[:1], store, progress=False)
+        record_outcome_tree(with_horizon(tiny_config, 1), pool, items[1:2], store, progress=False)
+        run_hop(pool["tiny-a"], items[2].prompt, tiny_config.stage_prompt(0), store)
+        rows = len(store)
+    args = [
+        "--config", str(tmp_path / "router.yaml"), "--items", str(tmp_path / "items.jsonl"),
+        "--db", str(tmp_path / "a.sqlite"), "--status",
+    ]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:] == [
+        "  L=1: 2/3 items complete (qa 2/2, code 0/1)",
+        "  L=2: 1/3 items complete (qa 1/2, code 0/1)",
+    ]
+    with ReplayStore(tmp_path / "a.sqlite") as store:
+        assert len(store) == rows

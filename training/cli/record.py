@@ -2,6 +2,7 @@
 
 python training/record.py --split test --per-task 30 --db runs/replay.sqlite
 python training/record.py --split all --horizon 3     # a deeper tree (extends the L=2 one)
+python training/record.py --config configs/skills-pool.yaml --split all --db runs/skills.sqlite --status
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from hierrouter_graph.cli_errors import run_cli
 from hierrouter_graph.sandbox import SandboxUnavailable
 from training.cli.context import load_config, load_run_context
 from training.replay.endpoint_hops import HopFailedError
+from training.replay.progress import record_progress
 from training.replay.record import RecordStats, record_in_chunks, record_outcome_tree
 from training.replay.record_meta import record_meta_path, write_record_meta
 from training.replay.shipped import shipped_record_for
@@ -96,6 +98,12 @@ def parser() -> argparse.ArgumentParser:
         help="with --export-to: write every reply the store holds now (partial trees included) and "
         "exit without recording; how a recording stopped mid-chunk keeps its replies",
     )
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="print how many of the chosen items are complete at each horizon 1..L, per task, and "
+        "exit (loads no model, writes nothing)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument(
         "--export-shipped",
@@ -104,6 +112,17 @@ def parser() -> argparse.ArgumentParser:
         "state embeddings; as training/export_shipped.py does)",
     )
     return parser
+
+
+def print_status(ns: argparse.Namespace) -> int:
+    """``--status``: the record's progress on the chosen items (``progress.record_progress``)."""
+    context = load_run_context(ns, items=record_items(ns), require_replay=True, shipped=False)
+    with context.open_store() as store:
+        progress = record_progress(context.config, context.pool, context.train, store)
+    print(f"{ns.replay}, {ns.split} items of {ns.config or 'the offline pool'}:")
+    for line in progress.lines():
+        print(f"  {line}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -115,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--export-shipped: no shipped record fits this config; start one with "
             "training/export_shipped.py --name NAME"
         )
+    if ns.status:
+        return print_status(ns)
     # a shipped pool resumes from its shipped record (regenerating nothing), whatever the items
     context = load_run_context(ns, items=record_items(ns), shipped=True, generates=True)
     config = context.config if ns.horizon is None else with_horizon(context.config, ns.horizon)
