@@ -279,3 +279,24 @@ def test_status_counts_complete_items_per_horizon_and_writes_nothing(
     ]
     with ReplayStore(tmp_path / "a.sqlite") as store:
         assert len(store) == rows
+
+
+def test_status_reads_the_export_where_the_store_does_not_exist(
+    tiny_config: RouterConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tiny_config.to_file(tmp_path / "router.yaml")
+    write_jsonl_dataset(_items(2), tmp_path / "items.jsonl")
+    record = tmp_path / "pool.replay.jsonl.gz"
+    with ReplayStore(tmp_path / "a.sqlite") as store:
+        record_outcome_tree(tiny_config, build_pool(tiny_config), _items(1), store, progress=False)
+        store.export_jsonl_gz(record)
+    args = [
+        "--config", str(tmp_path / "router.yaml"), "--items", str(tmp_path / "items.jsonl"),
+        "--db", str(tmp_path / "missing.sqlite"), "--export-to", str(record), "--status",
+    ]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"{record}, test items of {tmp_path / 'router.yaml'}:", *[
+        f"  L={h}: 1/2 items complete (qa 1/2)" for h in (1, 2)
+    ]]
+    assert not (tmp_path / "missing.sqlite").exists()

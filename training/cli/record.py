@@ -101,8 +101,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--status",
         action="store_true",
-        help="print how many of the chosen items are complete at each horizon 1..L, per task, and "
-        "exit (loads no model, writes nothing)",
+        help="print how many of the chosen items are complete at each horizon 1..L, per task, in "
+        "--db (else in the --export-to file) and exit (loads no model, writes nothing)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument(
@@ -115,11 +115,23 @@ def parser() -> argparse.ArgumentParser:
 
 
 def print_status(ns: argparse.Namespace) -> int:
-    """``--status``: the record's progress on the chosen items (``progress.record_progress``)."""
-    context = load_run_context(ns, items=record_items(ns), require_replay=True, shipped=False)
-    with context.open_store() as store:
-        progress = record_progress(context.config, context.pool, context.train, store)
-    print(f"{ns.replay}, {ns.split} items of {ns.config or 'the offline pool'}:")
+    """``--status``: the record's progress on the chosen items (``progress.record_progress``) in
+    ``--db``, or, where that store does not exist yet, in the ``--export-to`` file (read into a
+    temporary store: a fresh clone can see how far the committed record has got)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        source = ns.replay
+        if not ns.replay.is_file() and ns.export_to is not None and ns.export_to.is_file():
+            source, ns.replay = ns.export_to, Path(folder) / "status.sqlite"
+        context = load_run_context(
+            ns, items=record_items(ns), require_replay=source == ns.replay, shipped=False
+        )
+        with context.open_store() as store:
+            if source != ns.replay:
+                store.import_jsonl_gz(source)
+            progress = record_progress(context.config, context.pool, context.train, store)
+    print(f"{source}, {ns.split} items of {ns.config or 'the offline pool'}:")
     for line in progress.lines():
         print(f"  {line}")
     return 0
