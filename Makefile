@@ -79,6 +79,7 @@ sandbox-tools:
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy hierrouter_graph training bench examples
 
 unit: install-extras sandbox-tools

@@ -35,9 +35,7 @@ def hop_cost(
     if tokens_in < 0 or tokens_out < 0:
         raise ValueError(f"token counts must be >= 0, got tokens_in={tokens_in}, tokens_out={tokens_out}")
     if executions < 0 or execution_cost < 0:
-        raise ValueError(
-            f"executions and execution_cost must be >= 0, got {executions} and {execution_cost}"
-        )
+        raise ValueError(f"executions and execution_cost must be >= 0, got {executions} and {execution_cost}")
     cost = base_rate * (tokens_in + tokens_out)
     return cost + executions * execution_cost if executions else cost
 

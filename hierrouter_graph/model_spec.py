@@ -27,7 +27,6 @@ Device = str
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 
 
-
 def _adapter_identity(adapter: str) -> str:
     """An adapter's identity for fingerprints: the hash of its weights when the folder exists.
 

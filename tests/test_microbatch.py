@@ -324,10 +324,7 @@ def test_graph_batch_coalesces_each_stage_and_equals_sequential_invokes(
     config = _config(tiny_specs, tmp_path, max_batch_size=len(queries), batch_wait_ms=LONG_WAIT_MS)
     pool = build_pool(config)
     try:
-        spies = {
-            name: GenerateSpy(monkeypatch, m.batch_generate.model)
-            for name, m in pool.items()
-        }
+        spies = {name: GenerateSpy(monkeypatch, m.batch_generate.model) for name, m in pool.items()}
         router = HierRouterGraph(config, route, chat_models=pool)
         outputs = router.batch(queries)  # all 8 must run at once, or the full batch never forms
     finally:

@@ -21,7 +21,12 @@ def test_sources_are_deduplicated_largest_first_and_endpoints_skipped() -> None:
             ModelSpec(name="small", source="offline:smollm2-135m-instruct"),
             ModelSpec(name="persona", source="offline:smollm2-135m-instruct", system_prompt="Be brief."),
             ModelSpec(name="big", source="offline:qwen2.5-coder-1.5b-instruct"),
-            ModelSpec(name="remote", source="some/model", base_rate=0.01, endpoint=EndpointSpec(url="http://127.0.0.1:9/v1")),
+            ModelSpec(
+                name="remote",
+                source="some/model",
+                base_rate=0.01,
+                endpoint=EndpointSpec(url="http://127.0.0.1:9/v1"),
+            ),
         ]
     )
     assert local_sources(config) == {

@@ -25,7 +25,7 @@ FILTER_FAILED = 97
 FILTER_FAILED_MESSAGE = "sandbox: the system-call filter could not be installed"
 
 # Runs inside the child after the plain-data codec's source; standard library only.
-_MAIN = r'''
+_MAIN = r"""
 import json as _json
 import os as _os
 import resource as _resource
@@ -142,7 +142,7 @@ def _main():
 
 
 _main()
-'''
+"""
 
 BOOTSTRAP = (
     inspect.getsource(plain)

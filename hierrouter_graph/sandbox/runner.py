@@ -63,6 +63,7 @@ __all__ = [
 # The results channel carries plain data only; more than this is an error, not a verdict.
 MAX_RESULT_BYTES = 4 << 20
 
+
 @dataclass(frozen=True)
 class SandboxLimits:
     """Resource caps for one run. ``cpu_seconds=None`` means ``int(timeout_s) + 2``.
@@ -365,7 +366,7 @@ def _outcomes(answer: bytes | None, count: int) -> tuple[tuple[ExpressionOutcome
         outcomes = []
         for row in rows:
             if not isinstance(row, list) or len(row) != 2 or row[0] not in ("ok", "error"):
-                raise PlainDataError("expected [\"ok\", value] or [\"error\", message] rows")
+                raise PlainDataError('expected ["ok", value] or ["error", message] rows')
             if row[0] == "ok":
                 outcomes.append(ExpressionOutcome(True, decode_plain(row[1])))
             else:

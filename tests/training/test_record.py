@@ -296,7 +296,8 @@ def test_status_reads_the_export_where_the_store_does_not_exist(
     ]  # fmt: skip
     assert main(args) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out == [f"{record}, test items of {tmp_path / 'router.yaml'}:", *[
-        f"  L={h}: 1/2 items complete (qa 1/2)" for h in (1, 2)
-    ]]
+    assert out == [
+        f"{record}, test items of {tmp_path / 'router.yaml'}:",
+        *[f"  L={h}: 1/2 items complete (qa 1/2)" for h in (1, 2)],
+    ]
     assert not (tmp_path / "missing.sqlite").exists()

@@ -20,6 +20,7 @@ from tests.training.hostile_support import REPO, assert_contained, backend, scor
 
 __all__ = ["backend"]  # the fixture this module's tests use
 
+
 def _with_libc(body: str) -> str:
     return "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n" + textwrap.dedent(body)
 

@@ -11,7 +11,6 @@ fixed route (chosen on train) are read off the trees. Writes the marked "curves"
     python training/curves.py --no-router             # baselines only (seconds)
 """
 
-
 from __future__ import annotations
 
 import argparse
@@ -121,7 +120,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_marked_section(ns.report, SECTION, markdown_section(study, command, ns.plot, ns.report))
         print(f"report: {ns.report} (section '{SECTION}')  plot: {ns.plot}")
     return 0
-
 
 
 def cli() -> int:

@@ -35,7 +35,6 @@ __all__ = [
 ]
 
 
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The CLI's flags; defaults are ``PPOArgs``'s (or, with ``--args-from``, that policy's), so
     the CLI and the library cannot drift apart."""
@@ -179,7 +178,6 @@ def evaluate_trained(ns: argparse.Namespace, context: RunContext, policy_dir: Pa
         plot_cost_quality(results, ns.report.with_name("cost_quality.png"))
     print_table(results)
     return 0
-
 
 
 def cli() -> int:

@@ -117,7 +117,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if sweep.results else 2
 
 
-
 def cli() -> int:
     """The command line: ``main`` with its expected errors reported in one line (``run_cli``)."""
     return run_cli(main, extra=(SandboxUnavailable,))

@@ -354,5 +354,3 @@ def record_in_chunks(
         if on_chunk is not None:
             on_chunk()
     return total
-
-

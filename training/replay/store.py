@@ -323,5 +323,3 @@ class ReplayStore:
         if confidences:
             self.put_confidences(confidences)
         return added
-
-

@@ -40,6 +40,7 @@ class PolicyShape(Protocol):
     cost_scale: float
     seed: int
 
+
 __all__ = [
     "MLP_KIND",
     "POLICY_KINDS",

@@ -57,9 +57,7 @@ def terminal_reward(quality: float, total_cost: float, alpha: float) -> float:
     return quality - alpha * total_cost
 
 
-def episode_quality(
-    item: ScorableItem, answer: str, reward_metric: RewardMetric = "task"
-) -> EpisodeQuality:
+def episode_quality(item: ScorableItem, answer: str, reward_metric: RewardMetric = "task") -> EpisodeQuality:
     """Both quality numbers of a finished episode's ``answer`` (``RouteState.answer``), and the one
     the reward uses.
 
