@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
+if __package__ in (None, ""):  # run as a script: its sibling `bench` modules (not installed)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.generation_speed import decode_tokens_per_s

@@ -15,12 +15,7 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import time
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hierrouter_graph import ModelSpec
 from hierrouter_graph.config import default_cache_dir

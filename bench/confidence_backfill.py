@@ -17,9 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import torch
 
 from hierrouter_graph.defaults import default_config

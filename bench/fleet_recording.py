@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make `hierrouter_graph`, `training`, `bench` importable
+if __package__ in (None, ""):  # run as a script: its sibling `bench` modules (not installed)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx

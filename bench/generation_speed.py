@@ -24,13 +24,8 @@ of a ~500-token prompt, then GSM8K accuracy of float32 / torch int8 / OpenVINO o
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hierrouter_graph.config import default_cache_dir
 from hierrouter_graph.hop import run_hops

@@ -25,9 +25,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from hierrouter_graph import ModelSpec, RouterConfig, run_hop
 from hierrouter_graph.config import default_cache_dir
 from hierrouter_graph.members.build import build_pool

@@ -12,13 +12,9 @@ apart from the whole wall time. Target: whole run under 60 s on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 

@@ -17,12 +17,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import sys
 import time
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 

@@ -12,12 +12,7 @@ batch 16.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hierrouter_graph import ModelSpec, run_hop
 from hierrouter_graph.config import PAPER_STAGE_PROMPTS, default_cache_dir

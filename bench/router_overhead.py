@@ -16,13 +16,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hierrouter_graph import HierRouterGraph, RouterConfig, default_config, run_hop
 from hierrouter_graph.hop import extend_context

@@ -45,9 +45,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import httpx
 from local_server import OFFLINE_ENV, free_port, stop, wait_ready
 

@@ -16,12 +16,7 @@ on each other at every barrier (measured here: 12 tok/s with 2 threads, 43 with 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make `hierrouter_graph` and `training` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 

@@ -12,11 +12,6 @@ the conversation so far, the call's index and the cost spent. Local members cann
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from langchain.agents import create_agent
 
