@@ -45,7 +45,7 @@ from training.evaluation.curves import alpha_points
 from training.evaluation.evaluate import EvaluationResult, evaluate
 from training.evaluation.reports import NO_SWEEP, plot_cost_quality, print_table, write_report
 from training.evaluation.statistics import aiq, bootstrap_interval
-from training.evaluation.strategies import ORACLE, RANDOM, ROUTER, TASK_ORACLE, best_route
+from training.evaluation.strategies import ORACLE, PER_TASK, RANDOM, ROUTER, TASK_ORACLE, best_route
 from training.replay.readers import ReplayMissError
 from training.replay.record import record_outcome_tree
 from training.replay.store import ReplayStore
@@ -219,6 +219,31 @@ def test_task_oracle_is_each_tasks_best_fixed_route(
         assert row.reward.mean == pytest.approx(best, rel=1e-12)
         assert row.description == " → ".join(best_route(test_tree, items, candidate_routes(config)))
     assert baseline.groups["lucky"].row(TASK_ORACLE).description == "guesser"
+
+
+def test_per_task_routing_takes_each_tasks_best_route_on_train(
+    baseline: EvaluationResult, test_tree: OutcomeTree, config: RouterConfig, pool: dict[str, PoolMember],
+    store: ReplayStore,
+) -> None:  # fmt: skip
+    train_tree = outcome_tree(config, pool, TRAIN, store)
+    chosen = {
+        task: best_route(train_tree, [i for i in TRAIN if i.task == task], candidate_routes(config))
+        for task in ("sum", "lucky")
+    }
+    assert chosen == {"sum": ("guesser", "solver"), "lucky": ("guesser",)}
+    row = baseline.overall.row(PER_TASK)
+    assert row.description == "lucky: guesser; sum: guesser → solver"  # tasks outside ALL_TASKS: sorted
+    expected = np.mean([test_tree[item.id][chosen[item.task]].reward for item in TEST])
+    assert row.reward.mean == pytest.approx(expected, rel=1e-12)
+    assert baseline.strategies[PER_TASK].routes == tuple(chosen[item.task] for item in TEST)
+    hindsight = evaluate(config, pool, None, [], TEST, store)  # no train tree: left out, said so
+    assert PER_TASK not in hindsight.strategies
+    assert any(note.startswith(f"{PER_TASK} left out") for note in hindsight.notes)
+    only_sums = evaluate(config, pool, None, TRAIN[:6], TEST, store)  # no lucky train item
+    assert only_sums.strategies[PER_TASK].routes == tuple(
+        ("guesser", "solver") if item.task == "sum" else only_sums.best_fixed_route for item in TEST
+    )
+    assert any("no train items of lucky" in note for note in only_sums.notes)
 
 
 def test_best_fixed_route_is_chosen_on_train_else_hindsight(

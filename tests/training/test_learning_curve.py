@@ -22,6 +22,7 @@ from tests.training.scripted_pool import chat_models, lucky_items, make_items
 from tests.training.test_curves import TopicEncoder
 from training.evaluation.learned_routers import KNN, MLP
 from training.evaluation.reports import write_marked_section
+from training.evaluation.strategies import per_task_routes
 from training.experiments.learning_curve import (
     BEST_FIXED,
     BEST_SINGLE,
@@ -30,7 +31,6 @@ from training.experiments.learning_curve import (
     STRATEGIES,
     LearningCurve,
     LearningCurveSettings,
-    per_task_routes,
     run_learning_curve,
     stratified_order,
 )

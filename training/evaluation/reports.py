@@ -189,7 +189,9 @@ def _header_lines(results: EvaluationResult, command: str, seed: int) -> list[st
         *(f"- Note: {note}" for note in results.notes),
         "",
         "Definitions: *single* = one model alone, one call (stage-0 prompt, its own cost) or L hops of "
-        "itself; *random* = exact mean over all M^L routes; *kNN router (k=…)* / *MLP router* = learned "
+        "itself; *random* = exact mean over all M^L routes; *per-task routing (train)* = each task's best "
+        "route on the train tree, taken by that task's queries (routing by a known task label); "
+        "*kNN router (k=…)* / *MLP router* = learned "
         "single-hop baselines: from the query's frozen embedding, one route of length 1..L per query, "
         "fitted on the train tree only at this α (k chosen on held-out train items); *task oracle* = "
         "each task's best fixed route in hindsight; *oracle* = each query's best route among all routes "
@@ -298,6 +300,7 @@ def plot_cost_quality(results: EvaluationResult, path: str | Path = "docs/cost_q
     axes = figure.add_subplot()
     markers = {
         "router": "*", "router_seeds": "P", "learned": "D", "oracle": "^", "task_oracle": "^", "random": "x",
+        "per_task": "v",
         "fixed": "s",
     }  # fmt: skip
     labels: dict[tuple[float, float], list[str]] = {}  # strategies on the same spot share one label

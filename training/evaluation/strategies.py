@@ -17,6 +17,10 @@ Definitions (exact; "reward" is R = Q − α·C of ``training.tasks.reward.termi
 - **best fixed route**: the candidate route with the highest mean reward over the whole TRAIN
   split, evaluated on test (ties: lower mean cost, then candidate order). Without a train tree it
   is chosen on test and labelled "hindsight".
+- **per-task routing (train)**: per task, the candidate route with the highest mean reward on that
+  task's TRAIN items (``best_route``), taken by every test query of the task — what routing by a
+  known task label alone gives (the router never sees the label; a test task without train items
+  takes the best fixed route, with a note). Left out without a train tree.
 - **kNN router (k=…)** / **MLP router**: the learned routers (``training.evaluation.learned_routers``):
   from the frozen embedding of the query alone, one whole route of length 1..L per query — the
   route with the best mean R among the k nearest train queries (k chosen on held-out train
@@ -49,11 +53,12 @@ from hierrouter_graph.route import RouteState, decide_next
 from training.evaluation.learned_routers import KNN, MLP, fit_routers, stack
 from training.evaluation.statistics import FloatArray
 from training.replay.tree import OutcomeTree, Route, RouteOutcome, route_label
-from training.tasks.items import Item
+from training.tasks.items import ALL_TASKS, Item
 
 __all__ = [
     "BASELINES",
     "ORACLE",
+    "PER_TASK",
     "RANDOM",
     "ROUTER",
     "TASK_ORACLE",
@@ -68,16 +73,20 @@ __all__ = [
     "oracle_routes",
     "oracle_strategy",
     "per_query_strategy",
+    "per_task_routes",
+    "per_task_strategy",
     "random_strategy",
     "router_routes",
     "router_strategy",
     "single_model_strategies",
     "task_oracle_strategy",
+    "task_order",
 ]
 
 ROUTER = "HierRouter"
 RANDOM = "random (uniform, exact)"
 TASK_ORACLE = "task oracle (hindsight)"
+PER_TASK = "per-task routing (train)"
 ORACLE = "oracle (per query)"
 
 
@@ -118,7 +127,8 @@ class Strategy:
 
     name: str
     kind: str
-    """"router", "router_seeds", "single", "random", "fixed", "learned", "task_oracle" or "oracle"."""
+    """"router", "router_seeds", "single", "random", "fixed", "per_task", "learned", "task_oracle" or
+    "oracle"."""
     scores: Scores
     routes: tuple[Route | None, ...]
     """The route per query (None for random routing, which is a mixture)."""
@@ -176,6 +186,20 @@ def best_route(tree: OutcomeTree, items: Sequence[Item], candidates: Sequence[Ro
         )
 
     return min(enumerate(candidates), key=key)[1]
+
+
+def task_order(items: Sequence[Item]) -> list[str]:
+    """The tasks of ``items``: the benchmarks' in ``ALL_TASKS`` order, then any others sorted."""
+    present = {item.task for item in items}
+    return [t for t in ALL_TASKS if t in present] + sorted(present - set(ALL_TASKS))
+
+
+def per_task_routes(
+    tree: OutcomeTree, items: Sequence[Item], candidates: Sequence[Route]
+) -> dict[str, Route]:
+    """Per task of ``items`` (``task_order``), the candidate with the best mean reward on that
+    task's items (``best_route``: ties → lower cost, then candidate order)."""
+    return {t: best_route(tree, [i for i in items if i.task == t], candidates) for t in task_order(items)}
 
 
 def oracle_routes(tree: OutcomeTree, items: Sequence[Item], candidates: Sequence[Route]) -> list[Route]:
@@ -308,11 +332,24 @@ def learned_strategies(inputs: StrategyInputs) -> list[Strategy]:
     return rows
 
 
+def per_task_strategy(inputs: StrategyInputs) -> list[Strategy]:
+    """Each test query takes its task's best route on the train tree (module docstring)."""
+    if inputs.train_tree is None or not inputs.train_items:
+        inputs.notes.append(f"{PER_TASK} left out: no recorded train outcome tree to choose it on")
+        return []
+    by_task = per_task_routes(inputs.train_tree, inputs.train_items, inputs.candidates)
+    unseen = sorted({item.task for item in inputs.items} - set(by_task))
+    if unseen:
+        missing = ", ".join(unseen)
+        inputs.notes.append(f"{PER_TASK}: no train items of {missing}; those take the best fixed route")
+    routes = [by_task.get(item.task, inputs.fixed_route) for item in inputs.items]
+    described = "; ".join(f"{task}: {route_label(route)}" for task, route in by_task.items())
+    return [per_query_strategy(PER_TASK, "per_task", inputs.tree, inputs.items, routes, described)]
+
+
 def task_oracle_strategy(inputs: StrategyInputs) -> list[Strategy]:
-    tasks = dict.fromkeys(item.task for item in inputs.items)
-    by_task = {
-        t: best_route(inputs.tree, [i for i in inputs.items if i.task == t], inputs.candidates) for t in tasks
-    }
+    """Each test query takes its task's best route on the test tree itself (hindsight)."""
+    by_task = per_task_routes(inputs.tree, inputs.items, inputs.candidates)
     routes = [by_task[item.task] for item in inputs.items]
     return [
         per_query_strategy(TASK_ORACLE, "task_oracle", inputs.tree, inputs.items, routes, "each task's best")
@@ -328,9 +365,10 @@ BASELINES: tuple[StrategyBuilder, ...] = (
     lambda inputs: single_model_strategies(inputs.config, inputs.tree, inputs.items),
     lambda inputs: [random_strategy(inputs.config, inputs.tree, inputs.items)],
     best_fixed_strategy,
+    per_task_strategy,
     learned_strategies,
     task_oracle_strategy,
     oracle_strategy,
 )
-"""The rows after the router's, in table order: singles, random, best fixed, kNN and MLP routers,
-task oracle, oracle."""
+"""The rows after the router's, in table order: singles, random, best fixed, per-task routing, kNN
+and MLP routers, task oracle, oracle."""

@@ -30,7 +30,15 @@ from hierrouter_graph.config import RouterConfig
 from hierrouter_graph.members.pool import PoolMember
 from training.evaluation.learned_routers import KNN, MLP, fit_routers, query_embeddings, stack
 from training.evaluation.statistics import FloatArray, Interval, bootstrap_indices, mean_interval
-from training.evaluation.strategies import Scores, best_route, per_query_strategy, router_routes
+from training.evaluation.strategies import (
+    PER_TASK,
+    Scores,
+    best_route,
+    per_query_strategy,
+    per_task_routes,
+    router_routes,
+    task_order,
+)
 from training.experiments.settings import Setting, setting_config, train_setting
 from training.replay.readers import CachedEncoder
 from training.replay.store import ReplayStore, StateEncoder
@@ -44,7 +52,7 @@ from training.replay.tree import (
 )
 from training.rl.args import PPOArgs
 from training.rl.checkpointing import atomic_write
-from training.tasks.items import ALL_TASKS, Item
+from training.tasks.items import Item
 from training.tasks.reward import ScoreMemo
 
 __all__ = [
@@ -57,7 +65,6 @@ __all__ = [
     "CurveRow",
     "LearningCurve",
     "LearningCurveSettings",
-    "per_task_routes",
     "run_learning_curve",
     "stratified_order",
 ]
@@ -65,7 +72,6 @@ __all__ = [
 DEFAULT_SIZES = (24, 48, 96, 192, 420)
 """Train items per point: the issue's grid, up to the 420 train items of a whole routing split."""
 HIERROUTER = "HierRouter (PPO, seed mean)"
-PER_TASK = "per-task routing (chosen on train)"
 BEST_SINGLE = "best single (chosen on train)"
 BEST_FIXED = "best fixed route (chosen on train)"
 STRATEGIES = (HIERROUTER, KNN, MLP, PER_TASK, BEST_FIXED, BEST_SINGLE)
@@ -197,18 +203,13 @@ class LearningCurve:
             raise ValueError(f"{path}: not a learning_curve.json ({error})") from error
 
 
-def _task_order(items: Sequence[Item]) -> list[str]:
-    present = {item.task for item in items}
-    return [t for t in ALL_TASKS if t in present] + sorted(present - set(ALL_TASKS))
-
-
 def stratified_order(items: Sequence[Item], seed: int) -> list[Item]:
     """``items`` in an order whose every prefix is task-stratified: each task's items shuffled
     (``seed``), then at every step the task furthest below its share of the items so far is next
     (ties: ``ALL_TASKS`` order). Subsets are prefixes, hence nested; with equal task counts a
     prefix of k·T items holds exactly k of each of the T tasks."""
     rng = np.random.default_rng(seed)
-    tasks = _task_order(items)
+    tasks = task_order(items)
     queues = {t: [i for i in items if i.task == t] for t in tasks}
     queues = {t: [queue[j] for j in rng.permutation(len(queue))] for t, queue in queues.items()}
     taken = dict.fromkeys(tasks, 0)
@@ -219,14 +220,6 @@ def stratified_order(items: Sequence[Item], seed: int) -> list[Item]:
         order.append(queues[task][taken[task]])
         taken[task] += 1
     return order
-
-
-def per_task_routes(
-    tree: OutcomeTree, subset: Sequence[Item], candidates: Sequence[Route]
-) -> dict[str, Route]:
-    """Per task of ``subset``, the candidate (a single member or a fixed route) with the best mean
-    reward on that task's subset items (``strategies.best_route``: ties → lower cost, then order)."""
-    return {t: best_route(tree, [i for i in subset if i.task == t], candidates) for t in _task_order(subset)}
 
 
 def _most_taken(routes: Sequence[Route]) -> str:
