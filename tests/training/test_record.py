@@ -126,9 +126,18 @@ def test_chunks_complete_whole_trees_and_complete_items_finds_exactly_them(
         record_in_chunks(tiny_config, pool, interleave_tasks(items)[:2], store, chunk_items=2, progress=False)
         assert len(store) == tree_size(2, 2, 2)
         assert complete_items(tiny_config, pool, items, store) == [items[0], items[1]]
-        stats = record_in_chunks(tiny_config, pool, items, store, chunk_items=2, progress=False)
+        lines: list[str] = []
+        stats = record_in_chunks(
+            tiny_config, pool, items, store, chunk_items=2, progress=False, log=lines.append
+        )
         assert (stats.reused, stats.generated) == (12, 12)
         assert complete_items(tiny_config, pool, items, store) == items
+        assert [line.split(":")[0] for line in lines] == [
+            "chunk 0 (items 0-1 of 4) done",
+            "chunk 1 (items 2-3 of 4) done",
+        ]
+        assert lines[0].startswith("chunk 0 (items 0-1 of 4) done: 0 hops generated, 12 reused; 0 tokens out")
+        assert ": 12 hops generated, 0 reused; " in lines[1]
     with pytest.raises(ValueError, match="chunk_items"):
         record_in_chunks(tiny_config, pool, items, store, chunk_items=0, progress=False)
 

@@ -8,6 +8,7 @@ python training/record.py --config configs/skills-pool.yaml --split all --db run
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -191,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 shard=ns.shard,
                 on_chunk=export_pieces,
                 concurrent=not ns.sequential_endpoints,
+                log=lambda line: print(line, file=sys.stderr, flush=True),
             )
         total = len(store)
         if ns.export_shipped:

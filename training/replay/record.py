@@ -41,6 +41,7 @@ from training.tasks.items import Item
 
 __all__ = [
     "RecordStats",
+    "chunk_line",
     "interleave_tasks",
     "record_in_chunks",
     "record_outcome_tree",
@@ -318,6 +319,7 @@ def record_in_chunks(
     shard: tuple[int, int] = (0, 1),
     on_chunk: Callable[[], object] | None = None,
     concurrent: bool = True,
+    log: Callable[[str], object] | None = None,
 ) -> RecordStats:
     """Complete the whole tree of ``chunk_items`` task-interleaved items before starting the next.
 
@@ -329,6 +331,8 @@ def record_in_chunks(
     single generation cannot use every core, ``n`` processes sharing one store split the chunks
     without ever generating the same reply twice. ``on_chunk`` runs after each completed chunk
     (``--export-to`` writes the record's shippable file there, so a cut-off run loses no chunk).
+    ``log`` gets one line per completed chunk (``chunk_line``): what an hours-long recording in
+    the background says about its pace.
     """
     if chunk_items < 1:
         raise ValueError(f"chunk_items must be >= 1, got {chunk_items}")
@@ -353,4 +357,16 @@ def record_in_chunks(
         total.wall_s += part.wall_s
         if on_chunk is not None:
             on_chunk()
+        if log is not None:
+            log(chunk_line(chunk_index, start, len(chunk), len(ordered), part))
     return total
+
+
+def chunk_line(index: int, start: int, size: int, total: int, stats: RecordStats) -> str:
+    """One completed chunk: its items, hops generated and reused, tokens, wall time and pace."""
+    tokens = stats.tokens_in + stats.tokens_out
+    return (
+        f"chunk {index} (items {start}-{start + size - 1} of {total}) done: {stats.generated} hops "
+        f"generated, {stats.reused} reused; {stats.tokens_out} tokens out, {tokens} in+out at "
+        f"{stats.tokens_per_s:.1f} tokens/s; {stats.wall_s / 60:.1f} min"
+    )
