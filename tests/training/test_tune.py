@@ -67,6 +67,8 @@ def test_every_grid_point_is_trained_on_fit_items_and_scored_on_held_out_ones(
         tree = outcome_tree(config, pool, val, store)
         fixed = best_route(tree, val, candidate_routes(config))
         assert result.best_fixed_val_reward == pytest.approx(np.mean([tree[i.id][fixed].reward for i in val]))
+        # one task ("sum"): its best route on fit is the best fixed route
+        assert result.per_task_val_reward == pytest.approx(result.best_fixed_val_reward)
         assert [(g.learning_rate, g.iterations) for g in result.grid] == [
             (1e-4, 1),
             (1e-4, 2),
@@ -109,3 +111,7 @@ def test_markdown_section_marks_the_choice_and_names_both_commands() -> None:
     assert "`a → a`, scores 0.2000 on the held-out items" in text
     assert "9 recorded train items to fit, 3 held out" in text
     assert "`python training/ppo.py --lr 0.001 --iterations 32`" in text
+    assert "scores 0.2000 on the held-out items." in text  # no per-task reference given
+    with_per_task = markdown_section(TuneResult(9, 3, "a → a", 0.2, grid, 0.3), "t", "p")
+    assert "scores 0.2000 on the held-out items; per-task routing chosen on them" in with_per_task
+    assert "(each task's best route) scores 0.3000." in with_per_task

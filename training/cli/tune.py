@@ -89,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "val_items": result.val_items,
         "best_fixed_route": result.best_fixed_route,
         "best_fixed_val_reward": result.best_fixed_val_reward,
+        "per_task_val_reward": result.per_task_val_reward,
         "grid": [asdict(point) for point in result.grid],
         "chosen": asdict(best),
         "train_command": shlex.join(command),
