@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None, *, chat_models: Mapping[str, Any] | 
     context = load_run_context(ns, split="train", require_replay=True, chat_models=chat_models)
     with context.open_store() as store:
         check = check_pool(
-            context.config, context.pool, context.train, store, horizon=ns.horizon, alpha=ns.alpha,
+            context.config, context.pool, context.train, store, alpha=ns.alpha,
             reward_metric=ns.reward, min_gain=ns.min_gain, min_cost_range=ns.min_cost_range,
             resamples=ns.resamples,
         )  # fmt: skip

@@ -21,7 +21,6 @@ from training.replay.progress import record_progress
 from training.replay.record import RecordStats, record_in_chunks, record_outcome_tree
 from training.replay.record_meta import record_meta_path, write_record_meta
 from training.replay.shipped import shipped_record_for
-from training.replay.tree import with_horizon
 from training.tasks.items import ALL_TASKS, DEFAULT_PER_TASK, Item
 from training.tasks.jsonl_datasets import load_jsonl_dataset
 from training.tasks.routing_data import build_routing_dataset
@@ -151,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return print_status(ns)
     # a shipped pool resumes from its shipped record (regenerating nothing), whatever the items
     context = load_run_context(ns, items=record_items(ns), shipped=True, generates=True)
-    config = context.config if ns.horizon is None else with_horizon(context.config, ns.horizon)
+    config = context.config  # --horizon already applied (load_config)
     pool, items, progress = context.pool, context.train, not ns.no_progress
     with context.open_store() as store:
         fingerprints = [spec.fingerprint() for spec in config.models]
